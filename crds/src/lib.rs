@@ -1,0 +1,22 @@
+//! Istio `networking.istio.io` API types (VirtualService, DestinationRule,
+//! Gateway, ServiceEntry), YAML loading with precise errors, semantic
+//! validation, and the CustomResourceDefinition manifests.
+
+pub mod common;
+pub mod destination_rule;
+pub mod duration;
+pub mod error;
+pub mod gateway;
+pub mod load;
+pub mod object;
+pub mod service_entry;
+pub mod virtual_service;
+
+pub use common::*;
+pub use destination_rule::*;
+pub use error::ConfigError;
+pub use gateway::*;
+pub use load::{LoadOutcome, load_yaml};
+pub use object::{ConfigKey, ConfigMeta, ConfigObject, ConfigSpec, Kind, Origin};
+pub use service_entry::*;
+pub use virtual_service::*;

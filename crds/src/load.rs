@@ -1,0 +1,279 @@
+//! Loading Istio config objects from YAML text: multi-document files and
+//! kubectl-style lists, any of the served API versions, strict field checking.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::ConfigError;
+use crate::object::{ConfigKey, ConfigMeta, ConfigObject, ConfigSpec, GROUP, Kind, Origin, VERSIONS};
+
+/// What one YAML text yielded.
+#[derive(Debug, Default)]
+pub struct LoadOutcome {
+    pub objects: Vec<ConfigObject>,
+    pub errors: Vec<ConfigError>,
+    /// Objects that are not Istio networking config (a Deployment in the same
+    /// file, say), described for debug logs.
+    pub ignored: Vec<String>,
+}
+
+/// Parses every document of `text`. `source` names the file in errors;
+/// objects without a namespace get `default_namespace`.
+pub fn load_yaml(source: &str, text: &str, default_namespace: &str) -> LoadOutcome {
+    let mut outcome = LoadOutcome::default();
+    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+        Ok(docs) => docs,
+        Err(err) => {
+            let origin = Origin {
+                source: source.to_string(),
+                document: None,
+            };
+            outcome
+                .errors
+                .push(ConfigError::new(origin, format!("invalid YAML: {err}")));
+            return outcome;
+        }
+    };
+    for (index, doc) in documents.into_iter().enumerate() {
+        let origin = Origin {
+            source: source.to_string(),
+            document: Some(index),
+        };
+        load_document(&origin, doc, default_namespace, &mut outcome);
+    }
+    outcome
+}
+
+fn load_document(origin: &Origin, doc: Value, default_namespace: &str, out: &mut LoadOutcome) {
+    match doc {
+        Value::Null => {}
+        Value::Object(ref map) if is_list(map) => {
+            let Some(Value::Array(items)) = map.get("items").cloned() else {
+                out.errors.push(ConfigError::new(origin.clone(), "a List needs an `items` array").at_field("items"));
+                return;
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                match load_object(origin, item, default_namespace, &format!("items[{i}].")) {
+                    Ok(Some(obj)) => out.objects.push(obj),
+                    Ok(None) => out.ignored.push(format!("{origin}: items[{i}] is not Istio networking config")),
+                    Err(err) => out.errors.push(err),
+                }
+            }
+        }
+        other => match load_object(origin, other, default_namespace, "") {
+            Ok(Some(obj)) => out.objects.push(obj),
+            Ok(None) => out.ignored.push(format!("{origin}: not Istio networking config")),
+            Err(err) => out.errors.push(err),
+        },
+    }
+}
+
+fn is_list(map: &serde_json::Map<String, Value>) -> bool {
+    map.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k == "List" || k.ends_with("List"))
+        && map.contains_key("items")
+}
+
+/// Converts one Kubernetes-shaped object. `Ok(None)` means "not ours".
+/// `prefix` is prepended to field paths (for items of a List).
+pub fn load_object(
+    origin: &Origin,
+    value: Value,
+    default_namespace: &str,
+    prefix: &str,
+) -> Result<Option<ConfigObject>, ConfigError> {
+    let Value::Object(mut map) = value else {
+        return Err(ConfigError::new(origin.clone(), "a document must be a mapping with apiVersion and kind"));
+    };
+    let api_version = match map.get("apiVersion") {
+        Some(Value::String(s)) => s.clone(),
+        _ => {
+            return Err(ConfigError::new(origin.clone(), "missing or non-string apiVersion")
+                .at_field(format!("{prefix}apiVersion")));
+        }
+    };
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
+    if group != GROUP {
+        return Ok(None);
+    }
+    let kind_name = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let Some(kind) = Kind::from_name(&kind_name) else {
+        // Sidecar, EnvoyFilter, WorkloadEntry...: valid Istio, not served yet.
+        return Ok(None);
+    };
+
+    let meta = read_meta(origin, map.remove("metadata"), default_namespace, kind, prefix)?;
+    let key = ConfigKey {
+        kind,
+        namespace: meta.namespace.clone(),
+        name: meta.name.clone(),
+    };
+    let err = |field: String, message: String| {
+        ConfigError::new(origin.clone(), message)
+            .for_object(key.clone())
+            .at_field(field)
+    };
+    if !VERSIONS.contains(&version) {
+        return Err(err(
+            format!("{prefix}apiVersion"),
+            format!("unsupported version {version:?} of {GROUP}; served versions are {}", VERSIONS.join(", ")),
+        ));
+    }
+    for field in map.keys() {
+        if !matches!(field.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
+            return Err(err(format!("{prefix}{field}"), "unknown top-level field".to_string()));
+        }
+    }
+    let spec_value = map.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let spec_prefix = format!("{prefix}spec");
+    let spec = match kind {
+        Kind::VirtualService => typed(spec_value).map(ConfigSpec::VirtualService),
+        Kind::DestinationRule => typed(spec_value).map(ConfigSpec::DestinationRule),
+        Kind::Gateway => typed(spec_value).map(ConfigSpec::Gateway),
+        Kind::ServiceEntry => typed(spec_value).map(ConfigSpec::ServiceEntry),
+    }
+    .map_err(|(path, message)| err(join_path(&spec_prefix, &path), message))?;
+
+    Ok(Some(ConfigObject {
+        api_version,
+        meta,
+        spec,
+        origin: origin.clone(),
+    }))
+}
+
+/// Deserializes with the failing field's path kept.
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        (path, e.into_inner().to_string())
+    })
+}
+
+fn join_path(prefix: &str, path: &str) -> String {
+    if path.is_empty() || path == "." {
+        prefix.to_string()
+    } else if path.starts_with('[') {
+        format!("{prefix}{path}")
+    } else {
+        format!("{prefix}.{path}")
+    }
+}
+
+fn read_meta(
+    origin: &Origin,
+    value: Option<Value>,
+    default_namespace: &str,
+    kind: Kind,
+    prefix: &str,
+) -> Result<ConfigMeta, ConfigError> {
+    let missing_name = || {
+        ConfigError::new(origin.clone(), format!("{kind} has no metadata.name"))
+            .at_field(format!("{prefix}metadata.name"))
+    };
+    let Some(Value::Object(meta)) = value else {
+        return Err(missing_name());
+    };
+    let string = |field: &str| meta.get(field).and_then(Value::as_str).map(str::to_string);
+    let map = |field: &str| -> std::collections::BTreeMap<String, String> {
+        meta.get(field)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let name = string("name").filter(|n| !n.is_empty()).ok_or_else(missing_name)?;
+    Ok(ConfigMeta {
+        name,
+        namespace: string("namespace")
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| default_namespace.to_string()),
+        creation_timestamp: string("creationTimestamp"),
+        resource_version: string("resourceVersion"),
+        generation: meta.get("generation").and_then(Value::as_i64),
+        labels: map("labels"),
+        annotations: map("annotations"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VS: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination:
+        host: reviews
+        subset: v1
+"#;
+
+    #[test]
+    fn loads_all_served_versions() {
+        for version in VERSIONS {
+            let text = VS.replace("v1alpha3", version);
+            let out = load_yaml("vs.yaml", &text, "default");
+            assert!(out.errors.is_empty(), "{:?}", out.errors);
+            assert_eq!(out.objects.len(), 1);
+            assert_eq!(out.objects[0].key().to_string(), "VirtualService default/reviews");
+        }
+    }
+
+    #[test]
+    fn loads_multi_document_and_lists() {
+        let text = format!(
+            "{VS}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: DestinationRule\n  metadata: {{name: reviews, namespace: shop}}\n  spec: {{host: reviews}}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {{name: x}}\n"
+        );
+        let out = load_yaml("many.yaml", &text, "default");
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        let keys: Vec<String> = out.objects.iter().map(|o| o.key().to_string()).collect();
+        assert_eq!(keys, ["VirtualService default/reviews", "DestinationRule shop/reviews"]);
+        assert_eq!(out.ignored.len(), 1);
+    }
+
+    #[test]
+    fn unknown_field_names_file_document_object_and_path() {
+        let text = format!("{VS}---\n{}", VS.replace("subset: v1", "subsett: v1").replace("name: reviews", "name: broken"));
+        let out = load_yaml("bad.yaml", &text, "default");
+        assert_eq!(out.objects.len(), 1);
+        assert_eq!(out.errors.len(), 1);
+        let msg = out.errors[0].to_string();
+        assert!(msg.starts_with("bad.yaml (document 1): VirtualService default/broken: field spec.http[0].route[0].destination"), "{msg}");
+        assert!(msg.contains("unknown field `subsett`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let text = VS.replace("hosts: [reviews]", "hosts: [reviews]\n  exportTo: 7");
+        let out = load_yaml("t.yaml", &text, "default");
+        let msg = out.errors[0].to_string();
+        assert!(msg.contains("field spec.exportTo"), "{msg}");
+    }
+
+    #[test]
+    fn malformed_yaml_reports_line_and_column() {
+        let out = load_yaml("broken.yaml", "kind: [unclosed\n  - x: y\n", "default");
+        assert_eq!(out.errors.len(), 1);
+        let msg = out.errors[0].to_string();
+        assert!(msg.starts_with("broken.yaml: invalid YAML"), "{msg}");
+        assert!(msg.contains("line"), "{msg}");
+    }
+
+    #[test]
+    fn unsupported_version_and_missing_name_are_errors() {
+        let out = load_yaml("v.yaml", &VS.replace("v1alpha3", "v1alpha2"), "default");
+        assert!(out.errors[0].to_string().contains("unsupported version"));
+        let out = load_yaml("n.yaml", &VS.replace("name: reviews\nspec", "labels: {}\nspec"), "default");
+        assert!(out.errors[0].to_string().contains("metadata.name"), "{}", out.errors[0]);
+    }
+}

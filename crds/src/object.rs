@@ -1,0 +1,146 @@
+//! A loaded Istio config object, independent of where it came from
+//! (a YAML file or the Kubernetes API).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec};
+
+pub const GROUP: &str = "networking.istio.io";
+/// API versions of `networking.istio.io` that carry the same schema.
+pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::Gateway,
+        Kind::ServiceEntry,
+    ];
+
+    pub fn from_name(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::Gateway => "Gateway",
+            Kind::ServiceEntry => "ServiceEntry",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Identity of a config object: kind plus namespace/name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ConfigKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ConfigKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The metadata Pilotfish uses; the rest of Kubernetes' ObjectMeta is ignored.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ConfigMeta {
+    pub name: String,
+    pub namespace: String,
+    /// RFC 3339 creation time; Istio breaks ties between objects by age.
+    pub creation_timestamp: Option<String>,
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ConfigSpec {
+    VirtualService(VirtualServiceSpec),
+    DestinationRule(DestinationRuleSpec),
+    Gateway(GatewaySpec),
+    ServiceEntry(ServiceEntrySpec),
+}
+
+impl ConfigSpec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            ConfigSpec::VirtualService(_) => Kind::VirtualService,
+            ConfigSpec::DestinationRule(_) => Kind::DestinationRule,
+            ConfigSpec::Gateway(_) => Kind::Gateway,
+            ConfigSpec::ServiceEntry(_) => Kind::ServiceEntry,
+        }
+    }
+}
+
+/// Where an object was read from, for error messages and debug output.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// File path or `kubernetes`.
+    pub source: String,
+    /// Index of the YAML document within the file (0-based), when from a file.
+    pub document: Option<usize>,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.document {
+            Some(doc) => write!(f, "{} (document {})", self.source, doc),
+            None => f.write_str(&self.source),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ConfigObject {
+    pub api_version: String,
+    pub meta: ConfigMeta,
+    pub spec: ConfigSpec,
+    pub origin: Origin,
+}
+
+impl ConfigObject {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    pub fn key(&self) -> ConfigKey {
+        ConfigKey {
+            kind: self.kind(),
+            namespace: self.meta.namespace.clone(),
+            name: self.meta.name.clone(),
+        }
+    }
+
+    /// Istio's precedence order: older objects first, then by namespace/name.
+    /// Objects without a creation time (plain files) sort by name only.
+    pub fn precedence(&self) -> (&str, &str, &str) {
+        (
+            self.meta.creation_timestamp.as_deref().unwrap_or(""),
+            &self.meta.namespace,
+            &self.meta.name,
+        )
+    }
+}

@@ -1,0 +1,9 @@
+//! Service registries, each producing the one service model in [`model`].
+
+pub mod error;
+pub mod file;
+pub mod model;
+pub mod service_entry;
+
+pub use error::RegistryError;
+pub use model::*;

@@ -1,0 +1,51 @@
+//! Problems found while translating. Each names the object (kind and
+//! namespace/name, or the service hostname) and, where there is one, the field.
+
+use std::fmt;
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum DiagnosticKind {
+    /// Two services claim the same listener match; the loser is not routed.
+    ListenerConflict,
+    /// A route names a subset no DestinationRule defines (routes answer 503).
+    MissingSubset,
+    /// A route names a host or port that is not in the registry.
+    UnknownDestination,
+    /// A VirtualService is shadowed by an older one for the same host.
+    ShadowedVirtualService,
+    /// A field Pilotfish does not implement yet; it is ignored.
+    Unsupported,
+    /// A value that cannot be translated (bad duration, bad regex...).
+    InvalidField,
+    /// A service that cannot be reached (e.g. a VIP-less TCP service with no endpoints).
+    Unreachable,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub kind: DiagnosticKind,
+    /// `VirtualService default/reviews`, or `service db.service.consul`.
+    pub object: String,
+    /// `spec.http[0].route[1].destination.subset`, when it is about a field.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.object)?;
+        if let Some(field) = &self.field {
+            write!(f, ": field {field}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}

@@ -1,0 +1,46 @@
+//! What the translator needs to know about a proxy. Proxies with equal views
+//! get identical resources, so the cache builds one snapshot per view.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ProxyKind {
+    #[default]
+    Sidecar,
+    /// A gateway (Istio's `router`).
+    Router,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum InterceptionMode {
+    /// iptables REDIRECT to 15001/15006; per-port listeners do not bind.
+    #[default]
+    Redirect,
+    /// TPROXY; treated like REDIRECT for listener binding.
+    Tproxy,
+    /// No interception: per-port listeners bind real sockets.
+    None,
+}
+
+impl InterceptionMode {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "REDIRECT" => Some(Self::Redirect),
+            "TPROXY" => Some(Self::Tproxy),
+            "NONE" => Some(Self::None),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ProxyView {
+    pub kind: ProxyKind,
+    /// The proxy's own namespace (short names, exportTo).
+    pub namespace: String,
+    pub interception: InterceptionMode,
+    /// Workload labels (sourceLabels matches, Gateway selectors).
+    pub labels: BTreeMap<String, String>,
+}

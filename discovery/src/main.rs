@@ -1,1 +1,162 @@
-fn main() {}
+//! The `pilotfish` binary.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use pilotfish_discovery::bootstrap::{BootstrapOptions, bootstrap};
+use pilotfish_discovery::serve::{ServeOptions, serve};
+use pilotfish_translate::{MeshConfig, OutboundTrafficPolicy};
+
+#[derive(Parser)]
+#[command(name = "pilotfish", version, about = "A service-mesh control plane for stock Envoy, speaking Istio's API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve xDS to Envoy proxies from config directories and registries.
+    Serve(ServeArgs),
+    /// Print an Envoy bootstrap (JSON) that points a proxy at Pilotfish.
+    Bootstrap(BootstrapArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+enum OutboundPolicyArg {
+    AllowAny,
+    RegistryOnly,
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Directory of Istio YAML (VirtualService, DestinationRule, Gateway, ServiceEntry); repeatable.
+    #[arg(long = "config-dir")]
+    config_dirs: Vec<PathBuf>,
+    /// Registry file (services and endpoints); repeatable.
+    #[arg(long = "registry-file")]
+    registry_files: Vec<PathBuf>,
+    /// gRPC ADS listen address.
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    xds_address: SocketAddr,
+    /// Debug, readiness and metrics listen address.
+    #[arg(long, default_value = "0.0.0.0:15014")]
+    http_address: SocketAddr,
+    /// Quiet time after a change before pushing.
+    #[arg(long, default_value_t = 100)]
+    debounce_ms: u64,
+    #[arg(long, value_enum, default_value = "ALLOW_ANY")]
+    outbound_traffic_policy: OutboundPolicyArg,
+    /// Cluster domain used to expand short host names.
+    #[arg(long, default_value = "cluster.local")]
+    domain_suffix: String,
+    /// Namespace for config objects that name none.
+    #[arg(long, default_value = "default")]
+    default_namespace: String,
+    /// Log as JSON lines.
+    #[arg(long)]
+    log_json: bool,
+}
+
+#[derive(clap::Args)]
+struct BootstrapArgs {
+    /// Pilotfish's xDS address, HOST:PORT.
+    #[arg(long)]
+    xds_address: String,
+    #[arg(long, default_value = "sidecar")]
+    proxy_type: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: String,
+    /// Pod (workload instance) name.
+    #[arg(long, default_value = "proxy")]
+    name: String,
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    #[arg(long, default_value = "cluster.local")]
+    domain_suffix: String,
+    /// Use this node id instead of Istio's sidecar~ip~name.ns~ns.svc.domain form.
+    #[arg(long)]
+    node_id: Option<String>,
+    #[arg(long, default_value_t = 15000)]
+    admin_port: u16,
+    /// REDIRECT (iptables), TPROXY, or NONE (listeners bind real ports).
+    #[arg(long, default_value = "REDIRECT")]
+    interception_mode: String,
+    /// Workload label KEY=VALUE; repeatable.
+    #[arg(long = "label")]
+    labels: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => run_serve(args),
+        Command::Bootstrap(args) => run_bootstrap(args),
+    }
+}
+
+fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_json);
+    if args.config_dirs.is_empty() && args.registry_files.is_empty() {
+        bail!("nothing to serve: give --config-dir and/or --registry-file");
+    }
+    let opts = ServeOptions {
+        config_dirs: args.config_dirs,
+        registry_files: args.registry_files,
+        xds_address: args.xds_address,
+        http_address: args.http_address,
+        debounce: Duration::from_millis(args.debounce_ms),
+        mesh: MeshConfig {
+            domain_suffix: args.domain_suffix,
+            outbound_traffic_policy: match args.outbound_traffic_policy {
+                OutboundPolicyArg::AllowAny => OutboundTrafficPolicy::AllowAny,
+                OutboundPolicyArg::RegistryOnly => OutboundTrafficPolicy::RegistryOnly,
+            },
+            ..MeshConfig::default()
+        },
+        default_namespace: args.default_namespace,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(serve(opts))
+}
+
+fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
+    let mut labels = BTreeMap::new();
+    for label in &args.labels {
+        let (k, v) = label
+            .split_once('=')
+            .with_context(|| format!("--label {label:?}: expected KEY=VALUE"))?;
+        labels.insert(k.to_string(), v.to_string());
+    }
+    let opts = BootstrapOptions {
+        proxy_type: args.proxy_type,
+        ip: args.ip,
+        name: args.name,
+        namespace: args.namespace,
+        domain_suffix: args.domain_suffix,
+        node_id: args.node_id,
+        xds_address: args.xds_address,
+        admin_port: args.admin_port,
+        interception_mode: args.interception_mode,
+        labels,
+    };
+    let value = bootstrap(&opts)?;
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

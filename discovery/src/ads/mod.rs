@@ -1,0 +1,95 @@
+//! The Aggregated Discovery Service (state-of-the-world) over gRPC.
+
+mod stream;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use futures::Stream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cache::SnapshotCache;
+use crate::mesh_store::MeshGeneration;
+use crate::metrics::Metrics;
+use crate::status::SyncStatus;
+
+/// Large delta and SotW requests list many resource names.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// State shared by all streams.
+pub struct XdsContext {
+    pub cache: SnapshotCache,
+    pub status: SyncStatus,
+    pub metrics: Arc<Metrics>,
+    pub generations: watch::Receiver<Arc<MeshGeneration>>,
+    next_connection: AtomicU64,
+}
+
+impl XdsContext {
+    pub fn new(metrics: Arc<Metrics>, generations: watch::Receiver<Arc<MeshGeneration>>) -> Self {
+        XdsContext {
+            cache: SnapshotCache::new(metrics.clone()),
+            status: SyncStatus::default(),
+            metrics,
+            generations,
+            next_connection: AtomicU64::new(1),
+        }
+    }
+
+    fn connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+pub struct AdsServer {
+    ctx: Arc<XdsContext>,
+}
+
+impl AdsServer {
+    pub fn new(ctx: Arc<XdsContext>) -> Self {
+        AdsServer { ctx }
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(16);
+        let connection = stream::Connection::new(self.ctx.clone(), self.ctx.connection_id(), tx);
+        tokio::spawn(connection.run(request.into_inner(), peer));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "incremental (delta) ADS is not served yet; use api_type GRPC (state of the world)",
+        ))
+    }
+}

@@ -1,0 +1,155 @@
+//! `pilotfish bootstrap`: an Envoy bootstrap that takes everything else from
+//! Pilotfish over ADS, with Istio's node identity and metadata.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+#[derive(Clone, Debug)]
+pub struct BootstrapOptions {
+    /// `sidecar` or `router`.
+    pub proxy_type: String,
+    pub ip: String,
+    pub name: String,
+    pub namespace: String,
+    pub domain_suffix: String,
+    /// Overrides the node id built from the fields above.
+    pub node_id: Option<String>,
+    pub xds_address: String,
+    pub admin_port: u16,
+    pub interception_mode: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BootstrapError {
+    #[error("--xds-address {0:?}: expected HOST:PORT")]
+    XdsAddress(String),
+    #[error("--proxy-type {0:?}: expected sidecar or router")]
+    ProxyType(String),
+    #[error("--interception-mode {0:?}: expected REDIRECT, TPROXY or NONE")]
+    InterceptionMode(String),
+}
+
+impl BootstrapOptions {
+    /// Istio's form: `sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            format!(
+                "{}~{}~{}.{}~{}.svc.{}",
+                self.proxy_type, self.ip, self.name, self.namespace, self.namespace, self.domain_suffix
+            )
+        })
+    }
+}
+
+pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
+    if !matches!(opts.proxy_type.as_str(), "sidecar" | "router") {
+        return Err(BootstrapError::ProxyType(opts.proxy_type.clone()));
+    }
+    let mode = opts.interception_mode.to_ascii_uppercase();
+    if !matches!(mode.as_str(), "REDIRECT" | "TPROXY" | "NONE") {
+        return Err(BootstrapError::InterceptionMode(opts.interception_mode.clone()));
+    }
+    let (host, port) = opts
+        .xds_address
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+        .filter(|(h, _)| !h.is_empty())
+        .ok_or_else(|| BootstrapError::XdsAddress(opts.xds_address.clone()))?;
+    // An IP needs no resolver; a name (a Kubernetes Service) is re-resolved.
+    let discovery_type = if host.parse::<IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
+    let app = opts.labels.get("app").cloned().unwrap_or_else(|| opts.name.clone());
+    Ok(json!({
+        "node": {
+            "id": opts.node_id(),
+            "cluster": format!("{app}.{}", opts.namespace),
+            "metadata": {
+                "NAMESPACE": opts.namespace,
+                "INTERCEPTION_MODE": mode,
+                "LABELS": opts.labels,
+                "NAME": opts.name,
+                "INSTANCE_IPS": opts.ip,
+            },
+        },
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}},
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
+                "set_node_on_first_message_only": true,
+            },
+            "cds_config": {"ads": {}, "resource_api_version": "V3"},
+            "lds_config": {"ads": {}, "resource_api_version": "V3"},
+        },
+        "static_resources": {
+            "clusters": [{
+                "name": "xds-grpc",
+                "type": discovery_type,
+                "connect_timeout": "1s",
+                "load_assignment": {
+                    "cluster_name": "xds-grpc",
+                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                        "socket_address": {"address": host, "port_value": port},
+                    }}}]}],
+                },
+                "typed_extension_protocol_options": {
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                        "explicit_http_config": {"http2_protocol_options": {}},
+                    },
+                },
+                "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
+            }],
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> BootstrapOptions {
+        BootstrapOptions {
+            proxy_type: "sidecar".into(),
+            ip: "10.0.0.7".into(),
+            name: "reviews-v1".into(),
+            namespace: "default".into(),
+            domain_suffix: "cluster.local".into(),
+            node_id: None,
+            xds_address: "pilotfish.istio-system.svc:15010".into(),
+            admin_port: 15000,
+            interception_mode: "redirect".into(),
+            labels: BTreeMap::from([("app".into(), "reviews".into())]),
+        }
+    }
+
+    #[test]
+    fn node_id_follows_istio_form() {
+        assert_eq!(options().node_id(), "sidecar~10.0.0.7~reviews-v1.default~default.svc.cluster.local");
+    }
+
+    #[test]
+    fn bootstrap_points_ads_at_pilotfish_with_metadata() {
+        let b = bootstrap(&options()).expect("valid");
+        assert_eq!(b["node"]["metadata"]["INTERCEPTION_MODE"], "REDIRECT");
+        assert_eq!(b["node"]["metadata"]["LABELS"]["app"], "reviews");
+        assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
+        let addr = &b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        assert_eq!(addr["port_value"], 15010);
+    }
+
+    #[test]
+    fn bad_options_are_rejected() {
+        let mut o = options();
+        o.xds_address = "nohost".into();
+        assert!(matches!(bootstrap(&o), Err(BootstrapError::XdsAddress(_))));
+        let mut o = options();
+        o.proxy_type = "gateway".into();
+        assert!(matches!(bootstrap(&o), Err(BootstrapError::ProxyType(_))));
+    }
+}

@@ -1,0 +1,78 @@
+//! The debug, readiness and metrics HTTP server (istioctl-like views).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::ads::XdsContext;
+use crate::config_dump::config_dump;
+
+#[derive(Clone)]
+pub struct DebugState {
+    pub ctx: Arc<XdsContext>,
+    /// True once the first full load of every source has been published.
+    pub ready: Arc<AtomicBool>,
+}
+
+pub fn router(state: DebugState) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/diagnostics", get(diagnostics))
+        .route("/debug/config_dump", get(dump))
+        .with_state(state)
+}
+
+async fn ready(State(state): State<DebugState>) -> Response {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "initial sync not complete\n").into_response()
+    }
+}
+
+async fn metrics(State(state): State<DebugState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.ctx.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn syncz(State(state): State<DebugState>) -> Json<Value> {
+    let generation = state.ctx.generations.borrow().clone();
+    Json(json!({
+        "mesh_version": generation.version,
+        "proxies": state.ctx.status.list(),
+    }))
+}
+
+async fn diagnostics(State(state): State<DebugState>) -> Json<Value> {
+    let generation = state.ctx.generations.borrow().clone();
+    Json(json!({
+        "mesh_version": generation.version,
+        "input_problems": generation.problems,
+        "translation": state.ctx.cache.diagnostics(generation.version),
+    }))
+}
+
+/// `/debug/config_dump?proxy=<node id>`: what Pilotfish would send that proxy.
+async fn dump(State(state): State<DebugState>, Query(query): Query<HashMap<String, String>>) -> Response {
+    let Some(node_id) = query.get("proxy") else {
+        return (StatusCode::BAD_REQUEST, "missing ?proxy=<node id>\n").into_response();
+    };
+    let Some(proxy) = state.ctx.status.find(node_id) else {
+        return (StatusCode::NOT_FOUND, format!("no connected proxy {node_id:?}\n")).into_response();
+    };
+    let generation = state.ctx.generations.borrow().clone();
+    let snapshot = state.ctx.cache.snapshot(&generation, &proxy.identity.view);
+    Json(config_dump(&snapshot)).into_response()
+}

@@ -1,0 +1,18 @@
+//! Pilotfish's discovery server: config sources → one versioned mesh state →
+//! translation once per distinct proxy view → snapshot cache → ADS streams.
+
+pub mod ads;
+pub mod bootstrap;
+pub mod cache;
+pub mod config_dump;
+pub mod debug;
+pub mod mesh_store;
+pub mod metrics;
+pub mod node;
+pub mod problems;
+pub mod push;
+pub mod serve;
+pub mod snapshot;
+pub mod sources;
+pub mod status;
+pub mod xds_types;

@@ -1,0 +1,114 @@
+//! Builds the one versioned mesh state from every source: registries and
+//! config are merged here, once, before any per-proxy work.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use pilotfish_crds::ConfigSpec;
+use pilotfish_registries::RegistrySnapshot;
+use pilotfish_registries::service_entry::add_service_entry;
+use pilotfish_translate::{MeshConfig, MeshState};
+
+use crate::problems::InputProblem;
+use crate::sources::config_dir::ConfigDirs;
+use crate::sources::registry_files::RegistryFiles;
+
+/// One published generation of the mesh.
+#[derive(Debug, Default)]
+pub struct MeshGeneration {
+    pub version: u64,
+    pub mesh: Arc<MeshState>,
+    /// Problems with the inputs of this generation.
+    pub problems: Vec<InputProblem>,
+}
+
+pub struct MeshStore {
+    config: ConfigDirs,
+    registries: RegistryFiles,
+    mesh_config: MeshConfig,
+    version: u64,
+}
+
+impl MeshStore {
+    pub fn new(config: ConfigDirs, registries: RegistryFiles, mesh_config: MeshConfig) -> Self {
+        MeshStore {
+            config,
+            registries,
+            mesh_config,
+            version: 0,
+        }
+    }
+
+    pub fn watched_dirs(&self) -> &[std::path::PathBuf] {
+        self.config.dirs()
+    }
+
+    pub fn watched_files(&self) -> &[std::path::PathBuf] {
+        self.registries.files()
+    }
+
+    /// Re-reads every source and returns the next generation.
+    pub fn rebuild(&mut self) -> MeshGeneration {
+        let loaded = self.config.load();
+        let mut problems = loaded.problems;
+        let mut snapshots = self.registries.load(&mut problems);
+
+        // ServiceEntries in the config are a registry of their own.
+        let mut entries = RegistrySnapshot::default();
+        for obj in &loaded.objects {
+            if let ConfigSpec::ServiceEntry(spec) = &obj.spec {
+                let warnings = add_service_entry(&obj.key(), obj.meta.creation_timestamp.as_deref(), spec, &mut entries);
+                problems.extend(warnings.into_iter().map(|w| InputProblem {
+                    source: obj.origin.to_string(),
+                    object: Some(w.object.to_string()),
+                    field: Some(w.field),
+                    message: w.message,
+                }));
+            }
+        }
+        snapshots.push(("ServiceEntry".to_string(), entries));
+
+        let (services, endpoints) = merge_registries(snapshots, &mut problems);
+        self.version += 1;
+        problems.sort();
+        problems.dedup();
+        MeshGeneration {
+            version: self.version,
+            mesh: Arc::new(MeshState {
+                services,
+                endpoints,
+                config: loaded.objects,
+                mesh: self.mesh_config.clone(),
+            }),
+            problems,
+        }
+    }
+}
+
+type Merged = (Vec<pilotfish_registries::Service>, BTreeMap<String, Vec<pilotfish_registries::Endpoint>>);
+
+/// One service per hostname: the first source that defines a hostname owns it
+/// (sources are in command-line order); later definitions are reported.
+fn merge_registries(snapshots: Vec<(String, RegistrySnapshot)>, problems: &mut Vec<InputProblem>) -> Merged {
+    let mut services: BTreeMap<String, (String, pilotfish_registries::Service)> = BTreeMap::new();
+    let mut endpoints = BTreeMap::new();
+    for (source, snapshot) in snapshots {
+        let mut snapshot_endpoints = snapshot.endpoints;
+        for service in snapshot.services {
+            if let Some((owner, _)) = services.get(&service.hostname) {
+                problems.push(InputProblem {
+                    source: source.clone(),
+                    object: Some(format!("service {}", service.hostname)),
+                    field: None,
+                    message: format!("hostname already defined by {owner}; this definition is ignored"),
+                });
+                continue;
+            }
+            if let Some(eps) = snapshot_endpoints.remove(&service.hostname) {
+                endpoints.insert(service.hostname.clone(), eps);
+            }
+            services.insert(service.hostname.clone(), (source.clone(), service));
+        }
+    }
+    (services.into_values().map(|(_, s)| s).collect(), endpoints)
+}

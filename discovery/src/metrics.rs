@@ -1,0 +1,96 @@
+//! Prometheus metrics, served on `/metrics`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub r#type: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub pushes: Family<TypeLabel, Counter>,
+    pub nacks: Family<TypeLabel, Counter>,
+    pub connected_proxies: Gauge,
+    pub config_errors: Gauge,
+    pub listener_conflicts: Gauge,
+    pub translation_diagnostics: Gauge,
+    pub mesh_generation: Gauge,
+    pub services: Gauge,
+    translation_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("pilotfish");
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            pushes: Family::default(),
+            nacks: Family::default(),
+            connected_proxies: Gauge::default(),
+            config_errors: Gauge::default(),
+            listener_conflicts: Gauge::default(),
+            translation_diagnostics: Gauge::default(),
+            mesh_generation: Gauge::default(),
+            services: Gauge::default(),
+            translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        };
+        registry.register("xds_pushes", "xDS responses sent, by type", m.pushes.clone());
+        registry.register("xds_nacks", "xDS responses rejected by proxies, by type", m.nacks.clone());
+        registry.register("xds_connected_proxies", "Proxies with an open ADS stream", m.connected_proxies.clone());
+        registry.register("config_errors", "Problems in the current config and registry inputs", m.config_errors.clone());
+        registry.register(
+            "listener_conflicts",
+            "Services that lost a listener match to an older service",
+            m.listener_conflicts.clone(),
+        );
+        registry.register(
+            "translation_diagnostics",
+            "Diagnostics of the current generation (all kinds)",
+            m.translation_diagnostics.clone(),
+        );
+        registry.register("mesh_generation", "Version of the published mesh state", m.mesh_generation.clone());
+        registry.register("services", "Services in the merged registry", m.services.clone());
+        registry.register(
+            "translation_duration_seconds",
+            "Time to translate one proxy view",
+            m.translation_seconds.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            ..m
+        }
+    }
+
+    pub fn observe_translation(&self, elapsed: Duration) {
+        self.translation_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Encoding into a String cannot fail except on a formatter bug.
+        if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+pub fn type_label(short: &str) -> TypeLabel {
+    TypeLabel { r#type: short.to_string() }
+}

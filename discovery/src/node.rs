@@ -1,0 +1,134 @@
+//! Who a proxy is, from the Envoy `Node` it sends: Istio's node id form
+//! `sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local` plus metadata `LABELS`,
+//! `NAMESPACE` and `INTERCEPTION_MODE`.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, value::Kind};
+use pilotfish_translate::{InterceptionMode, ProxyKind, ProxyView};
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProxyIdentity {
+    pub node_id: String,
+    pub kind: ProxyKind,
+    pub ip: Option<String>,
+    pub pod: Option<String>,
+    pub view: ProxyView,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NodeError {
+    #[error("the first request of a stream must carry a node")]
+    Missing,
+    #[error("node id {0:?}: expected <type>~<ip>~<pod>.<namespace>~<domain> with type sidecar or router")]
+    BadId(String),
+    #[error("node {0:?}: metadata INTERCEPTION_MODE {1:?} is not REDIRECT, TPROXY or NONE")]
+    BadInterception(String, String),
+}
+
+pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
+    let node = node.ok_or(NodeError::Missing)?;
+    let bad = || NodeError::BadId(node.id.clone());
+    let parts: Vec<&str> = node.id.split('~').collect();
+    let [kind, ip, pod_ns, domain] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let kind = match *kind {
+        "sidecar" => ProxyKind::Sidecar,
+        "router" => ProxyKind::Router,
+        _ => return Err(bad()),
+    };
+    let metadata = node.metadata.as_ref();
+    let (pod, id_namespace) = match pod_ns.split_once('.') {
+        Some((pod, ns)) => (Some(pod.to_string()), Some(ns.to_string())),
+        None => (Some(pod_ns.to_string()).filter(|p| !p.is_empty()), None),
+    };
+    let namespace = metadata
+        .and_then(|m| string_field(m, "NAMESPACE"))
+        .or(id_namespace)
+        .or_else(|| domain.split('.').next().map(str::to_string))
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_string());
+    let interception = match metadata.and_then(|m| string_field(m, "INTERCEPTION_MODE")) {
+        None => InterceptionMode::Redirect,
+        Some(mode) => InterceptionMode::parse(&mode).ok_or_else(|| NodeError::BadInterception(node.id.clone(), mode))?,
+    };
+    let labels = metadata.map(labels_field).unwrap_or_default();
+    Ok(ProxyIdentity {
+        node_id: node.id.clone(),
+        kind,
+        ip: Some(ip.to_string()).filter(|s| !s.is_empty()),
+        pod,
+        view: ProxyView {
+            kind,
+            namespace,
+            interception,
+            labels,
+        },
+    })
+}
+
+fn string_field(s: &Struct, key: &str) -> Option<String> {
+    match s.fields.get(key)?.kind.as_ref()? {
+        Kind::StringValue(v) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+fn labels_field(s: &Struct) -> BTreeMap<String, String> {
+    let Some(Kind::StructValue(labels)) = s.fields.get("LABELS").and_then(|v| v.kind.as_ref()) else {
+        return BTreeMap::new();
+    };
+    labels
+        .fields
+        .iter()
+        .filter_map(|(k, v)| match v.kind.as_ref() {
+            Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::google::protobuf::Value;
+
+    fn string(v: &str) -> Value {
+        Value {
+            kind: Some(Kind::StringValue(v.into())),
+        }
+    }
+
+    #[test]
+    fn parses_istio_sidecar_node() {
+        let mut labels = Struct::default();
+        labels.fields.insert("app".into(), string("reviews"));
+        let mut meta = Struct::default();
+        meta.fields.insert("LABELS".into(), Value { kind: Some(Kind::StructValue(labels)) });
+        meta.fields.insert("INTERCEPTION_MODE".into(), string("NONE"));
+        let node = Node {
+            id: "sidecar~10.1.0.7~reviews-v1-abc.shop~shop.svc.cluster.local".into(),
+            metadata: Some(meta),
+            ..Default::default()
+        };
+        let id = identify(Some(&node)).expect("valid node");
+        assert_eq!(id.kind, ProxyKind::Sidecar);
+        assert_eq!(id.ip.as_deref(), Some("10.1.0.7"));
+        assert_eq!(id.pod.as_deref(), Some("reviews-v1-abc"));
+        assert_eq!(id.view.namespace, "shop");
+        assert_eq!(id.view.interception, InterceptionMode::None);
+        assert_eq!(id.view.labels.get("app").map(String::as_str), Some("reviews"));
+    }
+
+    #[test]
+    fn rejects_malformed_ids() {
+        for id in ["", "sidecar", "gateway~1.2.3.4~a.b~b.svc.cluster.local"] {
+            let node = Node { id: id.into(), ..Default::default() };
+            assert!(matches!(identify(Some(&node)), Err(NodeError::BadId(_))), "{id}");
+        }
+        assert_eq!(identify(None), Err(NodeError::Missing));
+    }
+}

@@ -1,0 +1,91 @@
+//! Push scheduling: change signals are debounced, the mesh is rebuilt once,
+//! and the new generation is published to every stream.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pilotfish_translate::{DiagnosticKind, ProxyView};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::ads::XdsContext;
+use crate::mesh_store::{MeshGeneration, MeshStore};
+
+pub struct Debounce {
+    /// Quiet time after the last change before rebuilding.
+    pub quiet: Duration,
+    /// Upper bound on how long a stream of changes can delay a rebuild.
+    pub max_delay: Duration,
+}
+
+/// Builds and publishes a generation, then reports what is new in it.
+pub fn publish(store: &mut MeshStore, ctx: &XdsContext, tx: &watch::Sender<Arc<MeshGeneration>>) {
+    let generation = Arc::new(store.rebuild());
+    let previous = tx.borrow().clone();
+    report_problems(&previous, &generation);
+    ctx.metrics.config_errors.set(generation.problems.len() as i64);
+    ctx.metrics.mesh_generation.set(generation.version as i64);
+    ctx.metrics.services.set(generation.mesh.services.len() as i64);
+
+    let old_diagnostics: BTreeSet<_> = ctx.cache.diagnostics(previous.version).into_iter().collect();
+    ctx.cache.prune(previous.version);
+    // Translate a default sidecar view eagerly so conflicts and other
+    // diagnostics are reported even before any proxy connects.
+    let default_view = ProxyView {
+        namespace: "default".into(),
+        ..Default::default()
+    };
+    ctx.cache.snapshot(&generation, &default_view);
+    tx.send_replace(generation.clone());
+    ctx.cache.prune(generation.version);
+    report_diagnostics(ctx, &old_diagnostics, generation.version);
+    tracing::info!(
+        version = generation.version,
+        services = generation.mesh.services.len(),
+        config_objects = generation.mesh.config.len(),
+        problems = generation.problems.len(),
+        "published mesh generation"
+    );
+}
+
+fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
+    for problem in &current.problems {
+        if !previous.problems.contains(problem) {
+            tracing::warn!(source = %problem.source, object = ?problem.object, field = ?problem.field, "{}", problem.message);
+        }
+    }
+}
+
+fn report_diagnostics(ctx: &XdsContext, old: &BTreeSet<pilotfish_translate::Diagnostic>, version: u64) {
+    let current = ctx.cache.diagnostics(version);
+    for d in current.iter().filter(|d| !old.contains(d)) {
+        tracing::warn!(kind = ?d.kind, object = %d.object, field = ?d.field, "{}", d.message);
+    }
+    let conflicts = current.iter().filter(|d| d.kind == DiagnosticKind::ListenerConflict).count();
+    ctx.metrics.listener_conflicts.set(conflicts as i64);
+    ctx.metrics.translation_diagnostics.set(current.len() as i64);
+}
+
+/// Runs until the change channel closes: waits for a change, debounces,
+/// rebuilds and publishes.
+pub async fn run(
+    mut store: MeshStore,
+    ctx: Arc<XdsContext>,
+    tx: watch::Sender<Arc<MeshGeneration>>,
+    mut changes: mpsc::UnboundedReceiver<()>,
+    debounce: Debounce,
+) {
+    while changes.recv().await.is_some() {
+        let first = Instant::now();
+        loop {
+            let deadline = (Instant::now() + debounce.quiet).min(first + debounce.max_delay);
+            match tokio::time::timeout_at(deadline, changes.recv()).await {
+                Ok(Some(())) if Instant::now() < first + debounce.max_delay => continue,
+                Ok(None) => return,
+                _ => break,
+            }
+        }
+        publish(&mut store, &ctx, &tx);
+    }
+}

@@ -1,0 +1,6 @@
+//! Where config and services come from. Each source keeps its last good
+//! content, so a broken edit never takes away what was already served.
+
+pub mod config_dir;
+pub mod registry_files;
+pub mod watch;

@@ -1,0 +1,72 @@
+//! Per-proxy, per-type sync status (what was sent, what was ACKed, the last
+//! NACK), for `/debug/syncz` and istioctl-like proxy status.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::node::ProxyIdentity;
+use crate::xds_types::XdsType;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TypeStatus {
+    pub sent_version: Option<String>,
+    pub sent_nonce: Option<String>,
+    pub acked_version: Option<String>,
+    pub last_nack: Option<String>,
+    pub pushes: u64,
+    pub nacks: u64,
+    pub resource_names: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProxyStatus {
+    pub connection_id: u64,
+    pub identity: ProxyIdentity,
+    pub connected_at_unix: u64,
+    pub mesh_version: u64,
+    pub types: BTreeMap<XdsType, TypeStatus>,
+}
+
+#[derive(Default)]
+pub struct SyncStatus {
+    proxies: DashMap<u64, Arc<Mutex<ProxyStatus>>>,
+}
+
+impl SyncStatus {
+    pub fn register(&self, status: ProxyStatus) -> Arc<Mutex<ProxyStatus>> {
+        let id = status.connection_id;
+        let entry = Arc::new(Mutex::new(status));
+        self.proxies.insert(id, entry.clone());
+        entry
+    }
+
+    pub fn remove(&self, connection_id: u64) {
+        self.proxies.remove(&connection_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.proxies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.proxies.is_empty()
+    }
+
+    /// All proxies, sorted by node id.
+    pub fn list(&self) -> Vec<ProxyStatus> {
+        let mut all: Vec<ProxyStatus> = self
+            .proxies
+            .iter()
+            .map(|e| e.value().lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .collect();
+        all.sort_by(|a, b| a.identity.node_id.cmp(&b.identity.node_id).then(a.connection_id.cmp(&b.connection_id)));
+        all
+    }
+
+    pub fn find(&self, node_id: &str) -> Option<ProxyStatus> {
+        self.list().into_iter().find(|p| p.identity.node_id == node_id)
+    }
+}

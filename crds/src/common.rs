@@ -3,9 +3,13 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Istio's `StringMatch`: exactly one of `exact`, `prefix`, `regex` (RE2 syntax).
+use crate::schema_rules::at_most_one_of;
+
+/// Istio's `StringMatch`: at most one of `exact`, `prefix`, `regex` (RE2 syntax).
+/// An empty match on a header or query parameter tests for its presence.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = at_most_one_of(&["exact", "prefix", "regex"]))]
 pub struct StringMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,

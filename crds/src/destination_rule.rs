@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{PortSelector, WorkloadSelector};
+use crate::schema_rules::at_most_one_of;
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -19,8 +20,8 @@ use crate::common::{PortSelector, WorkloadSelector};
     namespaced,
     category = "istio-io",
     category = "networking-istio-io",
-    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.host"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.host","description":"Service the rule applies to"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Time since the object was created"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {
@@ -83,6 +84,7 @@ pub struct PortTrafficPolicy {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = at_most_one_of(&["simple", "consistentHash", "backendUtilization"]))]
 pub struct LoadBalancerSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simple: Option<SimpleLb>,
@@ -113,6 +115,8 @@ pub enum SimpleLb {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = at_most_one_of(&["httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName"]))]
+#[schemars(transform = at_most_one_of(&["ringHash", "maglev"]))]
 pub struct ConsistentHashLb {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_header_name: Option<String>,
@@ -187,7 +191,8 @@ pub struct ZoneAwareLbSetting {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover_priority: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_cluster_size: Option<u64>,
+    #[schemars(range(min = 1))]
+    pub min_cluster_size: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -214,8 +219,10 @@ pub struct WarmupConfiguration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub minimum_percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
     pub aggression: Option<f64>,
 }
 
@@ -318,7 +325,11 @@ pub struct OutlierDetection {
     pub consecutive_local_origin_failures: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<u32>,
-    #[serde(default, rename = "consecutive5xxErrors", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "consecutive5xxErrors",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub consecutive_5xx_errors: Option<u32>,
     /// Deprecated alias of `consecutive5xxErrors` (counted gateway errors in old Istio).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,6 +343,7 @@ pub struct OutlierDetection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_health_percent: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(range(min = 100, max = 599)))]
     pub outlier_detection_http_error_codes: Vec<u32>,
 }
 
@@ -372,9 +384,7 @@ pub enum ClientTlsMode {
 pub struct TunnelSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    #[serde(default)]
     pub target_host: String,
-    #[serde(default)]
     pub target_port: u32,
 }
 
@@ -395,6 +405,7 @@ pub enum ProxyProtocolVersion {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
     pub percent: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retry_concurrency: Option<u32>,

@@ -18,7 +18,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("duration {text:?} is missing a unit (e.g. \"2s\")"))?;
         if num_len == 0 {
-            return Err(format!("duration {text:?} is not a number followed by a unit"));
+            return Err(format!(
+                "duration {text:?} is not a number followed by a unit"
+            ));
         }
         let value: f64 = rest[..num_len]
             .parse()

@@ -8,8 +8,12 @@ pub mod duration;
 pub mod error;
 pub mod gateway;
 pub mod load;
+pub mod manifests;
 pub mod object;
+mod schema_rules;
 pub mod service_entry;
+pub mod structural;
+pub mod validate;
 pub mod virtual_service;
 
 pub use common::*;

@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::error::ConfigError;
-use crate::object::{ConfigKey, ConfigMeta, ConfigObject, ConfigSpec, GROUP, Kind, Origin, VERSIONS};
+use crate::object::{
+    ConfigKey, ConfigMeta, ConfigObject, ConfigSpec, GROUP, Kind, Origin, VERSIONS,
+};
 
 /// What one YAML text yielded.
 #[derive(Debug, Default)]
@@ -49,20 +51,27 @@ fn load_document(origin: &Origin, doc: Value, default_namespace: &str, out: &mut
         Value::Null => {}
         Value::Object(ref map) if is_list(map) => {
             let Some(Value::Array(items)) = map.get("items").cloned() else {
-                out.errors.push(ConfigError::new(origin.clone(), "a List needs an `items` array").at_field("items"));
+                out.errors.push(
+                    ConfigError::new(origin.clone(), "a List needs an `items` array")
+                        .at_field("items"),
+                );
                 return;
             };
             for (i, item) in items.into_iter().enumerate() {
                 match load_object(origin, item, default_namespace, &format!("items[{i}].")) {
                     Ok(Some(obj)) => out.objects.push(obj),
-                    Ok(None) => out.ignored.push(format!("{origin}: items[{i}] is not Istio networking config")),
+                    Ok(None) => out.ignored.push(format!(
+                        "{origin}: items[{i}] is not Istio networking config"
+                    )),
                     Err(err) => out.errors.push(err),
                 }
             }
         }
         other => match load_object(origin, other, default_namespace, "") {
             Ok(Some(obj)) => out.objects.push(obj),
-            Ok(None) => out.ignored.push(format!("{origin}: not Istio networking config")),
+            Ok(None) => out
+                .ignored
+                .push(format!("{origin}: not Istio networking config")),
             Err(err) => out.errors.push(err),
         },
     }
@@ -84,26 +93,46 @@ pub fn load_object(
     prefix: &str,
 ) -> Result<Option<ConfigObject>, ConfigError> {
     let Value::Object(mut map) = value else {
-        return Err(ConfigError::new(origin.clone(), "a document must be a mapping with apiVersion and kind"));
+        return Err(ConfigError::new(
+            origin.clone(),
+            "a document must be a mapping with apiVersion and kind",
+        ));
     };
     let api_version = match map.get("apiVersion") {
         Some(Value::String(s)) => s.clone(),
+        // Neither apiVersion nor kind: not a Kubernetes object at all (say a
+        // docker-compose file next to the config), so not ours to judge.
+        None if !map.contains_key("kind") => return Ok(None),
         _ => {
-            return Err(ConfigError::new(origin.clone(), "missing or non-string apiVersion")
-                .at_field(format!("{prefix}apiVersion")));
+            return Err(
+                ConfigError::new(origin.clone(), "missing or non-string apiVersion")
+                    .at_field(format!("{prefix}apiVersion")),
+            );
         }
     };
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
+    let (group, version) = api_version
+        .split_once('/')
+        .unwrap_or(("", api_version.as_str()));
     if group != GROUP {
         return Ok(None);
     }
-    let kind_name = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind_name = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let Some(kind) = Kind::from_name(&kind_name) else {
         // Sidecar, EnvoyFilter, WorkloadEntry...: valid Istio, not served yet.
         return Ok(None);
     };
 
-    let meta = read_meta(origin, map.remove("metadata"), default_namespace, kind, prefix)?;
+    let meta = read_meta(
+        origin,
+        map.remove("metadata"),
+        default_namespace,
+        kind,
+        prefix,
+    )?;
     let key = ConfigKey {
         kind,
         namespace: meta.namespace.clone(),
@@ -117,15 +146,26 @@ pub fn load_object(
     if !VERSIONS.contains(&version) {
         return Err(err(
             format!("{prefix}apiVersion"),
-            format!("unsupported version {version:?} of {GROUP}; served versions are {}", VERSIONS.join(", ")),
+            format!(
+                "unsupported version {version:?} of {GROUP}; served versions are {}",
+                VERSIONS.join(", ")
+            ),
         ));
     }
     for field in map.keys() {
-        if !matches!(field.as_str(), "apiVersion" | "kind" | "metadata" | "spec" | "status") {
-            return Err(err(format!("{prefix}{field}"), "unknown top-level field".to_string()));
+        if !matches!(
+            field.as_str(),
+            "apiVersion" | "kind" | "metadata" | "spec" | "status"
+        ) {
+            return Err(err(
+                format!("{prefix}{field}"),
+                "unknown top-level field".to_string(),
+            ));
         }
     }
-    let spec_value = map.remove("spec").unwrap_or(Value::Object(Default::default()));
+    let spec_value = map
+        .remove("spec")
+        .unwrap_or(Value::Object(Default::default()));
     let spec_prefix = format!("{prefix}spec");
     let spec = match kind {
         Kind::VirtualService => typed(spec_value).map(ConfigSpec::VirtualService),
@@ -186,7 +226,9 @@ fn read_meta(
             })
             .unwrap_or_default()
     };
-    let name = string("name").filter(|n| !n.is_empty()).ok_or_else(missing_name)?;
+    let name = string("name")
+        .filter(|n| !n.is_empty())
+        .ok_or_else(missing_name)?;
     Ok(ConfigMeta {
         name,
         namespace: string("namespace")
@@ -225,7 +267,10 @@ spec:
             let out = load_yaml("vs.yaml", &text, "default");
             assert!(out.errors.is_empty(), "{:?}", out.errors);
             assert_eq!(out.objects.len(), 1);
-            assert_eq!(out.objects[0].key().to_string(), "VirtualService default/reviews");
+            assert_eq!(
+                out.objects[0].key().to_string(),
+                "VirtualService default/reviews"
+            );
         }
     }
 
@@ -237,13 +282,23 @@ spec:
         let out = load_yaml("many.yaml", &text, "default");
         assert!(out.errors.is_empty(), "{:?}", out.errors);
         let keys: Vec<String> = out.objects.iter().map(|o| o.key().to_string()).collect();
-        assert_eq!(keys, ["VirtualService default/reviews", "DestinationRule shop/reviews"]);
+        assert_eq!(
+            keys,
+            [
+                "VirtualService default/reviews",
+                "DestinationRule shop/reviews"
+            ]
+        );
         assert_eq!(out.ignored.len(), 1);
     }
 
     #[test]
     fn unknown_field_names_file_document_object_and_path() {
-        let text = format!("{VS}---\n{}", VS.replace("subset: v1", "subsett: v1").replace("name: reviews", "name: broken"));
+        let text = format!(
+            "{VS}---\n{}",
+            VS.replace("subset: v1", "subsett: v1")
+                .replace("name: reviews", "name: broken")
+        );
         let out = load_yaml("bad.yaml", &text, "default");
         assert_eq!(out.objects.len(), 1);
         assert_eq!(out.errors.len(), 1);
@@ -270,10 +325,39 @@ spec:
     }
 
     #[test]
+    fn documents_that_are_not_kubernetes_objects_are_ignored() {
+        let out = load_yaml(
+            "compose.yaml",
+            "version: '2'\nservices: {web: {image: nginx}}\n",
+            "default",
+        );
+        assert!(out.errors.is_empty(), "{:?}", out.errors);
+        assert_eq!(out.ignored.len(), 1);
+        let out = load_yaml(
+            "k.yaml",
+            "kind: VirtualService\nmetadata: {name: x}\n",
+            "default",
+        );
+        assert!(
+            out.errors[0].to_string().contains("apiVersion"),
+            "{:?}",
+            out.errors
+        );
+    }
+
+    #[test]
     fn unsupported_version_and_missing_name_are_errors() {
         let out = load_yaml("v.yaml", &VS.replace("v1alpha3", "v1alpha2"), "default");
         assert!(out.errors[0].to_string().contains("unsupported version"));
-        let out = load_yaml("n.yaml", &VS.replace("name: reviews\nspec", "labels: {}\nspec"), "default");
-        assert!(out.errors[0].to_string().contains("metadata.name"), "{}", out.errors[0]);
+        let out = load_yaml(
+            "n.yaml",
+            &VS.replace("name: reviews\nspec", "labels: {}\nspec"),
+            "default",
+        );
+        assert!(
+            out.errors[0].to_string().contains("metadata.name"),
+            "{}",
+            out.errors[0]
+        );
     }
 }

@@ -18,10 +18,10 @@ use crate::common::Port;
     namespaced,
     category = "istio-io",
     category = "networking-istio-io",
-    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
-    printcolumn = r#"{"name":"Location","type":"string","jsonPath":".spec.location"}"#,
-    printcolumn = r#"{"name":"Resolution","type":"string","jsonPath":".spec.resolution"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts","description":"Hosts the entry adds"}"#,
+    printcolumn = r#"{"name":"Location","type":"string","jsonPath":".spec.location","description":"MESH_EXTERNAL or MESH_INTERNAL"}"#,
+    printcolumn = r#"{"name":"Resolution","type":"string","jsonPath":".spec.resolution","description":"How endpoints are found: NONE, STATIC, DNS, ..."}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Time since the object was created"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntrySpec {

@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::{Percent, PortSelector, StringMatch};
+use crate::schema_rules::at_most_one_of;
 
 type Labels = BTreeMap<String, String>;
 
@@ -20,9 +21,9 @@ type Labels = BTreeMap<String, String>;
     namespaced,
     category = "istio-io",
     category = "networking-istio-io",
-    printcolumn = r#"{"name":"Gateways","type":"string","jsonPath":".spec.gateways"}"#,
-    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Gateways","type":"string","jsonPath":".spec.gateways","description":"Gateways and sidecars the routes apply to"}"#,
+    printcolumn = r#"{"name":"Hosts","type":"string","jsonPath":".spec.hosts","description":"Hosts the routes apply to"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp","description":"Time since the object was created"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
@@ -72,7 +73,11 @@ pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
     /// Deprecated snake_case spelling that Istio's schema still accepts.
-    #[serde(default, rename = "mirror_percent", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "mirror_percent",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub mirror_percent_legacy: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
@@ -155,6 +160,7 @@ pub struct HeaderOperations {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = at_most_one_of(&["port", "derivePort"]))]
 pub struct HttpRedirect {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
@@ -189,6 +195,7 @@ pub struct HttpDirectResponse {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = at_most_one_of(&["string", "bytes"]))]
 pub struct HttpBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub string: Option<String>,
@@ -254,6 +261,7 @@ pub struct HttpFaultInjection {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = at_most_one_of(&["fixedDelay", "exponentialDelay"]))]
 pub struct FaultDelay {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_delay: Option<String>,
@@ -268,6 +276,7 @@ pub struct FaultDelay {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = at_most_one_of(&["httpStatus", "grpcStatus", "http2Error"]))]
 pub struct FaultAbort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,

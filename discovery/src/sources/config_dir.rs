@@ -95,7 +95,7 @@ impl ConfigDirs {
         let mut had_errors = !loaded.errors.is_empty();
         problems.extend(loaded.errors.iter().map(InputProblem::from_config_error));
         for obj in loaded.objects {
-            let errors: Vec<pilotfish_crds::ConfigError> = Vec::new(); // TEMP until validate lands
+            let errors = pilotfish_crds::validate::validate(&obj);
             if errors.is_empty() {
                 objects.push(obj);
             } else {

@@ -1,0 +1,177 @@
+//! Semantic checks the CRD schema cannot express (regexes, durations, ranges,
+//! cross-field rules). Each error names the object and the field path in the
+//! loader's style (`spec.http[0].match[0].uri.regex`).
+//!
+//! Checks follow what Istio itself rejects; an object with errors is not
+//! served, so a check stricter than Istio would drop valid config.
+
+mod destination_rule;
+mod gateway;
+mod service_entry;
+mod virtual_service;
+
+use crate::common::{Percent, StringMatch};
+use crate::duration::parse_duration;
+use crate::error::ConfigError;
+use crate::object::{ConfigKey, ConfigObject, ConfigSpec, Origin};
+
+/// Every semantic problem in `obj`; empty when it is fine to serve.
+pub fn validate(obj: &ConfigObject) -> Vec<ConfigError> {
+    let mut report = Report::new(obj.origin.clone(), obj.key());
+    match &obj.spec {
+        ConfigSpec::VirtualService(spec) => virtual_service::check(spec, &mut report),
+        ConfigSpec::DestinationRule(spec) => destination_rule::check(spec, &mut report),
+        ConfigSpec::Gateway(spec) => gateway::check(spec, &mut report),
+        ConfigSpec::ServiceEntry(spec) => service_entry::check(spec, &mut report),
+    }
+    report.errors
+}
+
+/// Collects the errors of one object.
+struct Report {
+    origin: Origin,
+    key: ConfigKey,
+    errors: Vec<ConfigError>,
+}
+
+impl Report {
+    fn new(origin: Origin, key: ConfigKey) -> Self {
+        Report {
+            origin,
+            key,
+            errors: Vec::new(),
+        }
+    }
+
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        let err = ConfigError::new(self.origin.clone(), message)
+            .for_object(self.key.clone())
+            .at_field(field);
+        self.errors.push(err);
+    }
+
+    /// A Go-style duration string.
+    fn duration(&mut self, field: &str, value: Option<&String>) {
+        if let Some(Err(e)) = value.map(|v| parse_duration(v)) {
+            self.error(field, e);
+        }
+    }
+
+    /// A duration Istio's CRD requires to be at least 1ms.
+    fn duration_min_1ms(&mut self, field: &str, value: Option<&String>) {
+        match value.map(|v| (v, parse_duration(v))) {
+            Some((_, Err(e))) => self.error(field, e),
+            Some((v, Ok(d))) if d.as_nanos() < 1_000_000 => {
+                self.error(field, format!("duration {v:?} must be at least 1ms"))
+            }
+            _ => {}
+        }
+    }
+
+    /// A regex in RE2 syntax (Envoy's engine); Rust's `regex` accepts the
+    /// same language apart from rarely used corners.
+    fn regex(&mut self, field: &str, pattern: &str) {
+        if let Err(e) = regex::Regex::new(pattern) {
+            let detail = e
+                .to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            self.error(field, format!("invalid regex {pattern:?}: {detail}"));
+        }
+    }
+
+    /// At most one of exact/prefix/regex; none is allowed only where an
+    /// empty match means "present" (headers, query parameters).
+    fn string_match(&mut self, field: &str, m: &StringMatch, empty_ok: bool) {
+        let set = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()];
+        match set.iter().filter(|s| **s).count() {
+            0 if !empty_ok => self.error(field, "must set one of exact, prefix or regex"),
+            0 | 1 => {}
+            _ => self.error(field, "must set only one of exact, prefix or regex"),
+        }
+        if let Some(re) = &m.regex {
+            self.regex(&format!("{field}.regex"), re);
+        }
+    }
+
+    /// Mirrors a oneOf rule of the CRD schema, for config read from files.
+    fn at_most_one(&mut self, field: &str, fields: &[(&str, bool)]) {
+        let set: Vec<&str> = fields
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(name, _)| *name)
+            .collect();
+        if set.len() > 1 {
+            self.error(field, format!("only one of {} may be set", set.join(", ")));
+        }
+    }
+
+    fn number_range(&mut self, field: &str, value: Option<f64>, min: f64, max: f64) {
+        if let Some(v) = value
+            && !(min..=max).contains(&v)
+        {
+            self.error(field, format!("{v} must be in {min}..={max}"));
+        }
+    }
+
+    fn percentage(&mut self, field: &str, p: Option<&Percent>) {
+        self.number_range(&format!("{field}.value"), p.map(|p| p.value), 0.0, 100.0);
+    }
+
+    fn int_range(&mut self, field: &str, value: Option<i64>, min: i64, max: i64) {
+        if let Some(v) = value
+            && !(min..=max).contains(&v)
+        {
+            self.error(field, format!("{v} must be in {min}..={max}"));
+        }
+    }
+
+    fn port(&mut self, field: &str, number: Option<u32>) {
+        match number {
+            None | Some(0) => self.error(field, "a port number in 1..=65535 is required"),
+            Some(n) if n > 65535 => self.error(field, format!("port {n} must be in 1..=65535")),
+            Some(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::error::ConfigError;
+    use crate::load::load_yaml;
+
+    use super::validate;
+
+    /// Loads one object from YAML (which must load cleanly) and validates it.
+    pub fn errors_of(yaml: &str) -> Vec<ConfigError> {
+        let out = load_yaml("test.yaml", yaml, "default");
+        assert!(out.errors.is_empty(), "fixture must load: {:?}", out.errors);
+        assert_eq!(out.objects.len(), 1, "fixture must hold one object");
+        validate(&out.objects[0])
+    }
+
+    /// The `(field, message)` pairs, for compact assertions.
+    pub fn fields(errors: &[ConfigError]) -> Vec<(String, String)> {
+        errors
+            .iter()
+            .map(|e| (e.field.clone().unwrap_or_default(), e.message.clone()))
+            .collect()
+    }
+
+    /// Asserts exactly one error, at `field`, whose message contains `needle`.
+    pub fn assert_one(yaml: &str, field: &str, needle: &str) {
+        let errors = errors_of(yaml);
+        let got = fields(&errors);
+        assert_eq!(got.len(), 1, "expected one error at {field}, got {got:?}");
+        assert_eq!(got[0].0, field, "{got:?}");
+        assert!(got[0].1.contains(needle), "{:?} lacks {needle:?}", got[0].1);
+        let shown = errors[0].to_string();
+        assert!(
+            shown.contains("default/"),
+            "error must name the object: {shown}"
+        );
+    }
+}

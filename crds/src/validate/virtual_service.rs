@@ -1,0 +1,471 @@
+//! VirtualService checks.
+
+use super::Report;
+use crate::virtual_service::{
+    CorsPolicy, Destination, HttpFaultInjection, HttpMatchRequest, HttpRoute, HttpRouteDestination,
+    RouteDestination, VirtualServiceSpec,
+};
+
+pub(super) fn check(spec: &VirtualServiceSpec, r: &mut Report) {
+    // Istio treats a VirtualService without hosts as a delegate, which may
+    // only be reached through another VirtualService's HTTP routes.
+    let delegate = spec.hosts.is_empty();
+    if delegate {
+        if !spec.gateways.is_empty() {
+            r.error(
+                "spec.gateways",
+                "a VirtualService without hosts is a delegate and must not name gateways",
+            );
+        }
+        if !spec.tls.is_empty() || !spec.tcp.is_empty() {
+            r.error(
+                "spec.hosts",
+                "at least one host is required (a delegate may only have http routes)",
+            );
+        }
+    }
+    for (i, host) in spec.hosts.iter().enumerate() {
+        if host.is_empty() {
+            r.error(format!("spec.hosts[{i}]"), "host must not be empty");
+        }
+    }
+    if spec.http.is_empty() && spec.tls.is_empty() && spec.tcp.is_empty() {
+        r.error(
+            "spec",
+            "at least one of http, tls or tcp routes is required",
+        );
+    }
+    for (i, route) in spec.http.iter().enumerate() {
+        http_route(&format!("spec.http[{i}]"), route, delegate, r);
+    }
+    for (i, tls) in spec.tls.iter().enumerate() {
+        let at = format!("spec.tls[{i}]");
+        if tls.match_.is_empty() {
+            r.error(
+                format!("{at}.match"),
+                "a TLS route needs at least one match",
+            );
+        }
+        for (j, m) in tls.match_.iter().enumerate() {
+            if m.sni_hosts.is_empty() {
+                r.error(
+                    format!("{at}.match[{j}].sniHosts"),
+                    "at least one SNI host is required",
+                );
+            }
+        }
+        l4_routes(&at, &tls.route, r);
+    }
+    for (i, tcp) in spec.tcp.iter().enumerate() {
+        l4_routes(&format!("spec.tcp[{i}]"), &tcp.route, r);
+    }
+}
+
+fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
+    for (j, m) in route.match_.iter().enumerate() {
+        http_match(&format!("{at}.match[{j}]"), m, r);
+    }
+    let actions = [
+        ("route", !route.route.is_empty()),
+        ("redirect", route.redirect.is_some()),
+        ("directResponse", route.direct_response.is_some()),
+        ("delegate", route.delegate.is_some()),
+    ];
+    let set: Vec<&str> = actions
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(name, _)| *name)
+        .collect();
+    match set.as_slice() {
+        [] => r.error(
+            at,
+            "one of route, redirect, directResponse or delegate is required",
+        ),
+        [_] => {}
+        many => r.error(at, format!("{} cannot be combined", many.join(" and "))),
+    }
+    if let Some(delegate) = &route.delegate {
+        if in_delegate {
+            r.error(
+                format!("{at}.delegate"),
+                "a delegate VirtualService cannot delegate again",
+            );
+        }
+        if delegate.name.as_deref().unwrap_or_default().is_empty() {
+            r.error(
+                format!("{at}.delegate.name"),
+                "the delegate's name is required",
+            );
+        }
+    }
+    for (k, dest) in route.route.iter().enumerate() {
+        http_destination(&format!("{at}.route[{k}]"), dest, r);
+    }
+    if let Some(resp) = &route.direct_response {
+        if !(200..=599).contains(&resp.status) {
+            r.error(
+                format!("{at}.directResponse.status"),
+                format!("status {} must be in 200..=599", resp.status),
+            );
+        }
+        if let Some(body) = &resp.body {
+            let set = [
+                ("string", body.string.is_some()),
+                ("bytes", body.bytes.is_some()),
+            ];
+            r.at_most_one(&format!("{at}.directResponse.body"), &set);
+        }
+    }
+    if let Some(redirect) = &route.redirect {
+        let set = [
+            ("port", redirect.port.is_some()),
+            ("derivePort", redirect.derive_port.is_some()),
+        ];
+        r.at_most_one(&format!("{at}.redirect"), &set);
+    }
+    if let Some(rewrite) = &route.rewrite
+        && let Some(regex_rewrite) = &rewrite.uri_regex_rewrite
+    {
+        if rewrite.uri.is_some() {
+            r.error(
+                format!("{at}.rewrite"),
+                "uri and uriRegexRewrite cannot be combined",
+            );
+        }
+        r.regex(
+            &format!("{at}.rewrite.uriRegexRewrite.match"),
+            &regex_rewrite.match_,
+        );
+    }
+    r.duration_min_1ms(&format!("{at}.timeout"), route.timeout.as_ref());
+    if let Some(retries) = &route.retries {
+        r.int_range(
+            &format!("{at}.retries.attempts"),
+            retries.attempts.map(i64::from),
+            0,
+            i64::MAX,
+        );
+        r.duration_min_1ms(
+            &format!("{at}.retries.perTryTimeout"),
+            retries.per_try_timeout.as_ref(),
+        );
+        r.duration_min_1ms(&format!("{at}.retries.backoff"), retries.backoff.as_ref());
+    }
+    if let Some(fault) = &route.fault {
+        fault_injection(&format!("{at}.fault"), fault, r);
+    }
+    if let Some(mirror) = &route.mirror {
+        destination(&format!("{at}.mirror"), mirror, r);
+    }
+    for (k, mirror) in route.mirrors.iter().enumerate() {
+        destination(
+            &format!("{at}.mirrors[{k}].destination"),
+            &mirror.destination,
+            r,
+        );
+        r.percentage(
+            &format!("{at}.mirrors[{k}].percentage"),
+            mirror.percentage.as_ref(),
+        );
+    }
+    r.percentage(
+        &format!("{at}.mirrorPercentage"),
+        route.mirror_percentage.as_ref(),
+    );
+    r.int_range(
+        &format!("{at}.mirrorPercent"),
+        route.mirror_percent.map(i64::from),
+        0,
+        100,
+    );
+    r.int_range(
+        &format!("{at}.mirror_percent"),
+        route.mirror_percent_legacy.map(i64::from),
+        0,
+        100,
+    );
+    if let Some(cors) = &route.cors_policy {
+        cors_policy(&format!("{at}.corsPolicy"), cors, r);
+    }
+}
+
+fn http_match(at: &str, m: &HttpMatchRequest, r: &mut Report) {
+    let single = [
+        ("uri", &m.uri),
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ];
+    for (name, value) in single {
+        if let Some(value) = value {
+            r.string_match(&format!("{at}.{name}"), value, false);
+        }
+    }
+    let maps = [
+        ("headers", &m.headers),
+        ("queryParams", &m.query_params),
+        ("withoutHeaders", &m.without_headers),
+    ];
+    for (name, map) in maps {
+        for (key, value) in map {
+            r.string_match(&format!("{at}.{name}.{key}"), value, true);
+        }
+    }
+    if let Some(port) = m.port {
+        r.port(&format!("{at}.port"), Some(port));
+    }
+}
+
+fn http_destination(at: &str, dest: &HttpRouteDestination, r: &mut Report) {
+    destination(&format!("{at}.destination"), &dest.destination, r);
+    r.int_range(&format!("{at}.weight"), dest.weight.map(i64::from), 0, 100);
+}
+
+fn l4_routes(at: &str, routes: &[RouteDestination], r: &mut Report) {
+    for (k, dest) in routes.iter().enumerate() {
+        destination(
+            &format!("{at}.route[{k}].destination"),
+            &dest.destination,
+            r,
+        );
+        r.int_range(
+            &format!("{at}.route[{k}].weight"),
+            dest.weight.map(i64::from),
+            0,
+            100,
+        );
+    }
+}
+
+fn destination(at: &str, dest: &Destination, r: &mut Report) {
+    if dest.host.is_empty() {
+        r.error(format!("{at}.host"), "a destination needs a host");
+    }
+    if let Some(port) = &dest.port
+        && port.number.is_some()
+    {
+        r.port(&format!("{at}.port.number"), port.number);
+    }
+}
+
+fn fault_injection(at: &str, fault: &HttpFaultInjection, r: &mut Report) {
+    if let Some(delay) = &fault.delay {
+        let set = [
+            ("fixedDelay", delay.fixed_delay.is_some()),
+            ("exponentialDelay", delay.exponential_delay.is_some()),
+        ];
+        r.at_most_one(&format!("{at}.delay"), &set);
+        r.duration_min_1ms(
+            &format!("{at}.delay.fixedDelay"),
+            delay.fixed_delay.as_ref(),
+        );
+        r.duration_min_1ms(
+            &format!("{at}.delay.exponentialDelay"),
+            delay.exponential_delay.as_ref(),
+        );
+        r.percentage(&format!("{at}.delay.percentage"), delay.percentage.as_ref());
+        r.int_range(
+            &format!("{at}.delay.percent"),
+            delay.percent.map(i64::from),
+            0,
+            100,
+        );
+    }
+    if let Some(abort) = &fault.abort {
+        let set = [
+            ("httpStatus", abort.http_status.is_some()),
+            ("grpcStatus", abort.grpc_status.is_some()),
+            ("http2Error", abort.http2_error.is_some()),
+        ];
+        r.at_most_one(&format!("{at}.abort"), &set);
+        r.percentage(&format!("{at}.abort.percentage"), abort.percentage.as_ref());
+    }
+}
+
+fn cors_policy(at: &str, cors: &CorsPolicy, r: &mut Report) {
+    for (k, origin) in cors.allow_origins.iter().enumerate() {
+        r.string_match(&format!("{at}.allowOrigins[{k}]"), origin, false);
+    }
+    r.duration_min_1ms(&format!("{at}.maxAge"), cors.max_age.as_ref());
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::validate::test_support::{assert_one, errors_of, fields};
+
+    fn vs(http: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [reviews]\n  http:\n{http}"
+        )
+    }
+
+    const ROUTE: &str = "    route:\n    - destination: {host: reviews}\n";
+
+    #[test]
+    fn vs_valid_routes_have_no_errors() {
+        let yaml = vs(&format!(
+            "  - match:\n    - uri: {{regex: '^/api/v[0-9]+'}}\n      headers: {{x-present: {{}}, end-user: {{exact: jason}}}}\n    timeout: 1.5s\n    retries: {{attempts: 3, perTryTimeout: 500ms}}\n    corsPolicy: {{allowOrigins: [{{prefix: 'https://'}}], maxAge: 24h}}\n{ROUTE}"
+        ));
+        assert_eq!(fields(&errors_of(&yaml)), vec![]);
+    }
+
+    #[test]
+    fn vs_bad_regex_is_reported_with_field_path() {
+        let yaml = vs(&format!(
+            "  - match:\n    - uri: {{regex: '(unclosed'}}\n{ROUTE}"
+        ));
+        assert_one(&yaml, "spec.http[0].match[0].uri.regex", "invalid regex");
+    }
+
+    #[test]
+    fn vs_bad_regex_in_header_query_and_cors_maps() {
+        let yaml = vs(&format!(
+            "  - match:\n    - headers: {{x-a: {{regex: '['}}}}\n      queryParams: {{q: {{regex: '*'}}}}\n      withoutHeaders: {{x-b: {{regex: '('}}}}\n    corsPolicy: {{allowOrigins: [{{regex: '('}}]}}\n    rewrite: {{uriRegexRewrite: {{match: '(', rewrite: '/'}}}}\n{ROUTE}"
+        ));
+        let got: Vec<String> = fields(&errors_of(&yaml))
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spec.http[0].match[0].headers.x-a.regex",
+                "spec.http[0].match[0].queryParams.q.regex",
+                "spec.http[0].match[0].withoutHeaders.x-b.regex",
+                "spec.http[0].rewrite.uriRegexRewrite.match",
+                "spec.http[0].corsPolicy.allowOrigins[0].regex",
+            ]
+        );
+    }
+
+    #[test]
+    fn vs_string_match_must_set_exactly_one() {
+        let yaml = vs(&format!(
+            "  - match:\n    - method: {{exact: GET, prefix: G}}\n{ROUTE}"
+        ));
+        assert_one(&yaml, "spec.http[0].match[0].method", "only one");
+        let yaml = vs(&format!("  - match:\n    - authority: {{}}\n{ROUTE}"));
+        assert_one(&yaml, "spec.http[0].match[0].authority", "one of exact");
+    }
+
+    #[test]
+    fn vs_bad_durations_are_reported() {
+        let yaml = vs(&format!(
+            "  - timeout: 5 parsecs\n    retries: {{perTryTimeout: '2'}}\n    fault: {{delay: {{fixedDelay: 0s}}}}\n    corsPolicy: {{maxAge: soon}}\n{ROUTE}"
+        ));
+        let got: Vec<String> = fields(&errors_of(&yaml))
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spec.http[0].timeout",
+                "spec.http[0].retries.perTryTimeout",
+                "spec.http[0].fault.delay.fixedDelay",
+                "spec.http[0].corsPolicy.maxAge",
+            ]
+        );
+    }
+
+    #[test]
+    fn vs_weights_must_be_0_to_100() {
+        let yaml = vs(
+            "  - route:\n    - destination: {host: a}\n      weight: 120\n    - destination: {host: b}\n      weight: -5\n",
+        );
+        let got = fields(&errors_of(&yaml));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].0, "spec.http[0].route[0].weight");
+        assert_eq!(got[1].0, "spec.http[0].route[1].weight");
+    }
+
+    #[test]
+    fn vs_destination_needs_a_host() {
+        let yaml = vs("  - route:\n    - destination: {host: ''}\n");
+        assert_one(
+            &yaml,
+            "spec.http[0].route[0].destination.host",
+            "needs a host",
+        );
+    }
+
+    #[test]
+    fn vs_percentages_must_be_0_to_100() {
+        let yaml = vs(&format!(
+            "  - fault: {{abort: {{httpStatus: 503, percentage: {{value: 150}}}}}}\n    mirror: {{host: shadow}}\n    mirrorPercentage: {{value: -1}}\n{ROUTE}"
+        ));
+        let got: Vec<String> = fields(&errors_of(&yaml))
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "spec.http[0].fault.abort.percentage.value",
+                "spec.http[0].mirrorPercentage.value"
+            ]
+        );
+    }
+
+    #[test]
+    fn vs_schema_one_of_rules_apply_to_files_too() {
+        let yaml = vs(&format!(
+            "  - fault: {{delay: {{fixedDelay: 1s, exponentialDelay: 2s}}, abort: {{httpStatus: 503, grpcStatus: UNAVAILABLE}}}}\n{ROUTE}"
+        ));
+        let got = fields(&errors_of(&yaml));
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(
+            got[0],
+            (
+                "spec.http[0].fault.delay".into(),
+                "only one of fixedDelay, exponentialDelay may be set".into()
+            )
+        );
+        assert_eq!(got[1].0, "spec.http[0].fault.abort");
+        let yaml = vs("  - redirect: {uri: /x, port: 8080, derivePort: FROM_REQUEST_PORT}\n");
+        assert_one(
+            &yaml,
+            "spec.http[0].redirect",
+            "only one of port, derivePort",
+        );
+        let yaml = vs("  - directResponse: {status: 200, body: {string: a, bytes: YQ==}}\n");
+        assert_one(
+            &yaml,
+            "spec.http[0].directResponse.body",
+            "only one of string, bytes",
+        );
+    }
+
+    #[test]
+    fn vs_redirect_and_route_cannot_combine() {
+        let yaml = vs(&format!("  - redirect: {{uri: /new}}\n{ROUTE}"));
+        assert_one(
+            &yaml,
+            "spec.http[0]",
+            "route and redirect cannot be combined",
+        );
+    }
+
+    #[test]
+    fn vs_direct_response_status_must_be_200_to_599() {
+        let yaml = vs("  - directResponse: {status: 99}\n");
+        assert_one(&yaml, "spec.http[0].directResponse.status", "200..=599");
+    }
+
+    #[test]
+    fn vs_hosts_required_unless_delegate() {
+        let no_hosts = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d}\nspec:\n";
+        let delegate = format!("{no_hosts}  http:\n  - name: d\n{ROUTE}");
+        assert_eq!(fields(&errors_of(&delegate)), vec![]);
+        let tcp = format!("{no_hosts}  tcp:\n  - route:\n    - destination: {{host: db}}\n");
+        assert_one(&tcp, "spec.hosts", "at least one host");
+        let gw = format!("{no_hosts}  gateways: [gw]\n  http:\n  - name: d\n{ROUTE}");
+        assert_one(&gw, "spec.gateways", "delegate");
+    }
+
+    #[test]
+    fn vs_needs_some_route() {
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: e}\nspec: {hosts: [a]}\n";
+        assert_one(yaml, "spec", "at least one of http, tls or tcp");
+    }
+}

@@ -1,0 +1,103 @@
+//! Benchmark: translation and encoding of one sidecar view for meshes of
+//! growing size. Run with `cargo bench -p pilotfish-discovery --bench translate_snapshot`.
+//! Prints a table; the written report is `docs/benchmarks.md`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use pilotfish_crds::load_yaml;
+use pilotfish_discovery::snapshot::Snapshot;
+use pilotfish_registries::{Endpoint, Health, Protocol, RegistryKind, Resolution, Service, ServicePort};
+use pilotfish_translate::{MeshState, ProxyView, translate};
+
+fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
+    let mut svcs = Vec::new();
+    let mut eps = BTreeMap::new();
+    let mut yaml = String::new();
+    for i in 0..services {
+        let host = format!("svc-{i}.ns-{}.svc.cluster.local", i % 10);
+        // Every fifth service is TCP on the shared port, to exercise filter chains.
+        let protocol = if i % 5 == 0 { Protocol::Tcp } else { Protocol::Http };
+        svcs.push(Service {
+            hostname: host.clone(),
+            namespace: format!("ns-{}", i % 10),
+            vips: vec![format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255).parse().expect("ip")],
+            ports: vec![ServicePort {
+                name: "http".into(),
+                port: 9080,
+                protocol,
+            }],
+            registry: RegistryKind::File,
+            created: None,
+            resolution: Resolution::Static,
+            mesh_external: false,
+            export_to: vec![],
+        });
+        let endpoints = (0..endpoints_per_service)
+            .map(|e| Endpoint {
+                address: format!("172.{}.{}.{}", (i >> 8) & 255, i & 255, e & 255),
+                port: 9080,
+                service_port: 9080,
+                labels: BTreeMap::from([("version".to_string(), format!("v{}", e % 2 + 1))]),
+                locality: None,
+                health: Health::Healthy,
+                weight: None,
+            })
+            .collect();
+        eps.insert(host.clone(), endpoints);
+        if i % 5 == 1 {
+            yaml.push_str(&format!(
+                "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: dr-{i}, namespace: ns-{ns}}}\nspec:\n  host: {host}\n  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs-{i}, namespace: ns-{ns}}}\nspec:\n  hosts: [{host}]\n  http:\n  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]\n    route: [{{destination: {{host: {host}, subset: v2}}}}]\n  - route: [{{destination: {{host: {host}, subset: v1}}, weight: 80}}, {{destination: {{host: {host}, subset: v2}}, weight: 20}}]\n",
+                ns = i % 10
+            ));
+        }
+    }
+    let config = load_yaml("bench", &yaml, "default").objects;
+    MeshState {
+        services: svcs,
+        endpoints: eps,
+        config,
+        mesh: Default::default(),
+    }
+}
+
+fn time<T>(iterations: u32, mut f: impl FnMut() -> T) -> Duration {
+    let started = Instant::now();
+    for _ in 0..iterations {
+        black_box(f());
+    }
+    started.elapsed() / iterations
+}
+
+fn main() {
+    let view = ProxyView {
+        namespace: "ns-1".into(),
+        ..Default::default()
+    };
+    println!("| services | endpoints | translate | translate+encode | clusters | listeners | routes | encoded bytes |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (services, endpoints) in [(10, 3), (100, 3), (1000, 3), (5000, 3), (1000, 20)] {
+        let state = mesh(services, endpoints);
+        let iterations = if services >= 5000 { 3 } else { 10 };
+        let translate_time = time(iterations, || translate(&state, &view));
+        let full_time = time(iterations, || Snapshot::build(1, translate(&state, &view).resources));
+        let out = translate(&state, &view);
+        let snapshot = Snapshot::build(1, out.resources.clone());
+        let bytes: usize = [&snapshot.clusters, &snapshot.endpoints, &snapshot.listeners, &snapshot.routes]
+            .iter()
+            .flat_map(|t| t.resources.values())
+            .map(|a| a.value.len())
+            .sum();
+        println!(
+            "| {services} | {} | {:.2} ms | {:.2} ms | {} | {} | {} | {} |",
+            services * endpoints,
+            translate_time.as_secs_f64() * 1e3,
+            full_time.as_secs_f64() * 1e3,
+            out.resources.clusters.len(),
+            out.resources.listeners.len(),
+            out.resources.routes.len(),
+            bytes
+        );
+    }
+}

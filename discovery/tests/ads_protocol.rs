@@ -1,0 +1,230 @@
+//! ADS protocol behaviour (nonces, ACK, NACK, subscriptions, pushes on
+//! change), driven by a gRPC client that plays Envoy's part.
+//!
+//! A stand-in client is used here only because a correct control plane never
+//! sends Envoy a config it rejects, so real Envoy cannot be made to NACK; the
+//! end-to-end tests cover the same server with real Envoy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use pilotfish_discovery::ads::{AdsServer, XdsContext};
+use pilotfish_discovery::mesh_store::{MeshGeneration, MeshStore};
+use pilotfish_discovery::metrics::Metrics;
+use pilotfish_discovery::push::publish;
+use pilotfish_discovery::sources::config_dir::ConfigDirs;
+use pilotfish_discovery::sources::registry_files::RegistryFiles;
+use pilotfish_discovery::xds_types::XdsType;
+use pilotfish_translate::MeshConfig;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::Streaming;
+
+const REGISTRY: &str = r#"
+services:
+- hostname: reviews.default.svc.cluster.local
+  addresses: [127.1.0.1]
+  ports: [{name: http, port: 9080}]
+  endpoints: [{address: 127.0.0.11, labels: {version: v1}}]
+"#;
+
+struct Harness {
+    _dir: TempDir,
+    registry: std::path::PathBuf,
+    store: MeshStore,
+    ctx: Arc<XdsContext>,
+    tx: watch::Sender<Arc<MeshGeneration>>,
+    addr: std::net::SocketAddr,
+}
+
+/// A directory removed on drop (no extra crate for one helper).
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn start() -> Harness {
+    let dir = std::env::temp_dir().join(format!("pf-ads-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::create_dir_all(dir.join("config")).expect("temp dir");
+    let registry = dir.join("registry.yaml");
+    std::fs::write(&registry, REGISTRY).expect("write registry");
+    let mut store = MeshStore::new(
+        ConfigDirs::new(vec![dir.join("config")], "default"),
+        RegistryFiles::new(vec![registry.clone()]),
+        MeshConfig::default(),
+    );
+    let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
+    let ctx = Arc::new(XdsContext::new(Arc::new(Metrics::new()), rx));
+    publish(&mut store, &ctx, &tx);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let service = AdsServer::new(ctx.clone()).into_service();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    Harness {
+        _dir: TempDir(dir),
+        registry,
+        store,
+        ctx,
+        tx,
+        addr,
+    }
+}
+
+struct Client {
+    requests: mpsc::Sender<DiscoveryRequest>,
+    responses: Streaming<DiscoveryResponse>,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to ADS");
+        let (requests, rx) = mpsc::channel(16);
+        let responses = client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+            .expect("open stream")
+            .into_inner();
+        Client { requests, responses }
+    }
+
+    async fn send(&self, request: DiscoveryRequest) {
+        self.requests.send(request).await.expect("send request");
+    }
+
+    async fn next(&mut self) -> DiscoveryResponse {
+        tokio::time::timeout(Duration::from_secs(5), self.responses.message())
+            .await
+            .expect("a response within 5s")
+            .expect("stream healthy")
+            .expect("stream open")
+    }
+
+    /// Asserts nothing arrives for a while (bounded: proving a negative).
+    async fn expect_silence(&mut self, wait: Duration) {
+        if let Ok(msg) = tokio::time::timeout(wait, self.responses.message()).await {
+            panic!("expected no response, got {msg:?}");
+        }
+    }
+}
+
+fn request(ty: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: "sidecar~127.0.0.1~test.default~default.svc.cluster.local".into(),
+            ..Default::default()
+        }),
+        type_url: ty.type_url(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
+
+#[tokio::test]
+async fn ads_sends_cds_then_answers_eds_for_subscribed_names() {
+    let h = start().await;
+    let mut c = Client::connect(h.addr).await;
+    c.send(request(XdsType::Cluster, &[], "", "")).await;
+    let cds = c.next().await;
+    assert_eq!(cds.type_url, XdsType::Cluster.type_url());
+    assert!(!cds.nonce.is_empty() && !cds.version_info.is_empty());
+    c.send(request(XdsType::Cluster, &[], &cds.version_info, &cds.nonce)).await;
+    c.send(request(XdsType::Endpoint, &[REVIEWS], "", "")).await;
+    let eds = c.next().await;
+    assert_eq!(eds.type_url, XdsType::Endpoint.type_url());
+    assert_eq!(eds.resources.len(), 1, "only the subscribed cluster's endpoints");
+    let status = h.ctx.status.list();
+    let cds_status = &status[0].types[&XdsType::Cluster];
+    assert_eq!(cds_status.acked_version.as_deref(), Some(cds.version_info.as_str()));
+}
+
+#[tokio::test]
+async fn ads_nack_is_recorded_and_not_resent_in_a_loop() {
+    let h = start().await;
+    let mut c = Client::connect(h.addr).await;
+    c.send(request(XdsType::Cluster, &[], "", "")).await;
+    let cds = c.next().await;
+    let mut nack = request(XdsType::Cluster, &[], "", &cds.nonce);
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "test: cluster rejected".into(),
+        details: vec![],
+    });
+    c.send(nack).await;
+    c.expect_silence(Duration::from_millis(500)).await;
+    let status = &h.ctx.status.list()[0].types[&XdsType::Cluster];
+    assert_eq!(status.last_nack.as_deref(), Some("test: cluster rejected"));
+    assert_eq!(status.nacks, 1);
+    assert_eq!(status.pushes, 1, "the rejected version is not pushed again");
+}
+
+#[tokio::test]
+async fn ads_pushes_only_changed_types_on_a_new_generation() {
+    let mut h = start().await;
+    let mut c = Client::connect(h.addr).await;
+    c.send(request(XdsType::Cluster, &[], "", "")).await;
+    let cds = c.next().await;
+    c.send(request(XdsType::Cluster, &[], &cds.version_info, &cds.nonce)).await;
+    c.send(request(XdsType::Endpoint, &[REVIEWS], "", "")).await;
+    let eds = c.next().await;
+    c.send(request(XdsType::Endpoint, &[REVIEWS], &eds.version_info, &eds.nonce)).await;
+
+    // Same content again: a rebuild with nothing changed pushes nothing.
+    publish(&mut h.store, &h.ctx, &h.tx);
+    c.expect_silence(Duration::from_millis(300)).await;
+
+    // A new endpoint: only EDS changes.
+    std::fs::write(&h.registry, REGISTRY.replace("[{address: 127.0.0.11, labels: {version: v1}}]", "[{address: 127.0.0.11}, {address: 127.0.0.12}]"))
+        .expect("rewrite registry");
+    publish(&mut h.store, &h.ctx, &h.tx);
+    let update = c.next().await;
+    assert_eq!(update.type_url, XdsType::Endpoint.type_url());
+    assert_ne!(update.version_info, eds.version_info);
+    c.expect_silence(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn ads_stale_nonce_is_ignored() {
+    let h = start().await;
+    let mut c = Client::connect(h.addr).await;
+    c.send(request(XdsType::Cluster, &[], "", "")).await;
+    let _ = c.next().await;
+    c.send(request(XdsType::Cluster, &["something-else"], "", "not-a-nonce-we-sent")).await;
+    c.expect_silence(Duration::from_millis(300)).await;
+    let status = &h.ctx.status.list()[0].types[&XdsType::Cluster];
+    assert!(status.acked_version.is_none());
+}
+
+#[tokio::test]
+async fn ads_rejects_a_stream_without_a_valid_node() {
+    let h = start().await;
+    let mut c = Client::connect(h.addr).await;
+    let mut req = request(XdsType::Cluster, &[], "", "");
+    req.node = Some(Node {
+        id: "not-istio-form".into(),
+        ..Default::default()
+    });
+    c.send(req).await;
+    let err = tokio::time::timeout(Duration::from_secs(5), c.responses.message())
+        .await
+        .expect("an answer")
+        .expect_err("the stream fails");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("not-istio-form"));
+}

@@ -26,7 +26,6 @@ pub struct MeshStore {
     config: ConfigDirs,
     registries: RegistryFiles,
     mesh_config: MeshConfig,
-    version: u64,
 }
 
 impl MeshStore {
@@ -35,7 +34,6 @@ impl MeshStore {
             config,
             registries,
             mesh_config,
-            version: 0,
         }
     }
 
@@ -47,7 +45,8 @@ impl MeshStore {
         self.registries.files()
     }
 
-    /// Re-reads every source and returns the next generation.
+    /// Re-reads every source. The version is assigned when the result is
+    /// published (and only if it differs from what is being served).
     pub fn rebuild(&mut self) -> MeshGeneration {
         let loaded = self.config.load();
         let mut problems = loaded.problems;
@@ -69,11 +68,10 @@ impl MeshStore {
         snapshots.push(("ServiceEntry".to_string(), entries));
 
         let (services, endpoints) = merge_registries(snapshots, &mut problems);
-        self.version += 1;
         problems.sort();
         problems.dedup();
         MeshGeneration {
-            version: self.version,
+            version: 0,
             mesh: Arc::new(MeshState {
                 services,
                 endpoints,

@@ -19,10 +19,18 @@ pub struct Debounce {
     pub max_delay: Duration,
 }
 
-/// Builds and publishes a generation, then reports what is new in it.
-pub fn publish(store: &mut MeshStore, ctx: &XdsContext, tx: &watch::Sender<Arc<MeshGeneration>>) {
-    let generation = Arc::new(store.rebuild());
+/// Rebuilds the mesh and publishes it as a new generation, unless nothing
+/// changed. Returns whether a generation was published.
+pub fn publish(store: &mut MeshStore, ctx: &XdsContext, tx: &watch::Sender<Arc<MeshGeneration>>) -> bool {
+    let mut generation = store.rebuild();
     let previous = tx.borrow().clone();
+    let unchanged = previous.version > 0 && *generation.mesh == *previous.mesh && generation.problems == previous.problems;
+    if unchanged {
+        tracing::debug!(version = previous.version, "sources re-read; nothing changed");
+        return false;
+    }
+    generation.version = previous.version + 1;
+    let generation = Arc::new(generation);
     report_problems(&previous, &generation);
     ctx.metrics.config_errors.set(generation.problems.len() as i64);
     ctx.metrics.mesh_generation.set(generation.version as i64);
@@ -47,6 +55,7 @@ pub fn publish(store: &mut MeshStore, ctx: &XdsContext, tx: &watch::Sender<Arc<M
         problems = generation.problems.len(),
         "published mesh generation"
     );
+    true
 }
 
 fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {

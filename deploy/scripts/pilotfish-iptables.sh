@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Traffic capture for a Pilotfish sidecar: what Istio's proxy_init
+# (istio-iptables) does, as one script. Run it in the pod's network namespace,
+# e.g. `ip netns exec NS deploy/scripts/pilotfish-iptables.sh`.
+#
+# Outbound: every TCP connection the application opens is REDIRECTed to
+# Envoy's virtualOutbound listener, except connections made by Envoy itself
+# (uid/gid 1337), connections to 127.0.0.1 (admin, xDS and other control
+# traffic) and excluded CIDRs. Inbound (only with -b): TCP arriving for the
+# captured ports is REDIRECTed to Envoy's inbound listener.
+#
+# The script is idempotent: it removes its own chains before installing them.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+usage: pilotfish-iptables.sh [options]
+  -p PORT    outbound redirect port (default 15001)
+  -z PORT    inbound redirect port (default 15006)
+  -u UID     uid of the proxy, whose traffic is never captured (default 1337)
+  -g GID     gid of the proxy, whose traffic is never captured (default: the uid)
+  -i CIDRS   comma-separated destination CIDRs to capture, or '*' (default '*')
+  -x CIDRS   comma-separated destination CIDRs never to capture
+  -b PORTS   comma-separated inbound ports to capture, or '*' (default: none)
+  -d PORTS   comma-separated inbound ports never to capture
+  --clean    remove every rule and chain this script installs, then exit
+  -h         this help
+USAGE
+}
+
+OUT_PORT=15001
+IN_PORT=15006
+PROXY_UID=1337
+PROXY_GID=
+INCLUDE_CIDRS='*'
+EXCLUDE_CIDRS=
+INBOUND_PORTS=
+EXCLUDE_INBOUND_PORTS=
+CLEAN_ONLY=0
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -p) OUT_PORT=$2; shift 2 ;;
+        -z) IN_PORT=$2; shift 2 ;;
+        -u) PROXY_UID=$2; shift 2 ;;
+        -g) PROXY_GID=$2; shift 2 ;;
+        -i) INCLUDE_CIDRS=$2; shift 2 ;;
+        -x) EXCLUDE_CIDRS=$2; shift 2 ;;
+        -b) INBOUND_PORTS=$2; shift 2 ;;
+        -d) EXCLUDE_INBOUND_PORTS=$2; shift 2 ;;
+        --clean) CLEAN_ONLY=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "pilotfish-iptables: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+PROXY_GID=${PROXY_GID:-$PROXY_UID}
+
+IPT=${IPTABLES:-iptables}
+nat() { "$IPT" -w -t nat "$@"; }
+
+# Split a comma-separated list into words (empty input gives nothing).
+split() { tr ',' ' ' <<<"$1"; }
+
+clean() {
+    # Jumps first: a chain that is still referenced cannot be deleted.
+    while nat -D OUTPUT -p tcp -j PILOTFISH_OUTPUT 2>/dev/null; do :; done
+    while nat -D PREROUTING -p tcp -j PILOTFISH_INBOUND 2>/dev/null; do :; done
+    local chain
+    for chain in PILOTFISH_OUTPUT PILOTFISH_INBOUND PILOTFISH_REDIRECT PILOTFISH_IN_REDIRECT; do
+        nat -F "$chain" 2>/dev/null || true
+        nat -X "$chain" 2>/dev/null || true
+    done
+}
+
+install_outbound() {
+    nat -N PILOTFISH_REDIRECT
+    nat -A PILOTFISH_REDIRECT -p tcp -j REDIRECT --to-ports "$OUT_PORT"
+
+    nat -N PILOTFISH_OUTPUT
+    # Envoy's own upstream connections must leave as they are, or they loop.
+    nat -A PILOTFISH_OUTPUT -m owner --uid-owner "$PROXY_UID" -j RETURN
+    nat -A PILOTFISH_OUTPUT -m owner --gid-owner "$PROXY_GID" -j RETURN
+    # Control traffic (Envoy admin, xDS, the app's own localhost calls).
+    nat -A PILOTFISH_OUTPUT -d 127.0.0.1/32 -j RETURN
+    local cidr
+    for cidr in $(split "$EXCLUDE_CIDRS"); do
+        nat -A PILOTFISH_OUTPUT -d "$cidr" -j RETURN
+    done
+    if [[ "$INCLUDE_CIDRS" == '*' ]]; then
+        nat -A PILOTFISH_OUTPUT -j PILOTFISH_REDIRECT
+    else
+        for cidr in $(split "$INCLUDE_CIDRS"); do
+            nat -A PILOTFISH_OUTPUT -d "$cidr" -j PILOTFISH_REDIRECT
+        done
+    fi
+    nat -A OUTPUT -p tcp -j PILOTFISH_OUTPUT
+}
+
+install_inbound() {
+    [[ -n "$INBOUND_PORTS" ]] || return 0
+    nat -N PILOTFISH_IN_REDIRECT
+    nat -A PILOTFISH_IN_REDIRECT -p tcp -j REDIRECT --to-ports "$IN_PORT"
+
+    nat -N PILOTFISH_INBOUND
+    local port
+    if [[ "$INBOUND_PORTS" == '*' ]]; then
+        # Envoy's own ports are never captured, as in Istio.
+        for port in 15090 15021 15020 "$OUT_PORT" "$IN_PORT" $(split "$EXCLUDE_INBOUND_PORTS"); do
+            nat -A PILOTFISH_INBOUND -p tcp --dport "$port" -j RETURN
+        done
+        nat -A PILOTFISH_INBOUND -p tcp -j PILOTFISH_IN_REDIRECT
+    else
+        for port in $(split "$EXCLUDE_INBOUND_PORTS"); do
+            nat -A PILOTFISH_INBOUND -p tcp --dport "$port" -j RETURN
+        done
+        for port in $(split "$INBOUND_PORTS"); do
+            nat -A PILOTFISH_INBOUND -p tcp --dport "$port" -j PILOTFISH_IN_REDIRECT
+        done
+    fi
+    nat -A PREROUTING -p tcp -j PILOTFISH_INBOUND
+}
+
+clean
+if [[ "$CLEAN_ONLY" == 1 ]]; then
+    echo "pilotfish-iptables: removed"
+    exit 0
+fi
+install_outbound
+install_inbound
+echo "pilotfish-iptables: outbound TCP -> :$OUT_PORT (uid/gid $PROXY_UID/$PROXY_GID and 127.0.0.1 excluded)${INBOUND_PORTS:+; inbound ports $INBOUND_PORTS -> :$IN_PORT}"

@@ -1,0 +1,249 @@
+//! Test backends: one small server per endpoint address, all driven by one
+//! current-thread tokio runtime on a thread inside the pod's namespace.
+//!
+//! A backend looks at the first bytes of each connection: an HTTP/1.x request
+//! gets `{"service":..,"version":..,"path":..}` (keep-alive, as Envoy pools
+//! upstream connections); anything else is echoed line by line, prefixed with
+//! the backend's name ("db v1: ping"), so raw TCP can be checked too.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::http::label;
+use super::netns::{self, Netns};
+
+/// One listening backend and what it has served.
+pub struct Backend {
+    pub addr: SocketAddr,
+    pub service: String,
+    pub version: String,
+    connections: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Backend {
+    pub fn label(&self) -> String {
+        label(&self.service, &self.version)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// HTTP requests answered plus TCP lines echoed.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// The runtime thread; stopping it closes every backend socket.
+pub struct Backends {
+    handle: tokio::runtime::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    started: Vec<Arc<Backend>>,
+}
+
+impl Backends {
+    pub fn start(ns: &Netns) -> Backends {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let ns_name = ns.name().to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("backends-{ns_name}"))
+            .spawn(move || {
+                netns::enter(&ns_name);
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                handle_tx
+                    .send(runtime.handle().clone())
+                    .expect("send runtime handle");
+                runtime.block_on(async move {
+                    let _ = stopped.await;
+                });
+            })
+            .expect("spawn backend thread");
+        let handle = handle_rx.recv().expect("backend runtime started");
+        Backends {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+            started: Vec::new(),
+        }
+    }
+
+    /// Binds `addr` (inside the namespace) and serves as `service`/`version`.
+    pub fn add(&mut self, addr: SocketAddr, service: &str, version: &str) -> Arc<Backend> {
+        let backend = Arc::new(Backend {
+            addr,
+            service: service.to_string(),
+            version: version.to_string(),
+            connections: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        });
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let serving = backend.clone();
+        // Bind on the runtime thread, which is the one inside the namespace.
+        self.handle.spawn(async move {
+            match TcpListener::bind(serving.addr).await {
+                Ok(listener) => {
+                    let _ = bound_tx.send(Ok(()));
+                    accept_loop(listener, serving).await;
+                }
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                }
+            }
+        });
+        bound_rx
+            .recv()
+            .expect("backend task ended")
+            .unwrap_or_else(|e| panic!("backend {service} {version}: bind {addr}: {e}"));
+        self.started.push(backend.clone());
+        backend
+    }
+
+    pub fn all(&self) -> &[Arc<Backend>] {
+        &self.started
+    }
+
+    /// The backend serving `addr`.
+    pub fn at(&self, addr: &str) -> &Arc<Backend> {
+        let addr: SocketAddr = addr.parse().expect("socket address");
+        self.started
+            .iter()
+            .find(|b| b.addr == addr)
+            .unwrap_or_else(|| panic!("no backend at {addr}"))
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, backend: Arc<Backend>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        backend.connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(serve(stream, backend.clone()));
+    }
+}
+
+async fn serve(stream: TcpStream, backend: Arc<Backend>) {
+    let mut reader = BufReader::new(stream);
+    let Ok(first) = reader.fill_buf().await else {
+        return;
+    };
+    let result = if looks_like_http(first) {
+        serve_http(reader, &backend).await
+    } else {
+        serve_echo(reader, &backend).await
+    };
+    let _ = result;
+}
+
+fn looks_like_http(data: &[u8]) -> bool {
+    const METHODS: [&str; 7] = [
+        "GET ", "POST ", "PUT ", "DELETE ", "HEAD ", "PATCH ", "OPTIONS ",
+    ];
+    METHODS.iter().any(|m| data.starts_with(m.as_bytes()))
+}
+
+async fn serve_echo(mut reader: BufReader<TcpStream>, backend: &Backend) -> std::io::Result<()> {
+    let mut line = String::new();
+    while reader.read_line(&mut line).await? > 0 {
+        backend.requests.fetch_add(1, Ordering::Relaxed);
+        let reply = format!("{}: {}\n", backend.label(), line.trim_end());
+        reader.get_mut().write_all(reply.as_bytes()).await?;
+        line.clear();
+    }
+    Ok(())
+}
+
+async fn serve_http(mut reader: BufReader<TcpStream>, backend: &Backend) -> std::io::Result<()> {
+    loop {
+        let Some(request) = read_request_head(&mut reader).await? else {
+            return Ok(());
+        };
+        if request.content_length > 0 {
+            let mut body = vec![0; request.content_length];
+            reader.read_exact(&mut body).await?;
+        }
+        backend.requests.fetch_add(1, Ordering::Relaxed);
+        let body = serde_json::json!({
+            "service": backend.service,
+            "version": backend.version,
+            "path": request.path,
+            "host": request.host,
+        })
+        .to_string();
+        let connection = if request.close { "close" } else { "keep-alive" };
+        let response = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n{body}",
+            body.len()
+        );
+        reader.get_mut().write_all(response.as_bytes()).await?;
+        if request.close {
+            return Ok(());
+        }
+    }
+}
+
+struct RequestHead {
+    path: String,
+    host: String,
+    content_length: usize,
+    close: bool,
+}
+
+/// Reads a request line and headers; `None` at a clean end of connection.
+async fn read_request_head(
+    reader: &mut BufReader<TcpStream>,
+) -> std::io::Result<Option<RequestHead>> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).await? == 0 {
+        return Ok(None);
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut head = RequestHead {
+        path,
+        host: String::new(),
+        content_length: 0,
+        close: false,
+    };
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).await? == 0 {
+            return Ok(None);
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            return Ok(Some(head));
+        }
+        let Some((name, value)) = header.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "host" => head.host = value.to_string(),
+            "content-length" => head.content_length = value.parse().unwrap_or(0),
+            "connection" => head.close = value.eq_ignore_ascii_case("close"),
+            _ => {}
+        }
+    }
+}

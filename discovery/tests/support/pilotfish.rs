@@ -1,0 +1,223 @@
+//! The pilotfish binary under test, running inside the pod's namespace.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::http::control_get;
+use super::netns::Netns;
+use super::process::Process;
+use super::{PROPAGATION, STARTUP, wait_until};
+
+pub const XDS_ADDRESS: &str = "127.0.0.1:15010";
+pub const HTTP_ADDRESS: &str = "127.0.0.1:15014";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_pilotfish")
+}
+
+pub struct Pilotfish {
+    ns: Arc<Netns>,
+    process: Process,
+}
+
+impl Pilotfish {
+    /// Starts `pilotfish serve` on `config_dir` and `registry_file` and waits
+    /// until its `/ready` answers 200.
+    pub fn start(
+        ns: Arc<Netns>,
+        config_dir: &Path,
+        registry_file: &Path,
+        log: &Path,
+        extra_args: &[String],
+    ) -> Pilotfish {
+        let mut cmd = ns.command(binary(), &["serve"]);
+        cmd.arg("--config-dir")
+            .arg(config_dir)
+            .arg("--registry-file")
+            .arg(registry_file)
+            .args([
+                "--xds-address",
+                XDS_ADDRESS,
+                "--http-address",
+                HTTP_ADDRESS,
+                "--debounce-ms",
+                "100",
+            ])
+            .args(extra_args);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut pilotfish = Pilotfish {
+            process: Process::spawn("pilotfish", cmd, log),
+            ns,
+        };
+        wait_until("pilotfish /ready", STARTUP, || {
+            pilotfish.process.assert_running();
+            match pilotfish.get("/ready")? {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("/ready answered {status}: {body}")),
+            }
+        });
+        pilotfish
+    }
+
+    /// `GET path` on pilotfish's HTTP address.
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        self.ns.run(|| control_get(HTTP_ADDRESS, path))
+    }
+
+    /// `GET path`, which must answer 200 with JSON.
+    pub fn get_json(&self, path: &str) -> Value {
+        match self.get(path) {
+            Ok((200, body)) => serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("pilotfish {path} is not JSON ({e}): {body}")),
+            other => panic!("pilotfish {path}: {other:?}"),
+        }
+    }
+
+    pub fn diagnostics(&self) -> Value {
+        self.get_json("/debug/diagnostics")
+    }
+
+    pub fn syncz(&self) -> Value {
+        self.get_json("/debug/syncz")
+    }
+
+    /// Waits until `/debug/diagnostics` has an entry (an object with a
+    /// `message`) mentioning `needle`; returns that entry as JSON text.
+    pub fn wait_diagnostic(&self, needle: &str) -> String {
+        wait_until(
+            &format!("a diagnostic mentioning {needle:?}"),
+            PROPAGATION,
+            || {
+                let diagnostics = self.diagnostics();
+                let mut entries = Vec::new();
+                collect_entries(&diagnostics, &mut entries);
+                entries
+                    .into_iter()
+                    .find(|e| e.contains(needle))
+                    .ok_or_else(|| format!("diagnostics: {diagnostics}"))
+            },
+        )
+    }
+
+    /// Waits until `/debug/syncz` shows proxy `node_id` with every type it
+    /// was sent acknowledged (each `*sent*` field equal to its `*acked*`
+    /// twin) and no NACK recorded, and returns that entry.
+    pub fn wait_synced_without_nack(&self, node_id: &str) -> Value {
+        wait_until(
+            &format!("syncz: {node_id} acked everything, no NACK"),
+            PROPAGATION,
+            || {
+                let syncz = self.syncz();
+                let text = syncz.to_string();
+                if !text.contains(node_id) {
+                    return Err(format!("proxy not listed: {text}"));
+                }
+                let mut nacks = Vec::new();
+                find_nacks(&syncz, "", &mut nacks);
+                assert!(
+                    nacks.is_empty(),
+                    "pilotfish recorded NACKs: {nacks:?}\nsyncz: {text}"
+                );
+                let (pairs, unacked) = sent_vs_acked(&syncz);
+                assert!(pairs > 0, "syncz shows no sent/acked fields: {text}");
+                if unacked.is_empty() {
+                    Ok(syncz)
+                } else {
+                    Err(format!("not acked yet: {unacked:?}"))
+                }
+            },
+        )
+    }
+
+    pub fn metrics(&self) -> String {
+        match self.get("/metrics") {
+            Ok((200, body)) => body,
+            other => panic!("pilotfish /metrics: {other:?}"),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    pub fn assert_running(&mut self) {
+        self.process.assert_running();
+    }
+}
+
+/// True for a value that carries something: not null, "", 0, false, [] or {}.
+fn is_set(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Every object with a `message` field, as JSON text.
+fn collect_entries(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) if map.contains_key("message") => out.push(value.to_string()),
+        Value::Object(map) => map.values().for_each(|v| collect_entries(v, out)),
+        Value::Array(items) => items.iter().for_each(|v| collect_entries(v, out)),
+        _ => {}
+    }
+}
+
+/// Collects `path = value` for every set field whose name mentions a NACK.
+fn find_nacks(value: &Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                let child_path = format!("{path}/{key}");
+                if key.to_ascii_lowercase().contains("nack") && !child.is_object() && is_set(child)
+                {
+                    out.push(format!("{child_path} = {child}"));
+                }
+                find_nacks(child, &child_path, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                find_nacks(child, &format!("{path}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Pairs every `...sent...` field with its `...acked...` (or `...ack...`)
+/// twin in the same object; returns how many pairs there were and which differ.
+fn sent_vs_acked(value: &Value) -> (usize, Vec<String>) {
+    let mut pairs = 0;
+    let mut differ = Vec::new();
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::Object(map) => {
+                for (key, sent) in map.iter().filter(|(k, _)| k.contains("sent")) {
+                    let twin = ["acked", "ack"]
+                        .iter()
+                        .find_map(|a| map.get(&key.replace("sent", a)));
+                    if let Some(acked) = twin {
+                        pairs += 1;
+                        if acked != sent {
+                            differ.push(format!("{key}={sent} vs acked {acked} in {value}"));
+                        }
+                    }
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    (pairs, differ)
+}

@@ -1,0 +1,268 @@
+//! A test "pod": namespace + iptables capture + backends + pilotfish + Envoy,
+//! and the client-side helpers tests use to send traffic through it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::backend::{Backend, Backends};
+use super::envoy::Envoy;
+use super::http::{Request, Response};
+use super::netns::Netns;
+use super::pilotfish::{self, Pilotfish};
+use super::process::write_world_readable;
+use super::testdir::TestDir;
+use super::{registry, repo_path, tcp, wait_until};
+
+#[derive(Default)]
+pub struct PodBuilder {
+    name: String,
+    registry: String,
+    config: Vec<(String, String)>,
+    pilotfish_args: Vec<String>,
+}
+
+impl PodBuilder {
+    /// The registry file's contents; a backend is started for every endpoint.
+    pub fn registry(mut self, yaml: &str) -> Self {
+        self.registry = yaml.to_string();
+        self
+    }
+
+    /// A registry file from the repository, e.g. `testdata/bookinfo/registry.yaml`.
+    pub fn registry_from(self, relative: &str) -> Self {
+        let yaml = read(&repo_path(relative));
+        self.registry(&yaml)
+    }
+
+    /// One file of the config directory.
+    pub fn config(mut self, file_name: &str, yaml: &str) -> Self {
+        self.config.retain(|(name, _)| name != file_name);
+        self.config.push((file_name.to_string(), yaml.to_string()));
+        self
+    }
+
+    /// Every file of a repository directory, e.g. `testdata/bookinfo/config`.
+    pub fn config_from(mut self, relative: &str) -> Self {
+        let dir = repo_path(relative);
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            self = self.config(&name, &read(&path));
+        }
+        self
+    }
+
+    pub fn pilotfish_arg(mut self, arg: &str) -> Self {
+        self.pilotfish_args.push(arg.to_string());
+        self
+    }
+
+    pub fn start(self) -> Pod {
+        let dir = TestDir::new(&self.name);
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir(&config_dir).expect("create config dir");
+        for (name, yaml) in &self.config {
+            write_world_readable(&config_dir.join(name), yaml);
+        }
+        // Its own directory: a watcher of the file may see its whole
+        // directory, and the logs written beside it must not look like edits.
+        let registry_dir = dir.path().join("registry");
+        std::fs::create_dir(&registry_dir).expect("create registry dir");
+        let registry_file = registry_dir.join("registry.yaml");
+        write_world_readable(&registry_file, &self.registry);
+
+        let ns = Arc::new(Netns::new());
+        ns.capture_outbound();
+        let mut backends = Backends::start(&ns);
+        for spec in registry::backends_for(&self.registry) {
+            backends.add(spec.addr, &spec.service, &spec.version);
+        }
+        let pilotfish = Pilotfish::start(
+            ns.clone(),
+            &config_dir,
+            &registry_file,
+            &dir.path().join("pilotfish.log"),
+            &self.pilotfish_args,
+        );
+        let envoy = Envoy::start(ns.clone(), dir.path(), &self.name, pilotfish::XDS_ADDRESS);
+        Pod {
+            envoy,
+            pilotfish,
+            backends,
+            config_dir,
+            registry_file,
+            dir,
+            ns,
+        }
+    }
+}
+
+/// Fields drop in order: Envoy and pilotfish are killed before the
+/// backends stop and the namespace goes.
+pub struct Pod {
+    pub envoy: Envoy,
+    pub pilotfish: Pilotfish,
+    pub backends: Backends,
+    config_dir: PathBuf,
+    registry_file: PathBuf,
+    dir: TestDir,
+    ns: Arc<Netns>,
+}
+
+impl Pod {
+    /// `name` labels the namespace, temp dir and the Envoy node (`name.default`).
+    pub fn builder(name: &str) -> PodBuilder {
+        PodBuilder {
+            name: name.to_string(),
+            ..PodBuilder::default()
+        }
+    }
+
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+
+    pub fn try_send(&self, request: &Request) -> std::io::Result<Response> {
+        self.ns.run(|| request.send())
+    }
+
+    pub fn send(&self, request: &Request) -> Response {
+        self.try_send(request)
+            .unwrap_or_else(|e| panic!("{request}: {e}"))
+    }
+
+    /// Sends `request` `n` times (a new connection each) and counts outcomes.
+    pub fn tally(&self, n: usize, request: &Request) -> Tally {
+        self.ns.run(|| {
+            let mut tally = Tally::default();
+            for _ in 0..n {
+                let outcome = match request.send() {
+                    Ok(response) => response.outcome(),
+                    Err(e) => format!("error {}", e.kind()),
+                };
+                *tally.counts.entry(outcome).or_default() += 1;
+            }
+            tally
+        })
+    }
+
+    /// Sends `request` over and over until `to` answers it, and returns how
+    /// long that took. Meanwhile only `from` may answer: a config change
+    /// must not drop or fail requests on its way.
+    pub fn wait_for_switch(
+        &self,
+        request: &Request,
+        from: &str,
+        to: &str,
+        timeout: Duration,
+    ) -> Duration {
+        let start = Instant::now();
+        wait_until(&format!("{to:?} to answer {request}"), timeout, || {
+            let outcome = match self.try_send(request) {
+                Ok(response) => response.outcome(),
+                Err(e) => format!("error {e}"),
+            };
+            assert!(
+                outcome == from || outcome == to,
+                "{request} got {outcome} while moving from {from} to {to}"
+            );
+            if outcome == to {
+                Ok(())
+            } else {
+                Err(format!("still {outcome}"))
+            }
+        });
+        start.elapsed()
+    }
+
+    /// One line over raw TCP to `addr`; returns the reply line.
+    pub fn tcp_line(&self, addr: &str, line: &str) -> String {
+        self.ns
+            .run(|| tcp::exchange_line(addr, line))
+            .unwrap_or_else(|e| panic!("TCP {addr}: {e}"))
+    }
+
+    /// Rewrites a config file in place (truncate and write), as an editor might.
+    pub fn write_config(&self, file_name: &str, yaml: &str) {
+        write_world_readable(&self.config_dir.join(file_name), yaml);
+    }
+
+    /// Replaces a config file atomically (write elsewhere, then rename), as
+    /// `kubectl`-style tools and ConfigMap mounts do.
+    pub fn replace_config(&self, file_name: &str, yaml: &str) {
+        let staged = self.dir.path().join(format!("{file_name}.staged"));
+        write_world_readable(&staged, yaml);
+        std::fs::rename(&staged, self.config_dir.join(file_name))
+            .expect("rename staged config file");
+    }
+
+    pub fn remove_config(&self, file_name: &str) {
+        std::fs::remove_file(self.config_dir.join(file_name)).expect("remove config file");
+    }
+
+    /// Starts another backend (for endpoints a registry edit will add).
+    pub fn add_backend(&mut self, addr: &str, service: &str, version: &str) -> Arc<Backend> {
+        self.backends
+            .add(addr.parse().expect("socket address"), service, version)
+    }
+
+    /// Rewrites the registry file in place.
+    pub fn write_registry(&self, yaml: &str) {
+        write_world_readable(&self.registry_file, yaml);
+    }
+}
+
+/// Where `n` requests went: "reviews v1" => 812, "status 503" => 3, ...
+#[derive(Default, Debug)]
+pub struct Tally {
+    pub counts: BTreeMap<String, usize>,
+}
+
+impl Tally {
+    pub fn total(&self) -> usize {
+        self.counts.values().sum()
+    }
+
+    pub fn count(&self, outcome: &str) -> usize {
+        self.counts.get(outcome).copied().unwrap_or(0)
+    }
+
+    pub fn share(&self, outcome: &str) -> f64 {
+        self.count(outcome) as f64 / self.total().max(1) as f64
+    }
+
+    /// Panics unless every request had this outcome.
+    pub fn assert_all(&self, outcome: &str, what: &str) {
+        assert_eq!(
+            self.count(outcome),
+            self.total(),
+            "{what}: expected every request to reach {outcome}, got {self}"
+        );
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        write!(f, "{{{}}} of {}", parts.join(", "), self.total())
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use pilotfish_crds::load_yaml;
 use pilotfish_discovery::snapshot::Snapshot;
-use pilotfish_registries::{Endpoint, Health, Protocol, RegistryKind, Resolution, Service, ServicePort};
+use pilotfish_registries::{
+    Endpoint, Health, Protocol, RegistryKind, Resolution, Service, ServicePort,
+};
 use pilotfish_translate::{MeshState, ProxyView, translate};
 
 fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
@@ -18,11 +20,19 @@ fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
     for i in 0..services {
         let host = format!("svc-{i}.ns-{}.svc.cluster.local", i % 10);
         // Every fifth service is TCP on the shared port, to exercise filter chains.
-        let protocol = if i % 5 == 0 { Protocol::Tcp } else { Protocol::Http };
+        let protocol = if i % 5 == 0 {
+            Protocol::Tcp
+        } else {
+            Protocol::Http
+        };
         svcs.push(Service {
             hostname: host.clone(),
             namespace: format!("ns-{}", i % 10),
-            vips: vec![format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255).parse().expect("ip")],
+            vips: vec![
+                format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255)
+                    .parse()
+                    .expect("ip"),
+            ],
             ports: vec![ServicePort {
                 name: "http".into(),
                 port: 9080,
@@ -75,20 +85,29 @@ fn main() {
         namespace: "ns-1".into(),
         ..Default::default()
     };
-    println!("| services | endpoints | translate | translate+encode | clusters | listeners | routes | encoded bytes |");
+    println!(
+        "| services | endpoints | translate | translate+encode | clusters | listeners | routes | encoded bytes |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (services, endpoints) in [(10, 3), (100, 3), (1000, 3), (5000, 3), (1000, 20)] {
         let state = mesh(services, endpoints);
         let iterations = if services >= 5000 { 3 } else { 10 };
         let translate_time = time(iterations, || translate(&state, &view));
-        let full_time = time(iterations, || Snapshot::build(1, translate(&state, &view).resources));
+        let full_time = time(iterations, || {
+            Snapshot::build(1, translate(&state, &view).resources, None)
+        });
         let out = translate(&state, &view);
-        let snapshot = Snapshot::build(1, out.resources.clone());
-        let bytes: usize = [&snapshot.clusters, &snapshot.endpoints, &snapshot.listeners, &snapshot.routes]
-            .iter()
-            .flat_map(|t| t.resources.values())
-            .map(|a| a.value.len())
-            .sum();
+        let snapshot = Snapshot::build(1, out.resources.clone(), None);
+        let bytes: usize = [
+            &snapshot.clusters,
+            &snapshot.endpoints,
+            &snapshot.listeners,
+            &snapshot.routes,
+        ]
+        .iter()
+        .flat_map(|t| t.resources.values())
+        .map(|a| a.value.len())
+        .sum();
         println!(
             "| {services} | {} | {:.2} ms | {:.2} ms | {} | {} | {} | {} |",
             services * endpoints,

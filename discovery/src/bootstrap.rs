@@ -38,7 +38,12 @@ impl BootstrapOptions {
         self.node_id.clone().unwrap_or_else(|| {
             format!(
                 "{}~{}~{}.{}~{}.svc.{}",
-                self.proxy_type, self.ip, self.name, self.namespace, self.namespace, self.domain_suffix
+                self.proxy_type,
+                self.ip,
+                self.name,
+                self.namespace,
+                self.namespace,
+                self.domain_suffix
             )
         })
     }
@@ -50,7 +55,9 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
     }
     let mode = opts.interception_mode.to_ascii_uppercase();
     if !matches!(mode.as_str(), "REDIRECT" | "TPROXY" | "NONE") {
-        return Err(BootstrapError::InterceptionMode(opts.interception_mode.clone()));
+        return Err(BootstrapError::InterceptionMode(
+            opts.interception_mode.clone(),
+        ));
     }
     let (host, port) = opts
         .xds_address
@@ -59,8 +66,16 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
         .filter(|(h, _)| !h.is_empty())
         .ok_or_else(|| BootstrapError::XdsAddress(opts.xds_address.clone()))?;
     // An IP needs no resolver; a name (a Kubernetes Service) is re-resolved.
-    let discovery_type = if host.parse::<IpAddr>().is_ok() { "STATIC" } else { "STRICT_DNS" };
-    let app = opts.labels.get("app").cloned().unwrap_or_else(|| opts.name.clone());
+    let discovery_type = if host.parse::<IpAddr>().is_ok() {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    let app = opts
+        .labels
+        .get("app")
+        .cloned()
+        .unwrap_or_else(|| opts.name.clone());
     Ok(json!({
         "node": {
             "id": opts.node_id(),
@@ -76,6 +91,15 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": opts.admin_port}},
         },
+        // Istio's limits: VirtualService regexes routinely exceed Envoy's
+        // default RE2 program size of 100, which would NACK the routes.
+        "layered_runtime": {"layers": [
+            {"name": "static", "static_layer": {
+                "re2.max_program_size.error_level": 32768,
+                "overload.global_downstream_max_connections": 2147483647,
+            }},
+            {"name": "admin", "admin_layer": {}},
+        ]},
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -130,7 +154,10 @@ mod tests {
 
     #[test]
     fn node_id_follows_istio_form() {
-        assert_eq!(options().node_id(), "sidecar~10.0.0.7~reviews-v1.default~default.svc.cluster.local");
+        assert_eq!(
+            options().node_id(),
+            "sidecar~10.0.0.7~reviews-v1.default~default.svc.cluster.local"
+        );
     }
 
     #[test]
@@ -139,8 +166,13 @@ mod tests {
         assert_eq!(b["node"]["metadata"]["INTERCEPTION_MODE"], "REDIRECT");
         assert_eq!(b["node"]["metadata"]["LABELS"]["app"], "reviews");
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STRICT_DNS");
-        let addr = &b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        let addr = &b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            [0]["endpoint"]["address"]["socket_address"];
         assert_eq!(addr["port_value"], 15010);
+        assert_eq!(
+            b["layered_runtime"]["layers"][0]["static_layer"]["re2.max_program_size.error_level"],
+            32768
+        );
     }
 
     #[test]

@@ -47,17 +47,24 @@ impl SnapshotCache {
         if entry.snapshot.mesh_version != generation.version || generation.version == 0 {
             let started = Instant::now();
             let translation = translate(&generation.mesh, view);
-            entry.snapshot = Arc::new(Snapshot::build(generation.version, translation.resources));
+            let previous = Some(entry.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
+            entry.snapshot = Arc::new(Snapshot::build(
+                generation.version,
+                translation.resources,
+                previous,
+            ));
             entry.diagnostics = Arc::new(translation.diagnostics);
             self.metrics.observe_translation(started.elapsed());
         }
         entry.snapshot.clone()
     }
 
-    /// Drops snapshots of older generations; called when a generation is
-    /// published, so views nobody uses any more do not pile up.
-    pub fn prune(&self, current_version: u64) {
-        self.entries.retain(|_, e| e.snapshot.mesh_version == current_version);
+    /// Drops snapshots older than the previous generation; called when a
+    /// generation is published, so views nobody uses any more do not pile up,
+    /// while views in use keep one older snapshot to reuse encodings from.
+    pub fn prune(&self, keep_from_version: u64) {
+        self.entries
+            .retain(|_, e| e.snapshot.mesh_version >= keep_from_version);
     }
 
     /// Every translation diagnostic of the current generation, across views.

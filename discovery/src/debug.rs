@@ -35,13 +35,20 @@ async fn ready(State(state): State<DebugState>) -> Response {
     if state.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "initial sync not complete\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "initial sync not complete\n",
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(state): State<DebugState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.ctx.metrics.encode(),
     )
         .into_response()
@@ -65,12 +72,19 @@ async fn diagnostics(State(state): State<DebugState>) -> Json<Value> {
 }
 
 /// `/debug/config_dump?proxy=<node id>`: what Pilotfish would send that proxy.
-async fn dump(State(state): State<DebugState>, Query(query): Query<HashMap<String, String>>) -> Response {
+async fn dump(
+    State(state): State<DebugState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
     let Some(node_id) = query.get("proxy") else {
         return (StatusCode::BAD_REQUEST, "missing ?proxy=<node id>\n").into_response();
     };
     let Some(proxy) = state.ctx.status.find(node_id) else {
-        return (StatusCode::NOT_FOUND, format!("no connected proxy {node_id:?}\n")).into_response();
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no connected proxy {node_id:?}\n"),
+        )
+            .into_response();
     };
     let generation = state.ctx.generations.borrow().clone();
     let snapshot = state.ctx.cache.snapshot(&generation, &proxy.identity.view);

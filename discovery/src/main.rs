@@ -12,7 +12,11 @@ use pilotfish_discovery::serve::{ServeOptions, serve};
 use pilotfish_translate::{MeshConfig, OutboundTrafficPolicy};
 
 #[derive(Parser)]
-#[command(name = "pilotfish", version, about = "A service-mesh control plane for stock Envoy, speaking Istio's API")]
+#[command(
+    name = "pilotfish",
+    version,
+    about = "A service-mesh control plane for stock Envoy, speaking Istio's API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -153,7 +157,9 @@ fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
 fn init_tracing(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {

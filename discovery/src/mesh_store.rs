@@ -56,7 +56,12 @@ impl MeshStore {
         let mut entries = RegistrySnapshot::default();
         for obj in &loaded.objects {
             if let ConfigSpec::ServiceEntry(spec) = &obj.spec {
-                let warnings = add_service_entry(&obj.key(), obj.meta.creation_timestamp.as_deref(), spec, &mut entries);
+                let warnings = add_service_entry(
+                    &obj.key(),
+                    obj.meta.creation_timestamp.as_deref(),
+                    spec,
+                    &mut entries,
+                );
                 problems.extend(warnings.into_iter().map(|w| InputProblem {
                     source: obj.origin.to_string(),
                     object: Some(w.object.to_string()),
@@ -83,11 +88,17 @@ impl MeshStore {
     }
 }
 
-type Merged = (Vec<pilotfish_registries::Service>, BTreeMap<String, Vec<pilotfish_registries::Endpoint>>);
+type Merged = (
+    Vec<pilotfish_registries::Service>,
+    BTreeMap<String, Vec<pilotfish_registries::Endpoint>>,
+);
 
 /// One service per hostname: the first source that defines a hostname owns it
 /// (sources are in command-line order); later definitions are reported.
-fn merge_registries(snapshots: Vec<(String, RegistrySnapshot)>, problems: &mut Vec<InputProblem>) -> Merged {
+fn merge_registries(
+    snapshots: Vec<(String, RegistrySnapshot)>,
+    problems: &mut Vec<InputProblem>,
+) -> Merged {
     let mut services: BTreeMap<String, (String, pilotfish_registries::Service)> = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
     for (source, snapshot) in snapshots {
@@ -98,7 +109,9 @@ fn merge_registries(snapshots: Vec<(String, RegistrySnapshot)>, problems: &mut V
                     source: source.clone(),
                     object: Some(format!("service {}", service.hostname)),
                     field: None,
-                    message: format!("hostname already defined by {owner}; this definition is ignored"),
+                    message: format!(
+                        "hostname already defined by {owner}; this definition is ignored"
+                    ),
                 });
                 continue;
             }

@@ -49,10 +49,26 @@ impl Metrics {
             services: Gauge::default(),
             translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
         };
-        registry.register("xds_pushes", "xDS responses sent, by type", m.pushes.clone());
-        registry.register("xds_nacks", "xDS responses rejected by proxies, by type", m.nacks.clone());
-        registry.register("xds_connected_proxies", "Proxies with an open ADS stream", m.connected_proxies.clone());
-        registry.register("config_errors", "Problems in the current config and registry inputs", m.config_errors.clone());
+        registry.register(
+            "xds_pushes",
+            "xDS responses sent, by type",
+            m.pushes.clone(),
+        );
+        registry.register(
+            "xds_nacks",
+            "xDS responses rejected by proxies, by type",
+            m.nacks.clone(),
+        );
+        registry.register(
+            "xds_connected_proxies",
+            "Proxies with an open ADS stream",
+            m.connected_proxies.clone(),
+        );
+        registry.register(
+            "config_errors",
+            "Problems in the current config and registry inputs",
+            m.config_errors.clone(),
+        );
         registry.register(
             "listener_conflicts",
             "Services that lost a listener match to an older service",
@@ -63,8 +79,16 @@ impl Metrics {
             "Diagnostics of the current generation (all kinds)",
             m.translation_diagnostics.clone(),
         );
-        registry.register("mesh_generation", "Version of the published mesh state", m.mesh_generation.clone());
-        registry.register("services", "Services in the merged registry", m.services.clone());
+        registry.register(
+            "mesh_generation",
+            "Version of the published mesh state",
+            m.mesh_generation.clone(),
+        );
+        registry.register(
+            "services",
+            "Services in the merged registry",
+            m.services.clone(),
+        );
         registry.register(
             "translation_duration_seconds",
             "Time to translate one proxy view",
@@ -92,5 +116,7 @@ impl Metrics {
 }
 
 pub fn type_label(short: &str) -> TypeLabel {
-    TypeLabel { r#type: short.to_string() }
+    TypeLabel {
+        r#type: short.to_string(),
+    }
 }

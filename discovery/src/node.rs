@@ -22,7 +22,9 @@ pub struct ProxyIdentity {
 pub enum NodeError {
     #[error("the first request of a stream must carry a node")]
     Missing,
-    #[error("node id {0:?}: expected <type>~<ip>~<pod>.<namespace>~<domain> with type sidecar or router")]
+    #[error(
+        "node id {0:?}: expected <type>~<ip>~<pod>.<namespace>~<domain> with type sidecar or router"
+    )]
     BadId(String),
     #[error("node {0:?}: metadata INTERCEPTION_MODE {1:?} is not REDIRECT, TPROXY or NONE")]
     BadInterception(String, String),
@@ -53,7 +55,8 @@ pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
         .unwrap_or_else(|| "default".to_string());
     let interception = match metadata.and_then(|m| string_field(m, "INTERCEPTION_MODE")) {
         None => InterceptionMode::Redirect,
-        Some(mode) => InterceptionMode::parse(&mode).ok_or_else(|| NodeError::BadInterception(node.id.clone(), mode))?,
+        Some(mode) => InterceptionMode::parse(&mode)
+            .ok_or_else(|| NodeError::BadInterception(node.id.clone(), mode))?,
     };
     let labels = metadata.map(labels_field).unwrap_or_default();
     Ok(ProxyIdentity {
@@ -78,7 +81,8 @@ fn string_field(s: &Struct, key: &str) -> Option<String> {
 }
 
 fn labels_field(s: &Struct) -> BTreeMap<String, String> {
-    let Some(Kind::StructValue(labels)) = s.fields.get("LABELS").and_then(|v| v.kind.as_ref()) else {
+    let Some(Kind::StructValue(labels)) = s.fields.get("LABELS").and_then(|v| v.kind.as_ref())
+    else {
         return BTreeMap::new();
     };
     labels
@@ -107,8 +111,14 @@ mod tests {
         let mut labels = Struct::default();
         labels.fields.insert("app".into(), string("reviews"));
         let mut meta = Struct::default();
-        meta.fields.insert("LABELS".into(), Value { kind: Some(Kind::StructValue(labels)) });
-        meta.fields.insert("INTERCEPTION_MODE".into(), string("NONE"));
+        meta.fields.insert(
+            "LABELS".into(),
+            Value {
+                kind: Some(Kind::StructValue(labels)),
+            },
+        );
+        meta.fields
+            .insert("INTERCEPTION_MODE".into(), string("NONE"));
         let node = Node {
             id: "sidecar~10.1.0.7~reviews-v1-abc.shop~shop.svc.cluster.local".into(),
             metadata: Some(meta),
@@ -120,14 +130,23 @@ mod tests {
         assert_eq!(id.pod.as_deref(), Some("reviews-v1-abc"));
         assert_eq!(id.view.namespace, "shop");
         assert_eq!(id.view.interception, InterceptionMode::None);
-        assert_eq!(id.view.labels.get("app").map(String::as_str), Some("reviews"));
+        assert_eq!(
+            id.view.labels.get("app").map(String::as_str),
+            Some("reviews")
+        );
     }
 
     #[test]
     fn rejects_malformed_ids() {
         for id in ["", "sidecar", "gateway~1.2.3.4~a.b~b.svc.cluster.local"] {
-            let node = Node { id: id.into(), ..Default::default() };
-            assert!(matches!(identify(Some(&node)), Err(NodeError::BadId(_))), "{id}");
+            let node = Node {
+                id: id.into(),
+                ..Default::default()
+            };
+            assert!(
+                matches!(identify(Some(&node)), Err(NodeError::BadId(_))),
+                "{id}"
+            );
         }
         assert_eq!(identify(None), Err(NodeError::Missing));
     }

@@ -21,23 +21,39 @@ pub struct Debounce {
 
 /// Rebuilds the mesh and publishes it as a new generation, unless nothing
 /// changed. Returns whether a generation was published.
-pub fn publish(store: &mut MeshStore, ctx: &XdsContext, tx: &watch::Sender<Arc<MeshGeneration>>) -> bool {
+pub fn publish(
+    store: &mut MeshStore,
+    ctx: &XdsContext,
+    tx: &watch::Sender<Arc<MeshGeneration>>,
+) -> bool {
     let mut generation = store.rebuild();
     let previous = tx.borrow().clone();
-    let unchanged = previous.version > 0 && *generation.mesh == *previous.mesh && generation.problems == previous.problems;
+    let unchanged = previous.version > 0
+        && *generation.mesh == *previous.mesh
+        && generation.problems == previous.problems;
     if unchanged {
-        tracing::debug!(version = previous.version, "sources re-read; nothing changed");
+        tracing::debug!(
+            version = previous.version,
+            "sources re-read; nothing changed"
+        );
         return false;
     }
     generation.version = previous.version + 1;
     let generation = Arc::new(generation);
     report_problems(&previous, &generation);
-    ctx.metrics.config_errors.set(generation.problems.len() as i64);
+    ctx.metrics
+        .config_errors
+        .set(generation.problems.len() as i64);
     ctx.metrics.mesh_generation.set(generation.version as i64);
-    ctx.metrics.services.set(generation.mesh.services.len() as i64);
+    ctx.metrics
+        .services
+        .set(generation.mesh.services.len() as i64);
 
-    let old_diagnostics: BTreeSet<_> = ctx.cache.diagnostics(previous.version).into_iter().collect();
-    ctx.cache.prune(previous.version);
+    let old_diagnostics: BTreeSet<_> = ctx
+        .cache
+        .diagnostics(previous.version)
+        .into_iter()
+        .collect();
     // Translate a default sidecar view eagerly so conflicts and other
     // diagnostics are reported even before any proxy connects.
     let default_view = ProxyView {
@@ -46,7 +62,7 @@ pub fn publish(store: &mut MeshStore, ctx: &XdsContext, tx: &watch::Sender<Arc<M
     };
     ctx.cache.snapshot(&generation, &default_view);
     tx.send_replace(generation.clone());
-    ctx.cache.prune(generation.version);
+    ctx.cache.prune(previous.version);
     report_diagnostics(ctx, &old_diagnostics, generation.version);
     tracing::info!(
         version = generation.version,
@@ -66,14 +82,23 @@ fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
     }
 }
 
-fn report_diagnostics(ctx: &XdsContext, old: &BTreeSet<pilotfish_translate::Diagnostic>, version: u64) {
+fn report_diagnostics(
+    ctx: &XdsContext,
+    old: &BTreeSet<pilotfish_translate::Diagnostic>,
+    version: u64,
+) {
     let current = ctx.cache.diagnostics(version);
     for d in current.iter().filter(|d| !old.contains(d)) {
         tracing::warn!(kind = ?d.kind, object = %d.object, field = ?d.field, "{}", d.message);
     }
-    let conflicts = current.iter().filter(|d| d.kind == DiagnosticKind::ListenerConflict).count();
+    let conflicts = current
+        .iter()
+        .filter(|d| d.kind == DiagnosticKind::ListenerConflict)
+        .count();
     ctx.metrics.listener_conflicts.set(conflicts as i64);
-    ctx.metrics.translation_diagnostics.set(current.len() as i64);
+    ctx.metrics
+        .translation_diagnostics
+        .set(current.len() as i64);
 }
 
 /// Runs until the change channel closes: waits for a change, debounces,

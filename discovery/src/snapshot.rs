@@ -18,10 +18,32 @@ pub struct TypeResources {
 }
 
 impl TypeResources {
-    fn from_iter<T: prost::Name + prost::Message>(items: Vec<T>, name: impl Fn(&T) -> String) -> Self {
+    /// Encodes `items`, reusing `previous` encodings of equal resources.
+    /// Protobuf map fields encode in hash order, so equal resources can
+    /// encode differently; reuse keeps versions (and pushes) stable.
+    fn encode<T>(
+        items: Vec<T>,
+        name: impl Fn(&T) -> String,
+        previous: Option<&TypeResources>,
+    ) -> Self
+    where
+        T: prost::Name + prost::Message + Default + PartialEq,
+    {
         let resources = items
             .into_iter()
-            .map(|item| (name(&item), Arc::new(pack_any(item))))
+            .map(|item| {
+                let name = name(&item);
+                let old = previous.and_then(|p| p.resources.get(&name));
+                let any = match old {
+                    Some(old)
+                        if T::decode(old.value.as_slice()).is_ok_and(|decoded| decoded == item) =>
+                    {
+                        old.clone()
+                    }
+                    _ => Arc::new(pack_any(item)),
+                };
+                (name, any)
+            })
             .collect();
         TypeResources { resources }
     }
@@ -31,7 +53,10 @@ impl TypeResources {
     pub fn select(&self, names: Option<&BTreeSet<String>>) -> Vec<(&String, &Arc<Any>)> {
         match names {
             None => self.resources.iter().collect(),
-            Some(names) => names.iter().filter_map(|n| self.resources.get_key_value(n)).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| self.resources.get_key_value(n))
+                .collect(),
         }
     }
 }
@@ -60,13 +85,34 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn build(mesh_version: u64, resources: XdsResources) -> Snapshot {
+    /// Encodes `resources`; equal resources keep `previous`'s encoding.
+    pub fn build(
+        mesh_version: u64,
+        resources: XdsResources,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
         Snapshot {
             mesh_version,
-            clusters: TypeResources::from_iter(resources.clusters, |c| c.name.clone()),
-            endpoints: TypeResources::from_iter(resources.endpoints, |e| e.cluster_name.clone()),
-            listeners: TypeResources::from_iter(resources.listeners, |l| l.name.clone()),
-            routes: TypeResources::from_iter(resources.routes, |r| r.name.clone()),
+            clusters: TypeResources::encode(
+                resources.clusters,
+                |c| c.name.clone(),
+                previous.map(|p| &p.clusters),
+            ),
+            endpoints: TypeResources::encode(
+                resources.endpoints,
+                |e| e.cluster_name.clone(),
+                previous.map(|p| &p.endpoints),
+            ),
+            listeners: TypeResources::encode(
+                resources.listeners,
+                |l| l.name.clone(),
+                previous.map(|p| &p.listeners),
+            ),
+            routes: TypeResources::encode(
+                resources.routes,
+                |r| r.name.clone(),
+                previous.map(|p| &p.routes),
+            ),
         }
     }
 
@@ -77,5 +123,77 @@ impl Snapshot {
             XdsType::Listener => &self.listeners,
             XdsType::Route => &self.routes,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+
+    /// A route config with a multi-entry map, whose encoding order varies.
+    fn routes() -> XdsResources {
+        let per_filter = (0..8)
+            .map(|i| {
+                (
+                    format!("filter-{i}"),
+                    Any {
+                        type_url: format!("t{i}"),
+                        value: vec![i],
+                    },
+                )
+            })
+            .collect();
+        XdsResources {
+            routes: vec![RouteConfiguration {
+                name: "9080".into(),
+                virtual_hosts: vec![VirtualHost {
+                    name: "a:9080".into(),
+                    domains: vec!["a".into()],
+                    typed_per_filter_config: per_filter,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn equal_resources_keep_their_encoding_across_generations() {
+        let first = Snapshot::build(1, routes(), None);
+        let second = Snapshot::build(2, routes(), Some(&first));
+        let (a, b) = (
+            &first.routes.resources["9080"],
+            &second.routes.resources["9080"],
+        );
+        assert!(
+            Arc::ptr_eq(a, b),
+            "an equal resource reuses the previous encoding"
+        );
+        assert_eq!(
+            content_version(&first.routes.select(None)),
+            content_version(&second.routes.select(None))
+        );
+    }
+
+    #[test]
+    fn changed_resources_are_encoded_anew() {
+        let first = Snapshot::build(1, routes(), None);
+        let mut changed = routes();
+        changed.routes[0].virtual_hosts[0].domains.push("b".into());
+        let second = Snapshot::build(2, changed, Some(&first));
+        assert!(!Arc::ptr_eq(
+            &first.routes.resources["9080"],
+            &second.routes.resources["9080"]
+        ));
+    }
+
+    #[test]
+    fn subscriptions_select_only_existing_named_resources() {
+        let snap = Snapshot::build(1, routes(), None);
+        let names = BTreeSet::from(["9080".to_string(), "9999".to_string()]);
+        let selected = snap.routes.select(Some(&names));
+        assert_eq!(selected.len(), 1);
     }
 }

@@ -62,11 +62,18 @@ impl SyncStatus {
             .iter()
             .map(|e| e.value().lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect();
-        all.sort_by(|a, b| a.identity.node_id.cmp(&b.identity.node_id).then(a.connection_id.cmp(&b.connection_id)));
+        all.sort_by(|a, b| {
+            a.identity
+                .node_id
+                .cmp(&b.identity.node_id)
+                .then(a.connection_id.cmp(&b.connection_id))
+        });
         all
     }
 
     pub fn find(&self, node_id: &str) -> Option<ProxyStatus> {
-        self.list().into_iter().find(|p| p.identity.node_id == node_id)
+        self.list()
+            .into_iter()
+            .find(|p| p.identity.node_id == node_id)
     }
 }

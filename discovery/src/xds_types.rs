@@ -18,7 +18,12 @@ pub enum XdsType {
 
 impl XdsType {
     /// Push order.
-    pub const ALL: [XdsType; 4] = [XdsType::Cluster, XdsType::Endpoint, XdsType::Listener, XdsType::Route];
+    pub const ALL: [XdsType; 4] = [
+        XdsType::Cluster,
+        XdsType::Endpoint,
+        XdsType::Listener,
+        XdsType::Route,
+    ];
 
     pub fn type_url(self) -> String {
         match self {

@@ -51,7 +51,11 @@ impl Drop for TempDir {
 }
 
 async fn start() -> Harness {
-    let dir = std::env::temp_dir().join(format!("pf-ads-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir = std::env::temp_dir().join(format!(
+        "pf-ads-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(dir.join("config")).expect("temp dir");
     let registry = dir.join("registry.yaml");
     std::fs::write(&registry, REGISTRY).expect("write registry");
@@ -63,7 +67,9 @@ async fn start() -> Harness {
     let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
     let ctx = Arc::new(XdsContext::new(Arc::new(Metrics::new()), rx));
     publish(&mut store, &ctx, &tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let service = AdsServer::new(ctx.clone()).into_service();
     tokio::spawn(
@@ -97,7 +103,10 @@ impl Client {
             .await
             .expect("open stream")
             .into_inner();
-        Client { requests, responses }
+        Client {
+            requests,
+            responses,
+        }
     }
 
     async fn send(&self, request: DiscoveryRequest) {
@@ -144,14 +153,27 @@ async fn ads_sends_cds_then_answers_eds_for_subscribed_names() {
     let cds = c.next().await;
     assert_eq!(cds.type_url, XdsType::Cluster.type_url());
     assert!(!cds.nonce.is_empty() && !cds.version_info.is_empty());
-    c.send(request(XdsType::Cluster, &[], &cds.version_info, &cds.nonce)).await;
+    c.send(request(
+        XdsType::Cluster,
+        &[],
+        &cds.version_info,
+        &cds.nonce,
+    ))
+    .await;
     c.send(request(XdsType::Endpoint, &[REVIEWS], "", "")).await;
     let eds = c.next().await;
     assert_eq!(eds.type_url, XdsType::Endpoint.type_url());
-    assert_eq!(eds.resources.len(), 1, "only the subscribed cluster's endpoints");
+    assert_eq!(
+        eds.resources.len(),
+        1,
+        "only the subscribed cluster's endpoints"
+    );
     let status = h.ctx.status.list();
     let cds_status = &status[0].types[&XdsType::Cluster];
-    assert_eq!(cds_status.acked_version.as_deref(), Some(cds.version_info.as_str()));
+    assert_eq!(
+        cds_status.acked_version.as_deref(),
+        Some(cds.version_info.as_str())
+    );
 }
 
 #[tokio::test]
@@ -180,18 +202,36 @@ async fn ads_pushes_only_changed_types_on_a_new_generation() {
     let mut c = Client::connect(h.addr).await;
     c.send(request(XdsType::Cluster, &[], "", "")).await;
     let cds = c.next().await;
-    c.send(request(XdsType::Cluster, &[], &cds.version_info, &cds.nonce)).await;
+    c.send(request(
+        XdsType::Cluster,
+        &[],
+        &cds.version_info,
+        &cds.nonce,
+    ))
+    .await;
     c.send(request(XdsType::Endpoint, &[REVIEWS], "", "")).await;
     let eds = c.next().await;
-    c.send(request(XdsType::Endpoint, &[REVIEWS], &eds.version_info, &eds.nonce)).await;
+    c.send(request(
+        XdsType::Endpoint,
+        &[REVIEWS],
+        &eds.version_info,
+        &eds.nonce,
+    ))
+    .await;
 
     // Same content again: a rebuild with nothing changed pushes nothing.
     publish(&mut h.store, &h.ctx, &h.tx);
     c.expect_silence(Duration::from_millis(300)).await;
 
     // A new endpoint: only EDS changes.
-    std::fs::write(&h.registry, REGISTRY.replace("[{address: 127.0.0.11, labels: {version: v1}}]", "[{address: 127.0.0.11}, {address: 127.0.0.12}]"))
-        .expect("rewrite registry");
+    std::fs::write(
+        &h.registry,
+        REGISTRY.replace(
+            "[{address: 127.0.0.11, labels: {version: v1}}]",
+            "[{address: 127.0.0.11}, {address: 127.0.0.12}]",
+        ),
+    )
+    .expect("rewrite registry");
     publish(&mut h.store, &h.ctx, &h.tx);
     let update = c.next().await;
     assert_eq!(update.type_url, XdsType::Endpoint.type_url());
@@ -205,7 +245,13 @@ async fn ads_stale_nonce_is_ignored() {
     let mut c = Client::connect(h.addr).await;
     c.send(request(XdsType::Cluster, &[], "", "")).await;
     let _ = c.next().await;
-    c.send(request(XdsType::Cluster, &["something-else"], "", "not-a-nonce-we-sent")).await;
+    c.send(request(
+        XdsType::Cluster,
+        &["something-else"],
+        "",
+        "not-a-nonce-we-sent",
+    ))
+    .await;
     c.expect_silence(Duration::from_millis(300)).await;
     let status = &h.ctx.status.list()[0].types[&XdsType::Cluster];
     assert!(status.acked_version.is_none());

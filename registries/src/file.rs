@@ -25,7 +25,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::RegistryError;
-use crate::model::{Endpoint, Health, Labels, Protocol, RegistryKind, RegistrySnapshot, Resolution, Service, ServicePort};
+use crate::model::{
+    Endpoint, Health, Labels, Protocol, RegistryKind, RegistrySnapshot, Resolution, Service,
+    ServicePort,
+};
 use crate::service_entry::add_service_entry;
 
 #[derive(Deserialize)]
@@ -89,10 +92,11 @@ pub struct FileRegistryOutcome {
 /// Parses a registry file. A syntax error or a schema error fails the whole
 /// file, so that a half-read registry is never served.
 pub fn parse_registry_file(source: &str, text: &str) -> Result<FileRegistryOutcome, RegistryError> {
-    let documents: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| RegistryError::File {
-        source_name: source.to_string(),
-        message: format!("invalid YAML: {e}"),
-    })?;
+    let documents: Vec<Value> =
+        serde_saphyr::from_multiple(text).map_err(|e| RegistryError::File {
+            source_name: source.to_string(),
+            message: format!("invalid YAML: {e}"),
+        })?;
     let mut out = FileRegistryOutcome::default();
     for (index, doc) in documents.into_iter().enumerate() {
         let origin = Origin {
@@ -110,27 +114,38 @@ pub fn parse_registry_file(source: &str, text: &str) -> Result<FileRegistryOutco
             let parsed: FileDocument = serde_path_to_error::deserialize(doc)
                 .map_err(|e| fail(format!("field {}: {}", e.path(), e.inner())))?;
             for (i, svc) in parsed.services.into_iter().enumerate() {
-                add_file_service(svc, &mut out.snapshot).map_err(|m| fail(format!("field services[{i}].{m}")))?;
+                add_file_service(svc, &mut out.snapshot)
+                    .map_err(|m| fail(format!("field services[{i}].{m}")))?;
             }
             continue;
         }
         match load_object(&origin, doc, "default", "") {
             Ok(Some(obj)) => match &obj.spec {
                 ConfigSpec::ServiceEntry(spec) => {
-                    let warnings = add_service_entry(&obj.key(), obj.meta.creation_timestamp.as_deref(), spec, &mut out.snapshot);
-                    out.warnings.extend(
-                        warnings
-                            .into_iter()
-                            .map(|w| format!("{origin}: {}: field {}: {}", w.object, w.field, w.message)),
+                    let warnings = add_service_entry(
+                        &obj.key(),
+                        obj.meta.creation_timestamp.as_deref(),
+                        spec,
+                        &mut out.snapshot,
                     );
+                    out.warnings.extend(warnings.into_iter().map(|w| {
+                        format!("{origin}: {}: field {}: {}", w.object, w.field, w.message)
+                    }));
                 }
                 _ => out.warnings.push(format!(
                     "{origin}: {} belongs in the config directory, not the registry file; ignored",
                     obj.key()
                 )),
             },
-            Ok(None) => out.warnings.push(format!("{origin}: neither a `services:` document nor a ServiceEntry; ignored")),
-            Err(e) => return Err(RegistryError::File { source_name: source.to_string(), message: e.to_string() }),
+            Ok(None) => out.warnings.push(format!(
+                "{origin}: neither a `services:` document nor a ServiceEntry; ignored"
+            )),
+            Err(e) => {
+                return Err(RegistryError::File {
+                    source_name: source.to_string(),
+                    message: e.to_string(),
+                });
+            }
         }
     }
     out.snapshot.normalize();
@@ -142,20 +157,32 @@ fn add_file_service(svc: FileService, out: &mut RegistrySnapshot) -> Result<(), 
     for (i, p) in svc.ports.iter().enumerate() {
         let name = p.name.clone().unwrap_or_else(|| p.port.to_string());
         let protocol = match &p.protocol {
-            Some(proto) => Protocol::parse(proto)
-                .ok_or_else(|| format!("ports[{i}].protocol: unknown protocol {proto:?} (HTTP, HTTP2, GRPC, TCP, TLS)"))?,
+            Some(proto) => Protocol::parse(proto).ok_or_else(|| {
+                format!(
+                    "ports[{i}].protocol: unknown protocol {proto:?} (HTTP, HTTP2, GRPC, TCP, TLS)"
+                )
+            })?,
             None => Protocol::from_port_name(&name),
         };
-        ports.push(ServicePort { name, port: p.port, protocol });
+        ports.push(ServicePort {
+            name,
+            port: p.port,
+            protocol,
+        });
     }
     let mut endpoints = Vec::new();
     for (i, ep) in svc.endpoints.into_iter().enumerate() {
         if ep.address.parse::<IpAddr>().is_err() {
-            return Err(format!("endpoints[{i}].address: {:?} is not an IP address", ep.address));
+            return Err(format!(
+                "endpoints[{i}].address: {:?} is not an IP address",
+                ep.address
+            ));
         }
         for name in ep.ports.keys() {
             if !ports.iter().any(|p| &p.name == name) {
-                return Err(format!("endpoints[{i}].ports.{name}: the service has no port named {name:?}"));
+                return Err(format!(
+                    "endpoints[{i}].ports.{name}: the service has no port named {name:?}"
+                ));
             }
         }
         for port in &ports {
@@ -170,7 +197,10 @@ fn add_file_service(svc: FileService, out: &mut RegistrySnapshot) -> Result<(), 
             });
         }
     }
-    out.endpoints.entry(svc.hostname.clone()).or_default().extend(endpoints);
+    out.endpoints
+        .entry(svc.hostname.clone())
+        .or_default()
+        .extend(endpoints);
     out.services.push(Service {
         hostname: svc.hostname,
         namespace: svc.namespace.unwrap_or_else(|| "default".to_string()),
@@ -216,23 +246,57 @@ spec:
     #[test]
     fn reads_own_format_and_service_entries() {
         let out = parse_registry_file("reg.yaml", FILE).expect("parses");
-        let hosts: Vec<&str> = out.snapshot.services.iter().map(|s| s.hostname.as_str()).collect();
-        assert_eq!(hosts, ["api.example.com", "db.service.consul", "reviews.default.svc.cluster.local"]);
+        let hosts: Vec<&str> = out
+            .snapshot
+            .services
+            .iter()
+            .map(|s| s.hostname.as_str())
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                "api.example.com",
+                "db.service.consul",
+                "reviews.default.svc.cluster.local"
+            ]
+        );
         let reviews = &out.snapshot.services[2];
         assert_eq!(reviews.ports[0].protocol, Protocol::Http);
-        assert_eq!(out.snapshot.endpoints["reviews.default.svc.cluster.local"][0].port, 19080);
+        assert_eq!(
+            out.snapshot.endpoints["reviews.default.svc.cluster.local"][0].port,
+            19080
+        );
         // A port named "db" says nothing about its protocol: it is sniffed.
-        assert_eq!(out.snapshot.services[1].ports[0].protocol, Protocol::Unknown);
+        assert_eq!(
+            out.snapshot.services[1].ports[0].protocol,
+            Protocol::Unknown
+        );
         assert!(out.snapshot.services[1].vips.is_empty());
-        assert_eq!(out.snapshot.services[0].registry, RegistryKind::ServiceEntry);
+        assert_eq!(
+            out.snapshot.services[0].registry,
+            RegistryKind::ServiceEntry
+        );
     }
 
     #[test]
     fn bad_registry_file_names_document_and_field() {
-        let err = parse_registry_file("reg.yaml", "services:\n- hostname: a\n  portz: []\n").unwrap_err();
+        let err =
+            parse_registry_file("reg.yaml", "services:\n- hostname: a\n  portz: []\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("reg.yaml (document 0)") && msg.contains("services[0]") && msg.contains("portz"), "{msg}");
-        let err = parse_registry_file("reg.yaml", "services:\n- hostname: a\n  ports: [{port: 80, protocol: QUIC}]\n").unwrap_err();
-        assert!(err.to_string().contains("services[0].ports[0].protocol"), "{err}");
+        assert!(
+            msg.contains("reg.yaml (document 0)")
+                && msg.contains("services[0]")
+                && msg.contains("portz"),
+            "{msg}"
+        );
+        let err = parse_registry_file(
+            "reg.yaml",
+            "services:\n- hostname: a\n  ports: [{port: 80, protocol: QUIC}]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("services[0].ports[0].protocol"),
+            "{err}"
+        );
     }
 }

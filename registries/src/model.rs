@@ -132,7 +132,9 @@ impl Service {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Health {
     #[default]
@@ -174,7 +176,11 @@ impl Endpoint {
 impl RegistrySnapshot {
     /// Sorts everything so that equal content compares and hashes equal.
     pub fn normalize(&mut self) {
-        self.services.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.registry.cmp(&b.registry)));
+        self.services.sort_by(|a, b| {
+            a.hostname
+                .cmp(&b.hostname)
+                .then(a.registry.cmp(&b.registry))
+        });
         for eps in self.endpoints.values_mut() {
             eps.sort();
             eps.dedup();

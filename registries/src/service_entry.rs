@@ -4,7 +4,9 @@ use std::net::IpAddr;
 
 use pilotfish_crds::{ConfigKey, Location, Resolution as SeResolution, ServiceEntrySpec};
 
-use crate::model::{Endpoint, Health, Protocol, RegistryKind, RegistrySnapshot, Resolution, Service, ServicePort};
+use crate::model::{
+    Endpoint, Health, Protocol, RegistryKind, RegistrySnapshot, Resolution, Service, ServicePort,
+};
 
 /// A problem found while converting; the rest of the entry is still used.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,14 +35,19 @@ pub fn add_service_entry(
             Ok(ip) => vips.push(ip),
             Err(_) => warnings.push(warn(
                 format!("spec.addresses[{i}]"),
-                format!("{addr:?} is not an IP address (CIDR ranges are not supported yet); ignored"),
+                format!(
+                    "{addr:?} is not an IP address (CIDR ranges are not supported yet); ignored"
+                ),
             )),
         }
     }
     let mut ports = Vec::new();
     for (i, port) in spec.ports.iter().enumerate() {
         let Ok(number) = u16::try_from(port.number) else {
-            warnings.push(warn(format!("spec.ports[{i}].number"), format!("{} is not a valid port", port.number)));
+            warnings.push(warn(
+                format!("spec.ports[{i}].number"),
+                format!("{} is not a valid port", port.number),
+            ));
             continue;
         };
         let protocol = match port.protocol.as_deref() {
@@ -62,25 +69,39 @@ pub fn add_service_entry(
     let resolution = match spec.resolution {
         None | Some(SeResolution::None) => Resolution::Passthrough,
         Some(SeResolution::Static) => Resolution::Static,
-        Some(SeResolution::Dns | SeResolution::DnsRoundRobin | SeResolution::DynamicDns) => Resolution::Dns,
+        Some(SeResolution::Dns | SeResolution::DnsRoundRobin | SeResolution::DynamicDns) => {
+            Resolution::Dns
+        }
     };
     let mut endpoints = Vec::new();
     for (i, we) in spec.endpoints.iter().enumerate() {
         let Some(address) = we.address.clone().filter(|a| !a.is_empty()) else {
-            warnings.push(warn(format!("spec.endpoints[{i}].address"), "endpoint has no address; ignored".into()));
+            warnings.push(warn(
+                format!("spec.endpoints[{i}].address"),
+                "endpoint has no address; ignored".into(),
+            ));
             continue;
         };
         if resolution == Resolution::Static && address.parse::<IpAddr>().is_err() {
             warnings.push(warn(
                 format!("spec.endpoints[{i}].address"),
-                format!("{address:?} is not an IP address, which resolution STATIC requires; ignored"),
+                format!(
+                    "{address:?} is not an IP address, which resolution STATIC requires; ignored"
+                ),
             ));
             continue;
         }
         for port in &ports {
-            let target = we.ports.get(&port.name).copied().unwrap_or(u32::from(port.port));
+            let target = we
+                .ports
+                .get(&port.name)
+                .copied()
+                .unwrap_or(u32::from(port.port));
             let Ok(target) = u16::try_from(target) else {
-                warnings.push(warn(format!("spec.endpoints[{i}].ports.{}", port.name), format!("{target} is not a valid port")));
+                warnings.push(warn(
+                    format!("spec.endpoints[{i}].ports.{}", port.name),
+                    format!("{target} is not a valid port"),
+                ));
                 continue;
             };
             endpoints.push(Endpoint {
@@ -107,7 +128,10 @@ pub fn add_service_entry(
             export_to: spec.export_to.clone(),
         });
         if !endpoints.is_empty() {
-            out.endpoints.entry(host.clone()).or_default().extend(endpoints.iter().cloned());
+            out.endpoints
+                .entry(host.clone())
+                .or_default()
+                .extend(endpoints.iter().cloned());
         }
     }
     warnings

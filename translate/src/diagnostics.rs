@@ -49,3 +49,69 @@ impl fmt::Display for Diagnostic {
         write!(f, ": {}", self.message)
     }
 }
+
+impl DiagnosticKind {
+    /// Problems that break traffic are errors; the rest are warnings.
+    pub fn default_severity(self) -> Severity {
+        match self {
+            DiagnosticKind::ListenerConflict
+            | DiagnosticKind::MissingSubset
+            | DiagnosticKind::UnknownDestination
+            | DiagnosticKind::InvalidField => Severity::Error,
+            DiagnosticKind::ShadowedVirtualService
+            | DiagnosticKind::Unsupported
+            | DiagnosticKind::Unreachable => Severity::Warning,
+        }
+    }
+}
+
+impl Diagnostic {
+    /// A diagnostic with the kind's default severity and no field.
+    pub fn new(
+        kind: DiagnosticKind,
+        object: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            severity: kind.default_severity(),
+            kind,
+            object: object.into(),
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn at(mut self, field: impl Into<String>) -> Self {
+        self.field = Some(field.into());
+        self
+    }
+
+    pub fn unsupported(object: impl Into<String>, field: impl Into<String>) -> Self {
+        Diagnostic::new(
+            DiagnosticKind::Unsupported,
+            object,
+            "not implemented by Pilotfish yet; ignored",
+        )
+        .at(field)
+    }
+
+    pub fn invalid(
+        object: impl Into<String>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic::new(DiagnosticKind::InvalidField, object, message).at(field)
+    }
+}
+
+/// How diagnostics name a service: `service reviews.default.svc.cluster.local`.
+pub fn service_object(hostname: &str) -> String {
+    format!("service {hostname}")
+}
+
+/// Sorts and removes duplicates (the same problem is often found once per
+/// cluster or route that inherits it).
+pub fn normalize(diagnostics: &mut Vec<Diagnostic>) {
+    diagnostics.sort();
+    diagnostics.dedup();
+}

@@ -39,7 +39,7 @@ impl Default for MeshConfig {
 
 /// One consistent view of the mesh. Built by the discovery server from all
 /// registries and config sources; immutable once built.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MeshState {
     /// Services sorted by hostname; one per hostname.
     pub services: Vec<Service>,

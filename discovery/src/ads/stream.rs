@@ -38,7 +38,11 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn new(ctx: Arc<XdsContext>, id: u64, tx: mpsc::Sender<Result<DiscoveryResponse, Status>>) -> Self {
+    pub fn new(
+        ctx: Arc<XdsContext>,
+        id: u64,
+        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    ) -> Self {
         let generation = ctx.generations.borrow().clone();
         Connection {
             ctx,
@@ -52,7 +56,11 @@ impl Connection {
         }
     }
 
-    pub async fn run(mut self, mut requests: Streaming<DiscoveryRequest>, peer: Option<SocketAddr>) {
+    pub async fn run(
+        mut self,
+        mut requests: Streaming<DiscoveryRequest>,
+        peer: Option<SocketAddr>,
+    ) {
         let mut generations = self.ctx.generations.clone();
         generations.mark_unchanged();
         loop {
@@ -121,9 +129,13 @@ impl Connection {
     }
 
     fn register(&mut self, request: &DiscoveryRequest) -> Result<(), Status> {
-        let identity = identify(request.node.as_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let identity =
+            identify(request.node.as_ref()).map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(connection = self.id, node = %identity.node_id, namespace = %identity.view.namespace, "proxy connected");
-        let connected_at_unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let connected_at_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         self.status = Some(self.ctx.status.register(ProxyStatus {
             connection_id: self.id,
             identity: identity.clone(),
@@ -137,10 +149,24 @@ impl Connection {
     }
 
     fn record_nack(&mut self, ty: XdsType, version: &str, message: &str) {
-        let node = self.identity.as_ref().map(|i| i.node_id.as_str()).unwrap_or_default();
+        let node = self
+            .identity
+            .as_ref()
+            .map(|i| i.node_id.as_str())
+            .unwrap_or_default();
         // Logged once per rejected response; the same version is not re-sent.
-        tracing::warn!(node, r#type = ty.short(), rejected_version = version, error = message, "proxy rejected config (NACK)");
-        self.ctx.metrics.nacks.get_or_create(&type_label(ty.short())).inc();
+        tracing::warn!(
+            node,
+            r#type = ty.short(),
+            rejected_version = version,
+            error = message,
+            "proxy rejected config (NACK)"
+        );
+        self.ctx
+            .metrics
+            .nacks
+            .get_or_create(&type_label(ty.short()))
+            .inc();
         self.update_status(ty, |s| {
             s.last_nack = Some(message.to_string());
             s.nacks += 1;
@@ -156,7 +182,10 @@ impl Connection {
             self.push(ty, false).await.map_err(|_| ())?;
         }
         if let Some(status) = &self.status {
-            status.lock().unwrap_or_else(|p| p.into_inner()).mesh_version = self.generation.version;
+            status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .mesh_version = self.generation.version;
         }
         Ok(())
     }
@@ -176,7 +205,10 @@ impl Connection {
         let nonce = format!("{}-{}", self.id, self.nonce);
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selected.iter().map(|(_, any)| any.as_ref().clone()).collect(),
+            resources: selected
+                .iter()
+                .map(|(_, any)| any.as_ref().clone())
+                .collect(),
             type_url: ty.type_url(),
             nonce: nonce.clone(),
             ..Default::default()
@@ -185,14 +217,21 @@ impl Connection {
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = Some(nonce.clone());
         tracing::debug!(connection = self.id, node = %identity.node_id, r#type = ty.short(), %version, resources = names.len(), "push");
-        self.ctx.metrics.pushes.get_or_create(&type_label(ty.short())).inc();
+        self.ctx
+            .metrics
+            .pushes
+            .get_or_create(&type_label(ty.short()))
+            .inc();
         self.update_status(ty, |s| {
             s.sent_version = Some(version);
             s.sent_nonce = Some(nonce);
             s.pushes += 1;
             s.resource_names = names;
         });
-        self.tx.send(Ok(response)).await.map_err(|_| Status::cancelled("stream closed"))
+        self.tx
+            .send(Ok(response))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))
     }
 
     fn update_status(&self, ty: XdsType, f: impl FnOnce(&mut TypeStatus)) {

@@ -53,9 +53,10 @@ impl ConfigDirs {
                         seen_files.insert(file, state);
                     }
                 }
-                Err(e) => out
-                    .problems
-                    .push(InputProblem::plain(dir.display().to_string(), format!("cannot read config directory: {e}"))),
+                Err(e) => out.problems.push(InputProblem::plain(
+                    dir.display().to_string(),
+                    format!("cannot read config directory: {e}"),
+                )),
             }
         }
         // Files that disappeared are dropped: deleting a file deletes its config.
@@ -86,7 +87,10 @@ impl ConfigDirs {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
-                problems.push(InputProblem::plain(&source, format!("cannot read file: {e}")));
+                problems.push(InputProblem::plain(
+                    &source,
+                    format!("cannot read file: {e}"),
+                ));
                 return previous.cloned().unwrap_or_default();
             }
         };
@@ -106,12 +110,18 @@ impl ConfigDirs {
         if had_errors && let Some(previous) = previous {
             // Keep serving the last good version of objects this edit broke.
             let fresh: BTreeSet<ConfigKey> = objects.iter().map(ConfigObject::key).collect();
-            for old in previous.objects.iter().filter(|o| !fresh.contains(&o.key())) {
+            for old in previous
+                .objects
+                .iter()
+                .filter(|o| !fresh.contains(&o.key()))
+            {
                 problems.push(InputProblem {
                     source: source.clone(),
                     object: Some(old.key().to_string()),
                     field: None,
-                    message: "the file has errors; the last good version of this object is still served".into(),
+                    message:
+                        "the file has errors; the last good version of this object is still served"
+                            .into(),
                 });
                 objects.push(old.clone());
             }

@@ -36,7 +36,12 @@ impl RegistryFiles {
                 .and_then(|text| parse_registry_file(&source, &text).map_err(|e| e.to_string()));
             match parsed {
                 Ok(outcome) => {
-                    problems.extend(outcome.warnings.into_iter().map(|w| InputProblem::plain(&source, w)));
+                    problems.extend(
+                        outcome
+                            .warnings
+                            .into_iter()
+                            .map(|w| InputProblem::plain(&source, w)),
+                    );
                     self.last_good.insert(path.clone(), outcome.snapshot);
                 }
                 Err(message) => {

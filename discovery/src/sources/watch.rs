@@ -20,8 +20,12 @@ impl Relevant {
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e == "yaml" || e == "yml");
-        let in_dir = path.parent().is_some_and(|p| self.dirs.iter().any(|d| same_path(d, p)));
-        (is_yaml && in_dir) || self.dirs.iter().any(|d| same_path(d, path)) || self.files.iter().any(|f| same_path(f, path))
+        let in_dir = path
+            .parent()
+            .is_some_and(|p| self.dirs.iter().any(|d| same_path(d, p)));
+        (is_yaml && in_dir)
+            || self.dirs.iter().any(|d| same_path(d, path))
+            || self.files.iter().any(|f| same_path(f, path))
     }
 }
 
@@ -36,20 +40,33 @@ fn absolute(p: &Path) -> PathBuf {
 /// Watches `dirs` and the directories holding `files` (editors replace files
 /// by renaming, which a watch on the file itself would miss); other files in
 /// those directories are ignored.
-pub fn watch_paths(dirs: &[PathBuf], files: &[PathBuf], tx: mpsc::UnboundedSender<()>) -> notify::Result<RecommendedWatcher> {
+pub fn watch_paths(
+    dirs: &[PathBuf],
+    files: &[PathBuf],
+    tx: mpsc::UnboundedSender<()>,
+) -> notify::Result<RecommendedWatcher> {
     let relevant = Relevant {
         dirs: dirs.to_vec(),
         files: files.to_vec(),
     };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if !event.kind.is_access() && event.paths.iter().any(|p| relevant.matches(p)) => {
-            let _ = tx.send(());
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "file watch error"),
-    })?;
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event)
+                if !event.kind.is_access() && event.paths.iter().any(|p| relevant.matches(p)) =>
+            {
+                let _ = tx.send(());
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "file watch error"),
+        })?;
     let mut targets: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    targets.extend(files.iter().filter_map(|f| f.parent()).map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p }));
+    targets.extend(files.iter().filter_map(|f| f.parent()).map(|p| {
+        if p.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            p
+        }
+    }));
     targets.sort();
     targets.dedup();
     for target in targets {

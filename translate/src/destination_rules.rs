@@ -1,0 +1,514 @@
+//! DestinationRules visible to a proxy, merged per host, and the traffic
+//! policy that applies to one cluster (host, port, subset).
+
+use std::collections::BTreeMap;
+
+use pilotfish_crds::{
+    ClientTlsMode, ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings,
+    DestinationRuleSpec, LoadBalancerSettings, OutlierDetection, SimpleLb, Subset, TrafficPolicy,
+};
+
+use envoy_types::pb::google::protobuf::Duration;
+
+use crate::diagnostics::Diagnostic;
+use crate::hosts;
+use crate::protobuf;
+use crate::proxy::ProxyView;
+use crate::visibility;
+
+/// A piece of config with the object and field path it came from, so that
+/// diagnostics can name both.
+#[derive(Clone, Debug)]
+pub struct Sourced<'a, T> {
+    pub value: &'a T,
+    pub object: &'a ConfigObject,
+    pub field: String,
+}
+
+impl<'a, T> Sourced<'a, T> {
+    fn new(value: &'a T, object: &'a ConfigObject, field: String) -> Self {
+        Sourced {
+            value,
+            object,
+            field,
+        }
+    }
+
+    /// `DestinationRule ns/name`.
+    pub fn object_name(&self) -> String {
+        self.object.key().to_string()
+    }
+
+    /// Field path of a child: `spec.trafficPolicy.loadBalancer` + `simple`.
+    pub fn child(&self, name: &str) -> String {
+        format!("{}.{name}", self.field)
+    }
+
+    /// A child section, sourced at `self.field` + `name`.
+    pub fn nested<U>(&self, value: &'a U, name: &str) -> Sourced<'a, U> {
+        Sourced::new(value, self.object, self.child(name))
+    }
+
+    /// Parses an optional duration at child `name`; a bad value is reported
+    /// and ignored (the rest of the policy still applies).
+    pub fn duration(
+        &self,
+        text: Option<&str>,
+        name: &str,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<Duration> {
+        let parsed = protobuf::parse_duration(text?, &self.object_name(), &self.child(name));
+        parsed.map_err(|d| diags.push(d)).ok()
+    }
+}
+
+/// All DestinationRules for one host, merged: older rules first; the first
+/// top-level traffic policy and the first subset of each name win.
+#[derive(Clone, Debug)]
+pub struct MergedRule<'a> {
+    pub host: String,
+    pub traffic_policy: Option<Sourced<'a, TrafficPolicy>>,
+    pub subsets: Vec<Sourced<'a, Subset>>,
+}
+
+/// The policy for one cluster, after subset and port-level overrides.
+#[derive(Clone, Debug, Default)]
+pub struct EffectivePolicy<'a> {
+    pub load_balancer: Option<Sourced<'a, LoadBalancerSettings>>,
+    pub connection_pool: Option<Sourced<'a, ConnectionPoolSettings>>,
+    pub outlier_detection: Option<Sourced<'a, OutlierDetection>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DestinationRuleIndex<'a> {
+    /// Visible rules in precedence order.
+    rules: Vec<(&'a ConfigObject, &'a DestinationRuleSpec)>,
+    by_host: BTreeMap<String, MergedRule<'a>>,
+    /// Wildcard hosts, most specific first.
+    wildcards: Vec<String>,
+}
+
+impl<'a> DestinationRuleIndex<'a> {
+    pub fn new(config: &'a [ConfigObject], proxy: &ProxyView, domain_suffix: &str) -> Self {
+        let mut rules: Vec<_> = config
+            .iter()
+            .filter_map(|object| match &object.spec {
+                ConfigSpec::DestinationRule(spec) if applies(object, spec, proxy) => {
+                    Some((object, spec))
+                }
+                _ => None,
+            })
+            .collect();
+        rules.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
+
+        let mut by_host: BTreeMap<String, MergedRule<'a>> = BTreeMap::new();
+        for &(object, spec) in &rules {
+            let host = hosts::resolve(&spec.host, &object.meta.namespace, domain_suffix);
+            let merged = by_host.entry(host.clone()).or_insert_with(|| MergedRule {
+                host,
+                traffic_policy: None,
+                subsets: Vec::new(),
+            });
+            merged.absorb(object, spec);
+        }
+        let mut wildcards: Vec<String> = by_host
+            .keys()
+            .filter(|h| h.starts_with('*'))
+            .cloned()
+            .collect();
+        wildcards.sort_by(|a, b| {
+            hosts::specificity(a)
+                .cmp(&hosts::specificity(b))
+                .then(a.cmp(b))
+        });
+        DestinationRuleIndex {
+            rules,
+            by_host,
+            wildcards,
+        }
+    }
+
+    /// The rule for a service: an exact host match, else the most specific wildcard.
+    pub fn for_host(&self, hostname: &str) -> Option<&MergedRule<'a>> {
+        let hostname = hostname.to_ascii_lowercase();
+        let hostname = hostname.as_str();
+        self.by_host.get(hostname).or_else(|| {
+            self.wildcards
+                .iter()
+                .find(|pattern| hosts::matches(pattern, hostname))
+                .and_then(|pattern| self.by_host.get(pattern))
+        })
+    }
+
+    pub fn has_subset(&self, hostname: &str, subset: &str) -> bool {
+        self.for_host(hostname)
+            .is_some_and(|rule| rule.subset(subset).is_some())
+    }
+
+    /// Effective policy for `outbound|port|subset|hostname`, if any rule applies.
+    pub fn policy(&self, hostname: &str, port: u16, subset: Option<&str>) -> EffectivePolicy<'a> {
+        self.for_host(hostname)
+            .map(|rule| rule.policy(port, subset))
+            .unwrap_or_default()
+    }
+
+    /// One diagnostic per field of a visible rule that Pilotfish ignores.
+    pub fn unsupported(&self) -> Vec<Diagnostic> {
+        self.rules
+            .iter()
+            .flat_map(|(object, spec)| {
+                let name = object.key().to_string();
+                unsupported_fields(spec)
+                    .into_iter()
+                    .map(move |field| Diagnostic::unsupported(name.clone(), field))
+            })
+            .collect()
+    }
+}
+
+fn applies(object: &ConfigObject, spec: &DestinationRuleSpec, proxy: &ProxyView) -> bool {
+    let selected = spec
+        .workload_selector
+        .as_ref()
+        .is_none_or(|sel| visibility::labels_match(&sel.match_labels, &proxy.labels));
+    selected && visibility::is_exported(&spec.export_to, &object.meta.namespace, &proxy.namespace)
+}
+
+impl<'a> MergedRule<'a> {
+    fn absorb(&mut self, object: &'a ConfigObject, spec: &'a DestinationRuleSpec) {
+        if self.traffic_policy.is_none()
+            && let Some(policy) = &spec.traffic_policy
+        {
+            self.traffic_policy = Some(Sourced::new(policy, object, "spec.trafficPolicy".into()));
+        }
+        for (i, subset) in spec.subsets.iter().enumerate() {
+            if self.subset(&subset.name).is_none() {
+                self.subsets
+                    .push(Sourced::new(subset, object, format!("spec.subsets[{i}]")));
+            }
+        }
+    }
+
+    pub fn subset(&self, name: &str) -> Option<&Sourced<'a, Subset>> {
+        self.subsets.iter().find(|s| s.value.name == name)
+    }
+
+    /// Top level, then top-level port settings, then the subset's policy and
+    /// its port settings: each later layer replaces whole sections.
+    pub fn policy(&self, port: u16, subset: Option<&str>) -> EffectivePolicy<'a> {
+        let mut out = EffectivePolicy::default();
+        if let Some(tp) = &self.traffic_policy {
+            out.overlay(tp.value, tp.object, &tp.field, port);
+        }
+        if let Some(subset) = subset.and_then(|name| self.subset(name))
+            && let Some(tp) = &subset.value.traffic_policy
+        {
+            out.overlay(tp, subset.object, &subset.child("trafficPolicy"), port);
+        }
+        out
+    }
+}
+
+impl<'a> EffectivePolicy<'a> {
+    fn overlay(&mut self, tp: &'a TrafficPolicy, object: &'a ConfigObject, field: &str, port: u16) {
+        self.set(
+            tp.load_balancer.as_ref(),
+            tp.connection_pool.as_ref(),
+            tp.outlier_detection.as_ref(),
+            object,
+            field,
+        );
+        for (i, pls) in tp.port_level_settings.iter().enumerate() {
+            if pls.port.as_ref().and_then(|p| p.number) == Some(u32::from(port)) {
+                let field = format!("{field}.portLevelSettings[{i}]");
+                self.set(
+                    pls.load_balancer.as_ref(),
+                    pls.connection_pool.as_ref(),
+                    pls.outlier_detection.as_ref(),
+                    object,
+                    &field,
+                );
+            }
+        }
+    }
+
+    fn set(
+        &mut self,
+        lb: Option<&'a LoadBalancerSettings>,
+        pool: Option<&'a ConnectionPoolSettings>,
+        outlier: Option<&'a OutlierDetection>,
+        object: &'a ConfigObject,
+        field: &str,
+    ) {
+        if let Some(lb) = lb {
+            self.load_balancer = Some(Sourced::new(lb, object, format!("{field}.loadBalancer")));
+        }
+        if let Some(pool) = pool {
+            self.connection_pool = Some(Sourced::new(
+                pool,
+                object,
+                format!("{field}.connectionPool"),
+            ));
+        }
+        if let Some(od) = outlier {
+            self.outlier_detection = Some(Sourced::new(
+                od,
+                object,
+                format!("{field}.outlierDetection"),
+            ));
+        }
+    }
+}
+
+/// Field paths of everything in a rule that Pilotfish does not translate.
+fn unsupported_fields(spec: &DestinationRuleSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(tp) = &spec.traffic_policy {
+        policy_unsupported(tp, "spec.trafficPolicy", &mut out);
+    }
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        if let Some(tp) = &subset.traffic_policy {
+            policy_unsupported(tp, &format!("spec.subsets[{i}].trafficPolicy"), &mut out);
+        }
+    }
+    out
+}
+
+fn policy_unsupported(tp: &TrafficPolicy, path: &str, out: &mut Vec<String>) {
+    flag(out, path, "tunnel", tp.tunnel.is_some());
+    flag(out, path, "proxyProtocol", tp.proxy_protocol.is_some());
+    flag(out, path, "retryBudget", tp.retry_budget.is_some());
+    sections_unsupported(
+        tp.load_balancer.as_ref(),
+        tp.connection_pool.as_ref(),
+        tp.outlier_detection.as_ref(),
+        tp.tls.as_ref(),
+        path,
+        out,
+    );
+    for (i, pls) in tp.port_level_settings.iter().enumerate() {
+        sections_unsupported(
+            pls.load_balancer.as_ref(),
+            pls.connection_pool.as_ref(),
+            pls.outlier_detection.as_ref(),
+            pls.tls.as_ref(),
+            &format!("{path}.portLevelSettings[{i}]"),
+            out,
+        );
+    }
+}
+
+fn sections_unsupported(
+    lb: Option<&LoadBalancerSettings>,
+    pool: Option<&ConnectionPoolSettings>,
+    outlier: Option<&OutlierDetection>,
+    tls: Option<&ClientTlsSettings>,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    flag(out, path, "tls", tls.is_some_and(tls_is_active));
+    if let Some(lb) = lb {
+        let path = format!("{path}.loadBalancer");
+        flag(
+            out,
+            &path,
+            "localityLbSetting",
+            lb.locality_lb_setting.is_some(),
+        );
+        flag(
+            out,
+            &path,
+            "zoneAwareLbSetting",
+            lb.zone_aware_lb_setting.is_some(),
+        );
+        flag(
+            out,
+            &path,
+            "warmupDurationSecs",
+            lb.warmup_duration_secs.is_some(),
+        );
+        flag(out, &path, "warmup", lb.warmup.is_some());
+        flag(
+            out,
+            &path,
+            "backendUtilization",
+            lb.backend_utilization.is_some(),
+        );
+        flag(
+            out,
+            &path,
+            "simple",
+            lb.simple == Some(SimpleLb::Passthrough),
+        );
+    }
+    if let Some(pool) = pool {
+        let path = format!("{path}.connectionPool");
+        flag(
+            out,
+            &path,
+            "tcp.idleTimeout",
+            pool.tcp.as_ref().is_some_and(|t| t.idle_timeout.is_some()),
+        );
+        let http2_keep_alive = pool
+            .http
+            .as_ref()
+            .is_some_and(|h| h.http2_keep_alive.is_some());
+        flag(out, &path, "http.http2KeepAlive", http2_keep_alive);
+    }
+    if let Some(od) = outlier {
+        let codes = !od.outlier_detection_http_error_codes.is_empty();
+        flag(
+            out,
+            &format!("{path}.outlierDetection"),
+            "outlierDetectionHttpErrorCodes",
+            codes,
+        );
+    }
+}
+
+/// Upstream TLS is not originated yet; an explicit DISABLE is what we do anyway.
+fn tls_is_active(tls: &ClientTlsSettings) -> bool {
+    tls.mode != Some(ClientTlsMode::Disable) && *tls != ClientTlsSettings::default()
+}
+
+fn flag(out: &mut Vec<String>, path: &str, field: &str, present: bool) {
+    if present {
+        out.push(format!("{path}.{field}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{config, sidecar};
+
+    const RULES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: newer, namespace: default, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  host: reviews
+  trafficPolicy:
+    loadBalancer: {simple: RANDOM}
+  subsets:
+  - name: v1
+    labels: {version: v1-from-newer}
+  - name: v3
+    labels: {version: v3}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: older, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  host: reviews.default.svc.cluster.local
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      connectionPool: {tcp: {maxConnections: 7}}
+      portLevelSettings:
+      - port: {number: 9080}
+        loadBalancer: {simple: LEAST_REQUEST}
+"#;
+
+    #[test]
+    fn rules_for_one_host_merge_older_first() {
+        let objects = config(RULES);
+        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let rule = index.for_host("reviews.default.svc.cluster.local").unwrap();
+        let names: Vec<_> = rule.subsets.iter().map(|s| s.value.name.as_str()).collect();
+        assert_eq!(names, ["v1", "v3"]);
+        assert_eq!(rule.subset("v1").unwrap().value.labels["version"], "v1");
+        assert_eq!(rule.subset("v1").unwrap().object.meta.name, "older");
+        // The older rule has no top-level policy, so the newer one's applies.
+        assert_eq!(
+            rule.traffic_policy.as_ref().unwrap().object.meta.name,
+            "newer"
+        );
+    }
+
+    #[test]
+    fn subset_and_port_level_settings_override_top_level() {
+        let objects = config(RULES);
+        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let host = "reviews.default.svc.cluster.local";
+        let top = index.policy(host, 9080, None);
+        assert_eq!(
+            top.load_balancer.unwrap().value.simple,
+            Some(SimpleLb::Random)
+        );
+        let v1 = index.policy(host, 9080, Some("v1"));
+        let lb = v1.load_balancer.unwrap();
+        assert_eq!(lb.value.simple, Some(SimpleLb::LeastRequest));
+        assert_eq!(
+            lb.field,
+            "spec.subsets[0].trafficPolicy.portLevelSettings[0].loadBalancer"
+        );
+        assert!(v1.connection_pool.is_some());
+        let other_port = index.policy(host, 8080, Some("v1"));
+        assert_eq!(
+            other_port.load_balancer.unwrap().value.simple,
+            Some(SimpleLb::Random)
+        );
+    }
+
+    #[test]
+    fn wildcard_rules_apply_when_no_exact_rule_exists() {
+        let objects = config(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wide, namespace: default}
+spec: {host: "*.example.com", subsets: [{name: a}]}
+"#,
+        );
+        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        assert!(index.has_subset("api.example.com", "a"));
+        assert!(!index.has_subset("example.com", "a"));
+    }
+
+    #[test]
+    fn unexported_rules_are_invisible() {
+        let objects = config(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: private, namespace: team}
+spec: {host: db.example.com, exportTo: ["."], subsets: [{name: a}]}
+"#,
+        );
+        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        assert!(!index.has_subset("db.example.com", "a"));
+        let index = DestinationRuleIndex::new(&objects, &sidecar("team"), "cluster.local");
+        assert!(index.has_subset("db.example.com", "a"));
+    }
+
+    #[test]
+    fn unimplemented_policy_fields_are_reported() {
+        let objects = config(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL}
+    loadBalancer: {localityLbSetting: {enabled: true}}
+"#,
+        );
+        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let fields: Vec<_> = index
+            .unsupported()
+            .into_iter()
+            .filter_map(|d| d.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.trafficPolicy.tls",
+                "spec.trafficPolicy.loadBalancer.localityLbSetting"
+            ]
+        );
+    }
+}

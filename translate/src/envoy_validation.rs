@@ -1,0 +1,269 @@
+//! Checks against real inputs and a real Envoy. Each test packs a
+//! translation into a static bootstrap (route configurations inlined in
+//! place of RDS, load assignments as static clusters) and runs it through
+//! `envoy --mode validate`, which fails on anything Envoy would NACK. The
+//! Envoy binary is `$ENVOY_BIN`, else the one `scripts/setup.sh` installs,
+//! else `envoy` on PATH.
+
+use std::process::Command;
+
+use envoy_types::pb::envoy::config::bootstrap::v3::{
+    Bootstrap, LayeredRuntime, RuntimeLayer, bootstrap, runtime_layer,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{
+    Cluster,
+    cluster::{ClusterDiscoveryType, DiscoveryType},
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    ApiConfigSource, ApiVersion, GrpcService, Node, api_config_source::ApiType, grpc_service,
+};
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener, filter};
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, http_connection_manager::RouteSpecifier,
+};
+use envoy_types::pb::google::protobuf::{Struct, Value, value};
+use prost::Message;
+
+use crate::protobuf;
+use crate::resources::Translation;
+use crate::test_support::*;
+
+const XDS_CLUSTER: &str = "xds-grpc";
+
+fn bootstrap(t: &Translation) -> Bootstrap {
+    let routes = &t.resources.routes;
+    let listeners = t
+        .resources
+        .listeners
+        .iter()
+        .map(|l| inline_routes(l.clone(), routes))
+        .collect();
+    let mut clusters = t.resources.clusters.clone();
+    clusters.push(static_cluster(XDS_CLUSTER.into(), None));
+    for (i, cla) in t.resources.endpoints.iter().enumerate() {
+        clusters.push(static_cluster(format!("eds-check-{i}"), Some(cla.clone())));
+    }
+    let ads = ApiConfigSource {
+        api_type: ApiType::Grpc as i32,
+        transport_api_version: ApiVersion::V3 as i32,
+        grpc_services: vec![GrpcService {
+            target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                grpc_service::EnvoyGrpc {
+                    cluster_name: XDS_CLUSTER.into(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Bootstrap {
+        node: Some(Node {
+            id: "sidecar~10.0.0.99~test.default~default.svc.cluster.local".into(),
+            cluster: "test".into(),
+            ..Default::default()
+        }),
+        static_resources: Some(bootstrap::StaticResources {
+            listeners,
+            clusters,
+            ..Default::default()
+        }),
+        dynamic_resources: Some(bootstrap::DynamicResources {
+            ads_config: Some(ads),
+            ..Default::default()
+        }),
+        layered_runtime: Some(runtime()),
+        ..Default::default()
+    }
+}
+
+/// What the sidecar bootstrap must carry too: RE2's default program size
+/// limit (100) rejects ordinary VirtualService regexes.
+fn runtime() -> LayeredRuntime {
+    let limit = Value {
+        kind: Some(value::Kind::StringValue("32768".into())),
+    };
+    LayeredRuntime {
+        layers: vec![RuntimeLayer {
+            name: "pilotfish".into(),
+            layer_specifier: Some(runtime_layer::LayerSpecifier::StaticLayer(Struct {
+                fields: [("re2.max_program_size.error_level".to_string(), limit)].into(),
+            })),
+        }],
+    }
+}
+
+fn static_cluster(
+    name: String,
+    assignment: Option<envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
+) -> Cluster {
+    Cluster {
+        name,
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(protobuf::seconds(1)),
+        load_assignment: assignment,
+        ..Default::default()
+    }
+}
+
+fn inline_routes(mut listener: Listener, routes: &[RouteConfiguration]) -> Listener {
+    for chain in listener
+        .filter_chains
+        .iter_mut()
+        .chain(listener.default_filter_chain.as_mut())
+    {
+        inline_chain(chain, routes);
+    }
+    listener
+}
+
+fn inline_chain(chain: &mut FilterChain, routes: &[RouteConfiguration]) {
+    for f in &mut chain.filters {
+        let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+            continue;
+        };
+        let Some(mut hcm) = protobuf::unpack::<HttpConnectionManager>(any) else {
+            continue;
+        };
+        let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+            continue;
+        };
+        let rc = routes
+            .iter()
+            .find(|r| r.name == rds.route_config_name)
+            .cloned();
+        let rc = rc.unwrap_or_else(|| {
+            panic!(
+                "listener refers to missing route configuration {}",
+                rds.route_config_name
+            )
+        });
+        hcm.route_specifier = Some(RouteSpecifier::RouteConfig(rc));
+        *any = protobuf::any(hcm);
+    }
+}
+
+fn envoy_validates(t: &Translation, label: &str) {
+    let installed = "/opt/pilotfish-test/bin/envoy";
+    let envoy = std::env::var("ENVOY_BIN").unwrap_or_else(|_| {
+        if std::path::Path::new(installed).exists() {
+            installed.into()
+        } else {
+            "envoy".into()
+        }
+    });
+    let path = std::env::temp_dir().join(format!(
+        "pilotfish-validate-{}-{label}.pb",
+        std::process::id()
+    ));
+    std::fs::write(&path, bootstrap(t).encode_to_vec()).expect("write bootstrap");
+    let output = Command::new(&envoy)
+        .args(["--mode", "validate", "--log-level", "error", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {envoy}: {e} (run scripts/setup.sh to install Envoy)")
+        });
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "Envoy rejected the {label} translation:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn envoy_accepts_the_translation_of_a_busy_mesh() {
+    let m = busy_mesh();
+    envoy_validates(&translate_for(&m, &sidecar("default")), "busy");
+    envoy_validates(
+        &translate_for(&m, &sidecar_without_interception("default")),
+        "busy-none",
+    );
+}
+
+#[test]
+fn envoy_accepts_the_translation_of_random_meshes() {
+    for seed in 0..40 {
+        envoy_validates(
+            &translate_for(&random_mesh(seed), &sidecar("default")),
+            &format!("random-{seed}"),
+        );
+    }
+}
+
+#[test]
+fn envoy_accepts_the_translation_of_odd_input() {
+    envoy_validates(&translate_for(&odd_mesh(), &sidecar("default")), "odd");
+}
+
+/// The repository's Bookinfo (testdata/bookinfo) as the discovery server
+/// would load it; `None` when the files are not there.
+fn testdata_bookinfo() -> Option<crate::MeshState> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/bookinfo");
+    let registry = std::fs::read_to_string(root.join("registry.yaml")).ok()?;
+    let snapshot = pilotfish_registries::file::parse_registry_file("registry.yaml", &registry)
+        .expect("testdata registry parses")
+        .snapshot;
+    let mut objects = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(root.join("config"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    for path in files {
+        let text = std::fs::read_to_string(&path).expect("read testdata config");
+        let outcome = pilotfish_crds::load_yaml(&path.display().to_string(), &text, "default");
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        objects.extend(outcome.objects);
+    }
+    Some(crate::MeshState {
+        services: snapshot.services,
+        endpoints: snapshot.endpoints,
+        config: objects,
+        mesh: Default::default(),
+    })
+}
+
+#[test]
+fn testdata_bookinfo_translates_without_diagnostics() {
+    let Some(m) = testdata_bookinfo() else {
+        eprintln!("testdata/bookinfo not found; skipped");
+        return;
+    };
+    let t = translate_for(&m, &sidecar("default"));
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    assert_envoy_invariants(&t);
+    let routes = reviews_routes(&t);
+    assert_eq!(routes.len(), 2, "jason → v2, everyone else → v1");
+}
+
+#[test]
+fn envoy_accepts_the_translation_of_testdata_bookinfo() {
+    if let Some(m) = testdata_bookinfo() {
+        envoy_validates(&translate_for(&m, &sidecar("default")), "bookinfo");
+    }
+}
+
+/// Regexes beyond RE2 program size 100 need the bootstrap's runtime
+/// `re2.max_program_size.error_level` raised (as Istio's bootstrap does).
+#[test]
+fn envoy_accepts_large_regexes_and_direct_response_bodies() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {regex: "/api/(users|orders|products|payments)/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/.*"}}]
+    directResponse: {status: 200, body: {string: "BODY"}}
+"#;
+    let vs = vs.replace("BODY", &"x".repeat(5000));
+    let t = translate_for(&bookinfo(&vs), &sidecar("default"));
+    assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+    envoy_validates(&t, "large");
+}

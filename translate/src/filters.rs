@@ -1,0 +1,94 @@
+//! Network, HTTP and listener filters of outbound listeners.
+
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::HttpInspector;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds,
+    http_connection_manager::{RouteSpecifier, UpgradeConfig},
+    http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::names;
+use crate::protobuf;
+
+/// The HTTP connection manager of port `port`: routes come over RDS from
+/// the route configuration named after the port.
+pub fn http_connection_manager(port: u16) -> Filter {
+    let hcm = HttpConnectionManager {
+        stat_prefix: names::http_stat_prefix(port),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(protobuf::ads_config_source()),
+            route_config_name: names::route_config(port),
+        })),
+        http_filters: http_filters(),
+        // Websockets through the mesh work out of the box, as with Istio.
+        upgrade_configs: vec![UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
+}
+
+/// Fault and CORS are always present (inert without per-route config) so
+/// that adding a fault or CORS rule to a VirtualService changes only RDS:
+/// a listener update would drain every connection on the port.
+pub fn http_filters() -> Vec<HttpFilter> {
+    vec![
+        http_filter(names::FAULT, protobuf::any(HttpFault::default())),
+        http_filter(names::CORS, protobuf::any(Cors::default())),
+        http_filter(names::ROUTER, protobuf::any(Router::default())),
+    ]
+}
+
+pub fn tcp_proxy(cluster: &str) -> Filter {
+    let proxy = TcpProxy {
+        stat_prefix: cluster.to_string(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+        ..Default::default()
+    };
+    network_filter(names::TCP_PROXY, protobuf::any(proxy))
+}
+
+pub fn http_inspector() -> ListenerFilter {
+    listener_filter(
+        names::HTTP_INSPECTOR,
+        protobuf::any(HttpInspector::default()),
+    )
+}
+
+pub fn tls_inspector() -> ListenerFilter {
+    listener_filter(names::TLS_INSPECTOR, protobuf::any(TlsInspector::default()))
+}
+
+fn listener_filter(name: &str, config: Any) -> ListenerFilter {
+    ListenerFilter {
+        name: name.to_string(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+fn network_filter(name: &str, config: Any) -> Filter {
+    Filter {
+        name: name.to_string(),
+        config_type: Some(filter::ConfigType::TypedConfig(config)),
+    }
+}
+
+fn http_filter(name: &str, config: Any) -> HttpFilter {
+    HttpFilter {
+        name: name.to_string(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}

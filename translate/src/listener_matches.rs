@@ -1,0 +1,261 @@
+//! Which destinations each service claims on an outbound port, with
+//! conflicts resolved. Envoy picks a filter chain by destination IP before
+//! anything else, and rejects listeners with two chains on the same match,
+//! so every TCP chain must match on its own addresses (or, for VIP-less TLS
+//! services, its SNI) and no match may be claimed twice.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use pilotfish_registries::{Protocol, Service};
+
+use crate::context::Context;
+use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
+use crate::names;
+
+/// How a port's traffic is handled by the listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Handling {
+    /// Shared HTTP connection manager, routed by Host header.
+    Http,
+    /// tcp_proxy to the service cluster (TCP, TLS).
+    Opaque,
+    /// Unknown protocol: HTTP if the inspector sees HTTP, else TCP.
+    Sniffed,
+}
+
+impl Handling {
+    pub fn of(protocol: Protocol) -> Handling {
+        match protocol {
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc => Handling::Http,
+            Protocol::Tcp | Protocol::Tls => Handling::Opaque,
+            Protocol::Unknown => Handling::Sniffed,
+        }
+    }
+
+    /// Whether two services can share a destination address. HTTP services
+    /// can (the Host header tells them apart), also with a sniffed service
+    /// whose HTTP chain uses the same route configuration.
+    fn can_share_with(self, other: Handling) -> bool {
+        matches!(
+            (self, other),
+            (Handling::Http, Handling::Http)
+                | (Handling::Http, Handling::Sniffed)
+                | (Handling::Sniffed, Handling::Http)
+        )
+    }
+}
+
+/// What a service's filter chains match on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MatchOn {
+    /// Destination IPs: sorted, unique, never empty.
+    Addresses(Vec<IpAddr>),
+    /// The TLS SNI, for VIP-less TLS services (external HTTPS hosts
+    /// resolved by DNS): their destination IPs are unknown.
+    ServerName(String),
+}
+
+/// A service that gets filter chains matching its own destinations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressedService<'a> {
+    pub service: &'a Service,
+    pub handling: Handling,
+    pub match_on: MatchOn,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPlan<'a> {
+    pub port: u16,
+    /// Some HTTP service is on the port: one chain without a match serves it.
+    pub has_http: bool,
+    /// Sorted by hostname.
+    pub addressed: Vec<AddressedService<'a>>,
+}
+
+/// Visible services grouped by port number, ports ascending, services by
+/// hostname; the sidecar's own ports are left out.
+pub fn services_by_port<'a>(ctx: &Context<'a>) -> BTreeMap<u16, Vec<&'a Service>> {
+    let mut out: BTreeMap<u16, Vec<&'a Service>> = BTreeMap::new();
+    for service in ctx.services() {
+        let ports: BTreeSet<u16> = service
+            .ports
+            .iter()
+            .map(|p| p.port)
+            .filter(|p| !names::RESERVED_PORTS.contains(p))
+            .collect();
+        for port in ports {
+            out.entry(port).or_default().push(service);
+        }
+    }
+    out
+}
+
+/// Services with a port the sidecar reserves; they get clusters but no listener.
+pub fn reserved_port_diagnostics(ctx: &Context) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for service in ctx.services() {
+        for port in service
+            .ports
+            .iter()
+            .filter(|p| names::RESERVED_PORTS.contains(&p.port))
+        {
+            let message = format!(
+                "port {} is reserved for the sidecar; no outbound listener serves it",
+                port.port
+            );
+            out.push(Diagnostic::new(
+                DiagnosticKind::Unreachable,
+                service_object(&service.hostname),
+                message,
+            ));
+        }
+    }
+    out
+}
+
+/// Where traffic for `service` on `port` is addressed: its VIPs, or for
+/// VIP-less services (Consul, headless) its endpoint IPs on that port.
+pub fn destination_addresses(ctx: &Context, service: &Service, port: u16) -> BTreeSet<IpAddr> {
+    // An unspecified VIP (0.0.0.0) would match everything.
+    let vips: BTreeSet<IpAddr> = service
+        .vips
+        .iter()
+        .copied()
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    if !vips.is_empty() {
+        return vips;
+    }
+    ctx.endpoints(&service.hostname)
+        .iter()
+        .filter(|ep| ep.service_port == port)
+        .filter_map(|ep| ep.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .collect()
+}
+
+/// Resolves the claims of `services` on `port`: older services (by
+/// [`Service::precedence`]) keep contested addresses; losers are reported.
+pub fn plan<'a>(
+    ctx: &Context<'a>,
+    port: u16,
+    services: &[&'a Service],
+    diags: &mut Vec<Diagnostic>,
+) -> PortPlan<'a> {
+    let mut ordered: Vec<(&'a Service, Protocol)> = services
+        .iter()
+        .filter_map(|s| s.port(port).map(|p| (*s, p.protocol)))
+        .collect();
+    ordered.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
+
+    let mut claims = Claims::default();
+    let mut addressed = Vec::new();
+    for &(service, protocol) in &ordered {
+        let handling = Handling::of(protocol);
+        let wanted = destination_addresses(ctx, service, port);
+        let match_on = if !wanted.is_empty() {
+            claims.addresses(service, handling, port, wanted, diags)
+        } else if protocol == Protocol::Tls {
+            claims.server_name(service, port, diags)
+        } else {
+            if handling != Handling::Http {
+                diags.push(unreachable(service, port, handling));
+            }
+            None
+        };
+        if let Some(match_on) = match_on.filter(|_| handling != Handling::Http) {
+            addressed.push(AddressedService {
+                service,
+                handling,
+                match_on,
+            });
+        }
+    }
+    addressed.sort_by(|a, b| a.service.hostname.cmp(&b.service.hostname));
+    PortPlan {
+        port,
+        has_http: ordered
+            .iter()
+            .any(|(_, p)| Handling::of(*p) == Handling::Http),
+        addressed,
+    }
+}
+
+/// Matches already given out on one port.
+#[derive(Default)]
+struct Claims<'a> {
+    addresses: BTreeMap<IpAddr, Vec<(&'a Service, Handling)>>,
+    server_names: BTreeMap<String, &'a Service>,
+}
+
+impl<'a> Claims<'a> {
+    /// The wanted addresses nobody incompatible holds yet; `None` if none is left.
+    fn addresses(
+        &mut self,
+        service: &'a Service,
+        handling: Handling,
+        port: u16,
+        wanted: BTreeSet<IpAddr>,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<MatchOn> {
+        let mut kept = Vec::new();
+        for address in wanted {
+            let holders = self.addresses.entry(address).or_default();
+            match holders.iter().find(|(_, h)| !h.can_share_with(handling)) {
+                Some((winner, _)) => {
+                    diags.push(conflict(service, winner, port, &address.to_string()))
+                }
+                None => {
+                    holders.push((service, handling));
+                    kept.push(address);
+                }
+            }
+        }
+        (!kept.is_empty()).then_some(MatchOn::Addresses(kept))
+    }
+
+    fn server_name(
+        &mut self,
+        service: &'a Service,
+        port: u16,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<MatchOn> {
+        let name = service.hostname.to_ascii_lowercase();
+        if name.is_empty() || name == "*" || name.contains(char::is_whitespace) {
+            diags.push(unreachable(service, port, Handling::Opaque));
+            return None;
+        }
+        if let Some(winner) = self.server_names.get(&name) {
+            diags.push(conflict(service, winner, port, &format!("SNI {name}")));
+            return None;
+        }
+        self.server_names.insert(name.clone(), service);
+        Some(MatchOn::ServerName(name))
+    }
+}
+
+fn conflict(loser: &Service, winner: &Service, port: u16, address: &str) -> Diagnostic {
+    Diagnostic::new(
+        DiagnosticKind::ListenerConflict,
+        service_object(&loser.hostname),
+        format!(
+            "port {port}, address {address} is already matched by service {} (older); traffic to that address goes there",
+            winner.hostname
+        ),
+    )
+}
+
+fn unreachable(service: &Service, port: u16, handling: Handling) -> Diagnostic {
+    let what = match handling {
+        Handling::Sniffed => "non-HTTP traffic",
+        _ => "traffic",
+    };
+    Diagnostic::new(
+        DiagnosticKind::Unreachable,
+        service_object(&service.hostname),
+        format!(
+            "port {port}: no VIP and no endpoint IPs to match on, so {what} for it cannot be told apart from other destinations on the port; it takes the port's default path"
+        ),
+    )
+}

@@ -1,0 +1,661 @@
+//! LDS for sidecars: `virtualOutbound` (15001), which hands intercepted
+//! connections to the per-port `0.0.0.0_<port>` listeners.
+
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+
+use crate::context::Context;
+use crate::diagnostics::Diagnostic;
+use crate::filters;
+use crate::listener_matches::{self, AddressedService, Handling, MatchOn, PortPlan};
+use crate::names;
+use crate::protobuf;
+use crate::proxy::{InterceptionMode, ProxyKind};
+
+/// ALPN values the HTTP inspector reports for plaintext HTTP.
+pub const SNIFFED_HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
+/// How long a sniffed port waits for the client's first bytes before
+/// treating the connection as TCP (server-first protocols send nothing).
+const PROTOCOL_DETECTION_TIMEOUT_SECS: u64 = 1;
+
+/// Outbound listeners of a sidecar, sorted by name; none for gateways yet.
+pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
+    if ctx.proxy.kind != ProxyKind::Sidecar {
+        return Vec::new();
+    }
+    diags.extend(listener_matches::reserved_port_diagnostics(ctx));
+    let mut out = vec![virtual_outbound(ctx)];
+    for (port, services) in listener_matches::services_by_port(ctx) {
+        let plan = listener_matches::plan(ctx, port, &services, diags);
+        out.push(port_listener(ctx, &plan));
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Catches every intercepted connection and hands it to the listener of its
+/// original destination port; unknown ports follow the outbound policy.
+fn virtual_outbound(ctx: &Context) -> Listener {
+    Listener {
+        name: names::VIRTUAL_OUTBOUND_LISTENER.to_string(),
+        address: Some(protobuf::socket_address(
+            names::WILDCARD_ADDRESS,
+            names::VIRTUAL_OUTBOUND_PORT,
+        )),
+        use_original_dst: Some(protobuf::bool_value(true)),
+        filter_chains: vec![fallback_chain(ctx)],
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    }
+}
+
+fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
+    let port = plan.port;
+    let mut chains = Vec::new();
+    if plan.has_http {
+        chains.push(http_catch_all_chain(port));
+    }
+    for svc in &plan.addressed {
+        match svc.handling {
+            Handling::Opaque => chains.push(tcp_chain(port, svc)),
+            Handling::Sniffed => chains.extend(sniffed_chains(port, svc)),
+            // HTTP services never get addressed chains.
+            Handling::Http => {}
+        }
+    }
+    let listener_filters = listener_filters(plan);
+    let mut listener = Listener {
+        name: names::port_listener(port),
+        address: Some(protobuf::socket_address(names::WILDCARD_ADDRESS, port)),
+        filter_chains: chains,
+        traffic_direction: TrafficDirection::Outbound as i32,
+        bind_to_port: bind_to_port(ctx),
+        ..Default::default()
+    };
+    if !listener_filters.is_empty() {
+        listener.listener_filters = listener_filters;
+        listener.listener_filters_timeout =
+            Some(protobuf::seconds(PROTOCOL_DETECTION_TIMEOUT_SECS));
+        listener.continue_on_listener_filters_timeout = true;
+    }
+    if !plan.has_http {
+        // Nothing matches every destination: unknown ones follow the outbound policy.
+        listener.default_filter_chain = Some(fallback_chain(ctx));
+    }
+    listener
+}
+
+/// tcp_proxy to PassthroughCluster or BlackHoleCluster.
+fn fallback_chain(ctx: &Context) -> FilterChain {
+    let fallback = ctx.fallback_cluster();
+    FilterChain {
+        name: fallback.to_string(),
+        filters: vec![filters::tcp_proxy(fallback)],
+        ..Default::default()
+    }
+}
+
+/// The TLS inspector reads SNI for server-name chains; the HTTP inspector
+/// tells HTTP from other traffic for sniffed services.
+fn listener_filters(
+    plan: &PortPlan,
+) -> Vec<envoy_types::pb::envoy::config::listener::v3::ListenerFilter> {
+    let sni = plan
+        .addressed
+        .iter()
+        .any(|s| matches!(s.match_on, MatchOn::ServerName(_)));
+    let sniffing = plan
+        .addressed
+        .iter()
+        .any(|s| s.handling == Handling::Sniffed);
+    let mut out = Vec::new();
+    if sni {
+        out.push(filters::tls_inspector());
+    }
+    if sniffing {
+        out.push(filters::http_inspector());
+    }
+    out
+}
+
+/// Intercepted traffic arrives through `virtualOutbound`, so per-port
+/// listeners must not bind; without interception they are real sockets.
+fn bind_to_port(ctx: &Context) -> Option<envoy_types::pb::google::protobuf::BoolValue> {
+    match ctx.proxy.interception {
+        InterceptionMode::Redirect | InterceptionMode::Tproxy => Some(protobuf::bool_value(false)),
+        InterceptionMode::None => None,
+    }
+}
+
+/// One HCM for every HTTP service of the port; RDS tells them apart.
+fn http_catch_all_chain(port: u16) -> FilterChain {
+    FilterChain {
+        name: "http".into(),
+        filters: vec![filters::http_connection_manager(port)],
+        ..Default::default()
+    }
+}
+
+fn destination_match(svc: &AddressedService) -> FilterChainMatch {
+    match &svc.match_on {
+        MatchOn::Addresses(ips) => FilterChainMatch {
+            prefix_ranges: ips.iter().map(|ip| protobuf::host_cidr(*ip)).collect(),
+            ..Default::default()
+        },
+        MatchOn::ServerName(name) => FilterChainMatch {
+            server_names: vec![name.clone()],
+            ..Default::default()
+        },
+    }
+}
+
+fn service_cluster(port: u16, svc: &AddressedService) -> String {
+    names::outbound_cluster(port, None, &svc.service.hostname)
+}
+
+fn tcp_chain(port: u16, svc: &AddressedService) -> FilterChain {
+    let cluster = service_cluster(port, svc);
+    FilterChain {
+        name: format!("tcp|{cluster}"),
+        filter_chain_match: Some(destination_match(svc)),
+        filters: vec![filters::tcp_proxy(&cluster)],
+        ..Default::default()
+    }
+}
+
+/// HTTP (as detected by the inspector) goes to the port's HCM, anything
+/// else straight to the service.
+fn sniffed_chains(port: u16, svc: &AddressedService) -> [FilterChain; 2] {
+    let cluster = service_cluster(port, svc);
+    let http_match = FilterChainMatch {
+        application_protocols: SNIFFED_HTTP_PROTOCOLS
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        ..destination_match(svc)
+    };
+    let http = FilterChain {
+        name: format!("http|{cluster}"),
+        filter_chain_match: Some(http_match),
+        filters: vec![filters::http_connection_manager(port)],
+        ..Default::default()
+    };
+    [http, tcp_chain(port, svc)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::{DiagnosticKind, Severity};
+    use crate::mesh::OutboundTrafficPolicy;
+    use crate::test_support::*;
+    use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
+    use pilotfish_registries::Protocol;
+
+    fn ranges(chain: &FilterChain) -> Vec<String> {
+        let m = chain.filter_chain_match.clone().unwrap_or_default();
+        m.prefix_ranges
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}",
+                    r.address_prefix,
+                    r.prefix_len.map(|l| l.value).unwrap_or(0)
+                )
+            })
+            .collect()
+    }
+
+    fn chain_named<'l>(listener: &'l Listener, name: &str) -> &'l FilterChain {
+        let found = listener.filter_chains.iter().find(|c| c.name == name);
+        found.unwrap_or_else(|| panic!("no chain {name} in {}", listener.name))
+    }
+
+    fn http_mesh() -> crate::MeshState {
+        mesh(
+            vec![
+                service(
+                    "reviews.default.svc.cluster.local",
+                    &["10.0.0.1"],
+                    &[(9080, Protocol::Http)],
+                ),
+                service(
+                    "ratings.default.svc.cluster.local",
+                    &["10.0.0.2"],
+                    &[(9080, Protocol::Http)],
+                ),
+                service(
+                    "details.default.svc.cluster.local",
+                    &["10.0.0.3"],
+                    &[(9080, Protocol::Grpc)],
+                ),
+            ],
+            vec![],
+            &[],
+        )
+    }
+
+    #[test]
+    fn per_port_listeners_do_not_bind_under_redirect() {
+        let t = translate_for(&http_mesh(), &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_9080");
+        assert_eq!(listener.bind_to_port, Some(protobuf::bool_value(false)));
+        assert_eq!(
+            listener.address,
+            Some(protobuf::socket_address("0.0.0.0", 9080))
+        );
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn per_port_listeners_bind_real_sockets_without_interception() {
+        let proxy = sidecar_without_interception("default");
+        let t = translate_for(&http_mesh(), &proxy);
+        assert_eq!(listener_named(&t, "0.0.0.0_9080").bind_to_port, None);
+    }
+
+    #[test]
+    fn virtual_outbound_uses_original_dst_and_the_outbound_policy() {
+        let mut m = http_mesh();
+        let t = translate_for(&m, &sidecar("default"));
+        let vo = listener_named(&t, "virtualOutbound");
+        assert_eq!(vo.address, Some(protobuf::socket_address("0.0.0.0", 15001)));
+        assert_eq!(vo.use_original_dst, Some(protobuf::bool_value(true)));
+        assert_eq!(
+            tcp_proxy_cluster(&vo.filter_chains[0]).as_deref(),
+            Some("PassthroughCluster")
+        );
+
+        m.mesh.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly;
+        let t = translate_for(&m, &sidecar("default"));
+        let vo = listener_named(&t, "virtualOutbound");
+        assert_eq!(
+            tcp_proxy_cluster(&vo.filter_chains[0]).as_deref(),
+            Some("BlackHoleCluster")
+        );
+    }
+
+    #[test]
+    fn http_services_on_one_port_share_one_hcm_and_one_route_config() {
+        let t = translate_for(&http_mesh(), &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_9080");
+        assert_eq!(listener.filter_chains.len(), 1);
+        let chain = &listener.filter_chains[0];
+        assert_eq!(
+            chain.filter_chain_match, None,
+            "HTTP chain matches every destination"
+        );
+        let hcm = hcm(chain);
+        assert_eq!(hcm.stat_prefix, "outbound_0.0.0.0_9080");
+        let Some(RouteSpecifier::Rds(rds)) = &hcm.route_specifier else {
+            panic!("not RDS")
+        };
+        assert_eq!(rds.route_config_name, "9080");
+        assert_eq!(rds.config_source, Some(protobuf::ads_config_source()));
+        let filters: Vec<_> = hcm.http_filters.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(filters.last(), Some(&"envoy.filters.http.router"));
+        assert!(
+            filters
+                .iter()
+                .position(|f| *f == "envoy.filters.http.fault")
+                < filters
+                    .iter()
+                    .position(|f| *f == "envoy.filters.http.router")
+        );
+        assert_eq!(
+            listener.default_filter_chain, None,
+            "the HTTP chain catches everything"
+        );
+        assert!(listener.listener_filters.is_empty());
+        assert_eq!(t.resources.routes.len(), 1);
+        assert_eq!(
+            route_config_named(&t, "9080").virtual_hosts.len(),
+            4,
+            "3 services + catch-all"
+        );
+    }
+
+    /// Istio 1.1 regression: the first TCP service on a port took every
+    /// service's traffic on that port.
+    #[test]
+    fn vipless_tcp_services_on_one_port_get_their_own_chains_and_clusters() {
+        let m = mesh(
+            vec![
+                service("db-a.service.consul", &[], &[(9080, Protocol::Tcp)]),
+                service("db-b.service.consul", &[], &[(9080, Protocol::Tcp)]),
+            ],
+            vec![
+                (
+                    "db-a.service.consul",
+                    vec![
+                        endpoint("10.1.0.1", 9080, 9080, &[]),
+                        endpoint("10.1.0.2", 9080, 9080, &[]),
+                    ],
+                ),
+                (
+                    "db-b.service.consul",
+                    vec![endpoint("10.2.0.1", 9080, 9080, &[])],
+                ),
+            ],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_9080");
+        assert_eq!(listener.filter_chains.len(), 2);
+        let a = chain_named(listener, "tcp|outbound|9080||db-a.service.consul");
+        assert_eq!(ranges(a), ["10.1.0.1/32", "10.1.0.2/32"]);
+        assert_eq!(
+            tcp_proxy_cluster(a).as_deref(),
+            Some("outbound|9080||db-a.service.consul")
+        );
+        let b = chain_named(listener, "tcp|outbound|9080||db-b.service.consul");
+        assert_eq!(ranges(b), ["10.2.0.1/32"]);
+        assert_eq!(
+            tcp_proxy_cluster(b).as_deref(),
+            Some("outbound|9080||db-b.service.consul")
+        );
+        let default = listener.default_filter_chain.as_ref().unwrap();
+        assert_eq!(
+            tcp_proxy_cluster(default).as_deref(),
+            Some("PassthroughCluster")
+        );
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn http_and_tcp_services_on_one_port() {
+        let m = mesh(
+            vec![
+                service(
+                    "web.default.svc.cluster.local",
+                    &["10.0.0.1"],
+                    &[(8080, Protocol::Http)],
+                ),
+                service(
+                    "cache.default.svc.cluster.local",
+                    &["10.0.0.2", "fd00::2"],
+                    &[(8080, Protocol::Tcp)],
+                ),
+            ],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_8080");
+        assert_eq!(listener.filter_chains.len(), 2);
+        hcm(chain_named(listener, "http"));
+        let tcp = chain_named(
+            listener,
+            "tcp|outbound|8080||cache.default.svc.cluster.local",
+        );
+        assert_eq!(ranges(tcp), ["10.0.0.2/32", "fd00::2/128"]);
+        assert_eq!(listener.default_filter_chain, None);
+        assert!(
+            route_config_named(&t, "8080")
+                .virtual_hosts
+                .iter()
+                .all(|v| !v.name.starts_with("cache"))
+        );
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn unknown_protocol_is_sniffed_with_an_http_and_a_tcp_chain() {
+        let m = mesh(
+            vec![service(
+                "legacy.default.svc.cluster.local",
+                &["10.0.0.7"],
+                &[(7000, Protocol::Unknown)],
+            )],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_7000");
+        let inspectors: Vec<_> = listener
+            .listener_filters
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(inspectors, ["envoy.filters.listener.http_inspector"]);
+        assert!(listener.continue_on_listener_filters_timeout);
+        let http = chain_named(
+            listener,
+            "http|outbound|7000||legacy.default.svc.cluster.local",
+        );
+        let m = http.filter_chain_match.clone().unwrap();
+        assert!(m.application_protocols.contains(&"http/1.1".to_string()));
+        assert!(m.application_protocols.contains(&"h2c".to_string()));
+        assert_eq!(ranges(http), ["10.0.0.7/32"]);
+        let Some(RouteSpecifier::Rds(rds)) = hcm(http).route_specifier else {
+            panic!("not RDS")
+        };
+        assert_eq!(rds.route_config_name, "7000");
+        let tcp = chain_named(
+            listener,
+            "tcp|outbound|7000||legacy.default.svc.cluster.local",
+        );
+        assert!(
+            tcp.filter_chain_match
+                .clone()
+                .unwrap()
+                .application_protocols
+                .is_empty()
+        );
+        assert_eq!(ranges(tcp), ["10.0.0.7/32"]);
+        assert_eq!(
+            tcp_proxy_cluster(tcp).as_deref(),
+            Some("outbound|7000||legacy.default.svc.cluster.local")
+        );
+        assert!(listener.default_filter_chain.is_some());
+        route_config_named(&t, "7000");
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn unknown_next_to_http_keeps_the_http_catch_all() {
+        let m = mesh(
+            vec![
+                service(
+                    "legacy.default.svc.cluster.local",
+                    &["10.0.0.7"],
+                    &[(80, Protocol::Unknown)],
+                ),
+                service(
+                    "web.default.svc.cluster.local",
+                    &["10.0.0.8"],
+                    &[(80, Protocol::Http)],
+                ),
+            ],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_80");
+        assert_eq!(listener.filter_chains.len(), 3);
+        assert_eq!(chain_named(listener, "http").filter_chain_match, None);
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn two_tcp_services_on_one_vip_keep_the_older_and_report_the_loser() {
+        let m = mesh(
+            vec![
+                created(
+                    service(
+                        "new.default.svc.cluster.local",
+                        &["10.0.0.9"],
+                        &[(5432, Protocol::Tcp)],
+                    ),
+                    "2024-02-01T00:00:00Z",
+                ),
+                created(
+                    service(
+                        "old.default.svc.cluster.local",
+                        &["10.0.0.9"],
+                        &[(5432, Protocol::Tcp)],
+                    ),
+                    "2024-01-01T00:00:00Z",
+                ),
+            ],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_5432");
+        assert_eq!(listener.filter_chains.len(), 1);
+        let chain = &listener.filter_chains[0];
+        assert_eq!(
+            tcp_proxy_cluster(chain).as_deref(),
+            Some("outbound|5432||old.default.svc.cluster.local")
+        );
+        let conflicts = diagnostics_of(&t, DiagnosticKind::ListenerConflict);
+        assert_eq!(conflicts.len(), 1);
+        let d = conflicts[0];
+        assert_eq!(d.severity, Severity::Error);
+        assert_eq!(d.object, "service new.default.svc.cluster.local");
+        for needle in ["old.default.svc.cluster.local", "5432", "10.0.0.9"] {
+            assert!(d.message.contains(needle), "{} lacks {needle}", d.message);
+        }
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn tcp_and_http_services_sharing_a_vip_conflict() {
+        let m = mesh(
+            vec![
+                created(
+                    service(
+                        "web.default.svc.cluster.local",
+                        &["10.0.0.9"],
+                        &[(80, Protocol::Http)],
+                    ),
+                    "2024-01-01T00:00:00Z",
+                ),
+                created(
+                    service(
+                        "raw.default.svc.cluster.local",
+                        &["10.0.0.9", "10.0.0.10"],
+                        &[(80, Protocol::Tcp)],
+                    ),
+                    "2024-02-01T00:00:00Z",
+                ),
+            ],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_80");
+        let tcp = chain_named(listener, "tcp|outbound|80||raw.default.svc.cluster.local");
+        assert_eq!(
+            ranges(tcp),
+            ["10.0.0.10/32"],
+            "only the contested address is dropped"
+        );
+        let conflicts = diagnostics_of(&t, DiagnosticKind::ListenerConflict);
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].object, "service raw.default.svc.cluster.local");
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn vipless_tcp_service_without_endpoints_gets_no_chain() {
+        let m = mesh(
+            vec![service(
+                "lonely.service.consul",
+                &[],
+                &[(6379, Protocol::Tcp)],
+            )],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_6379");
+        assert!(listener.filter_chains.is_empty());
+        assert!(listener.default_filter_chain.is_some());
+        let unreachable = diagnostics_of(&t, DiagnosticKind::Unreachable);
+        assert_eq!(unreachable.len(), 1);
+        assert_eq!(unreachable[0].object, "service lonely.service.consul");
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn vipless_tls_services_are_matched_by_sni() {
+        let mut api = service("api.example.com", &[], &[(443, Protocol::Tls)]);
+        api.resolution = pilotfish_registries::Resolution::Dns;
+        let m = mesh(vec![api], vec![], &[]);
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_443");
+        let chain = chain_named(listener, "tcp|outbound|443||api.example.com");
+        let m = chain.filter_chain_match.clone().unwrap();
+        assert_eq!(m.server_names, ["api.example.com"]);
+        assert!(m.prefix_ranges.is_empty());
+        let inspectors: Vec<_> = listener
+            .listener_filters
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        assert_eq!(inspectors, ["envoy.filters.listener.tls_inspector"]);
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn interception_none_never_passes_through_to_itself() {
+        let m = mesh(
+            vec![service(
+                "db.service.consul",
+                &["10.0.0.1"],
+                &[(6379, Protocol::Tcp)],
+            )],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar_without_interception("default"));
+        let default = listener_named(&t, "0.0.0.0_6379")
+            .default_filter_chain
+            .clone()
+            .unwrap();
+        assert_eq!(
+            tcp_proxy_cluster(&default).as_deref(),
+            Some("BlackHoleCluster")
+        );
+    }
+
+    #[test]
+    fn service_ports_reserved_by_the_sidecar_get_no_listener() {
+        let m = mesh(
+            vec![service(
+                "x.default.svc.cluster.local",
+                &["10.0.0.1"],
+                &[(15001, Protocol::Tcp)],
+            )],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let names: Vec<_> = t
+            .resources
+            .listeners
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect();
+        assert_eq!(names, ["virtualOutbound"]);
+        cluster_named(&t, "outbound|15001||x.default.svc.cluster.local");
+        assert_eq!(diagnostics_of(&t, DiagnosticKind::Unreachable).len(), 1);
+    }
+
+    #[test]
+    fn gateways_get_no_listeners_yet() {
+        let proxy = crate::ProxyView {
+            kind: ProxyKind::Router,
+            ..sidecar("default")
+        };
+        let t = translate_for(&http_mesh(), &proxy);
+        assert!(t.resources.listeners.is_empty());
+        assert!(t.resources.routes.is_empty());
+        assert!(!t.resources.clusters.is_empty());
+    }
+}

@@ -1,0 +1,304 @@
+//! RDS for sidecars: one route configuration per port with HTTP or sniffed
+//! services, named after the port, one virtual host per service.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::route::v3::{
+    DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost, route,
+    route_action::ClusterSpecifier,
+};
+use pilotfish_registries::Service;
+
+use crate::context::Context;
+use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
+use crate::hosts;
+use crate::http_routes;
+use crate::listener_matches::{self, Handling};
+use crate::names;
+use crate::protobuf;
+use crate::proxy::ProxyKind;
+use crate::route_match;
+use crate::route_policies;
+
+/// Route configurations of a sidecar, sorted by name; none for gateways yet.
+pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<RouteConfiguration> {
+    if ctx.proxy.kind != ProxyKind::Sidecar {
+        return Vec::new();
+    }
+    for vs in ctx.virtual_services.entries() {
+        diags.extend(http_routes::unsupported(vs));
+    }
+    let mut out: Vec<RouteConfiguration> = listener_matches::services_by_port(ctx)
+        .into_iter()
+        .filter_map(|(port, services)| {
+            let routed: Vec<&Service> = services
+                .into_iter()
+                .filter(|s| is_routed(s, port))
+                .collect();
+            (!routed.is_empty()).then(|| route_config(ctx, port, routed, diags))
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// HTTP services, and sniffed ones (their HTTP traffic uses the same routes).
+fn is_routed(service: &Service, port: u16) -> bool {
+    service
+        .port(port)
+        .is_some_and(|p| matches!(Handling::of(p.protocol), Handling::Http | Handling::Sniffed))
+}
+
+fn route_config(
+    ctx: &Context,
+    port: u16,
+    mut services: Vec<&Service>,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteConfiguration {
+    // Older services keep contested domains.
+    services.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
+    let mut owners: BTreeMap<String, &Service> = BTreeMap::new();
+    let mut virtual_hosts = Vec::new();
+    for service in services {
+        let domains = claim_domains(ctx, service, port, &mut owners, diags);
+        if domains.is_empty() {
+            continue;
+        }
+        virtual_hosts.push(VirtualHost {
+            name: names::virtual_host(&service.hostname, port),
+            domains,
+            routes: http_routes::service_routes(ctx, service, port, diags),
+            ..Default::default()
+        });
+    }
+    virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    virtual_hosts.push(catch_all_virtual_host(ctx));
+    RouteConfiguration {
+        name: names::route_config(port),
+        virtual_hosts,
+        // A route to a subset cluster that does not exist yet answers 503
+        // instead of getting the whole configuration rejected.
+        validate_clusters: Some(protobuf::bool_value(false)),
+        max_direct_response_body_size_bytes: Some(protobuf::u32_value(
+            route_policies::MAX_DIRECT_RESPONSE_BODY_BYTES,
+        )),
+        ..Default::default()
+    }
+}
+
+/// The service's domains that no older service claimed. Envoy rejects a
+/// route configuration in which two virtual hosts share a domain.
+fn claim_domains<'a>(
+    ctx: &Context,
+    service: &'a Service,
+    port: u16,
+    owners: &mut BTreeMap<String, &'a Service>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for domain in hosts::domains(service, port, &ctx.proxy.namespace, ctx.domain_suffix()) {
+        let domain = domain.to_ascii_lowercase();
+        match owners.get(&domain) {
+            Some(owner) if owner.hostname == service.hostname => {}
+            Some(owner) => diags.push(domain_conflict(service, owner, port, &domain)),
+            None => {
+                owners.insert(domain.clone(), service);
+                out.push(domain);
+            }
+        }
+    }
+    out
+}
+
+fn domain_conflict(loser: &Service, winner: &Service, port: u16, domain: &str) -> Diagnostic {
+    Diagnostic::new(
+        DiagnosticKind::ListenerConflict,
+        service_object(&loser.hostname),
+        format!(
+            "port {port}, domain {domain} already routes to service {} (older); requests for it go there",
+            winner.hostname
+        ),
+    )
+}
+
+/// Requests for hosts that are not services: passed through, or refused
+/// with 502 under REGISTRY_ONLY.
+fn catch_all_virtual_host(ctx: &Context) -> VirtualHost {
+    let (name, action) = if ctx.fallback_cluster() == names::PASSTHROUGH_CLUSTER {
+        let forward = RouteAction {
+            cluster_specifier: Some(ClusterSpecifier::Cluster(names::PASSTHROUGH_CLUSTER.into())),
+            timeout: Some(protobuf::zero_duration()),
+            ..Default::default()
+        };
+        (names::ALLOW_ANY_VIRTUAL_HOST, route::Action::Route(forward))
+    } else {
+        let refuse = DirectResponseAction {
+            status: 502,
+            ..Default::default()
+        };
+        (
+            names::BLOCK_ALL_VIRTUAL_HOST,
+            route::Action::DirectResponse(refuse),
+        )
+    };
+    VirtualHost {
+        name: name.into(),
+        domains: vec!["*".into()],
+        routes: vec![Route {
+            name: name.into(),
+            r#match: Some(route_match::match_all()),
+            action: Some(action),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh::OutboundTrafficPolicy;
+    use crate::route_policies::DEFAULT_RETRY_ON;
+    use crate::test_support::*;
+    use pilotfish_registries::Protocol;
+
+    #[test]
+    fn one_route_config_per_http_port_named_by_the_port() {
+        let t = translate_for(&bookinfo(""), &sidecar("default"));
+        let names: Vec<_> = t.resources.routes.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["9080"]);
+        let rc = route_config_named(&t, "9080");
+        assert_eq!(rc.validate_clusters, Some(protobuf::bool_value(false)));
+        let vhosts: Vec<_> = rc.virtual_hosts.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(
+            vhosts,
+            [
+                "details.default.svc.cluster.local:9080",
+                "productpage.default.svc.cluster.local:9080",
+                "ratings.default.svc.cluster.local:9080",
+                "reviews.default.svc.cluster.local:9080",
+                "allow_any",
+            ]
+        );
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn tcp_only_ports_get_no_route_config() {
+        let m = mesh(
+            vec![service(
+                "db.default.svc.cluster.local",
+                &["10.0.0.1"],
+                &[(5432, Protocol::Tcp)],
+            )],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        assert!(t.resources.routes.is_empty());
+    }
+
+    #[test]
+    fn default_route_has_no_timeout_and_istio_default_retries() {
+        let t = translate_for(&bookinfo(""), &sidecar("default"));
+        let routes = reviews_routes(&t);
+        assert_eq!(routes.len(), 1);
+        let route = &routes[0];
+        assert_eq!(route.r#match, Some(route_match::match_all()));
+        assert_eq!(
+            route_cluster(route),
+            "outbound|9080||reviews.default.svc.cluster.local"
+        );
+        let action = route_action(route);
+        assert_eq!(action.timeout, Some(protobuf::zero_duration()));
+        let retry = action.retry_policy.as_ref().unwrap();
+        assert_eq!(retry.retry_on, DEFAULT_RETRY_ON);
+        assert_eq!(retry.num_retries, Some(protobuf::u32_value(2)));
+    }
+
+    #[test]
+    fn domains_from_the_same_namespace_include_short_names() {
+        let t = translate_for(&bookinfo(""), &sidecar("default"));
+        let vh = virtual_host_named(
+            route_config_named(&t, "9080"),
+            "reviews.default.svc.cluster.local:9080",
+        );
+        for d in [
+            "reviews",
+            "reviews:9080",
+            "reviews.default",
+            "reviews.default.svc:9080",
+            "10.0.0.4:9080",
+        ] {
+            assert!(vh.domains.contains(&d.to_string()), "missing {d}");
+        }
+    }
+
+    #[test]
+    fn domains_from_another_namespace_omit_the_bare_name() {
+        let t = translate_for(&bookinfo(""), &sidecar("other"));
+        let vh = virtual_host_named(
+            route_config_named(&t, "9080"),
+            "reviews.default.svc.cluster.local:9080",
+        );
+        assert!(!vh.domains.contains(&"reviews".to_string()));
+        assert!(vh.domains.contains(&"reviews.default".to_string()));
+    }
+
+    #[test]
+    fn shared_domains_stay_with_the_older_service_and_are_never_duplicated() {
+        let m = mesh(
+            vec![
+                created(
+                    service(
+                        "a.default.svc.cluster.local",
+                        &["10.0.0.5"],
+                        &[(80, Protocol::Http)],
+                    ),
+                    "2024-01-01T00:00:00Z",
+                ),
+                created(
+                    service(
+                        "b.default.svc.cluster.local",
+                        &["10.0.0.5"],
+                        &[(80, Protocol::Http)],
+                    ),
+                    "2024-02-01T00:00:00Z",
+                ),
+            ],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let rc = route_config_named(&t, "80");
+        let a = virtual_host_named(rc, "a.default.svc.cluster.local:80");
+        let b = virtual_host_named(rc, "b.default.svc.cluster.local:80");
+        assert!(a.domains.contains(&"10.0.0.5".to_string()));
+        assert!(!b.domains.contains(&"10.0.0.5".to_string()));
+        let conflicts = diagnostics_of(&t, DiagnosticKind::ListenerConflict);
+        assert_eq!(conflicts.len(), 2, "VIP and VIP:port");
+        assert!(
+            conflicts
+                .iter()
+                .all(|d| d.object == "service b.default.svc.cluster.local")
+        );
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn catch_all_passes_through_or_blocks_per_outbound_policy() {
+        let mut m = bookinfo("");
+        let t = translate_for(&m, &sidecar("default"));
+        let allow = virtual_host_named(route_config_named(&t, "9080"), "allow_any");
+        assert_eq!(allow.domains, ["*"]);
+        assert_eq!(route_cluster(&allow.routes[0]), "PassthroughCluster");
+
+        m.mesh.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly;
+        let t = translate_for(&m, &sidecar("default"));
+        let block = virtual_host_named(route_config_named(&t, "9080"), "block_all");
+        let Some(route::Action::DirectResponse(d)) = &block.routes[0].action else {
+            panic!("not a direct response")
+        };
+        assert_eq!(d.status, 502);
+    }
+}

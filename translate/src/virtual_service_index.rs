@@ -1,0 +1,206 @@
+//! VirtualServices that apply to a sidecar, and which one routes each host.
+
+use pilotfish_crds::{ConfigObject, ConfigSpec, VirtualServiceSpec};
+
+use crate::diagnostics::{Diagnostic, DiagnosticKind};
+use crate::hosts;
+use crate::proxy::ProxyView;
+use crate::visibility;
+
+/// The gateway name that stands for "all sidecars".
+pub const MESH_GATEWAY: &str = "mesh";
+
+#[derive(Clone, Debug)]
+pub struct IndexedVirtualService<'a> {
+    pub object: &'a ConfigObject,
+    pub spec: &'a VirtualServiceSpec,
+    /// `spec.hosts`, resolved against the object's namespace.
+    pub hosts: Vec<String>,
+}
+
+impl IndexedVirtualService<'_> {
+    /// `VirtualService ns/name`.
+    pub fn name(&self) -> String {
+        self.object.key().to_string()
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.object.meta.namespace
+    }
+
+    /// The most specific of this service's hosts that covers `hostname`.
+    fn best_match(&self, hostname: &str) -> Option<&str> {
+        self.hosts
+            .iter()
+            .filter(|pattern| hosts::matches(pattern, hostname))
+            .min_by_key(|pattern| hosts::specificity(pattern))
+            .map(String::as_str)
+    }
+}
+
+/// Which VirtualService routes a host, and which ones it shadows.
+#[derive(Clone, Debug, Default)]
+pub struct Selection<'i, 'a> {
+    pub winner: Option<&'i IndexedVirtualService<'a>>,
+    pub shadowed: Vec<&'i IndexedVirtualService<'a>>,
+}
+
+impl Selection<'_, '_> {
+    /// ShadowedVirtualService diagnostics for `hostname`.
+    pub fn diagnostics(&self, hostname: &str) -> Vec<Diagnostic> {
+        let Some(winner) = self.winner else {
+            return Vec::new();
+        };
+        self.shadowed
+            .iter()
+            .map(|loser| {
+                Diagnostic::new(
+                    DiagnosticKind::ShadowedVirtualService,
+                    loser.name(),
+                    format!(
+                        "host {hostname} is routed by {} (more specific or older); this one is ignored for it",
+                        winner.name()
+                    ),
+                )
+                .at("spec.hosts")
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct VirtualServiceIndex<'a> {
+    /// Sidecar-applicable, visible VirtualServices in precedence order.
+    entries: Vec<IndexedVirtualService<'a>>,
+}
+
+impl<'a> VirtualServiceIndex<'a> {
+    pub fn new(config: &'a [ConfigObject], proxy: &ProxyView, domain_suffix: &str) -> Self {
+        let mut entries: Vec<_> = config
+            .iter()
+            .filter_map(|object| match &object.spec {
+                ConfigSpec::VirtualService(spec) if applies(object, spec, proxy) => {
+                    Some(IndexedVirtualService {
+                        object,
+                        spec,
+                        hosts: spec
+                            .hosts
+                            .iter()
+                            .map(|h| hosts::resolve(h, &object.meta.namespace, domain_suffix))
+                            .collect(),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.object.precedence().cmp(&b.object.precedence()));
+        VirtualServiceIndex { entries }
+    }
+
+    pub fn entries(&self) -> &[IndexedVirtualService<'a>] {
+        &self.entries
+    }
+
+    /// Most specific host match wins, then the oldest object.
+    pub fn select(&self, hostname: &str) -> Selection<'_, 'a> {
+        let hostname = hostname.to_ascii_lowercase();
+        let hostname = hostname.as_str();
+        let mut candidates: Vec<_> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(order, vs)| {
+                vs.best_match(hostname)
+                    .map(|p| (hosts::specificity(p), order, vs))
+            })
+            .collect();
+        candidates.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut ranked = candidates.into_iter().map(|(_, _, vs)| vs);
+        Selection {
+            winner: ranked.next(),
+            shadowed: ranked.collect(),
+        }
+    }
+}
+
+/// Sidecars take VirtualServices bound to no gateway or to `mesh`.
+fn applies(object: &ConfigObject, spec: &VirtualServiceSpec, proxy: &ProxyView) -> bool {
+    let for_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == MESH_GATEWAY);
+    for_mesh && visibility::is_exported(&spec.export_to, &object.meta.namespace, &proxy.namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{config, sidecar};
+
+    fn vs(name: &str, created: &str, hosts: &str, gateways: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\nspec: {{hosts: {hosts}, gateways: {gateways}, http: [{{route: [{{destination: {{host: reviews}}}}]}}]}}\n---\n"
+        )
+    }
+
+    #[test]
+    fn oldest_virtual_service_wins_and_the_rest_are_shadowed() {
+        let text = vs("b", "2024-02-01T00:00:00Z", "[reviews]", "[]")
+            + &vs("a", "2024-01-01T00:00:00Z", "[reviews]", "[]");
+        let objects = config(&text);
+        let index = VirtualServiceIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let host = "reviews.default.svc.cluster.local";
+        let selection = index.select(host);
+        assert_eq!(selection.winner.unwrap().object.meta.name, "a");
+        let diags = selection.diagnostics(host);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].kind, DiagnosticKind::ShadowedVirtualService);
+        assert_eq!(diags[0].object, "VirtualService default/b");
+    }
+
+    #[test]
+    fn exact_hosts_beat_older_wildcards() {
+        let text = vs(
+            "wild",
+            "2024-01-01T00:00:00Z",
+            "[\"*.svc.cluster.local\"]",
+            "[]",
+        ) + &vs("exact", "2024-02-01T00:00:00Z", "[reviews]", "[]");
+        let objects = config(&text);
+        let index = VirtualServiceIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let selection = index.select("reviews.default.svc.cluster.local");
+        assert_eq!(selection.winner.unwrap().object.meta.name, "exact");
+        assert_eq!(
+            index
+                .select("ratings.default.svc.cluster.local")
+                .winner
+                .unwrap()
+                .object
+                .meta
+                .name,
+            "wild"
+        );
+    }
+
+    #[test]
+    fn gateway_bound_virtual_services_skip_sidecars() {
+        let text = vs("gw", "2024-01-01T00:00:00Z", "[reviews]", "[my-gateway]")
+            + &vs(
+                "mesh",
+                "2024-02-01T00:00:00Z",
+                "[ratings]",
+                "[my-gateway, mesh]",
+            );
+        let objects = config(&text);
+        let index = VirtualServiceIndex::new(&objects, &sidecar("default"), "cluster.local");
+        assert!(
+            index
+                .select("reviews.default.svc.cluster.local")
+                .winner
+                .is_none()
+        );
+        assert!(
+            index
+                .select("ratings.default.svc.cluster.local")
+                .winner
+                .is_some()
+        );
+    }
+}

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dashmap::DashMap;
-use pilotfish_translate::{Diagnostic, ProxyView, translate};
+use pilotfish_translate::{
+    Context, Diagnostic, DiagnosticKind, ProxyView, diagnostics, endpoints, listeners, translate,
+};
 
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
@@ -46,14 +48,22 @@ impl SnapshotCache {
         });
         if entry.snapshot.mesh_version != generation.version || generation.version == 0 {
             let started = Instant::now();
-            let translation = translate(&generation.mesh, view);
-            let previous = Some(entry.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
-            entry.snapshot = Arc::new(Snapshot::build(
-                generation.version,
-                translation.resources,
-                previous,
-            ));
-            entry.diagnostics = Arc::new(translation.diagnostics);
+            let previous_version = entry.snapshot.mesh_version;
+            if generation.endpoints_only
+                && previous_version > 0
+                && previous_version + 1 == generation.version
+            {
+                rebuild_endpoints(&mut entry, generation, view);
+            } else {
+                let translation = translate(&generation.mesh, view);
+                let previous = Some(entry.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
+                entry.snapshot = Arc::new(Snapshot::build(
+                    generation.version,
+                    translation.resources,
+                    previous,
+                ));
+                entry.diagnostics = Arc::new(translation.diagnostics);
+            }
             self.metrics.observe_translation(started.elapsed());
         }
         entry.snapshot.clone()
@@ -80,5 +90,128 @@ impl SnapshotCache {
 
     pub fn views(&self) -> usize {
         self.entries.len()
+    }
+}
+
+/// Endpoints-only generation: rebuild EDS and LDS (VIP-less services are
+/// matched by endpoint address), share clusters and routes, and refresh the
+/// diagnostics that listener building produces.
+fn rebuild_endpoints(entry: &mut Entry, generation: &MeshGeneration, view: &ProxyView) {
+    let ctx = Context::new(&generation.mesh, view);
+    let mut listener_diagnostics = Vec::new();
+    let listeners = listeners::build(&ctx, &mut listener_diagnostics);
+    let endpoints = endpoints::build(&ctx);
+    entry.snapshot = Arc::new(Snapshot::with_endpoints(
+        generation.version,
+        &entry.snapshot,
+        endpoints,
+        listeners,
+    ));
+    let mut diagnostics: Vec<Diagnostic> = entry
+        .diagnostics
+        .iter()
+        .filter(|d| !is_listener_diagnostic(d))
+        .cloned()
+        .collect();
+    diagnostics.extend(listener_diagnostics);
+    diagnostics::normalize(&mut diagnostics);
+    entry.diagnostics = Arc::new(diagnostics);
+}
+
+fn is_listener_diagnostic(d: &Diagnostic) -> bool {
+    matches!(
+        d.kind,
+        DiagnosticKind::ListenerConflict | DiagnosticKind::Unreachable
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use pilotfish_registries::{
+        Endpoint, Health, Protocol, RegistryKind, Resolution, Service, ServicePort,
+    };
+    use pilotfish_translate::MeshState;
+
+    use super::*;
+    use crate::snapshot::content_version;
+    use crate::xds_types::XdsType;
+
+    fn mesh(endpoint_ips: &[&str]) -> Arc<MeshState> {
+        let service = |host: &str, protocol| Service {
+            hostname: host.into(),
+            namespace: "default".into(),
+            vips: vec![],
+            ports: vec![ServicePort {
+                name: "p".into(),
+                port: 9080,
+                protocol,
+            }],
+            registry: RegistryKind::Consul,
+            created: None,
+            resolution: Resolution::Static,
+            mesh_external: false,
+            export_to: vec![],
+        };
+        let endpoints = endpoint_ips
+            .iter()
+            .map(|ip| Endpoint {
+                address: ip.to_string(),
+                port: 9080,
+                service_port: 9080,
+                labels: BTreeMap::new(),
+                locality: None,
+                health: Health::Healthy,
+                weight: None,
+            })
+            .collect::<Vec<_>>();
+        Arc::new(MeshState {
+            services: vec![
+                service("db.service.consul", Protocol::Tcp),
+                service("web.service.consul", Protocol::Http),
+            ],
+            endpoints: BTreeMap::from([
+                ("db.service.consul".to_string(), endpoints.clone()),
+                ("web.service.consul".to_string(), endpoints),
+            ]),
+            ..Default::default()
+        })
+    }
+
+    fn versions(s: &Snapshot) -> Vec<String> {
+        XdsType::ALL
+            .iter()
+            .map(|t| content_version(&s.of(*t).select(None)))
+            .collect()
+    }
+
+    #[test]
+    fn endpoints_only_generation_equals_a_full_rebuild_and_shares_clusters() {
+        let cache = SnapshotCache::new(Arc::new(Metrics::new()));
+        let view = ProxyView::default();
+        let first = MeshGeneration {
+            version: 1,
+            mesh: mesh(&["10.0.0.1"]),
+            ..Default::default()
+        };
+        let before = cache.snapshot(&first, &view);
+        let second = MeshGeneration {
+            version: 2,
+            mesh: mesh(&["10.0.0.1", "10.0.0.2"]),
+            endpoints_only: true,
+            ..Default::default()
+        };
+        let partial = cache.snapshot(&second, &view);
+        assert!(
+            Arc::ptr_eq(&before.clusters, &partial.clusters),
+            "clusters are shared, not rebuilt"
+        );
+        assert!(Arc::ptr_eq(&before.routes, &partial.routes));
+
+        let full = SnapshotCache::new(Arc::new(Metrics::new())).snapshot(&second, &view);
+        assert_eq!(versions(&partial), versions(&full));
+        // The VIP-less TCP service is matched by endpoint address, so LDS changed too.
+        assert_ne!(versions(&before)[2], versions(&partial)[2]);
     }
 }

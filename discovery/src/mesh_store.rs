@@ -20,12 +20,18 @@ pub struct MeshGeneration {
     pub mesh: Arc<MeshState>,
     /// Problems with the inputs of this generation.
     pub problems: Vec<InputProblem>,
+    /// Only endpoints differ from the previous generation, so proxies need
+    /// new endpoints (and listeners), not a full rebuild.
+    pub endpoints_only: bool,
 }
 
 pub struct MeshStore {
     config: ConfigDirs,
     registries: RegistryFiles,
     mesh_config: MeshConfig,
+    /// Registries that push snapshots (Consul, later Kubernetes), by name, in
+    /// the order they were added: that order is their precedence.
+    dynamic: Vec<(String, RegistrySnapshot)>,
 }
 
 impl MeshStore {
@@ -34,6 +40,7 @@ impl MeshStore {
             config,
             registries,
             mesh_config,
+            dynamic: Vec::new(),
         }
     }
 
@@ -45,12 +52,30 @@ impl MeshStore {
         self.registries.files()
     }
 
+    /// Declares a pushing registry; its services rank after the registry
+    /// files and after the registries declared before it.
+    pub fn add_dynamic_registry(&mut self, name: &str) {
+        if !self.dynamic.iter().any(|(n, _)| n == name) {
+            self.dynamic
+                .push((name.to_string(), RegistrySnapshot::default()));
+        }
+    }
+
+    /// Replaces the latest snapshot of a pushing registry.
+    pub fn set_dynamic_registry(&mut self, name: &str, snapshot: RegistrySnapshot) {
+        match self.dynamic.iter_mut().find(|(n, _)| n == name) {
+            Some((_, current)) => *current = snapshot,
+            None => self.dynamic.push((name.to_string(), snapshot)),
+        }
+    }
+
     /// Re-reads every source. The version is assigned when the result is
     /// published (and only if it differs from what is being served).
     pub fn rebuild(&mut self) -> MeshGeneration {
         let loaded = self.config.load();
         let mut problems = loaded.problems;
         let mut snapshots = self.registries.load(&mut problems);
+        snapshots.extend(self.dynamic.iter().cloned());
 
         // ServiceEntries in the config are a registry of their own.
         let mut entries = RegistrySnapshot::default();
@@ -84,6 +109,7 @@ impl MeshStore {
                 mesh: self.mesh_config.clone(),
             }),
             problems,
+            endpoints_only: false,
         }
     }
 }

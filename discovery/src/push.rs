@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pilotfish_translate::{DiagnosticKind, ProxyView};
+use pilotfish_registries::RegistrySnapshot;
+use pilotfish_translate::{DiagnosticKind, MeshState, ProxyView};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -39,6 +40,8 @@ pub fn publish(
         return false;
     }
     generation.version = previous.version + 1;
+    generation.endpoints_only =
+        previous.version > 0 && only_endpoints_differ(&generation.mesh, &previous.mesh);
     let generation = Arc::new(generation);
     report_problems(&previous, &generation);
     ctx.metrics
@@ -74,6 +77,10 @@ pub fn publish(
     true
 }
 
+fn only_endpoints_differ(a: &MeshState, b: &MeshState) -> bool {
+    a.services == b.services && a.config == b.config && a.mesh == b.mesh
+}
+
 fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
     for problem in &current.problems {
         if !previous.problems.contains(problem) {
@@ -101,25 +108,49 @@ fn report_diagnostics(
         .set(current.len() as i64);
 }
 
+/// A change reported by a source.
+#[derive(Debug)]
+pub enum Change {
+    /// Some watched file changed; files are re-read on rebuild.
+    Files,
+    /// A pushing registry has a new snapshot.
+    Registry {
+        name: String,
+        snapshot: RegistrySnapshot,
+    },
+}
+
 /// Runs until the change channel closes: waits for a change, debounces,
-/// rebuilds and publishes.
+/// applies every change received meanwhile, rebuilds and publishes.
 pub async fn run(
     mut store: MeshStore,
     ctx: Arc<XdsContext>,
     tx: watch::Sender<Arc<MeshGeneration>>,
-    mut changes: mpsc::UnboundedReceiver<()>,
+    mut changes: mpsc::UnboundedReceiver<Change>,
     debounce: Debounce,
 ) {
-    while changes.recv().await.is_some() {
+    while let Some(change) = changes.recv().await {
+        apply(&mut store, change);
         let first = Instant::now();
         loop {
             let deadline = (Instant::now() + debounce.quiet).min(first + debounce.max_delay);
             match tokio::time::timeout_at(deadline, changes.recv()).await {
-                Ok(Some(())) if Instant::now() < first + debounce.max_delay => continue,
+                Ok(Some(change)) => {
+                    apply(&mut store, change);
+                    if Instant::now() >= first + debounce.max_delay {
+                        break;
+                    }
+                }
                 Ok(None) => return,
-                _ => break,
+                Err(_) => break,
             }
         }
         publish(&mut store, &ctx, &tx);
+    }
+}
+
+fn apply(store: &mut MeshStore, change: Change) {
+    if let Change::Registry { name, snapshot } = change {
+        store.set_dynamic_registry(&name, snapshot);
     }
 }

@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use pilotfish_translate::XdsResources;
@@ -74,14 +76,16 @@ pub fn content_version(selected: &[(&String, &Arc<Any>)]) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
+/// Types are behind `Arc` so an endpoints-only rebuild shares the unchanged
+/// clusters and routes with the previous snapshot.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// The mesh generation this snapshot was built from.
     pub mesh_version: u64,
-    pub clusters: TypeResources,
-    pub endpoints: TypeResources,
-    pub listeners: TypeResources,
-    pub routes: TypeResources,
+    pub clusters: Arc<TypeResources>,
+    pub endpoints: Arc<TypeResources>,
+    pub listeners: Arc<TypeResources>,
+    pub routes: Arc<TypeResources>,
 }
 
 impl Snapshot {
@@ -91,28 +95,40 @@ impl Snapshot {
         resources: XdsResources,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
+        let clusters = TypeResources::encode(
+            resources.clusters,
+            |c| c.name.clone(),
+            previous.map(|p| &*p.clusters),
+        );
+        let routes = TypeResources::encode(
+            resources.routes,
+            |r| r.name.clone(),
+            previous.map(|p| &*p.routes),
+        );
         Snapshot {
             mesh_version,
-            clusters: TypeResources::encode(
-                resources.clusters,
-                |c| c.name.clone(),
-                previous.map(|p| &p.clusters),
-            ),
-            endpoints: TypeResources::encode(
-                resources.endpoints,
-                |e| e.cluster_name.clone(),
-                previous.map(|p| &p.endpoints),
-            ),
-            listeners: TypeResources::encode(
-                resources.listeners,
-                |l| l.name.clone(),
-                previous.map(|p| &p.listeners),
-            ),
-            routes: TypeResources::encode(
-                resources.routes,
-                |r| r.name.clone(),
-                previous.map(|p| &p.routes),
-            ),
+            clusters: Arc::new(clusters),
+            endpoints: Arc::new(endpoint_resources(resources.endpoints, previous)),
+            listeners: Arc::new(listener_resources(resources.listeners, previous)),
+            routes: Arc::new(routes),
+        }
+    }
+
+    /// A snapshot for a generation in which only endpoints changed: EDS and
+    /// LDS (VIP-less services are matched by endpoint address) are rebuilt,
+    /// clusters and routes are shared with `previous`.
+    pub fn with_endpoints(
+        mesh_version: u64,
+        previous: &Snapshot,
+        endpoints: Vec<ClusterLoadAssignment>,
+        listeners: Vec<Listener>,
+    ) -> Snapshot {
+        Snapshot {
+            mesh_version,
+            clusters: previous.clusters.clone(),
+            endpoints: Arc::new(endpoint_resources(endpoints, Some(previous))),
+            listeners: Arc::new(listener_resources(listeners, Some(previous))),
+            routes: previous.routes.clone(),
         }
     }
 
@@ -124,6 +140,21 @@ impl Snapshot {
             XdsType::Route => &self.routes,
         }
     }
+}
+
+fn endpoint_resources(
+    items: Vec<ClusterLoadAssignment>,
+    previous: Option<&Snapshot>,
+) -> TypeResources {
+    TypeResources::encode(
+        items,
+        |e| e.cluster_name.clone(),
+        previous.map(|p| &*p.endpoints),
+    )
+}
+
+fn listener_resources(items: Vec<Listener>, previous: Option<&Snapshot>) -> TypeResources {
+    TypeResources::encode(items, |l| l.name.clone(), previous.map(|p| &*p.listeners))
 }
 
 #[cfg(test)]

@@ -121,6 +121,24 @@ impl Client {
             .expect("stream open")
     }
 
+    /// Subscribes to CDS and ACKs it, then subscribes to the reviews
+    /// cluster's endpoints, as Envoy does while a cluster warms.
+    async fn cds_then_eds(&mut self) -> (DiscoveryResponse, DiscoveryResponse) {
+        self.send(request(XdsType::Cluster, &[], "", "")).await;
+        let cds = self.next().await;
+        self.send(request(
+            XdsType::Cluster,
+            &[],
+            &cds.version_info,
+            &cds.nonce,
+        ))
+        .await;
+        self.send(request(XdsType::Endpoint, &[REVIEWS], "", ""))
+            .await;
+        let eds = self.next().await;
+        (cds, eds)
+    }
+
     /// Asserts nothing arrives for a while (bounded: proving a negative).
     async fn expect_silence(&mut self, wait: Duration) {
         if let Ok(msg) = tokio::time::timeout(wait, self.responses.message()).await {
@@ -149,19 +167,9 @@ const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
 async fn ads_sends_cds_then_answers_eds_for_subscribed_names() {
     let h = start().await;
     let mut c = Client::connect(h.addr).await;
-    c.send(request(XdsType::Cluster, &[], "", "")).await;
-    let cds = c.next().await;
+    let (cds, eds) = c.cds_then_eds().await;
     assert_eq!(cds.type_url, XdsType::Cluster.type_url());
     assert!(!cds.nonce.is_empty() && !cds.version_info.is_empty());
-    c.send(request(
-        XdsType::Cluster,
-        &[],
-        &cds.version_info,
-        &cds.nonce,
-    ))
-    .await;
-    c.send(request(XdsType::Endpoint, &[REVIEWS], "", "")).await;
-    let eds = c.next().await;
     assert_eq!(eds.type_url, XdsType::Endpoint.type_url());
     assert_eq!(
         eds.resources.len(),
@@ -200,17 +208,7 @@ async fn ads_nack_is_recorded_and_not_resent_in_a_loop() {
 async fn ads_pushes_only_changed_types_on_a_new_generation() {
     let mut h = start().await;
     let mut c = Client::connect(h.addr).await;
-    c.send(request(XdsType::Cluster, &[], "", "")).await;
-    let cds = c.next().await;
-    c.send(request(
-        XdsType::Cluster,
-        &[],
-        &cds.version_info,
-        &cds.nonce,
-    ))
-    .await;
-    c.send(request(XdsType::Endpoint, &[REVIEWS], "", "")).await;
-    let eds = c.next().await;
+    let (_, eds) = c.cds_then_eds().await;
     c.send(request(
         XdsType::Endpoint,
         &[REVIEWS],

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
+use crate::push::Change;
+
 /// What counts as a relevant change: YAML files directly in a config
 /// directory, and the registry files themselves.
 #[derive(Clone, Debug)]
@@ -43,7 +45,7 @@ fn absolute(p: &Path) -> PathBuf {
 pub fn watch_paths(
     dirs: &[PathBuf],
     files: &[PathBuf],
-    tx: mpsc::UnboundedSender<()>,
+    tx: mpsc::UnboundedSender<Change>,
 ) -> notify::Result<RecommendedWatcher> {
     let relevant = Relevant {
         dirs: dirs.to_vec(),
@@ -54,7 +56,7 @@ pub fn watch_paths(
             Ok(event)
                 if !event.kind.is_access() && event.paths.iter().any(|p| relevant.matches(p)) =>
             {
-                let _ = tx.send(());
+                let _ = tx.send(Change::Files);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "file watch error"),

@@ -23,7 +23,7 @@ pub struct LoadOutcome {
 /// objects without a namespace get `default_namespace`.
 pub fn load_yaml(source: &str, text: &str, default_namespace: &str) -> LoadOutcome {
     let mut outcome = LoadOutcome::default();
-    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+    let documents: Vec<Value> = match parse_documents(text) {
         Ok(docs) => docs,
         Err(err) => {
             let origin = Origin {
@@ -44,6 +44,21 @@ pub fn load_yaml(source: &str, text: &str, default_namespace: &str) -> LoadOutco
         load_document(&origin, doc, default_namespace, &mut outcome);
     }
     outcome
+}
+
+/// Parses every YAML document of `text` into JSON values. serde-saphyr's
+/// default budget (1,024 documents, 250,000 nodes) guards against hostile
+/// input; mesh config is operator-written and large meshes keep thousands of
+/// objects in one file, so the limits are raised while the depth and alias
+/// limits that stop YAML bombs stay.
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, serde_saphyr::Error> {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_nodes = 50_000_000;
+    budget.max_events = 100_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    serde_saphyr::from_multiple_with_options(text, options)
 }
 
 fn load_document(origin: &Origin, doc: Value, default_namespace: &str, out: &mut LoadOutcome) {
@@ -86,6 +101,9 @@ fn is_list(map: &serde_json::Map<String, Value>) -> bool {
 
 /// Converts one Kubernetes-shaped object. `Ok(None)` means "not ours".
 /// `prefix` is prepended to field paths (for items of a List).
+// Errors are rare and collected, so their size does not matter; a boxed
+// error would change this public signature for callers.
+#[allow(clippy::result_large_err)]
 pub fn load_object(
     origin: &Origin,
     value: Value,
@@ -201,6 +219,7 @@ fn join_path(prefix: &str, path: &str) -> String {
     }
 }
 
+#[allow(clippy::result_large_err)] // as for `load_object`
 fn read_meta(
     origin: &Origin,
     value: Option<Value>,
@@ -259,6 +278,17 @@ spec:
         host: reviews
         subset: v1
 "#;
+
+    #[test]
+    fn large_files_with_thousands_of_documents_load() {
+        let text = (0..3000)
+            .map(|i| VS.replace("name: reviews", &format!("name: r{i}")))
+            .collect::<Vec<_>>()
+            .join("---\n");
+        let out = load_yaml("big.yaml", &text, "default");
+        assert!(out.errors.is_empty(), "{:?}", out.errors.first());
+        assert_eq!(out.objects.len(), 3000);
+    }
 
     #[test]
     fn loads_all_served_versions() {

@@ -93,7 +93,7 @@ pub struct FileRegistryOutcome {
 /// file, so that a half-read registry is never served.
 pub fn parse_registry_file(source: &str, text: &str) -> Result<FileRegistryOutcome, RegistryError> {
     let documents: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| RegistryError::File {
+        pilotfish_crds::load::parse_documents(text).map_err(|e| RegistryError::File {
             source_name: source.to_string(),
             message: format!("invalid YAML: {e}"),
         })?;

@@ -82,6 +82,38 @@ pub struct PortTrafficPolicy {
     pub tls: Option<ClientTlsSettings>,
 }
 
+/// The settings a policy and its per-port overrides share, so that code
+/// walking both treats them alike.
+#[derive(Clone, Copy, Debug)]
+pub struct PolicySections<'a> {
+    pub load_balancer: Option<&'a LoadBalancerSettings>,
+    pub connection_pool: Option<&'a ConnectionPoolSettings>,
+    pub outlier_detection: Option<&'a OutlierDetection>,
+    pub tls: Option<&'a ClientTlsSettings>,
+}
+
+impl TrafficPolicy {
+    pub fn sections(&self) -> PolicySections<'_> {
+        PolicySections {
+            load_balancer: self.load_balancer.as_ref(),
+            connection_pool: self.connection_pool.as_ref(),
+            outlier_detection: self.outlier_detection.as_ref(),
+            tls: self.tls.as_ref(),
+        }
+    }
+}
+
+impl PortTrafficPolicy {
+    pub fn sections(&self) -> PolicySections<'_> {
+        PolicySections {
+            load_balancer: self.load_balancer.as_ref(),
+            connection_pool: self.connection_pool.as_ref(),
+            outlier_detection: self.outlier_detection.as_ref(),
+            tls: self.tls.as_ref(),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = at_most_one_of(&["simple", "consistentHash", "backendUtilization"]))]

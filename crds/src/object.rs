@@ -75,6 +75,9 @@ pub struct ConfigMeta {
     pub annotations: BTreeMap<String, String>,
 }
 
+// Boxing the large spec would change every match on it across the
+// workspace for no gain: objects are few and long-lived.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ConfigSpec {

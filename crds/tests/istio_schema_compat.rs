@@ -133,15 +133,20 @@ fn report(what: &str, problems: Vec<String>) {
     );
 }
 
+/// `name: path` for each spec path of `from` that `other` lacks.
+fn paths_only_in(from: &Value, other: &Value, name: &str, out: &mut Vec<String>) {
+    let other = nodes(other);
+    for path in nodes(from).keys().filter(|p| !other.contains_key(*p)) {
+        out.push(format!("{name}: {path}"));
+    }
+}
+
 #[test]
 fn istio_spec_paths_all_exist_in_ours() {
     let Some(pairs) = pairs() else { return };
     let mut missing = Vec::new();
     for (name, ours, theirs) in &pairs {
-        let ours = nodes(ours);
-        for path in nodes(theirs).keys().filter(|p| !ours.contains_key(*p)) {
-            missing.push(format!("{name}: {path}"));
-        }
+        paths_only_in(theirs, ours, name, &mut missing);
     }
     report(
         "Istio fields missing from our types (valid Istio YAML would be rejected)",
@@ -154,10 +159,7 @@ fn our_spec_paths_all_exist_in_istio() {
     let Some(pairs) = pairs() else { return };
     let mut extra = Vec::new();
     for (name, ours, theirs) in &pairs {
-        let theirs = nodes(theirs);
-        for path in nodes(ours).keys().filter(|p| !theirs.contains_key(*p)) {
-            extra.push(format!("{name}: {path}"));
-        }
+        paths_only_in(ours, theirs, name, &mut extra);
     }
     report("fields in our types that Istio lacks", extra);
 }

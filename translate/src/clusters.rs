@@ -368,12 +368,11 @@ spec:
             Some(protobuf::seconds(10)),
             "mesh default kept"
         );
-        let invalid = diagnostics_of(&t, DiagnosticKind::InvalidField);
-        assert_eq!(invalid.len(), 1);
-        assert_eq!(invalid[0].object, "DestinationRule default/ratings");
-        assert_eq!(
-            invalid[0].field.as_deref(),
-            Some("spec.trafficPolicy.connectionPool.tcp.connectTimeout")
+        assert_one_diagnostic(
+            &t,
+            DiagnosticKind::InvalidField,
+            "DestinationRule default/ratings",
+            "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
         );
     }
 
@@ -384,12 +383,11 @@ spec:
             "loadBalancer: {simple: LEAST_REQUEST, warmupDurationSecs: 10s}",
         );
         let t = translate_for(&bookinfo(&dr), &sidecar("default"));
-        let unsupported = diagnostics_of(&t, DiagnosticKind::Unsupported);
-        assert_eq!(unsupported.len(), 1);
-        assert_eq!(unsupported[0].object, "DestinationRule default/ratings");
-        assert_eq!(
-            unsupported[0].field.as_deref(),
-            Some("spec.trafficPolicy.loadBalancer.warmupDurationSecs")
+        assert_one_diagnostic(
+            &t,
+            DiagnosticKind::Unsupported,
+            "DestinationRule default/ratings",
+            "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
         );
     }
 }

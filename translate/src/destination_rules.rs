@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use pilotfish_crds::{
     ClientTlsMode, ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings,
-    DestinationRuleSpec, LoadBalancerSettings, OutlierDetection, SimpleLb, Subset, TrafficPolicy,
+    DestinationRuleSpec, LoadBalancerSettings, OutlierDetection, PolicySections, SimpleLb, Subset,
+    TrafficPolicy,
 };
 
 use envoy_types::pb::google::protobuf::Duration;
@@ -211,46 +212,27 @@ impl<'a> MergedRule<'a> {
 
 impl<'a> EffectivePolicy<'a> {
     fn overlay(&mut self, tp: &'a TrafficPolicy, object: &'a ConfigObject, field: &str, port: u16) {
-        self.set(
-            tp.load_balancer.as_ref(),
-            tp.connection_pool.as_ref(),
-            tp.outlier_detection.as_ref(),
-            object,
-            field,
-        );
+        self.set(tp.sections(), object, field);
         for (i, pls) in tp.port_level_settings.iter().enumerate() {
             if pls.port.as_ref().and_then(|p| p.number) == Some(u32::from(port)) {
                 let field = format!("{field}.portLevelSettings[{i}]");
-                self.set(
-                    pls.load_balancer.as_ref(),
-                    pls.connection_pool.as_ref(),
-                    pls.outlier_detection.as_ref(),
-                    object,
-                    &field,
-                );
+                self.set(pls.sections(), object, &field);
             }
         }
     }
 
-    fn set(
-        &mut self,
-        lb: Option<&'a LoadBalancerSettings>,
-        pool: Option<&'a ConnectionPoolSettings>,
-        outlier: Option<&'a OutlierDetection>,
-        object: &'a ConfigObject,
-        field: &str,
-    ) {
-        if let Some(lb) = lb {
+    fn set(&mut self, sections: PolicySections<'a>, object: &'a ConfigObject, field: &str) {
+        if let Some(lb) = sections.load_balancer {
             self.load_balancer = Some(Sourced::new(lb, object, format!("{field}.loadBalancer")));
         }
-        if let Some(pool) = pool {
+        if let Some(pool) = sections.connection_pool {
             self.connection_pool = Some(Sourced::new(
                 pool,
                 object,
                 format!("{field}.connectionPool"),
             ));
         }
-        if let Some(od) = outlier {
+        if let Some(od) = sections.outlier_detection {
             self.outlier_detection = Some(Sourced::new(
                 od,
                 object,
@@ -278,36 +260,16 @@ fn policy_unsupported(tp: &TrafficPolicy, path: &str, out: &mut Vec<String>) {
     flag(out, path, "tunnel", tp.tunnel.is_some());
     flag(out, path, "proxyProtocol", tp.proxy_protocol.is_some());
     flag(out, path, "retryBudget", tp.retry_budget.is_some());
-    sections_unsupported(
-        tp.load_balancer.as_ref(),
-        tp.connection_pool.as_ref(),
-        tp.outlier_detection.as_ref(),
-        tp.tls.as_ref(),
-        path,
-        out,
-    );
+    sections_unsupported(tp.sections(), path, out);
     for (i, pls) in tp.port_level_settings.iter().enumerate() {
-        sections_unsupported(
-            pls.load_balancer.as_ref(),
-            pls.connection_pool.as_ref(),
-            pls.outlier_detection.as_ref(),
-            pls.tls.as_ref(),
-            &format!("{path}.portLevelSettings[{i}]"),
-            out,
-        );
+        let path = format!("{path}.portLevelSettings[{i}]");
+        sections_unsupported(pls.sections(), &path, out);
     }
 }
 
-fn sections_unsupported(
-    lb: Option<&LoadBalancerSettings>,
-    pool: Option<&ConnectionPoolSettings>,
-    outlier: Option<&OutlierDetection>,
-    tls: Option<&ClientTlsSettings>,
-    path: &str,
-    out: &mut Vec<String>,
-) {
-    flag(out, path, "tls", tls.is_some_and(tls_is_active));
-    if let Some(lb) = lb {
+fn sections_unsupported(sections: PolicySections<'_>, path: &str, out: &mut Vec<String>) {
+    flag(out, path, "tls", sections.tls.is_some_and(tls_is_active));
+    if let Some(lb) = sections.load_balancer {
         let path = format!("{path}.loadBalancer");
         flag(
             out,
@@ -341,7 +303,7 @@ fn sections_unsupported(
             lb.simple == Some(SimpleLb::Passthrough),
         );
     }
-    if let Some(pool) = pool {
+    if let Some(pool) = sections.connection_pool {
         let path = format!("{path}.connectionPool");
         flag(
             out,
@@ -355,7 +317,7 @@ fn sections_unsupported(
             .is_some_and(|h| h.http2_keep_alive.is_some());
         flag(out, &path, "http.http2KeepAlive", http2_keep_alive);
     }
-    if let Some(od) = outlier {
+    if let Some(od) = sections.outlier_detection {
         let codes = !od.outlier_detection_http_error_codes.is_empty();
         flag(
             out,

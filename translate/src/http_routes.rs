@@ -353,14 +353,8 @@ mod tests {
             panic!()
         };
         assert_eq!(sm.match_pattern, Some(MatchPattern::Exact("jason".into())));
-        assert_eq!(
-            route_cluster(jason),
-            "outbound|9080|v2|reviews.default.svc.cluster.local"
-        );
-        assert_eq!(
-            route_cluster(&routes[1]),
-            "outbound|9080|v1|reviews.default.svc.cluster.local"
-        );
+        assert_eq!(route_cluster(jason), reviews_cluster("v2"));
+        assert_eq!(route_cluster(&routes[1]), reviews_cluster("v1"));
         assert!(routes[1].r#match.as_ref().unwrap().headers.is_empty());
         assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
         assert_envoy_invariants(&t);
@@ -427,16 +421,12 @@ mod tests {
     fn missing_subset_still_routes_to_the_named_cluster_and_is_reported() {
         let spec = "  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v9}}]\n";
         let t = translate_for(&bookinfo(&vs(spec)), &sidecar("default"));
-        assert_eq!(
-            route_cluster(&reviews_routes(&t)[0]),
-            "outbound|9080|v9|reviews.default.svc.cluster.local"
-        );
-        let missing = diagnostics_of(&t, DiagnosticKind::MissingSubset);
-        assert_eq!(missing.len(), 1);
-        assert_eq!(missing[0].object, "VirtualService default/reviews");
-        assert_eq!(
-            missing[0].field.as_deref(),
-            Some("spec.http[0].route[0].destination.subset")
+        assert_eq!(route_cluster(&reviews_routes(&t)[0]), reviews_cluster("v9"));
+        assert_one_diagnostic(
+            &t,
+            DiagnosticKind::MissingSubset,
+            "VirtualService default/reviews",
+            "spec.http[0].route[0].destination.subset",
         );
     }
 
@@ -460,10 +450,7 @@ mod tests {
         let older = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: default, creationTimestamp: \"2024-01-01T00:00:00Z\"}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}\n---\n";
         let newer = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: b, namespace: default, creationTimestamp: \"2024-03-01T00:00:00Z\"}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v2}}]}]}\n";
         let t = translate_for(&bookinfo(&format!("{older}{newer}")), &sidecar("default"));
-        assert_eq!(
-            route_cluster(&reviews_routes(&t)[0]),
-            "outbound|9080|v1|reviews.default.svc.cluster.local"
-        );
+        assert_eq!(route_cluster(&reviews_routes(&t)[0]), reviews_cluster("v1"));
         let shadowed = diagnostics_of(&t, DiagnosticKind::ShadowedVirtualService);
         assert_eq!(shadowed.len(), 1);
         assert_eq!(shadowed[0].object, "VirtualService default/b");
@@ -483,18 +470,17 @@ mod tests {
         let t = translate_for(&bookinfo(&vs(spec)), &sidecar("default"));
         let routes = reviews_routes(&t);
         assert_eq!(routes.len(), 1);
-        assert_eq!(
-            route_cluster(&routes[0]),
-            "outbound|9080|v1|reviews.default.svc.cluster.local"
-        );
+        assert_eq!(route_cluster(&routes[0]), reviews_cluster("v1"));
         assert_eq!(
             route_action(&routes[0]).timeout,
             Some(protobuf::duration(std::time::Duration::from_millis(1500)))
         );
-        let invalid = diagnostics_of(&t, DiagnosticKind::InvalidField);
-        assert_eq!(invalid.len(), 1);
-        assert_eq!(invalid[0].object, "VirtualService default/reviews");
-        assert_eq!(invalid[0].field.as_deref(), Some("spec.http[0].timeout"));
+        assert_one_diagnostic(
+            &t,
+            DiagnosticKind::InvalidField,
+            "VirtualService default/reviews",
+            "spec.http[0].timeout",
+        );
     }
 
     #[test]
@@ -503,10 +489,7 @@ mod tests {
         let t = translate_for(&bookinfo(&vs(spec)), &sidecar("default"));
         let routes = reviews_routes(&t);
         assert_eq!(routes.len(), 1);
-        assert_eq!(
-            route_cluster(&routes[0]),
-            "outbound|9080|v1|reviews.default.svc.cluster.local"
-        );
+        assert_eq!(route_cluster(&routes[0]), reviews_cluster("v1"));
     }
 
     #[test]
@@ -521,10 +504,7 @@ mod tests {
         );
         let routes = reviews_routes(&t);
         assert_eq!(routes.len(), 2);
-        assert_eq!(
-            route_cluster(&routes[0]),
-            "outbound|9080|v2|reviews.default.svc.cluster.local"
-        );
+        assert_eq!(route_cluster(&routes[0]), reviews_cluster("v2"));
     }
 
     #[test]

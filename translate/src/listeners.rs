@@ -403,14 +403,11 @@ mod tests {
 
     #[test]
     fn unknown_protocol_is_sniffed_with_an_http_and_a_tcp_chain() {
-        let m = mesh(
-            vec![service(
-                "legacy.default.svc.cluster.local",
-                &["10.0.0.7"],
-                &[(7000, Protocol::Unknown)],
-            )],
-            vec![],
-            &[],
+        let m = one_service_mesh(
+            "legacy.default.svc.cluster.local",
+            &["10.0.0.7"],
+            7000,
+            Protocol::Unknown,
         );
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_7000");
@@ -562,15 +559,7 @@ mod tests {
 
     #[test]
     fn vipless_tcp_service_without_endpoints_gets_no_chain() {
-        let m = mesh(
-            vec![service(
-                "lonely.service.consul",
-                &[],
-                &[(6379, Protocol::Tcp)],
-            )],
-            vec![],
-            &[],
-        );
+        let m = one_service_mesh("lonely.service.consul", &[], 6379, Protocol::Tcp);
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_6379");
         assert!(listener.filter_chains.is_empty());
@@ -604,15 +593,7 @@ mod tests {
 
     #[test]
     fn interception_none_never_passes_through_to_itself() {
-        let m = mesh(
-            vec![service(
-                "db.service.consul",
-                &["10.0.0.1"],
-                &[(6379, Protocol::Tcp)],
-            )],
-            vec![],
-            &[],
-        );
+        let m = one_service_mesh("db.service.consul", &["10.0.0.1"], 6379, Protocol::Tcp);
         let t = translate_for(&m, &sidecar_without_interception("default"));
         let default = listener_named(&t, "0.0.0.0_6379")
             .default_filter_chain
@@ -626,14 +607,11 @@ mod tests {
 
     #[test]
     fn service_ports_reserved_by_the_sidecar_get_no_listener() {
-        let m = mesh(
-            vec![service(
-                "x.default.svc.cluster.local",
-                &["10.0.0.1"],
-                &[(15001, Protocol::Tcp)],
-            )],
-            vec![],
-            &[],
+        let m = one_service_mesh(
+            "x.default.svc.cluster.local",
+            &["10.0.0.1"],
+            15001,
+            Protocol::Tcp,
         );
         let t = translate_for(&m, &sidecar("default"));
         let names: Vec<_> = t

@@ -185,14 +185,11 @@ mod tests {
 
     #[test]
     fn tcp_only_ports_get_no_route_config() {
-        let m = mesh(
-            vec![service(
-                "db.default.svc.cluster.local",
-                &["10.0.0.1"],
-                &[(5432, Protocol::Tcp)],
-            )],
-            vec![],
-            &[],
+        let m = one_service_mesh(
+            "db.default.svc.cluster.local",
+            &["10.0.0.1"],
+            5432,
+            Protocol::Tcp,
         );
         let t = translate_for(&m, &sidecar("default"));
         assert!(t.resources.routes.is_empty());
@@ -219,10 +216,7 @@ mod tests {
     #[test]
     fn domains_from_the_same_namespace_include_short_names() {
         let t = translate_for(&bookinfo(""), &sidecar("default"));
-        let vh = virtual_host_named(
-            route_config_named(&t, "9080"),
-            "reviews.default.svc.cluster.local:9080",
-        );
+        let vh = reviews_virtual_host(&t);
         for d in [
             "reviews",
             "reviews:9080",
@@ -237,10 +231,7 @@ mod tests {
     #[test]
     fn domains_from_another_namespace_omit_the_bare_name() {
         let t = translate_for(&bookinfo(""), &sidecar("other"));
-        let vh = virtual_host_named(
-            route_config_named(&t, "9080"),
-            "reviews.default.svc.cluster.local:9080",
-        );
+        let vh = reviews_virtual_host(&t);
         assert!(!vh.domains.contains(&"reviews".to_string()));
         assert!(vh.domains.contains(&"reviews.default".to_string()));
     }

@@ -106,6 +106,11 @@ pub fn mesh(
     }
 }
 
+/// A mesh of one service on one port, with no endpoints or config.
+pub fn one_service_mesh(host: &str, vips: &[&str], port: u16, protocol: Protocol) -> MeshState {
+    mesh(vec![service(host, vips, &[(port, protocol)])], vec![], &[])
+}
+
 pub fn sidecar(namespace: &str) -> ProxyView {
     ProxyView {
         namespace: namespace.into(),
@@ -226,6 +231,14 @@ pub fn route_cluster(route: &Route) -> &str {
 
 pub fn diagnostics_of(t: &Translation, kind: DiagnosticKind) -> Vec<&Diagnostic> {
     t.diagnostics.iter().filter(|d| d.kind == kind).collect()
+}
+
+/// Asserts exactly one diagnostic of `kind`, naming `object` and `field`.
+pub fn assert_one_diagnostic(t: &Translation, kind: DiagnosticKind, object: &str, field: &str) {
+    let found = diagnostics_of(t, kind);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].object, object);
+    assert_eq!(found[0].field.as_deref(), Some(field));
 }
 
 /// What Envoy would NACK: duplicate resource names, duplicate filter chain
@@ -355,12 +368,22 @@ pub fn bookinfo(extra: &str) -> MeshState {
     )
 }
 
+/// The outbound cluster of one reviews subset on port 9080.
+pub fn reviews_cluster(subset: &str) -> String {
+    format!("outbound|9080|{subset}|{REVIEWS}")
+}
+
 /// The routes of reviews' virtual host in route configuration 9080.
 pub fn reviews_routes(t: &Translation) -> Vec<Route> {
-    let rc = route_config_named(t, "9080");
-    virtual_host_named(rc, "reviews.default.svc.cluster.local:9080")
-        .routes
-        .clone()
+    reviews_virtual_host(t).routes.clone()
+}
+
+/// Reviews' virtual host in route configuration 9080.
+pub fn reviews_virtual_host(t: &Translation) -> &VirtualHost {
+    virtual_host_named(
+        route_config_named(t, "9080"),
+        "reviews.default.svc.cluster.local:9080",
+    )
 }
 
 const ROUTING: &str = r#"

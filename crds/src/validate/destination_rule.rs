@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::Report;
 use crate::destination_rule::{
     ConnectionPoolSettings, DestinationRuleSpec, LoadBalancerSettings, OutlierDetection,
-    TrafficPolicy,
+    PolicySections, TrafficPolicy,
 };
 
 pub(super) fn check(spec: &DestinationRuleSpec, r: &mut Report) {
@@ -37,71 +37,41 @@ pub(super) fn check(spec: &DestinationRuleSpec, r: &mut Report) {
 
 fn traffic_policy(at: &str, policy: &TrafficPolicy, r: &mut Report) {
     if let Some(budget) = &policy.retry_budget {
-        r.number_range(
-            &format!("{at}.retryBudget.percent"),
-            budget.percent,
-            0.0,
-            100.0,
-        );
+        r.percent(&format!("{at}.retryBudget.percent"), budget.percent);
     }
-    let parts = (
-        &policy.load_balancer,
-        &policy.connection_pool,
-        &policy.outlier_detection,
-    );
-    port_level_parts(at, parts, r);
+    policy_sections(at, policy.sections(), r);
     for (j, port_policy) in policy.port_level_settings.iter().enumerate() {
         let at = format!("{at}.portLevelSettings[{j}]");
         r.port(
             &format!("{at}.port.number"),
             port_policy.port.as_ref().and_then(|p| p.number),
         );
-        let parts = (
-            &port_policy.load_balancer,
-            &port_policy.connection_pool,
-            &port_policy.outlier_detection,
-        );
-        port_level_parts(&at, parts, r);
+        policy_sections(&at, port_policy.sections(), r);
     }
 }
 
-type Parts<'a> = (
-    &'a Option<LoadBalancerSettings>,
-    &'a Option<ConnectionPoolSettings>,
-    &'a Option<OutlierDetection>,
-);
-
 /// The settings a policy and its per-port overrides share.
-fn port_level_parts(at: &str, (lb, pool, outlier): Parts<'_>, r: &mut Report) {
-    if let Some(lb) = lb {
+fn policy_sections(at: &str, sections: PolicySections<'_>, r: &mut Report) {
+    if let Some(lb) = sections.load_balancer {
         load_balancer(&format!("{at}.loadBalancer"), lb, r);
     }
-    if let Some(pool) = pool {
+    if let Some(pool) = sections.connection_pool {
         connection_pool(&format!("{at}.connectionPool"), pool, r);
     }
-    if let Some(od) = outlier {
-        let at = format!("{at}.outlierDetection");
-        r.duration_min_1ms(&format!("{at}.interval"), od.interval.as_ref());
-        r.duration_min_1ms(
-            &format!("{at}.baseEjectionTime"),
-            od.base_ejection_time.as_ref(),
-        );
-        r.int_range(
-            &format!("{at}.maxEjectionPercent"),
-            od.max_ejection_percent.map(i64::from),
-            0,
-            100,
-        );
-        r.int_range(
-            &format!("{at}.minHealthPercent"),
-            od.min_health_percent.map(i64::from),
-            0,
-            100,
-        );
-        for (k, code) in od.outlier_detection_http_error_codes.iter().enumerate() {
-            let field = format!("{at}.outlierDetectionHttpErrorCodes[{k}]");
-            r.int_range(&field, Some(i64::from(*code)), 100, 599);
-        }
+    if let Some(od) = sections.outlier_detection {
+        outlier_detection(&format!("{at}.outlierDetection"), od, r);
+    }
+}
+
+fn outlier_detection(at: &str, od: &OutlierDetection, r: &mut Report) {
+    let mut od_at = r.at(at);
+    od_at.duration_min_1ms("interval", od.interval.as_ref());
+    od_at.duration_min_1ms("baseEjectionTime", od.base_ejection_time.as_ref());
+    od_at.percent("maxEjectionPercent", od.max_ejection_percent);
+    od_at.percent("minHealthPercent", od.min_health_percent);
+    for (k, code) in od.outlier_detection_http_error_codes.iter().enumerate() {
+        let field = format!("{at}.outlierDetectionHttpErrorCodes[{k}]");
+        r.int_range(&field, Some(i64::from(*code)), 100, 599);
     }
 }
 
@@ -136,18 +106,12 @@ fn load_balancer(at: &str, lb: &LoadBalancerSettings, r: &mut Report) {
             r.duration(&format!("{at}.httpCookie.ttl"), cookie.ttl.as_ref());
         }
     }
-    r.duration_min_1ms(
-        &format!("{at}.warmupDurationSecs"),
-        lb.warmup_duration_secs.as_ref(),
-    );
+    r.at(at)
+        .duration_min_1ms("warmupDurationSecs", lb.warmup_duration_secs.as_ref());
     if let Some(warmup) = &lb.warmup {
-        r.duration_min_1ms(&format!("{at}.warmup.duration"), warmup.duration.as_ref());
-        r.number_range(
-            &format!("{at}.warmup.minimumPercent"),
-            warmup.minimum_percent,
-            0.0,
-            100.0,
-        );
+        let mut warmup_at = r.at(format!("{at}.warmup"));
+        warmup_at.duration_min_1ms("duration", warmup.duration.as_ref());
+        warmup_at.percent("minimumPercent", warmup.minimum_percent);
         r.number_range(
             &format!("{at}.warmup.aggression"),
             warmup.aggression,
@@ -168,48 +132,34 @@ fn load_balancer(at: &str, lb: &LoadBalancerSettings, r: &mut Report) {
 
 fn connection_pool(at: &str, pool: &ConnectionPoolSettings, r: &mut Report) {
     if let Some(tcp) = &pool.tcp {
-        let at = format!("{at}.tcp");
-        r.duration_min_1ms(
-            &format!("{at}.connectTimeout"),
-            tcp.connect_timeout.as_ref(),
-        );
-        r.duration(&format!("{at}.idleTimeout"), tcp.idle_timeout.as_ref());
-        r.duration_min_1ms(
-            &format!("{at}.maxConnectionDuration"),
+        let mut tcp_at = r.at(format!("{at}.tcp"));
+        tcp_at.duration_min_1ms("connectTimeout", tcp.connect_timeout.as_ref());
+        tcp_at.duration("idleTimeout", tcp.idle_timeout.as_ref());
+        tcp_at.duration_min_1ms(
+            "maxConnectionDuration",
             tcp.max_connection_duration.as_ref(),
         );
         if let Some(keepalive) = &tcp.tcp_keepalive {
-            r.duration_min_1ms(&format!("{at}.tcpKeepalive.time"), keepalive.time.as_ref());
-            r.duration_min_1ms(
-                &format!("{at}.tcpKeepalive.interval"),
-                keepalive.interval.as_ref(),
-            );
+            tcp_at.duration_min_1ms("tcpKeepalive.time", keepalive.time.as_ref());
+            tcp_at.duration_min_1ms("tcpKeepalive.interval", keepalive.interval.as_ref());
         }
     }
     if let Some(http) = &pool.http {
-        let at = format!("{at}.http");
-        r.duration_min_1ms(&format!("{at}.idleTimeout"), http.idle_timeout.as_ref());
+        let mut http_at = r.at(format!("{at}.http"));
+        http_at.duration_min_1ms("idleTimeout", http.idle_timeout.as_ref());
         if let Some(keepalive) = &http.http2_keep_alive {
-            r.duration_min_1ms(
-                &format!("{at}.http2KeepAlive.interval"),
-                keepalive.interval.as_ref(),
-            );
-            r.duration_min_1ms(
-                &format!("{at}.http2KeepAlive.timeout"),
-                keepalive.timeout.as_ref(),
-            );
+            http_at.duration_min_1ms("http2KeepAlive.interval", keepalive.interval.as_ref());
+            http_at.duration_min_1ms("http2KeepAlive.timeout", keepalive.timeout.as_ref());
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::test_support::{assert_one, errors_of, fields};
+    use crate::validate::test_support::{assert_one, errors_of, field_paths, fields, object};
 
     fn dr(spec: &str) -> String {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n{spec}"
-        )
+        object("DestinationRule", "d", spec)
     }
 
     #[test]
@@ -240,10 +190,7 @@ mod tests {
         let yaml = dr(
             "  host: r\n  trafficPolicy:\n    connectionPool:\n      tcp: {connectTimeout: 1x, idleTimeout: 'y', tcpKeepalive: {time: '5', interval: 1m}}\n    outlierDetection: {interval: '10', baseEjectionTime: 30s}\n    loadBalancer: {consistentHash: {httpCookie: {name: c, ttl: forever}}}\n",
         );
-        let got: Vec<String> = fields(&errors_of(&yaml))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        let got = field_paths(&yaml);
         assert_eq!(
             got,
             [
@@ -261,10 +208,7 @@ mod tests {
         let yaml = dr(
             "  host: r\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 0}\n      outlierDetection: {maxEjectionPercent: 101}\n  subsets:\n  - name: v1\n    trafficPolicy: {connectionPool: {http: {idleTimeout: never}}}\n",
         );
-        let got: Vec<String> = fields(&errors_of(&yaml))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        let got = field_paths(&yaml);
         assert_eq!(
             got,
             [
@@ -302,10 +246,7 @@ mod tests {
         let yaml = dr(
             "  host: r\n  trafficPolicy:\n    outlierDetection: {outlierDetectionHttpErrorCodes: [503, 99]}\n    retryBudget: {percent: 120}\n    loadBalancer: {warmup: {duration: 10s, minimumPercent: 101}}\n",
         );
-        let got: Vec<String> = fields(&errors_of(&yaml))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        let got = field_paths(&yaml);
         assert_eq!(
             got,
             [

@@ -23,12 +23,11 @@ pub(super) fn check(spec: &GatewaySpec, r: &mut Report) {
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::test_support::{assert_one, errors_of, fields};
+    use crate::validate::test_support::{assert_one, errors_of, fields, object};
 
     fn gw(servers: &str) -> String {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
-        )
+        let spec = format!("  selector: {{istio: ingressgateway}}\n  servers:\n{servers}");
+        object("Gateway", "g", &spec)
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Report {
     }
 
     fn percentage(&mut self, field: &str, p: Option<&Percent>) {
-        self.number_range(&format!("{field}.value"), p.map(|p| p.value), 0.0, 100.0);
+        self.percent(&format!("{field}.value"), p.map(|p| p.value));
     }
 
     fn int_range(&mut self, field: &str, value: Option<i64>, min: i64, max: i64) {
@@ -129,12 +129,62 @@ impl Report {
         }
     }
 
+    /// A 0..=100 percent; integer fields give the same message as floats.
+    fn percent(&mut self, field: &str, value: Option<impl Into<f64>>) {
+        self.number_range(field, value.map(Into::into), 0.0, 100.0);
+    }
+
+    /// Checks of the fields below `at`, named by their last path segment.
+    fn at(&mut self, at: impl Into<String>) -> At<'_> {
+        At {
+            report: self,
+            at: at.into(),
+        }
+    }
+
     fn port(&mut self, field: &str, number: Option<u32>) {
         match number {
             None | Some(0) => self.error(field, "a port number in 1..=65535 is required"),
             Some(n) if n > 65535 => self.error(field, format!("port {n} must be in 1..=65535")),
             Some(_) => {}
         }
+    }
+}
+
+/// A field path prefix, so each check names only the last segment.
+struct At<'r> {
+    report: &'r mut Report,
+    at: String,
+}
+
+impl At<'_> {
+    fn field(&self, name: &str) -> String {
+        format!("{}.{name}", self.at)
+    }
+
+    fn duration(&mut self, name: &str, value: Option<&String>) {
+        let field = self.field(name);
+        self.report.duration(&field, value);
+    }
+
+    fn duration_min_1ms(&mut self, name: &str, value: Option<&String>) {
+        let field = self.field(name);
+        self.report.duration_min_1ms(&field, value);
+    }
+
+    fn percent(&mut self, name: &str, value: Option<impl Into<f64>>) {
+        let field = self.field(name);
+        self.report.percent(&field, value);
+    }
+
+    fn percentage(&mut self, name: &str, p: Option<&Percent>) {
+        let field = self.field(name);
+        self.report.percentage(&field, p);
+    }
+
+    fn at_most_one(&mut self, name: &str, fields: &[(&str, bool)]) {
+        let field = self.field(name);
+        self.report.at_most_one(&field, fields);
     }
 }
 
@@ -159,6 +209,21 @@ pub(crate) mod test_support {
             .iter()
             .map(|e| (e.field.clone().unwrap_or_default(), e.message.clone()))
             .collect()
+    }
+
+    /// Only the field paths of `yaml`'s errors, in order.
+    pub fn field_paths(yaml: &str) -> Vec<String> {
+        errors_of(yaml)
+            .into_iter()
+            .map(|e| e.field.unwrap_or_default())
+            .collect()
+    }
+
+    /// An Istio networking object of `kind` named `name`, `spec` indented.
+    pub fn object(kind: &str, name: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n{spec}"
+        )
     }
 
     /// Asserts exactly one error, at `field`, whose message contains `needle`.

@@ -108,12 +108,10 @@ fn endpoints(spec: &ServiceEntrySpec, resolution: Resolution, r: &mut Report) {
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::test_support::{assert_one, errors_of, fields};
+    use crate::validate::test_support::{assert_one, errors_of, field_paths, fields, object};
 
     fn se(spec: &str) -> String {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: s}}\nspec:\n{spec}"
-        )
+        object("ServiceEntry", "s", spec)
     }
 
     const PORTS: &str = "  ports: [{number: 80, name: http, protocol: HTTP}]\n";
@@ -173,10 +171,7 @@ mod tests {
         let yaml = se(&format!(
             "  hosts: [a.example]\n  addresses: [not-an-ip, 10.0.0.0/33]\n{PORTS}"
         ));
-        let got: Vec<String> = fields(&errors_of(&yaml))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        let got = field_paths(&yaml);
         assert_eq!(got, ["spec.addresses[0]", "spec.addresses[1]"]);
         let yaml = se(&format!(
             "  hosts: [a.example]\n  addresses: [10.0.0.0/8]\n{PORTS}  resolution: DNS\n"

@@ -137,7 +137,7 @@ fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
             &regex_rewrite.match_,
         );
     }
-    r.duration_min_1ms(&format!("{at}.timeout"), route.timeout.as_ref());
+    r.at(at).duration_min_1ms("timeout", route.timeout.as_ref());
     if let Some(retries) = &route.retries {
         r.int_range(
             &format!("{at}.retries.attempts"),
@@ -145,11 +145,9 @@ fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
             0,
             i64::MAX,
         );
-        r.duration_min_1ms(
-            &format!("{at}.retries.perTryTimeout"),
-            retries.per_try_timeout.as_ref(),
-        );
-        r.duration_min_1ms(&format!("{at}.retries.backoff"), retries.backoff.as_ref());
+        let mut retries_at = r.at(format!("{at}.retries"));
+        retries_at.duration_min_1ms("perTryTimeout", retries.per_try_timeout.as_ref());
+        retries_at.duration_min_1ms("backoff", retries.backoff.as_ref());
     }
     if let Some(fault) = &route.fault {
         fault_injection(&format!("{at}.fault"), fault, r);
@@ -163,27 +161,13 @@ fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
             &mirror.destination,
             r,
         );
-        r.percentage(
-            &format!("{at}.mirrors[{k}].percentage"),
-            mirror.percentage.as_ref(),
-        );
+        r.at(format!("{at}.mirrors[{k}]"))
+            .percentage("percentage", mirror.percentage.as_ref());
     }
-    r.percentage(
-        &format!("{at}.mirrorPercentage"),
-        route.mirror_percentage.as_ref(),
-    );
-    r.int_range(
-        &format!("{at}.mirrorPercent"),
-        route.mirror_percent.map(i64::from),
-        0,
-        100,
-    );
-    r.int_range(
-        &format!("{at}.mirror_percent"),
-        route.mirror_percent_legacy.map(i64::from),
-        0,
-        100,
-    );
+    let mut route_at = r.at(at);
+    route_at.percentage("mirrorPercentage", route.mirror_percentage.as_ref());
+    route_at.percent("mirrorPercent", route.mirror_percent);
+    route_at.percent("mirror_percent", route.mirror_percent_legacy);
     if let Some(cors) = &route.cors_policy {
         cors_policy(&format!("{at}.corsPolicy"), cors, r);
     }
@@ -217,24 +201,20 @@ fn http_match(at: &str, m: &HttpMatchRequest, r: &mut Report) {
 }
 
 fn http_destination(at: &str, dest: &HttpRouteDestination, r: &mut Report) {
-    destination(&format!("{at}.destination"), &dest.destination, r);
-    r.int_range(&format!("{at}.weight"), dest.weight.map(i64::from), 0, 100);
+    weighted_destination(at, &dest.destination, dest.weight, r);
 }
 
 fn l4_routes(at: &str, routes: &[RouteDestination], r: &mut Report) {
     for (k, dest) in routes.iter().enumerate() {
-        destination(
-            &format!("{at}.route[{k}].destination"),
-            &dest.destination,
-            r,
-        );
-        r.int_range(
-            &format!("{at}.route[{k}].weight"),
-            dest.weight.map(i64::from),
-            0,
-            100,
-        );
+        let at = format!("{at}.route[{k}]");
+        weighted_destination(&at, &dest.destination, dest.weight, r);
     }
+}
+
+/// HTTP and TCP/TLS route destinations differ only in their other fields.
+fn weighted_destination(at: &str, dest: &Destination, weight: Option<i32>, r: &mut Report) {
+    destination(&format!("{at}.destination"), dest, r);
+    r.at(at).percent("weight", weight);
 }
 
 fn destination(at: &str, dest: &Destination, r: &mut Report) {
@@ -249,27 +229,17 @@ fn destination(at: &str, dest: &Destination, r: &mut Report) {
 }
 
 fn fault_injection(at: &str, fault: &HttpFaultInjection, r: &mut Report) {
+    let mut fault_at = r.at(at);
     if let Some(delay) = &fault.delay {
         let set = [
             ("fixedDelay", delay.fixed_delay.is_some()),
             ("exponentialDelay", delay.exponential_delay.is_some()),
         ];
-        r.at_most_one(&format!("{at}.delay"), &set);
-        r.duration_min_1ms(
-            &format!("{at}.delay.fixedDelay"),
-            delay.fixed_delay.as_ref(),
-        );
-        r.duration_min_1ms(
-            &format!("{at}.delay.exponentialDelay"),
-            delay.exponential_delay.as_ref(),
-        );
-        r.percentage(&format!("{at}.delay.percentage"), delay.percentage.as_ref());
-        r.int_range(
-            &format!("{at}.delay.percent"),
-            delay.percent.map(i64::from),
-            0,
-            100,
-        );
+        fault_at.at_most_one("delay", &set);
+        fault_at.duration_min_1ms("delay.fixedDelay", delay.fixed_delay.as_ref());
+        fault_at.duration_min_1ms("delay.exponentialDelay", delay.exponential_delay.as_ref());
+        fault_at.percentage("delay.percentage", delay.percentage.as_ref());
+        fault_at.percent("delay.percent", delay.percent);
     }
     if let Some(abort) = &fault.abort {
         let set = [
@@ -277,8 +247,8 @@ fn fault_injection(at: &str, fault: &HttpFaultInjection, r: &mut Report) {
             ("grpcStatus", abort.grpc_status.is_some()),
             ("http2Error", abort.http2_error.is_some()),
         ];
-        r.at_most_one(&format!("{at}.abort"), &set);
-        r.percentage(&format!("{at}.abort.percentage"), abort.percentage.as_ref());
+        fault_at.at_most_one("abort", &set);
+        fault_at.percentage("abort.percentage", abort.percentage.as_ref());
     }
 }
 
@@ -286,16 +256,18 @@ fn cors_policy(at: &str, cors: &CorsPolicy, r: &mut Report) {
     for (k, origin) in cors.allow_origins.iter().enumerate() {
         r.string_match(&format!("{at}.allowOrigins[{k}]"), origin, false);
     }
-    r.duration_min_1ms(&format!("{at}.maxAge"), cors.max_age.as_ref());
+    r.at(at).duration_min_1ms("maxAge", cors.max_age.as_ref());
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::validate::test_support::{assert_one, errors_of, fields};
+    use crate::validate::test_support::{assert_one, errors_of, field_paths, fields, object};
 
     fn vs(http: &str) -> String {
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: r}}\nspec:\n  hosts: [reviews]\n  http:\n{http}"
+        object(
+            "VirtualService",
+            "r",
+            &format!("  hosts: [reviews]\n  http:\n{http}"),
         )
     }
 
@@ -322,10 +294,7 @@ mod tests {
         let yaml = vs(&format!(
             "  - match:\n    - headers: {{x-a: {{regex: '['}}}}\n      queryParams: {{q: {{regex: '*'}}}}\n      withoutHeaders: {{x-b: {{regex: '('}}}}\n    corsPolicy: {{allowOrigins: [{{regex: '('}}]}}\n    rewrite: {{uriRegexRewrite: {{match: '(', rewrite: '/'}}}}\n{ROUTE}"
         ));
-        let got: Vec<String> = fields(&errors_of(&yaml))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        let got = field_paths(&yaml);
         assert_eq!(
             got,
             [
@@ -353,10 +322,7 @@ mod tests {
         let yaml = vs(&format!(
             "  - timeout: 5 parsecs\n    retries: {{perTryTimeout: '2'}}\n    fault: {{delay: {{fixedDelay: 0s}}}}\n    corsPolicy: {{maxAge: soon}}\n{ROUTE}"
         ));
-        let got: Vec<String> = fields(&errors_of(&yaml))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        let got = field_paths(&yaml);
         assert_eq!(
             got,
             [
@@ -394,10 +360,7 @@ mod tests {
         let yaml = vs(&format!(
             "  - fault: {{abort: {{httpStatus: 503, percentage: {{value: 150}}}}}}\n    mirror: {{host: shadow}}\n    mirrorPercentage: {{value: -1}}\n{ROUTE}"
         ));
-        let got: Vec<String> = fields(&errors_of(&yaml))
-            .into_iter()
-            .map(|(f, _)| f)
-            .collect();
+        let got = field_paths(&yaml);
         assert_eq!(
             got,
             [
@@ -454,7 +417,7 @@ mod tests {
 
     #[test]
     fn vs_hosts_required_unless_delegate() {
-        let no_hosts = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: d}\nspec:\n";
+        let no_hosts = object("VirtualService", "d", "");
         let delegate = format!("{no_hosts}  http:\n  - name: d\n{ROUTE}");
         assert_eq!(fields(&errors_of(&delegate)), vec![]);
         let tcp = format!("{no_hosts}  tcp:\n  - route:\n    - destination: {{host: db}}\n");

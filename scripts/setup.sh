@@ -73,3 +73,4 @@ fi
 # Every directory on the way must be traversable by uid 1337.
 chmod 0755 "$ROOT" "$ROOT/bin"
 say "$("$ENVOY_DEST" --version | grep -o 'version: .*')"
+"$(dirname "$0")/install-consul.sh"  # Consul 1.8 for the Consul registry tests

@@ -87,6 +87,7 @@ async fn dump(
             .into_response();
     };
     let generation = state.ctx.generations.borrow().clone();
-    let snapshot = state.ctx.cache.snapshot(&generation, &proxy.identity.view);
+    let view = crate::proxy_view::view_for(&proxy.identity, &generation.inbound);
+    let snapshot = state.ctx.cache.snapshot(&generation, &view);
     Json(config_dump(&snapshot)).into_response()
 }

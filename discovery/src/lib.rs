@@ -10,6 +10,7 @@ pub mod mesh_store;
 pub mod metrics;
 pub mod node;
 pub mod problems;
+pub mod proxy_view;
 pub mod push;
 pub mod serve;
 pub mod snapshot;

@@ -10,6 +10,7 @@ use pilotfish_registries::service_entry::add_service_entry;
 use pilotfish_translate::{MeshConfig, MeshState};
 
 use crate::problems::InputProblem;
+use crate::proxy_view::InboundIndex;
 use crate::sources::config_dir::ConfigDirs;
 use crate::sources::registry_files::RegistryFiles;
 
@@ -23,6 +24,8 @@ pub struct MeshGeneration {
     /// Only endpoints differ from the previous generation, so proxies need
     /// new endpoints (and listeners), not a full rebuild.
     pub endpoints_only: bool,
+    /// Each workload IP's own ports, for sidecars' inbound side.
+    pub inbound: InboundIndex,
 }
 
 pub struct MeshStore {
@@ -100,14 +103,16 @@ impl MeshStore {
         let (services, endpoints) = merge_registries(snapshots, &mut problems);
         problems.sort();
         problems.dedup();
+        let mesh = MeshState {
+            services,
+            endpoints,
+            config: loaded.objects,
+            mesh: self.mesh_config.clone(),
+        };
         MeshGeneration {
             version: 0,
-            mesh: Arc::new(MeshState {
-                services,
-                endpoints,
-                config: loaded.objects,
-                mesh: self.mesh_config.clone(),
-            }),
+            inbound: InboundIndex::build(&mesh),
+            mesh: Arc::new(mesh),
             problems,
             endpoints_only: false,
         }

@@ -69,6 +69,8 @@ pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
             namespace,
             interception,
             labels,
+            // Filled per mesh generation from the registries (see proxy_view).
+            inbound: Vec::new(),
         },
     })
 }

@@ -1,5 +1,6 @@
 //! Service registries, each producing the one service model in [`model`].
 
+pub mod consul;
 pub mod error;
 pub mod file;
 pub mod model;

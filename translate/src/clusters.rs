@@ -10,6 +10,7 @@ use pilotfish_registries::{Endpoint, Resolution};
 use crate::context::Context;
 use crate::diagnostics::Diagnostic;
 use crate::endpoints::{self, AddressKind};
+use crate::inbound;
 use crate::names;
 use crate::protobuf;
 use crate::service_clusters::{self, ServiceCluster};
@@ -24,6 +25,7 @@ pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Cluster> {
         .collect();
     out.push(passthrough_cluster(ctx));
     out.push(blackhole_cluster(ctx));
+    out.extend(inbound::clusters(ctx));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -135,6 +137,7 @@ mod tests {
             cluster_names(&t),
             [
                 "BlackHoleCluster",
+                "InboundPassthroughCluster",
                 "PassthroughCluster",
                 // Byte order: 'v' sorts before '|'.
                 "outbound|9080|v1|reviews.default.svc.cluster.local",

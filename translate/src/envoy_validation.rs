@@ -7,6 +7,8 @@
 
 use std::process::Command;
 
+use pilotfish_registries::Protocol;
+
 use envoy_types::pb::envoy::config::bootstrap::v3::{
     Bootstrap, LayeredRuntime, RuntimeLayer, bootstrap, runtime_layer,
 };
@@ -182,6 +184,17 @@ fn envoy_accepts_the_translation_of_a_busy_mesh() {
         &translate_for(&m, &sidecar_without_interception("default")),
         "busy-none",
     );
+    let mut with_inbound = sidecar("default");
+    with_inbound.inbound = [
+        (9080, Protocol::Http),
+        (9090, Protocol::Tcp),
+        (9091, Protocol::Unknown),
+        (9092, Protocol::Grpc),
+    ]
+    .into_iter()
+    .map(|(port, protocol)| crate::InboundPort { port, protocol })
+    .collect();
+    envoy_validates(&translate_for(&m, &with_inbound), "busy-inbound");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, ListenerFilter, filter, listener_filter,
 };
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -22,12 +23,23 @@ use crate::protobuf;
 /// The HTTP connection manager of port `port`: routes come over RDS from
 /// the route configuration named after the port.
 pub fn http_connection_manager(port: u16) -> Filter {
+    let rds = RouteSpecifier::Rds(Rds {
+        config_source: Some(protobuf::ads_config_source()),
+        route_config_name: names::route_config(port),
+    });
+    connection_manager(names::http_stat_prefix(port), rds)
+}
+
+/// An HTTP connection manager with its routes inline (the sidecar's inbound
+/// side, where the routes never change independently of the listener).
+pub fn inline_http_connection_manager(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
+    connection_manager(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes))
+}
+
+fn connection_manager(stat_prefix: String, routes: RouteSpecifier) -> Filter {
     let hcm = HttpConnectionManager {
-        stat_prefix: names::http_stat_prefix(port),
-        route_specifier: Some(RouteSpecifier::Rds(Rds {
-            config_source: Some(protobuf::ads_config_source()),
-            route_config_name: names::route_config(port),
-        })),
+        stat_prefix,
+        route_specifier: Some(routes),
         http_filters: http_filters(),
         // Websockets through the mesh work out of the box, as with Istio.
         upgrade_configs: vec![UpgradeConfig {

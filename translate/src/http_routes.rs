@@ -2,7 +2,8 @@
 //! rules, or Istio's default route when none applies.
 
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, route, route_action::ClusterSpecifier,
+    Route, RouteAction, route,
+    route_action::{ClusterSpecifier, HashPolicy},
 };
 use pilotfish_crds::{HttpMatchRequest, HttpRoute};
 use pilotfish_registries::Service;
@@ -51,6 +52,12 @@ pub fn default_route(
         .load_balancer
         .map(|lb| crate::traffic_policy::hash_policies(&lb, diags))
         .unwrap_or_default();
+    forward_all(cluster, hash_policy)
+}
+
+/// Prefix `/` to `cluster`, no timeout, Istio's default retries (which stay
+/// on one host when `hash_policy` pins requests to hosts).
+pub fn forward_all(cluster: String, hash_policy: Vec<HashPolicy>) -> Route {
     let action = RouteAction {
         cluster_specifier: Some(ClusterSpecifier::Cluster(cluster)),
         timeout: Some(protobuf::zero_duration()),

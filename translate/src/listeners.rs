@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch
 use crate::context::Context;
 use crate::diagnostics::Diagnostic;
 use crate::filters;
+use crate::inbound;
 use crate::listener_matches::{self, AddressedService, Handling, MatchOn, PortPlan};
 use crate::names;
 use crate::protobuf;
@@ -26,6 +27,7 @@ pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
     }
     diags.extend(listener_matches::reserved_port_diagnostics(ctx));
     let mut out = vec![virtual_outbound(ctx)];
+    out.extend(inbound::listener(ctx));
     for (port, services) in listener_matches::services_by_port(ctx) {
         let plan = listener_matches::plan(ctx, port, &services, diags);
         out.push(port_listener(ctx, &plan));
@@ -620,7 +622,7 @@ mod tests {
             .iter()
             .map(|l| l.name.as_str())
             .collect();
-        assert_eq!(names, ["virtualOutbound"]);
+        assert_eq!(names, ["virtualInbound", "virtualOutbound"]);
         cluster_named(&t, "outbound|15001||x.default.svc.cluster.local");
         assert_eq!(diagnostics_of(&t, DiagnosticKind::Unreachable).len(), 1);
     }

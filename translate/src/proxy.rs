@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use pilotfish_registries::Protocol;
 use serde::Serialize;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -43,4 +44,14 @@ pub struct ProxyView {
     pub interception: InterceptionMode,
     /// Workload labels (sourceLabels matches, Gateway selectors).
     pub labels: BTreeMap<String, String>,
+    /// Ports the workload itself serves (from the registry endpoints at the
+    /// proxy's IP), sorted: what the inbound listener delivers locally.
+    pub inbound: Vec<InboundPort>,
+}
+
+/// A port the local application listens on, and what it speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct InboundPort {
+    pub port: u16,
+    pub protocol: Protocol,
 }

@@ -288,7 +288,9 @@ fn assert_unique_chain_matches(listener: &Listener) {
             && listener.name != crate::names::VIRTUAL_OUTBOUND_LISTENER
         {
             assert!(
-                !m.prefix_ranges.is_empty() || !m.server_names.is_empty(),
+                !m.prefix_ranges.is_empty()
+                    || !m.server_names.is_empty()
+                    || m.destination_port.is_some(),
                 "TCP chain {} of {} matches every destination",
                 chain.name,
                 listener.name
@@ -310,6 +312,7 @@ fn assert_unique_chain_matches(listener: &Listener) {
         for range in &ranges {
             for alpn in &alpns {
                 let key = (
+                    m.destination_port.as_ref().map(|p| p.value),
                     range.clone(),
                     alpn.clone(),
                     m.server_names.clone(),

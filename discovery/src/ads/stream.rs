@@ -14,6 +14,7 @@ use super::XdsContext;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
+use crate::proxy_view::view_for;
 use crate::snapshot::content_version;
 use crate::status::{ProxyStatus, TypeStatus};
 use crate::xds_types::XdsType;
@@ -194,7 +195,8 @@ impl Connection {
         let Some(identity) = &self.identity else {
             return Ok(());
         };
-        let snapshot = self.ctx.cache.snapshot(&self.generation, &identity.view);
+        let view = view_for(identity, &self.generation.inbound);
+        let snapshot = self.ctx.cache.snapshot(&self.generation, &view);
         let sub = self.subscriptions.entry(ty).or_default();
         let selected = snapshot.of(ty).select(sub.names.as_ref());
         let version = content_version(&selected);

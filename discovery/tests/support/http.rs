@@ -13,6 +13,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Debug)]
 pub struct Request {
+    /// `GET` unless changed with [`Request::method`].
+    pub method: String,
     pub addr: SocketAddr,
     pub host: String,
     pub path: String,
@@ -24,6 +26,7 @@ impl Request {
     /// traffic) with the given Host header.
     pub fn get(addr: &str, host: &str) -> Request {
         Request {
+            method: "GET".to_string(),
             addr: addr
                 .parse()
                 .unwrap_or_else(|e| panic!("bad address {addr}: {e}")),
@@ -38,6 +41,12 @@ impl Request {
         self
     }
 
+    /// Another method than `GET` (`OPTIONS` for a CORS preflight...); no body.
+    pub fn method(mut self, method: &str) -> Request {
+        self.method = method.to_string();
+        self
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Request {
         self.headers.push((name.to_string(), value.to_string()));
         self
@@ -49,8 +58,8 @@ impl Request {
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
         let mut head = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.path, self.host
+            "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.method, self.path, self.host
         );
         for (name, value) in &self.headers {
             head.push_str(&format!("{name}: {value}\r\n"));
@@ -80,7 +89,11 @@ impl Request {
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "GET http://{}{} via {}", self.host, self.path, self.addr)?;
+        write!(
+            f,
+            "{} http://{}{} via {}",
+            self.method, self.host, self.path, self.addr
+        )?;
         for (name, value) in &self.headers {
             write!(f, " [{name}: {value}]")?;
         }

@@ -1,0 +1,328 @@
+//! The sidecar's receiving side: `virtualInbound` on 15006, where iptables
+//! sends traffic addressed to the workload, and the `inbound|<port>||`
+//! clusters that deliver it to the local application on 127.0.0.1. Ports the
+//! registry does not know for this workload pass through unchanged.
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, DiscoveryType, LbPolicy,
+};
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{
+    FilterChain, FilterChainMatch, Listener, ListenerFilter,
+};
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost, route};
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use pilotfish_registries::{Endpoint, Health};
+
+use crate::context::Context;
+use crate::endpoints::{self, AddressKind};
+use crate::filters;
+use crate::http_routes;
+use crate::listener_matches::Handling;
+use crate::listeners::SNIFFED_HTTP_PROTOCOLS;
+use crate::names;
+use crate::protobuf;
+use crate::proxy::{InboundPort, InterceptionMode, ProxyKind};
+use crate::traffic_policy;
+
+pub const VIRTUAL_INBOUND_LISTENER: &str = "virtualInbound";
+pub const VIRTUAL_INBOUND_PORT: u16 = 15006;
+pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
+const ORIGINAL_DST_FILTER: &str = "envoy.filters.listener.original_dst";
+/// The application is reached on loopback, as Istio's sidecars did.
+const LOCAL_APP_ADDRESS: &str = "127.0.0.1";
+
+/// `inbound|9080||`.
+pub fn cluster_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// Only intercepted sidecars have a receiving side to build.
+fn has_inbound(ctx: &Context) -> bool {
+    ctx.proxy.kind == ProxyKind::Sidecar && ctx.proxy.interception != InterceptionMode::None
+}
+
+/// Inbound clusters plus `InboundPassthroughCluster`, sorted by name.
+pub fn clusters(ctx: &Context) -> Vec<Cluster> {
+    if !has_inbound(ctx) {
+        return Vec::new();
+    }
+    let mut out: Vec<Cluster> = ctx
+        .proxy
+        .inbound
+        .iter()
+        .map(|p| local_cluster(ctx, p))
+        .collect();
+    out.push(Cluster {
+        name: INBOUND_PASSTHROUGH_CLUSTER.to_string(),
+        connect_timeout: Some(protobuf::duration(ctx.mesh.mesh.connect_timeout)),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        ..Default::default()
+    });
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn local_cluster(ctx: &Context, port: &InboundPort) -> Cluster {
+    let name = cluster_name(port.port);
+    let app = Endpoint {
+        address: LOCAL_APP_ADDRESS.to_string(),
+        port: port.port,
+        service_port: port.port,
+        labels: Default::default(),
+        locality: None,
+        health: Health::Healthy,
+        weight: None,
+    };
+    let mut cluster = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(protobuf::duration(ctx.mesh.mesh.connect_timeout)),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        load_assignment: Some(endpoints::load_assignment(
+            &name,
+            &[&app],
+            AddressKind::IpOnly,
+        )),
+        circuit_breakers: Some(traffic_policy::default_circuit_breakers()),
+        ..Default::default()
+    };
+    // Upstream HTTP/2 for gRPC/HTTP2 apps, downstream's protocol when sniffed.
+    traffic_policy::apply(
+        &mut cluster,
+        &Default::default(),
+        port.protocol,
+        &mut Vec::new(),
+    );
+    cluster
+}
+
+/// `virtualInbound`, or nothing for proxies without interception.
+pub fn listener(ctx: &Context) -> Option<Listener> {
+    if !has_inbound(ctx) {
+        return None;
+    }
+    let mut chains = Vec::new();
+    for port in &ctx.proxy.inbound {
+        chains.extend(port_chains(port));
+    }
+    let sniffing = ctx
+        .proxy
+        .inbound
+        .iter()
+        .any(|p| Handling::of(p.protocol) == Handling::Sniffed);
+    // Redirected connections arrive on 15006; the original destination
+    // (restored by this filter) picks the chain by port.
+    let mut listener_filters = vec![ListenerFilter {
+        name: ORIGINAL_DST_FILTER.to_string(),
+        config_type: Some(
+            envoy_types::pb::envoy::config::listener::v3::listener_filter::ConfigType::TypedConfig(
+                protobuf::any(OriginalDst::default()),
+            ),
+        ),
+        ..Default::default()
+    }];
+    if sniffing {
+        listener_filters.push(filters::http_inspector());
+    }
+    Some(Listener {
+        name: VIRTUAL_INBOUND_LISTENER.to_string(),
+        address: Some(protobuf::socket_address(
+            names::WILDCARD_ADDRESS,
+            VIRTUAL_INBOUND_PORT,
+        )),
+        filter_chains: chains,
+        default_filter_chain: Some(FilterChain {
+            name: INBOUND_PASSTHROUGH_CLUSTER.to_string(),
+            filters: vec![filters::tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER)],
+            ..Default::default()
+        }),
+        listener_filters,
+        listener_filters_timeout: sniffing.then(|| protobuf::seconds(1)),
+        continue_on_listener_filters_timeout: sniffing,
+        traffic_direction: TrafficDirection::Inbound as i32,
+        ..Default::default()
+    })
+}
+
+fn port_chains(port: &InboundPort) -> Vec<FilterChain> {
+    let cluster = cluster_name(port.port);
+    let by_port = FilterChainMatch {
+        destination_port: Some(protobuf::u32_value(u32::from(port.port))),
+        ..Default::default()
+    };
+    let http = || FilterChain {
+        name: format!("http|{cluster}"),
+        filter_chain_match: Some(by_port.clone()),
+        filters: vec![filters::inline_http_connection_manager(
+            &cluster,
+            local_routes(&cluster),
+        )],
+        ..Default::default()
+    };
+    let tcp = || FilterChain {
+        name: format!("tcp|{cluster}"),
+        filter_chain_match: Some(by_port.clone()),
+        filters: vec![filters::tcp_proxy(&cluster)],
+        ..Default::default()
+    };
+    match Handling::of(port.protocol) {
+        Handling::Http => vec![http()],
+        Handling::Opaque => vec![tcp()],
+        Handling::Sniffed => {
+            let mut sniffed = http();
+            if let Some(m) = sniffed.filter_chain_match.as_mut() {
+                m.application_protocols = SNIFFED_HTTP_PROTOCOLS
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect();
+            }
+            vec![sniffed, tcp()]
+        }
+    }
+}
+
+/// Everything arriving for a local port goes to the local app, without
+/// retries: the caller's sidecar has already applied its retry policy.
+fn local_routes(cluster: &str) -> RouteConfiguration {
+    let mut route = http_routes::forward_all(cluster.to_string(), Vec::new());
+    if let Some(route::Action::Route(action)) = route.action.as_mut() {
+        action.retry_policy = None;
+    }
+    RouteConfiguration {
+        name: cluster.to_string(),
+        virtual_hosts: vec![VirtualHost {
+            name: cluster.to_string(),
+            domains: vec!["*".to_string()],
+            routes: vec![route],
+            ..Default::default()
+        }],
+        validate_clusters: Some(protobuf::bool_value(false)),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::*;
+    use pilotfish_registries::Protocol;
+
+    fn with_inbound(ports: &[(u16, Protocol)]) -> crate::ProxyView {
+        let mut view = sidecar("default");
+        view.inbound = ports
+            .iter()
+            .map(|&(port, protocol)| InboundPort { port, protocol })
+            .collect();
+        view
+    }
+
+    fn chain_ports(l: &Listener) -> Vec<(String, Option<u32>)> {
+        l.filter_chains
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    c.filter_chain_match
+                        .as_ref()
+                        .and_then(|m| m.destination_port.as_ref())
+                        .map(|p| p.value),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn virtual_inbound_delivers_each_local_port_to_the_app_on_loopback() {
+        let mesh = bookinfo("");
+        let t = translate_for(
+            &mesh,
+            &with_inbound(&[(9080, Protocol::Http), (9090, Protocol::Tcp)]),
+        );
+        let l = listener_named(&t, VIRTUAL_INBOUND_LISTENER);
+        assert_eq!(
+            chain_ports(l),
+            [
+                ("http|inbound|9080||".to_string(), Some(9080)),
+                ("tcp|inbound|9090||".to_string(), Some(9090))
+            ]
+        );
+        assert_eq!(l.listener_filters[0].name, ORIGINAL_DST_FILTER);
+        assert_eq!(hcm(&l.filter_chains[0]).stat_prefix, "inbound|9080||");
+        assert_eq!(
+            tcp_proxy_cluster(&l.filter_chains[1]).as_deref(),
+            Some("inbound|9090||")
+        );
+        let default = l
+            .default_filter_chain
+            .as_ref()
+            .expect("passthrough for undeclared ports");
+        assert_eq!(
+            tcp_proxy_cluster(default).as_deref(),
+            Some(INBOUND_PASSTHROUGH_CLUSTER)
+        );
+        let cluster = load_assignment_named_in_cluster(&t, "inbound|9080||");
+        assert_eq!(cluster, "127.0.0.1:9080");
+        assert_envoy_invariants(&t);
+    }
+
+    fn load_assignment_named_in_cluster(t: &crate::Translation, name: &str) -> String {
+        let c = cluster_named(t, name);
+        let la = c
+            .load_assignment
+            .as_ref()
+            .expect("static cluster carries its endpoint");
+        endpoint_address(&la.endpoints[0].lb_endpoints[0])
+    }
+
+    #[test]
+    fn unknown_inbound_ports_are_sniffed() {
+        let t = translate_for(&bookinfo(""), &with_inbound(&[(9080, Protocol::Unknown)]));
+        let l = listener_named(&t, VIRTUAL_INBOUND_LISTENER);
+        assert_eq!(l.filter_chains.len(), 2);
+        let http = l.filter_chains[0]
+            .filter_chain_match
+            .as_ref()
+            .expect("match");
+        assert_eq!(
+            http.application_protocols,
+            SNIFFED_HTTP_PROTOCOLS.map(String::from)
+        );
+        assert!(
+            l.listener_filters
+                .iter()
+                .any(|f| f.name == names::HTTP_INSPECTOR)
+        );
+    }
+
+    #[test]
+    fn no_inbound_side_without_interception_or_for_gateways() {
+        let mut view = sidecar_without_interception("default");
+        view.inbound = vec![InboundPort {
+            port: 9080,
+            protocol: Protocol::Http,
+        }];
+        let t = translate_for(&bookinfo(""), &view);
+        assert!(
+            t.resources
+                .listeners
+                .iter()
+                .all(|l| l.name != VIRTUAL_INBOUND_LISTENER)
+        );
+        assert!(!cluster_names(&t).contains(&"inbound|9080||"));
+    }
+
+    #[test]
+    fn inbound_passthrough_exists_even_with_no_local_ports() {
+        let t = translate_for(&bookinfo(""), &sidecar("default"));
+        assert!(cluster_names(&t).contains(&INBOUND_PASSTHROUGH_CLUSTER));
+        assert!(
+            listener_named(&t, VIRTUAL_INBOUND_LISTENER)
+                .filter_chains
+                .is_empty()
+        );
+    }
+}

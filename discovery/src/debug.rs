@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use pilotfish_registries::consul::ConsulStatus;
+use tokio::sync::watch;
+
 use crate::ads::XdsContext;
 use crate::config_dump::config_dump;
 
@@ -19,6 +22,34 @@ pub struct DebugState {
     pub ctx: Arc<XdsContext>,
     /// True once the first full load of every source has been published.
     pub ready: Arc<AtomicBool>,
+    pub registries: Arc<Vec<RegistryStatus>>,
+}
+
+/// Health of a pushing registry.
+#[derive(Clone)]
+pub enum RegistryStatus {
+    Consul(watch::Receiver<ConsulStatus>),
+}
+
+impl RegistryStatus {
+    fn describe(&self) -> Value {
+        match self {
+            RegistryStatus::Consul(rx) => {
+                let s = rx.borrow().clone();
+                json!({
+                    "registry": "consul",
+                    "connected": s.connected,
+                    "synced": s.synced,
+                    "services": s.services,
+                    "consecutive_failures": s.consecutive_failures,
+                    "last_error": s.last_error,
+                    "seconds_since_last_success": s.last_success
+                        .and_then(|t| t.elapsed().ok())
+                        .map(|d| d.as_secs()),
+                })
+            }
+        }
+    }
 }
 
 pub fn router(state: DebugState) -> Router {
@@ -28,19 +59,42 @@ pub fn router(state: DebugState) -> Router {
         .route("/debug/syncz", get(syncz))
         .route("/debug/diagnostics", get(diagnostics))
         .route("/debug/config_dump", get(dump))
+        .route("/debug/registries", get(registries))
         .with_state(state)
 }
 
+/// Ready after the first full sync. A registry outage later does not make
+/// Pilotfish unready (it keeps serving the last known state), but the body
+/// says so.
 async fn ready(State(state): State<DebugState>) -> Response {
+    let mut body = String::new();
+    for r in state.registries.iter() {
+        let d = r.describe();
+        let name = d["registry"].as_str().unwrap_or("registry");
+        body.push_str(&format!(
+            "{name}: connected={} synced={}\n",
+            d["connected"], d["synced"]
+        ));
+    }
     if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, format!("ready\n{body}")).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "initial sync not complete\n",
+            format!("initial sync not complete\n{body}"),
         )
             .into_response()
     }
+}
+
+async fn registries(State(state): State<DebugState>) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .registries
+            .iter()
+            .map(RegistryStatus::describe)
+            .collect(),
+    ))
 }
 
 async fn metrics(State(state): State<DebugState>) -> Response {

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pilotfish_discovery::bootstrap::{BootstrapOptions, bootstrap};
 use pilotfish_discovery::serve::{ServeOptions, serve};
+use pilotfish_registries::consul::ConsulConfig;
 use pilotfish_translate::{MeshConfig, OutboundTrafficPolicy};
 
 #[derive(Parser)]
@@ -65,6 +66,53 @@ struct ServeArgs {
     /// Log as JSON lines.
     #[arg(long)]
     log_json: bool,
+    /// Registries to watch besides --registry-file files (which imply `file`); repeatable.
+    #[arg(long = "registry", value_enum)]
+    registries: Vec<RegistryArg>,
+    #[command(flatten)]
+    consul: ConsulArgs,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RegistryArg {
+    File,
+    Consul,
+}
+
+#[derive(clap::Args)]
+struct ConsulArgs {
+    /// Consul agent HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8500")]
+    consul_address: String,
+    /// Hostnames are <service>.<domain>.
+    #[arg(long, default_value = "service.consul")]
+    consul_domain: String,
+    /// Datacenter to read; hostnames then are <service>.service.<dc>.consul.
+    #[arg(long)]
+    consul_datacenter: Option<String>,
+    /// Namespace given to Consul services.
+    #[arg(long, default_value = "default")]
+    consul_namespace: String,
+    /// Import only instances whose health checks pass (default: all, failing ones marked unhealthy).
+    #[arg(long)]
+    consul_passing_only: bool,
+    /// ACL token.
+    #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true)]
+    consul_token: Option<String>,
+}
+
+impl ConsulArgs {
+    fn config(&self) -> ConsulConfig {
+        ConsulConfig {
+            address: self.consul_address.clone(),
+            domain: self.consul_domain.clone(),
+            datacenter: self.consul_datacenter.clone(),
+            namespace: self.consul_namespace.clone(),
+            passing_only: self.consul_passing_only,
+            token: self.consul_token.clone(),
+            ..ConsulConfig::default()
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -106,8 +154,12 @@ fn main() -> anyhow::Result<()> {
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_json);
-    if args.config_dirs.is_empty() && args.registry_files.is_empty() {
-        bail!("nothing to serve: give --config-dir and/or --registry-file");
+    let consul = args.registries.contains(&RegistryArg::Consul);
+    if args.registries.contains(&RegistryArg::File) && args.registry_files.is_empty() {
+        bail!("--registry file needs at least one --registry-file");
+    }
+    if args.config_dirs.is_empty() && args.registry_files.is_empty() && !consul {
+        bail!("nothing to serve: give --config-dir, --registry-file and/or --registry consul");
     }
     let opts = ServeOptions {
         config_dirs: args.config_dirs,
@@ -124,6 +176,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             ..MeshConfig::default()
         },
         default_namespace: args.default_namespace,
+        consul: consul.then(|| args.consul.config()),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(opts))

@@ -35,6 +35,8 @@ pub struct MeshStore {
     /// Registries that push snapshots (Consul, later Kubernetes), by name, in
     /// the order they were added: that order is their precedence.
     dynamic: Vec<(String, RegistrySnapshot)>,
+    /// Pushing registries that have not delivered their first snapshot.
+    unsynced: std::collections::BTreeSet<String>,
 }
 
 impl MeshStore {
@@ -44,6 +46,7 @@ impl MeshStore {
             registries,
             mesh_config,
             dynamic: Vec::new(),
+            unsynced: Default::default(),
         }
     }
 
@@ -61,11 +64,18 @@ impl MeshStore {
         if !self.dynamic.iter().any(|(n, _)| n == name) {
             self.dynamic
                 .push((name.to_string(), RegistrySnapshot::default()));
+            self.unsynced.insert(name.to_string());
         }
+    }
+
+    /// Every pushing registry has delivered a full first snapshot.
+    pub fn all_synced(&self) -> bool {
+        self.unsynced.is_empty()
     }
 
     /// Replaces the latest snapshot of a pushing registry.
     pub fn set_dynamic_registry(&mut self, name: &str, snapshot: RegistrySnapshot) {
+        self.unsynced.remove(name);
         match self.dynamic.iter_mut().find(|(n, _)| n == name) {
             Some((_, current)) => *current = snapshot,
             None => self.dynamic.push((name.to_string(), snapshot)),

@@ -15,6 +15,11 @@ pub struct TypeLabel {
     pub r#type: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RegistryLabel {
+    pub registry: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub pushes: Family<TypeLabel, Counter>,
@@ -26,6 +31,8 @@ pub struct Metrics {
     pub mesh_generation: Gauge,
     pub services: Gauge,
     translation_seconds: Histogram,
+    registry_connected: Family<RegistryLabel, Gauge>,
+    registry_failures: Family<RegistryLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -48,6 +55,8 @@ impl Metrics {
             mesh_generation: Gauge::default(),
             services: Gauge::default(),
             translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            registry_connected: Family::default(),
+            registry_failures: Family::default(),
         };
         registry.register(
             "xds_pushes",
@@ -94,6 +103,16 @@ impl Metrics {
             "Time to translate one proxy view",
             m.translation_seconds.clone(),
         );
+        registry.register(
+            "registry_connected",
+            "1 while a pushing registry (Consul) answers; 0 while Pilotfish serves its last known state",
+            m.registry_connected.clone(),
+        );
+        registry.register(
+            "registry_consecutive_failures",
+            "Failed requests to a pushing registry since its last success",
+            m.registry_failures.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             ..m
@@ -102,6 +121,18 @@ impl Metrics {
 
     pub fn observe_translation(&self, elapsed: Duration) {
         self.translation_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    pub fn set_registry_status(&self, registry: &str, connected: bool, failures: u32) {
+        let label = RegistryLabel {
+            registry: registry.to_string(),
+        };
+        self.registry_connected
+            .get_or_create(&label)
+            .set(i64::from(connected));
+        self.registry_failures
+            .get_or_create(&label)
+            .set(i64::from(failures));
     }
 
     pub fn encode(&self) -> String {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pilotfish_registries::RegistrySnapshot;
@@ -128,6 +129,7 @@ pub async fn run(
     tx: watch::Sender<Arc<MeshGeneration>>,
     mut changes: mpsc::UnboundedReceiver<Change>,
     debounce: Debounce,
+    ready: Arc<AtomicBool>,
 ) {
     while let Some(change) = changes.recv().await {
         apply(&mut store, change);
@@ -146,6 +148,9 @@ pub async fn run(
             }
         }
         publish(&mut store, &ctx, &tx);
+        if store.all_synced() && !ready.swap(true, Ordering::AcqRel) {
+            tracing::info!("every registry synced; ready");
+        }
     }
 }
 

@@ -8,14 +8,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use pilotfish_registries::consul::ConsulConfig;
 use pilotfish_translate::MeshConfig;
 use tokio::sync::{mpsc, watch};
 
 use crate::ads::{AdsServer, XdsContext};
-use crate::debug::{self, DebugState};
+use crate::debug::{self, DebugState, RegistryStatus};
 use crate::mesh_store::{MeshGeneration, MeshStore};
 use crate::metrics::Metrics;
 use crate::push::{self, Debounce};
+use crate::sources;
 use crate::sources::config_dir::ConfigDirs;
 use crate::sources::registry_files::RegistryFiles;
 use crate::sources::watch::watch_paths;
@@ -28,6 +30,8 @@ pub struct ServeOptions {
     pub debounce: Duration,
     pub mesh: MeshConfig,
     pub default_namespace: String,
+    /// Watch this Consul as a registry too.
+    pub consul: Option<ConsulConfig>,
 }
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
@@ -38,14 +42,30 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.mesh,
     );
     let (generation_tx, generation_rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::new(metrics, generation_rx));
+    let ctx = Arc::new(XdsContext::new(metrics.clone(), generation_rx));
 
     // Watch before the first load so no edit falls between the two.
     let (change_tx, change_rx) = mpsc::unbounded_channel();
-    let _watcher = watch_paths(store.watched_dirs(), store.watched_files(), change_tx)
-        .context("cannot watch the config directories and registry files")?;
+    let _watcher = watch_paths(
+        store.watched_dirs(),
+        store.watched_files(),
+        change_tx.clone(),
+    )
+    .context("cannot watch the config directories and registry files")?;
+    let mut registries = Vec::new();
+    let _consul = match opts.consul {
+        Some(config) => {
+            store.add_dynamic_registry(sources::consul::REGISTRY_NAME);
+            let (registry, status) = sources::consul::start(config, change_tx.clone(), metrics)
+                .context("cannot start the Consul registry")?;
+            registries.push(RegistryStatus::Consul(status));
+            Some(registry)
+        }
+        None => None,
+    };
     push::publish(&mut store, &ctx, &generation_tx);
-    let ready = Arc::new(AtomicBool::new(true));
+    // Ready once every registry has delivered its first full snapshot.
+    let ready = Arc::new(AtomicBool::new(store.all_synced()));
 
     let scheduler = tokio::spawn(push::run(
         store,
@@ -56,6 +76,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             quiet: opts.debounce,
             max_delay: opts.debounce * 10,
         },
+        ready.clone(),
     ));
 
     let http_listener = tokio::net::TcpListener::bind(opts.http_address)
@@ -66,6 +87,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         debug::router(DebugState {
             ctx: ctx.clone(),
             ready: ready.clone(),
+            registries: Arc::new(registries),
         }),
     );
     tracing::info!(xds = %opts.xds_address, http = %opts.http_address, "pilotfish serving");

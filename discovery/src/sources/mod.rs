@@ -2,5 +2,6 @@
 //! content, so a broken edit never takes away what was already served.
 
 pub mod config_dir;
+pub mod consul;
 pub mod registry_files;
 pub mod watch;

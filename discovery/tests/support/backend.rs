@@ -5,16 +5,20 @@
 //! gets `{"service":..,"version":..,"path":..}` (keep-alive, as Envoy pools
 //! upstream connections); anything else is echoed line by line, prefixed with
 //! the backend's name ("db v1: ping"), so raw TCP can be checked too.
+//! How it answers HTTP (delay, failures, extra headers) is its
+//! [`Behaviour`], which a test may change at any time; the body also
+//! echoes the method, Host and headers the backend saw.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
+use super::behaviours::{Behaviour, SeenRequest};
 use super::http::label;
 use super::netns::{self, Netns};
 
@@ -25,6 +29,10 @@ pub struct Backend {
     pub version: String,
     connections: AtomicU64,
     requests: AtomicU64,
+    behaviour: Mutex<Behaviour>,
+    /// HTTP requests since the behaviour was last set.
+    attempts: AtomicU64,
+    seen: Mutex<Vec<SeenRequest>>,
 }
 
 impl Backend {
@@ -40,6 +48,25 @@ impl Backend {
     /// HTTP requests answered plus TCP lines echoed.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Answers HTTP from now on as `behaviour` says; restarts the count
+    /// that `Behaviour::fail_first` and [`Backend::attempts`] use.
+    pub fn behave(&self, behaviour: Behaviour) {
+        let mut current = self.behaviour.lock().expect("behaviour lock");
+        *current = behaviour;
+        self.attempts.store(0, Ordering::Relaxed);
+    }
+
+    /// HTTP requests received since the behaviour was last set (all of
+    /// them if it never was), failed answers included.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Every HTTP request received so far, oldest first.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().expect("seen lock").clone()
     }
 }
 
@@ -89,6 +116,9 @@ impl Backends {
             version: version.to_string(),
             connections: AtomicU64::new(0),
             requests: AtomicU64::new(0),
+            behaviour: Mutex::new(Behaviour::default()),
+            attempts: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
         });
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let serving = backend.clone();
@@ -185,16 +215,29 @@ async fn serve_http(mut reader: BufReader<TcpStream>, backend: &Backend) -> std:
             reader.read_exact(&mut body).await?;
         }
         backend.requests.fetch_add(1, Ordering::Relaxed);
-        let body = serde_json::json!({
-            "service": backend.service,
-            "version": backend.version,
-            "path": request.path,
-            "host": request.host,
-        })
-        .to_string();
+        let attempt = backend.attempts.fetch_add(1, Ordering::Relaxed);
+        let behaviour = backend.behaviour.lock().expect("behaviour lock").clone();
+        backend
+            .seen
+            .lock()
+            .expect("seen lock")
+            .push(request.seen.clone());
+        if !behaviour.delay.is_zero() {
+            tokio::time::sleep(behaviour.delay).await;
+        }
+        let status = behaviour.status_for(attempt);
+        let body = request
+            .seen
+            .to_json(&backend.service, &backend.version, status)
+            .to_string();
         let connection = if request.close { "close" } else { "keep-alive" };
+        let mut extra = String::new();
+        for (name, value) in &behaviour.response_headers {
+            extra.push_str(&format!("{name}: {value}\r\n"));
+        }
         let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n\r\n{body}",
+            "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: {connection}\r\n{extra}\r\n{body}",
+            reason(status),
             body.len()
         );
         reader.get_mut().write_all(response.as_bytes()).await?;
@@ -204,11 +247,23 @@ async fn serve_http(mut reader: BufReader<TcpStream>, backend: &Backend) -> std:
     }
 }
 
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Status",
+    }
+}
+
 struct RequestHead {
     path: String,
     host: String,
     content_length: usize,
     close: bool,
+    seen: SeenRequest,
 }
 
 /// Reads a request line and headers; `None` at a clean end of connection.
@@ -219,12 +274,19 @@ async fn read_request_head(
     if reader.read_line(&mut line).await? == 0 {
         return Ok(None);
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let mut words = line.split_whitespace();
+    let method = words.next().unwrap_or_default().to_string();
+    let path = words.next().unwrap_or("/").to_string();
     let mut head = RequestHead {
-        path,
+        path: path.clone(),
         host: String::new(),
         content_length: 0,
         close: false,
+        seen: SeenRequest {
+            method,
+            path,
+            ..SeenRequest::default()
+        },
     };
     loop {
         line.clear();
@@ -233,12 +295,16 @@ async fn read_request_head(
         }
         let header = line.trim_end();
         if header.is_empty() {
+            head.seen.host = head.host.clone();
             return Ok(Some(head));
         }
         let Some((name, value)) = header.split_once(':') else {
             continue;
         };
         let value = value.trim();
+        head.seen
+            .headers
+            .push((name.trim().to_ascii_lowercase(), value.to_string()));
         match name.trim().to_ascii_lowercase().as_str() {
             "host" => head.host = value.to_string(),
             "content-length" => head.content_length = value.parse().unwrap_or(0),

@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod backend;
+pub mod behaviours;
 pub mod bookinfo;
 pub mod config_dump;
 pub mod envoy;
@@ -20,6 +21,7 @@ pub mod process;
 pub mod registry;
 pub mod tcp;
 pub mod testdir;
+pub mod traffic;
 
 use std::path::PathBuf;
 use std::process::Command;

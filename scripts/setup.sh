@@ -74,3 +74,4 @@ fi
 chmod 0755 "$ROOT" "$ROOT/bin"
 say "$("$ENVOY_DEST" --version | grep -o 'version: .*')"
 "$(dirname "$0")/install-consul.sh"  # Consul 1.8 for the Consul registry tests
+"$(dirname "$0")/install-kube-apiserver.sh"  # kube-apiserver, kubectl (built from source, cached) and etcd for the Kubernetes tests

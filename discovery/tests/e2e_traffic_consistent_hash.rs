@@ -74,13 +74,15 @@ fn assert_sticky_and_spread(pod: &support::Pod) -> BTreeMap<String, Vec<String>>
 
 #[test]
 fn header_hash_pins_each_x_user_to_one_endpoint_and_spreads_users_over_several() {
-    let pod = traffic::reviews_pod("hash-header", HASH_ON_X_USER, Some(REVIEWS_ALL_ENDPOINTS))
-        .start();
+    let pod =
+        traffic::reviews_pod("hash-header", HASH_ON_X_USER, Some(REVIEWS_ALL_ENDPOINTS)).start();
     traffic::wait_reviews_served(&pod, &[("", 3)]);
     let placement = assert_sticky_and_spread(&pod);
     // Without the header there is nothing to hash: requests spread.
     let anonymous = pod.tally(60, &bookinfo::reviews());
-    println!("x-user placement ({REQUESTS_PER_USER} requests each): {placement:?}; no header: {anonymous}");
+    println!(
+        "x-user placement ({REQUESTS_PER_USER} requests each): {placement:?}; no header: {anonymous}"
+    );
     assert!(
         anonymous.counts.len() > 1,
         "requests without x-user all went to one endpoint: {anonymous}"

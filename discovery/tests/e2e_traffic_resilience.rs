@@ -335,12 +335,34 @@ fn outlier_detection_ejects_two_failing_endpoints_of_three_and_traffic_goes_to_t
     let active = pod
         .envoy
         .cluster_stat(&cluster, "outlier_detection.ejections_active");
+    // Envoy applies health changes to its worker after up to a second
+    // (`common_lb_config.update_merge_window`, 1 s by default): until then
+    // the worker's round robin may still pick the last ejected host. Wait
+    // for 10 answers in a row from v1 (round robin over v1 and any other
+    // host could not give that), then check traffic for good.
+    let mut in_a_row = 0;
+    let mut settling = support::Tally::default();
+    wait_until("traffic to settle on v1", Duration::from_secs(5), || {
+        let outcome = pod.send(&bookinfo::reviews()).outcome();
+        in_a_row = if outcome == "reviews v1" {
+            in_a_row + 1
+        } else {
+            0
+        };
+        *settling.counts.entry(outcome).or_default() += 1;
+        if in_a_row >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{settling}"))
+        }
+    });
     let failed_before = (v2.attempts(), v3.attempts());
 
     let after = pod.tally(100, &bookinfo::reviews());
     println!(
         "outlier detection: before ejection {before}; ejections_active = {active}; \
-         after: {after}; v2/v3 saw {failed_before:?} then {:?}",
+         while Envoy's worker caught up {settling}; after: {after}; \
+         v2/v3 saw {failed_before:?} then {:?}",
         (v2.attempts(), v3.attempts())
     );
     assert_eq!(active, 2, "both failing endpoints are ejected");

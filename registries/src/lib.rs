@@ -3,6 +3,7 @@
 pub mod consul;
 pub mod error;
 pub mod file;
+pub mod kubernetes;
 pub mod model;
 pub mod service_entry;
 

@@ -393,4 +393,162 @@ spec:
             "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
         );
     }
+    fn tls_context(
+        cluster: &Cluster,
+    ) -> Option<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext>
+    {
+        use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+        let socket = cluster.transport_socket.as_ref()?;
+        assert_eq!(socket.name, "envoy.transport_sockets.tls");
+        let Some(ConfigType::TypedConfig(any)) = &socket.config_type else {
+            panic!("no typed config")
+        };
+        protobuf::unpack(any)
+    }
+
+    const TLS_RULES: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-tls, namespace: default, creationTimestamp: "2023-01-01T00:00:00Z"}
+spec:
+  host: reviews
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: /etc/ca.pem}
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: SIMPLE, caCertificates: /etc/ca.pem, sni: reviews.internal}
+  subsets:
+  - name: plain
+    labels: {version: v2}
+    trafficPolicy: {tls: {mode: DISABLE}}
+  - name: mutual
+    labels: {version: v3}
+    trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem, caCertificates: /etc/ca.pem}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details, namespace: default}
+spec:
+  host: details
+  trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /etc/ca.pem}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+"#;
+
+    #[test]
+    fn destination_rule_tls_originates_tls_with_port_and_subset_overrides() {
+        let t = translate_for(&bookinfo(TLS_RULES), &sidecar("default"));
+        let top = tls_context(cluster_named(&t, &reviews_cluster(""))).unwrap();
+        assert_eq!(
+            top.sni, "reviews.internal",
+            "port level replaces the top level"
+        );
+        assert!(tls_context(cluster_named(&t, &reviews_cluster("plain"))).is_none());
+        let mutual = tls_context(cluster_named(&t, &reviews_cluster("mutual"))).unwrap();
+        assert_eq!(mutual.common_tls_context.unwrap().tls_certificates.len(), 1);
+        assert_eq!(
+            mutual.sni, "",
+            "the subset's own tls replaces the whole section"
+        );
+        let v2 = tls_context(cluster_named(&t, &reviews_cluster("v2"))).unwrap();
+        assert_eq!(v2.sni, "reviews.internal", "subsets without tls inherit it");
+        assert!(
+            tls_context(cluster_named(
+                &t,
+                "outbound|9080||ratings.default.svc.cluster.local"
+            ))
+            .is_none()
+        );
+        assert_one_diagnostic(
+            &t,
+            DiagnosticKind::Unsupported,
+            "DestinationRule default/ratings",
+            "spec.trafficPolicy.tls.mode",
+        );
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn http_clusters_without_sni_take_it_from_the_host_header() {
+        let t = translate_for(&bookinfo(TLS_RULES), &sidecar("default"));
+        let details = cluster_named(&t, "outbound|9080||details.default.svc.cluster.local");
+        assert_eq!(tls_context(details).unwrap().sni, "");
+        let options = upstream_options(details).expect("HTTP options for auto SNI");
+        let upstream = options.upstream_http_protocol_options.unwrap();
+        assert!(upstream.auto_sni && upstream.auto_san_validation);
+        assert!(matches!(
+            options.upstream_protocol_options,
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(_))
+        ));
+        let mutual = cluster_named(&t, &reviews_cluster("mutual"));
+        let upstream = upstream_options(mutual)
+            .unwrap()
+            .upstream_http_protocol_options
+            .unwrap();
+        assert!(upstream.auto_sni && upstream.auto_san_validation);
+        let explicit = cluster_named(&t, &reviews_cluster(""));
+        assert!(
+            upstream_options(explicit).is_none(),
+            "explicit sni: no auto SNI"
+        );
+    }
+
+    #[test]
+    fn http2_upstreams_offer_h2_and_tcp_ones_no_alpn_or_auto_sni() {
+        let dr = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all, namespace: default}
+spec:
+  host: "*.default.svc.cluster.local"
+  trafficPolicy: {tls: {mode: SIMPLE, insecureSkipVerify: true}}
+"#;
+        let m = mesh(
+            vec![
+                service(
+                    "grpc.default.svc.cluster.local",
+                    &["10.0.0.1"],
+                    &[(50051, Protocol::Grpc)],
+                ),
+                service(
+                    "db.default.svc.cluster.local",
+                    &["10.0.0.2"],
+                    &[(5432, Protocol::Tcp)],
+                ),
+            ],
+            vec![],
+            &config(dr),
+        );
+        let t = translate_for(&m, &sidecar("default"));
+        let grpc = cluster_named(&t, "outbound|50051||grpc.default.svc.cluster.local");
+        let alpn = tls_context(grpc)
+            .unwrap()
+            .common_tls_context
+            .unwrap()
+            .alpn_protocols;
+        assert_eq!(alpn, ["h2"]);
+        let upstream = upstream_options(grpc)
+            .unwrap()
+            .upstream_http_protocol_options
+            .unwrap();
+        assert!(
+            upstream.auto_sni && !upstream.auto_san_validation,
+            "nothing is verified"
+        );
+        let db = cluster_named(&t, "outbound|5432||db.default.svc.cluster.local");
+        assert!(
+            tls_context(db)
+                .unwrap()
+                .common_tls_context
+                .unwrap()
+                .alpn_protocols
+                .is_empty()
+        );
+        assert!(upstream_options(db).is_none());
+    }
 }

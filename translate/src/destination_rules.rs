@@ -4,9 +4,8 @@
 use std::collections::BTreeMap;
 
 use pilotfish_crds::{
-    ClientTlsMode, ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings,
-    DestinationRuleSpec, LoadBalancerSettings, OutlierDetection, PolicySections, SimpleLb, Subset,
-    TrafficPolicy,
+    ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings, DestinationRuleSpec,
+    LoadBalancerSettings, OutlierDetection, PolicySections, SimpleLb, Subset, TrafficPolicy,
 };
 
 use envoy_types::pb::google::protobuf::Duration;
@@ -15,6 +14,7 @@ use crate::diagnostics::Diagnostic;
 use crate::hosts;
 use crate::protobuf;
 use crate::proxy::ProxyView;
+use crate::upstream_tls;
 use crate::visibility;
 
 /// A piece of config with the object and field path it came from, so that
@@ -78,6 +78,8 @@ pub struct EffectivePolicy<'a> {
     pub load_balancer: Option<Sourced<'a, LoadBalancerSettings>>,
     pub connection_pool: Option<Sourced<'a, ConnectionPoolSettings>>,
     pub outlier_detection: Option<Sourced<'a, OutlierDetection>>,
+    /// Upstream TLS origination (see [`crate::upstream_tls`]).
+    pub tls: Option<Sourced<'a, ClientTlsSettings>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -153,15 +155,21 @@ impl<'a> DestinationRuleIndex<'a> {
             .unwrap_or_default()
     }
 
-    /// One diagnostic per field of a visible rule that Pilotfish ignores.
+    /// One diagnostic per field of a visible rule that Pilotfish ignores,
+    /// plus the problems of its TLS settings (reported once per rule, not
+    /// once per cluster they apply to).
     pub fn unsupported(&self) -> Vec<Diagnostic> {
         self.rules
             .iter()
             .flat_map(|(object, spec)| {
                 let name = object.key().to_string();
-                unsupported_fields(spec)
+                let ignored = unsupported_fields(spec)
                     .into_iter()
-                    .map(move |field| Diagnostic::unsupported(name.clone(), field))
+                    .map(move |field| Diagnostic::unsupported(name.clone(), field));
+                let tls = tls_sections(spec).into_iter().flat_map(|(path, tls)| {
+                    upstream_tls::diagnostics(&object.key().to_string(), &path, tls)
+                });
+                ignored.chain(tls).collect::<Vec<_>>()
             })
             .collect()
     }
@@ -239,6 +247,9 @@ impl<'a> EffectivePolicy<'a> {
                 format!("{field}.outlierDetection"),
             ));
         }
+        if let Some(tls) = sections.tls {
+            self.tls = Some(Sourced::new(tls, object, format!("{field}.tls")));
+        }
     }
 }
 
@@ -268,7 +279,6 @@ fn policy_unsupported(tp: &TrafficPolicy, path: &str, out: &mut Vec<String>) {
 }
 
 fn sections_unsupported(sections: PolicySections<'_>, path: &str, out: &mut Vec<String>) {
-    flag(out, path, "tls", sections.tls.is_some_and(tls_is_active));
     if let Some(lb) = sections.load_balancer {
         let path = format!("{path}.loadBalancer");
         flag(
@@ -328,9 +338,33 @@ fn sections_unsupported(sections: PolicySections<'_>, path: &str, out: &mut Vec<
     }
 }
 
-/// Upstream TLS is not originated yet; an explicit DISABLE is what we do anyway.
-fn tls_is_active(tls: &ClientTlsSettings) -> bool {
-    tls.mode != Some(ClientTlsMode::Disable) && *tls != ClientTlsSettings::default()
+/// Every `tls` section of a rule with its field path: top level, subsets,
+/// and their port-level settings.
+fn tls_sections(spec: &DestinationRuleSpec) -> Vec<(String, &ClientTlsSettings)> {
+    fn policy<'t>(
+        tp: &'t TrafficPolicy,
+        path: &str,
+        out: &mut Vec<(String, &'t ClientTlsSettings)>,
+    ) {
+        if let Some(tls) = &tp.tls {
+            out.push((format!("{path}.tls"), tls));
+        }
+        for (i, pls) in tp.port_level_settings.iter().enumerate() {
+            if let Some(tls) = &pls.tls {
+                out.push((format!("{path}.portLevelSettings[{i}].tls"), tls));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(tp) = &spec.traffic_policy {
+        policy(tp, "spec.trafficPolicy", &mut out);
+    }
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        if let Some(tp) = &subset.traffic_policy {
+            policy(tp, &format!("spec.subsets[{i}].trafficPolicy"), &mut out);
+        }
+    }
+    out
 }
 
 fn flag(out: &mut Vec<String>, path: &str, field: &str, present: bool) {
@@ -468,8 +502,8 @@ spec:
         assert_eq!(
             fields,
             [
-                "spec.trafficPolicy.tls",
-                "spec.trafficPolicy.loadBalancer.localityLbSetting"
+                "spec.trafficPolicy.loadBalancer.localityLbSetting",
+                "spec.trafficPolicy.tls.mode"
             ]
         );
     }

@@ -280,3 +280,196 @@ spec:
     assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
     envoy_validates(&t, "large");
 }
+
+/// A file of translate/testdata/tls, by absolute path (Envoy loads it).
+fn tls_fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/tls")
+        .join(name);
+    assert!(path.exists(), "missing fixture {}", path.display());
+    path.display().to_string()
+}
+
+/// VirtualService `tcp`/`tls` rules in every shape, DestinationRule `tls`
+/// in every mode, and a passthrough ServiceEntry port.
+fn l4_mesh() -> crate::MeshState {
+    let (ca, crl) = (tls_fixture("ca.pem"), tls_fixture("crl.pem"));
+    let (cert, key) = (tls_fixture("client.pem"), tls_fixture("client-key.pem"));
+    let yaml = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{{port: 5432, sourceLabels: {{app: batch}}}}]
+    route: [{{destination: {{host: db, subset: v2}}}}]
+  - match: [{{port: 5432, destinationSubnets: [10.0.0.6, 10.20.0.0/16]}}]
+    route: [{{destination: {{host: db, subset: nope}}}}]
+  - match: [{{port: 5432}}]
+    route:
+    - {{destination: {{host: db, subset: v1}}, weight: 80}}
+    - {{destination: {{host: db, subset: v2}}, weight: 20}}
+  - route: [{{destination: {{host: unknown.example.com, port: {{number: 6432}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: legacy, namespace: default}}
+spec:
+  hosts: [legacy]
+  tcp:
+  - route: [{{destination: {{host: db, port: {{number: 5432}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: front, namespace: default}}
+spec:
+  hosts: [front.example.com]
+  tls:
+  - match: [{{sniHosts: [a.example.com, "*.a.example.com"]}}]
+    route: [{{destination: {{host: a.example.com}}}}]
+  - match: [{{sniHosts: [b.example.com], destinationSubnets: [10.0.0.0/24]}}]
+    route:
+    - {{destination: {{host: b.example.com}}, weight: 50}}
+    - {{destination: {{host: a.example.com}}, weight: 50}}
+  tcp:
+  - route: [{{destination: {{host: b.example.com}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: c, namespace: default}}
+spec:
+  hosts: [c.example.com]
+  tls:
+  - match: [{{sniHosts: [c.example.com, c2.example.com]}}]
+    route: [{{destination: {{host: a.example.com}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: default}}
+spec:
+  host: db
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {ca}, caCrl: {crl}, sni: db.internal, subjectAltNames: [db.internal, "spiffe://cluster.local/ns/default/sa/db", 10.0.0.5]}}
+    portLevelSettings:
+    - port: {{number: 6432}}
+      tls: {{mode: DISABLE}}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - name: v2
+    labels: {{version: v2}}
+    trafficPolicy: {{tls: {{mode: MUTUAL, clientCertificate: {cert}, privateKey: {key}, caCertificates: {ca}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: web, namespace: default}}
+spec:
+  host: web
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: {ca}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: grpc, namespace: default}}
+spec:
+  host: grpc
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: {ca}, subjectAltNames: [grpc.internal]}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: legacy, namespace: default}}
+spec:
+  host: legacy
+  trafficPolicy: {{tls: {{mode: SIMPLE, insecureSkipVerify: true}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: front, namespace: default}}
+spec:
+  host: front.example.com
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: a, namespace: default}}
+spec:
+  host: a.example.com
+  trafficPolicy: {{tls: {{mode: MUTUAL, credentialName: a-cert}}}}
+"#
+    );
+    let svc = |host: &str, vips: &[&str], ports: &[(u16, Protocol)]| {
+        service(&format!("{host}.default.svc.cluster.local"), vips, ports)
+    };
+    let mut c = service("c.example.com", &[], &[(443, Protocol::Tls)]);
+    c.resolution = pilotfish_registries::Resolution::Dns;
+    let mut mongo = service("mongo.example.com", &[], &[(27017, Protocol::Tcp)]);
+    mongo.resolution = pilotfish_registries::Resolution::Passthrough;
+    let eps =
+        |version: &str, ip: &str, port: u16| endpoint(ip, port, port, &[("version", version)]);
+    mesh(
+        vec![
+            svc(
+                "db",
+                &["10.0.0.5", "10.0.0.6"],
+                &[(5432, Protocol::Tcp), (6432, Protocol::Tcp)],
+            ),
+            svc(
+                "web",
+                &["10.0.0.7"],
+                &[(5432, Protocol::Http), (80, Protocol::Http)],
+            ),
+            svc("grpc", &["10.0.0.8"], &[(50051, Protocol::Grpc)]),
+            svc("legacy", &["10.0.0.9"], &[(7000, Protocol::Unknown)]),
+            service("front.example.com", &["10.0.0.60"], &[(443, Protocol::Tls)]),
+            service("a.example.com", &["10.0.0.61"], &[(443, Protocol::Tls)]),
+            service("b.example.com", &["10.0.0.62"], &[(443, Protocol::Tls)]),
+            c,
+            mongo,
+        ],
+        vec![
+            (
+                "db.default.svc.cluster.local",
+                vec![eps("v1", "10.1.0.1", 5432), eps("v2", "10.1.0.2", 5432)],
+            ),
+            (
+                "c.example.com",
+                vec![endpoint("c.example.com", 443, 443, &[])],
+            ),
+        ],
+        &config(&yaml),
+    )
+}
+
+#[test]
+fn envoy_accepts_l4_routes_and_tls_origination() {
+    let m = l4_mesh();
+    let t = translate_for(&m, &sidecar("default"));
+    assert_envoy_invariants(&t);
+    // Every shape is there.
+    let l5432 = t
+        .resources
+        .listeners
+        .iter()
+        .find(|l| l.name == "0.0.0.0_5432")
+        .unwrap();
+    let weighted = l5432
+        .filter_chains
+        .iter()
+        .filter_map(tcp_proxy_targets)
+        .any(|targets| targets.len() == 2);
+    assert!(weighted, "a weighted tcp_proxy on 5432");
+    let tls = t
+        .resources
+        .clusters
+        .iter()
+        .filter(|c| c.transport_socket.is_some())
+        .count();
+    assert!(tls >= 5, "{tls} clusters originate TLS");
+    envoy_validates(&t, "l4");
+    let batch = sidecar_with_labels("default", &[("app", "batch")]);
+    envoy_validates(&translate_for(&m, &batch), "l4-batch");
+    envoy_validates(
+        &translate_for(&m, &sidecar_without_interception("default")),
+        "l4-none",
+    );
+}

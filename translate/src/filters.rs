@@ -71,6 +71,28 @@ pub fn tcp_proxy(cluster: &str) -> Filter {
     network_filter(names::TCP_PROXY, protobuf::any(proxy))
 }
 
+/// tcp_proxy splitting connections over `clusters` by weight.
+pub fn weighted_tcp_proxy(stat_prefix: &str, clusters: &[(String, u32)]) -> Filter {
+    let weighted = tcp_proxy::WeightedCluster {
+        clusters: clusters
+            .iter()
+            .map(
+                |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                    name: name.clone(),
+                    weight: *weight,
+                    ..Default::default()
+                },
+            )
+            .collect(),
+    };
+    let proxy = TcpProxy {
+        stat_prefix: stat_prefix.to_string(),
+        cluster_specifier: Some(tcp_proxy::ClusterSpecifier::WeightedClusters(weighted)),
+        ..Default::default()
+    };
+    network_filter(names::TCP_PROXY, protobuf::any(proxy))
+}
+
 pub fn http_inspector() -> ListenerFilter {
     listener_filter(
         names::HTTP_INSPECTOR,

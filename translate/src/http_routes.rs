@@ -273,12 +273,7 @@ fn shared_hash_policy(
 pub fn unsupported(vs: &IndexedVirtualService) -> Vec<Diagnostic> {
     let mut fields = Vec::new();
     let spec = vs.spec;
-    if !spec.tls.is_empty() {
-        fields.push("spec.tls".to_string());
-    }
-    if !spec.tcp.is_empty() {
-        fields.push("spec.tcp".to_string());
-    }
+    // `tls` and `tcp` rules are translated by crate::tcp_routes.
     for (i, rule) in spec.http.iter().enumerate() {
         let mut flag = |present: bool, name: &str| {
             if present {
@@ -609,10 +604,7 @@ mod tests {
             .iter()
             .filter_map(|d| d.field.clone())
             .collect();
-        assert_eq!(
-            fields,
-            ["spec.http[0].fault.delay.exponentialDelay", "spec.tcp"]
-        );
+        assert_eq!(fields, ["spec.http[0].fault.delay.exponentialDelay"]);
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub mod route_match;
 pub mod route_policies;
 pub mod routes;
 pub mod service_clusters;
+pub mod tcp_routes;
 pub mod traffic_policy;
+pub mod upstream_tls;
 pub mod virtual_service_index;
 pub mod visibility;
 

@@ -2,16 +2,19 @@
 //! conflicts resolved. Envoy picks a filter chain by destination IP before
 //! anything else, and rejects listeners with two chains on the same match,
 //! so every TCP chain must match on its own addresses (or, for VIP-less TLS
-//! services, its SNI) and no match may be claimed twice.
+//! services, its SNI) and no match may be claimed twice. Once every service
+//! holds its own destinations, VirtualService `tls`/`tcp` rules split them
+//! and may claim more ([`crate::tcp_routes`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use pilotfish_registries::{Protocol, Service};
+use pilotfish_registries::{Protocol, Resolution, Service};
 
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
 use crate::names;
+use crate::tcp_routes::{self, L4Chain, MatchClaims};
 
 /// How a port's traffic is handled by the listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,6 +65,9 @@ pub struct AddressedService<'a> {
     pub service: &'a Service,
     pub handling: Handling,
     pub match_on: MatchOn,
+    /// Its tcp_proxy chains (VirtualService `tls`/`tcp` rules, then the
+    /// default route); for sniffed services, their non-HTTP side.
+    pub chains: Vec<L4Chain>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +77,10 @@ pub struct PortPlan<'a> {
     pub has_http: bool,
     /// Sorted by hostname.
     pub addressed: Vec<AddressedService<'a>>,
+    /// A TCP service without addresses whose resolution is NONE (a
+    /// ServiceEntry letting a whole port out): it takes the destinations no
+    /// chain matches, where no HTTP service does already.
+    pub passthrough: Option<&'a Service>,
 }
 
 /// Visible services grouped by port number, ports ascending, services by
@@ -149,8 +159,12 @@ pub fn plan<'a>(
         .collect();
     ordered.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
 
+    let has_http = ordered
+        .iter()
+        .any(|(_, p)| Handling::of(*p) == Handling::Http);
     let mut claims = Claims::default();
     let mut addressed = Vec::new();
+    let mut passthrough: Option<&'a Service> = None;
     for &(service, protocol) in &ordered {
         let handling = Handling::of(protocol);
         let wanted = destination_addresses(ctx, service, port);
@@ -158,6 +172,17 @@ pub fn plan<'a>(
             claims.addresses(service, handling, port, wanted, diags)
         } else if protocol == Protocol::Tls {
             claims.server_name(service, port, diags)
+        } else if handling == Handling::Opaque
+            && service.resolution == Resolution::Passthrough
+            && !has_http
+        {
+            match passthrough {
+                Some(winner) => {
+                    diags.push(conflict(service, winner, port, "(any other destination)"))
+                }
+                None => passthrough = Some(service),
+            }
+            None
         } else {
             if handling != Handling::Http {
                 diags.push(unreachable(service, port, handling));
@@ -169,16 +194,29 @@ pub fn plan<'a>(
                 service,
                 handling,
                 match_on,
+                chains: Vec::new(),
             });
         }
+    }
+    // Rules claim extra matches only once every service holds its own,
+    // older services first.
+    let mut match_claims = claims.match_claims();
+    for svc in &mut addressed {
+        svc.chains = tcp_routes::service_chains(
+            ctx,
+            port,
+            svc.service,
+            &svc.match_on,
+            &mut match_claims,
+            diags,
+        );
     }
     addressed.sort_by(|a, b| a.service.hostname.cmp(&b.service.hostname));
     PortPlan {
         port,
-        has_http: ordered
-            .iter()
-            .any(|(_, p)| Handling::of(*p) == Handling::Http),
+        has_http,
         addressed,
+        passthrough,
     }
 }
 
@@ -190,6 +228,24 @@ struct Claims<'a> {
 }
 
 impl<'a> Claims<'a> {
+    /// Every match held, for VirtualService rules to claim more.
+    fn match_claims(&self) -> MatchClaims {
+        let mut out = MatchClaims::default();
+        for (ip, holders) in &self.addresses {
+            let chains = holders.iter().find(|(_, h)| *h != Handling::Http);
+            if let Some((service, _)) = chains {
+                out.own(service, &MatchOn::Addresses(vec![*ip]));
+            }
+            for (service, _) in holders.iter().filter(|(_, h)| *h == Handling::Http) {
+                out.http_address(service, *ip);
+            }
+        }
+        for (name, service) in &self.server_names {
+            out.own(service, &MatchOn::ServerName(name.clone()));
+        }
+        out
+    }
+
     /// The wanted addresses nobody incompatible holds yet; `None` if none is left.
     fn addresses(
         &mut self,

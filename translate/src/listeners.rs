@@ -12,6 +12,7 @@ use crate::listener_matches::{self, AddressedService, Handling, MatchOn, PortPla
 use crate::names;
 use crate::protobuf;
 use crate::proxy::{InterceptionMode, ProxyKind};
+use crate::tcp_routes::{L4Chain, Target};
 
 /// ALPN values the HTTP inspector reports for plaintext HTTP.
 pub const SNIFFED_HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
@@ -60,13 +61,14 @@ fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
     }
     for svc in &plan.addressed {
         match svc.handling {
-            Handling::Opaque => chains.push(tcp_chain(port, svc)),
-            Handling::Sniffed => chains.extend(sniffed_chains(port, svc)),
+            Handling::Opaque => {}
+            Handling::Sniffed => chains.push(sniffed_http_chain(port, svc)),
             // HTTP services never get addressed chains.
-            Handling::Http => {}
+            Handling::Http => continue,
         }
+        chains.extend(svc.chains.iter().map(l4_chain));
     }
-    let listener_filters = listener_filters(plan);
+    let listener_filters = listener_filters(plan, &chains);
     let mut listener = Listener {
         name: names::port_listener(port),
         address: Some(protobuf::socket_address(names::WILDCARD_ADDRESS, port)),
@@ -82,8 +84,19 @@ fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
         listener.continue_on_listener_filters_timeout = true;
     }
     if !plan.has_http {
-        // Nothing matches every destination: unknown ones follow the outbound policy.
-        listener.default_filter_chain = Some(fallback_chain(ctx));
+        // Nothing matches every destination: unknown ones follow the outbound
+        // policy, unless a ServiceEntry lets the whole port out.
+        listener.default_filter_chain = Some(match plan.passthrough {
+            Some(service) => {
+                let cluster = names::outbound_cluster(port, None, &service.hostname);
+                FilterChain {
+                    name: format!("tcp|{cluster}"),
+                    filters: vec![filters::tcp_proxy(&cluster)],
+                    ..Default::default()
+                }
+            }
+            None => fallback_chain(ctx),
+        });
     }
     listener
 }
@@ -98,15 +111,17 @@ fn fallback_chain(ctx: &Context) -> FilterChain {
     }
 }
 
-/// The TLS inspector reads SNI for server-name chains; the HTTP inspector
-/// tells HTTP from other traffic for sniffed services.
+/// The TLS inspector reads SNI for chains matching server names; the HTTP
+/// inspector tells HTTP from other traffic for sniffed services.
 fn listener_filters(
     plan: &PortPlan,
+    chains: &[FilterChain],
 ) -> Vec<envoy_types::pb::envoy::config::listener::v3::ListenerFilter> {
-    let sni = plan
-        .addressed
-        .iter()
-        .any(|s| matches!(s.match_on, MatchOn::ServerName(_)));
+    let sni = chains.iter().any(|c| {
+        c.filter_chain_match
+            .as_ref()
+            .is_some_and(|m| !m.server_names.is_empty())
+    });
     let sniffing = plan
         .addressed
         .iter()
@@ -152,24 +167,28 @@ fn destination_match(svc: &AddressedService) -> FilterChainMatch {
     }
 }
 
-fn service_cluster(port: u16, svc: &AddressedService) -> String {
-    names::outbound_cluster(port, None, &svc.service.hostname)
-}
-
-fn tcp_chain(port: u16, svc: &AddressedService) -> FilterChain {
-    let cluster = service_cluster(port, svc);
+/// A tcp_proxy chain of a service (default route or VirtualService rule).
+fn l4_chain(chain: &L4Chain) -> FilterChain {
+    let filter = match &chain.target {
+        Target::Cluster(cluster) => filters::tcp_proxy(cluster),
+        Target::Weighted(clusters) => filters::weighted_tcp_proxy(&chain.name, clusters),
+    };
     FilterChain {
-        name: format!("tcp|{cluster}"),
-        filter_chain_match: Some(destination_match(svc)),
-        filters: vec![filters::tcp_proxy(&cluster)],
+        name: chain.name.clone(),
+        filter_chain_match: Some(FilterChainMatch {
+            prefix_ranges: chain.ranges.iter().map(|n| protobuf::cidr(*n)).collect(),
+            server_names: chain.server_names.clone(),
+            ..Default::default()
+        }),
+        filters: vec![filter],
         ..Default::default()
     }
 }
 
-/// HTTP (as detected by the inspector) goes to the port's HCM, anything
-/// else straight to the service.
-fn sniffed_chains(port: u16, svc: &AddressedService) -> [FilterChain; 2] {
-    let cluster = service_cluster(port, svc);
+/// HTTP (as detected by the inspector) on a sniffed service's addresses
+/// goes to the port's HCM; its other traffic takes the service's tcp chains.
+fn sniffed_http_chain(port: u16, svc: &AddressedService) -> FilterChain {
+    let cluster = names::outbound_cluster(port, None, &svc.service.hostname);
     let http_match = FilterChainMatch {
         application_protocols: SNIFFED_HTTP_PROTOCOLS
             .iter()
@@ -177,13 +196,12 @@ fn sniffed_chains(port: u16, svc: &AddressedService) -> [FilterChain; 2] {
             .collect(),
         ..destination_match(svc)
     };
-    let http = FilterChain {
+    FilterChain {
         name: format!("http|{cluster}"),
         filter_chain_match: Some(http_match),
         filters: vec![filters::http_connection_manager(port)],
         ..Default::default()
-    };
-    [http, tcp_chain(port, svc)]
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const FAULT: &str = "envoy.filters.http.fault";
 pub const CORS: &str = "envoy.filters.http.cors";
+pub const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
 
 /// Key of `Cluster.typed_extension_protocol_options` for upstream HTTP settings.
 pub const UPSTREAM_HTTP_PROTOCOL_OPTIONS: &str =

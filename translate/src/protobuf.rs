@@ -115,6 +115,14 @@ pub fn host_cidr(ip: IpAddr) -> CidrRange {
     }
 }
 
+/// A CIDR range from a network (host bits already cleared).
+pub fn cidr(net: ipnet::IpNet) -> CidrRange {
+    CidrRange {
+        address_prefix: net.network().to_string(),
+        prefix_len: Some(u32_value(u32::from(net.prefix_len()))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

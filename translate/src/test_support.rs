@@ -205,6 +205,19 @@ pub fn hcm(chain: &FilterChain) -> HttpConnectionManager {
     unpack(typed_config(filter)).expect("HttpConnectionManager")
 }
 
+/// The clusters and weights of a tcp_proxy chain (one cluster: weight 0),
+/// or `None` for other chains.
+pub fn tcp_proxy_targets(chain: &FilterChain) -> Option<Vec<(String, u32)>> {
+    let filter = chain.filters.first()?;
+    let proxy: TcpProxy = unpack(typed_config(filter))?;
+    match proxy.cluster_specifier? {
+        tcp_proxy::ClusterSpecifier::Cluster(c) => Some(vec![(c, 0)]),
+        tcp_proxy::ClusterSpecifier::WeightedClusters(w) => {
+            Some(w.clusters.into_iter().map(|c| (c.name, c.weight)).collect())
+        }
+    }
+}
+
 /// The cluster a tcp_proxy chain forwards to, or `None` for other chains.
 pub fn tcp_proxy_cluster(chain: &FilterChain) -> Option<String> {
     let filter = chain.filters.first()?;
@@ -278,13 +291,17 @@ fn assert_sorted_unique<'a>(names: impl Iterator<Item = &'a str>, what: &str) {
     assert_eq!(names, sorted, "{what} must be sorted and unique");
 }
 
-/// Envoy expands each chain's match into (destination range × ALPN) keys;
-/// any key claimed by two chains gets the listener rejected.
+/// Envoy expands each chain's match into (destination range × SNI × ALPN)
+/// keys; any key claimed by two chains gets the listener rejected. It also
+/// picks the destination range first and never backtracks, so a range
+/// some chain narrows by SNI or ALPN needs a chain taking the rest.
 fn assert_unique_chain_matches(listener: &Listener) {
     let mut seen = std::collections::BTreeSet::new();
+    let mut narrowed = std::collections::BTreeSet::new();
+    let mut complete = std::collections::BTreeSet::new();
     for chain in &listener.filter_chains {
         let m = chain.filter_chain_match.clone().unwrap_or_default();
-        if tcp_proxy_cluster(chain).is_some()
+        if tcp_proxy_targets(chain).is_some()
             && listener.name != crate::names::VIRTUAL_OUTBOUND_LISTENER
         {
             assert!(
@@ -296,8 +313,9 @@ fn assert_unique_chain_matches(listener: &Listener) {
                 listener.name
             );
         }
+        let any = || vec!["*".to_string()];
         let ranges: Vec<String> = if m.prefix_ranges.is_empty() {
-            vec!["*".into()]
+            any()
         } else {
             m.prefix_ranges
                 .iter()
@@ -305,26 +323,48 @@ fn assert_unique_chain_matches(listener: &Listener) {
                 .collect()
         };
         let alpns = if m.application_protocols.is_empty() {
-            vec!["*".to_string()]
+            any()
         } else {
             m.application_protocols.clone()
         };
+        let server_names = if m.server_names.is_empty() {
+            any()
+        } else {
+            m.server_names
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect()
+        };
         for range in &ranges {
+            if m.application_protocols.is_empty() && m.server_names.is_empty() {
+                complete.insert(range.clone());
+            } else {
+                narrowed.insert(range.clone());
+            }
             for alpn in &alpns {
-                let key = (
-                    m.destination_port.as_ref().map(|p| p.value),
-                    range.clone(),
-                    alpn.clone(),
-                    m.server_names.clone(),
-                    m.transport_protocol.clone(),
-                );
-                assert!(
-                    seen.insert(key.clone()),
-                    "duplicate filter chain match {key:?} in {}",
-                    listener.name
-                );
+                for server_name in &server_names {
+                    let key = (
+                        m.destination_port.as_ref().map(|p| p.value),
+                        range.clone(),
+                        server_name.clone(),
+                        alpn.clone(),
+                        m.transport_protocol.clone(),
+                    );
+                    assert!(
+                        seen.insert(key.clone()),
+                        "duplicate filter chain match {key:?} in {}",
+                        listener.name
+                    );
+                }
             }
         }
+    }
+    for range in narrowed.iter().filter(|r| *r != "*") {
+        assert!(
+            complete.contains(range),
+            "{}: destination {range} has only SNI/ALPN-restricted chains; other traffic to it would be dropped",
+            listener.name
+        );
     }
 }
 
@@ -680,6 +720,23 @@ pub fn random_mesh(seed: u64) -> MeshState {
         ]);
         yaml += &format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs{i}, namespace: default, creationTimestamp: \"2024-0{}-01T00:00:00Z\"}}\nspec:\n  hosts: [\"{host}\"]\n  http:\n  - match: [{header}]\n    route: [{{destination: {{host: \"{target}\", subset: {subset}}}, weight: 70}}, {{destination: {{host: \"{target}\", port: {{number: {port}}}}}, weight: 30}}]\n  - route: [{{destination: {{host: \"{target}\"}}}}]\n---\n",
+            1 + rng.below(5)
+        );
+    }
+    // TCP and TLS rules with overlapping subnets and SNIs.
+    for i in 0..rng.below(4) {
+        let host = rng.pick(&hosts);
+        let target = rng.pick(&hosts);
+        let subnets = rng.pick(&[
+            "[]",
+            "[10.0.0.0/8]",
+            "[10.0.0.1, 10.0.0.0/30]",
+            "[10.1.0.0/16, \"fd00::/64\"]",
+        ]);
+        let port = rng.pick(&ports);
+        let sni = rng.pick(&["a.example.com", "\"*.example.com\"", "api.example.com"]);
+        yaml += &format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: l4-{i}, namespace: default, creationTimestamp: \"2024-0{}-01T00:00:00Z\"}}\nspec:\n  hosts: [\"{host}\"]\n  tls:\n  - match: [{{sniHosts: [{sni}, b.example.com], destinationSubnets: {subnets}}}]\n    route: [{{destination: {{host: \"{target}\", subset: v1}}, weight: 60}}, {{destination: {{host: \"{target}\", port: {{number: {port}}}}}, weight: 40}}]\n  tcp:\n  - match: [{{destinationSubnets: {subnets}}}, {{port: {port}}}]\n    route: [{{destination: {{host: \"{target}\", subset: v1}}, weight: 60}}, {{destination: {{host: \"{target}\"}}, weight: 40}}]\n  - route: [{{destination: {{host: \"{target}\"}}}}]\n---\n",
             1 + rng.below(5)
         );
     }

@@ -1,6 +1,6 @@
 //! DestinationRule traffic policy applied to a cluster (load balancing,
-//! connection pool, outlier detection, upstream protocol) and to routes
-//! (consistent-hash keys).
+//! connection pool, outlier detection, upstream protocol, TLS origination)
+//! and to routes (consistent-hash keys).
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlierDetection, UpstreamConnectionOptions,
@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions,
-    TcpKeepalive,
+    TcpKeepalive, UpstreamHttpProtocolOptions,
 };
 use envoy_types::pb::envoy::config::route::v3::route_action::{HashPolicy, hash_policy};
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
@@ -22,8 +22,8 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 use pilotfish_crds::{
-    ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy, HttpSettings, LoadBalancerSettings,
-    OutlierDetection, SimpleLb, TcpSettings,
+    ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy, HttpSettings,
+    LoadBalancerSettings, OutlierDetection, SimpleLb, TcpSettings,
 };
 use pilotfish_registries::Protocol;
 
@@ -31,6 +31,7 @@ use crate::destination_rules::{EffectivePolicy, Sourced};
 use crate::diagnostics::Diagnostic;
 use crate::names;
 use crate::protobuf::{self, count, u32_value};
+use crate::upstream_tls;
 
 /// Envoy's default circuit breakers (1024 connections, 3 retries...) are far
 /// too low for a mesh; like Istio, lift them unless a rule sets them.
@@ -70,12 +71,47 @@ pub fn apply(
     }
     let http = (policy.connection_pool.as_ref())
         .and_then(|pool| pool.value.http.as_ref().map(|h| pool.nested(h, "http")));
-    let options = http_protocol_options(protocol, http.as_ref(), diags);
+    let mut options = http_protocol_options(protocol, http.as_ref(), diags);
+    if let Some(tls) = &policy.tls {
+        let upstream = upstream(protocol, http.as_ref().map(|h| h.value));
+        apply_tls(cluster, &mut options, tls.value, upstream);
+    }
     if let Some(options) = options {
         cluster.typed_extension_protocol_options.insert(
             names::UPSTREAM_HTTP_PROTOCOL_OPTIONS.to_string(),
             protobuf::any(options),
         );
+    }
+}
+
+/// TLS origination; HTTP clusters without an explicit SNI take it from the
+/// request's Host (which needs upstream HTTP options even for HTTP/1.1).
+fn apply_tls(
+    cluster: &mut Cluster,
+    options: &mut Option<HttpProtocolOptions>,
+    tls: &ClientTlsSettings,
+    upstream: Option<Upstream>,
+) {
+    let alpn: &[&str] = match upstream {
+        Some(Upstream::Http2) => &["h2"],
+        _ => &[],
+    };
+    let Some(origination) = upstream_tls::origination(tls, alpn) else {
+        return;
+    };
+    cluster.transport_socket = Some(origination.transport_socket);
+    if origination.auto_sni && upstream.is_some() {
+        let options = options.get_or_insert_with(|| HttpProtocolOptions {
+            upstream_protocol_options: Some(explicit(ProtocolConfig::HttpProtocolOptions(
+                Http1ProtocolOptions::default(),
+            ))),
+            ..Default::default()
+        });
+        options.upstream_http_protocol_options = Some(UpstreamHttpProtocolOptions {
+            auto_sni: true,
+            auto_san_validation: origination.auto_san_validation,
+            ..Default::default()
+        });
     }
 }
 
@@ -219,15 +255,17 @@ fn apply_outlier_detection(
         out.consecutive_local_origin_failure = Some(u32_value(n));
         out.enforcing_consecutive_local_origin_failure = full;
     }
-    if let Some(min_health) = v.min_health_percent {
-        let threshold = Percent {
-            value: f64::from(min_health.clamp(0, 100)),
-        };
-        cluster
-            .common_lb_config
-            .get_or_insert_with(CommonLbConfig::default)
-            .healthy_panic_threshold = Some(threshold);
-    }
+    // Like Istio, outlier detection always sets the panic threshold, to
+    // `minHealthPercent` or 0 (no panic): with Envoy's default of 50%,
+    // ejecting 2 of 3 endpoints would send traffic to all of them again.
+    let min_health = v.min_health_percent.unwrap_or(0);
+    let threshold = Percent {
+        value: f64::from(min_health.clamp(0, 100)),
+    };
+    cluster
+        .common_lb_config
+        .get_or_insert_with(CommonLbConfig::default)
+        .healthy_panic_threshold = Some(threshold);
     cluster.outlier_detection = Some(out);
 }
 
@@ -363,4 +401,49 @@ pub fn hash_policies(
         policy_specifier: Some(specifier),
         ..Default::default()
     }]
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::*;
+
+    const EJECT_ON_5XX: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+"#;
+
+    fn panic_threshold(dr: &str) -> Option<f64> {
+        let t = translate_for(&bookinfo(dr), &sidecar("default"));
+        let cluster = cluster_named(&t, "outbound|9080||reviews.default.svc.cluster.local");
+        cluster
+            .common_lb_config
+            .as_ref()
+            .and_then(|c| c.healthy_panic_threshold.as_ref())
+            .map(|p| p.value)
+    }
+
+    #[test]
+    fn outlier_detection_disables_the_panic_threshold_unless_min_health_percent_is_set() {
+        // Envoy's default (50%) would route to ejected hosts once half are out.
+        assert_eq!(panic_threshold(EJECT_ON_5XX), Some(0.0));
+        let with_min = EJECT_ON_5XX.replace(
+            "maxEjectionPercent: 100",
+            "maxEjectionPercent: 100, minHealthPercent: 40",
+        );
+        assert_eq!(panic_threshold(&with_min), Some(40.0));
+        let without = EJECT_ON_5XX.replace(
+            "outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+            "loadBalancer: {simple: RANDOM}",
+        );
+        assert_eq!(
+            panic_threshold(&without),
+            None,
+            "no outlier detection: Envoy's default"
+        );
+    }
 }

@@ -51,6 +51,15 @@ impl Envoy {
     /// Writes `bootstrap` into `dir`, starts Envoy on it and waits until its
     /// admin `/ready` says LIVE (initial LDS/CDS done).
     pub fn start_with_bootstrap(ns: Arc<Netns>, dir: &Path, bootstrap: &str) -> Envoy {
+        let mut envoy = Envoy::spawn_with_bootstrap(ns, dir, bootstrap);
+        envoy.wait_live();
+        envoy
+    }
+
+    /// [`Envoy::start_with_bootstrap`] without the wait, so that several
+    /// Envoys can start at once. Call it on a thread that outlives the
+    /// Envoy: the parent-death signal is tied to the spawning thread.
+    pub fn spawn_with_bootstrap(ns: Arc<Netns>, dir: &Path, bootstrap: &str) -> Envoy {
         let parsed: Value = serde_json::from_str(bootstrap)
             .unwrap_or_else(|e| panic!("Envoy bootstrap is not JSON ({e}):\n{bootstrap}"));
         let node_id = parsed
@@ -85,19 +94,22 @@ impl Envoy {
                 "config:debug",
             ])
             .current_dir(dir);
-        let mut envoy = Envoy {
+        Envoy {
             process: Process::spawn("envoy", cmd, &dir.join("envoy.log")),
             ns,
             node_id,
-        };
+        }
+    }
+
+    /// Waits until the admin `/ready` says LIVE (initial LDS/CDS done).
+    pub fn wait_live(&mut self) {
         wait_until("Envoy admin /ready to say LIVE", STARTUP, || {
-            envoy.process.assert_running();
-            match envoy.admin_get("/ready")? {
+            self.process.assert_running();
+            match self.admin_get("/ready")? {
                 (200, _) => Ok(()),
                 (status, body) => Err(format!("/ready answered {status}: {}", body.trim())),
             }
         });
-        envoy
     }
 
     /// The node id pilotfish knows this Envoy by.

@@ -8,12 +8,18 @@
 //! traffic (xDS, admin, pilotfish HTTP) on 127.0.0.1, which is not captured.
 #![allow(dead_code, unused_imports)]
 
+pub mod app;
 pub mod backend;
 pub mod behaviours;
 pub mod bookinfo;
 pub mod config_dump;
+pub mod consul;
+pub mod dns;
 pub mod envoy;
 pub mod http;
+pub mod kube_apiserver;
+pub mod l4;
+pub mod mesh;
 pub mod netns;
 pub mod pilotfish;
 pub mod pod;
@@ -21,6 +27,7 @@ pub mod process;
 pub mod registry;
 pub mod tcp;
 pub mod testdir;
+pub mod tls;
 pub mod traffic;
 
 use std::path::PathBuf;

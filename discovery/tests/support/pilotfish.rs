@@ -20,6 +20,8 @@ pub fn binary() -> &'static str {
 pub struct Pilotfish {
     ns: Arc<Netns>,
     process: Process,
+    /// Where its HTTP (ready, debug, metrics) port listens.
+    http_address: String,
 }
 
 impl Pilotfish {
@@ -32,26 +34,33 @@ impl Pilotfish {
         log: &Path,
         extra_args: &[String],
     ) -> Pilotfish {
+        let mut args: Vec<String> = vec![
+            "--config-dir".into(),
+            config_dir.to_str().expect("utf-8 path").into(),
+            "--registry-file".into(),
+            registry_file.to_str().expect("utf-8 path").into(),
+            "--xds-address".into(),
+            XDS_ADDRESS.into(),
+            "--debounce-ms".into(),
+            "100".into(),
+        ];
+        args.extend(extra_args.iter().cloned());
+        Pilotfish::serve(ns, &args, HTTP_ADDRESS, log)
+    }
+
+    /// Starts `pilotfish serve <args> --http-address <http_address>` (the
+    /// caller picks sources, registries and the xDS address) and waits until
+    /// its `/ready` answers 200.
+    pub fn serve(ns: Arc<Netns>, args: &[String], http_address: &str, log: &Path) -> Pilotfish {
         let mut cmd = ns.command(binary(), &["serve"]);
-        cmd.arg("--config-dir")
-            .arg(config_dir)
-            .arg("--registry-file")
-            .arg(registry_file)
-            .args([
-                "--xds-address",
-                XDS_ADDRESS,
-                "--http-address",
-                HTTP_ADDRESS,
-                "--debounce-ms",
-                "100",
-            ])
-            .args(extra_args);
+        cmd.args(args).args(["--http-address", http_address]);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
         let mut pilotfish = Pilotfish {
             process: Process::spawn("pilotfish", cmd, log),
             ns,
+            http_address: http_address.to_string(),
         };
         wait_until("pilotfish /ready", STARTUP, || {
             pilotfish.process.assert_running();
@@ -65,7 +74,7 @@ impl Pilotfish {
 
     /// `GET path` on pilotfish's HTTP address.
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
-        self.ns.run(|| control_get(HTTP_ADDRESS, path))
+        self.ns.run(|| control_get(&self.http_address, path))
     }
 
     /// `GET path`, which must answer 200 with JSON.

@@ -1,0 +1,321 @@
+//! deploy/kubernetes/ against a real kube-apiserver: every object passes
+//! server-side validation and admission (dry run), a real apply is
+//! idempotent, the ServiceAccount's RBAC is exactly the least privilege
+//! Pilotfish needs, and the sidecar template merges into a workload as
+//! documented. Also: deploy/kubernetes/crds.yaml is the generated
+//! crds/manifests/all.yaml.
+//!
+//! Needs scripts/install-kube-apiserver.sh (run by scripts/setup.sh); no root.
+//! (The image these manifests name, deploy/docker/Dockerfile, cannot be built
+//! here: there is no Docker on the development machine.)
+
+mod support;
+
+use serde_json::{Value, json};
+use support::kube_apiserver::KubeApiServer;
+use support::repo_path;
+
+const NAMESPACE: &str = "pilotfish-system";
+const SERVICE_ACCOUNT: &str = "pilotfish";
+
+fn deploy_dir() -> String {
+    repo_path("deploy/kubernetes").display().to_string()
+}
+
+/// The CRDs, then the namespace, for real: a server-side dry run persists
+/// nothing, so objects in a namespace created by the same dry run would be
+/// refused (NotFound), and custom resources need their CRDs.
+fn prepare(server: &KubeApiServer) {
+    server
+        .kubectl(&["apply", "-f", repo_path("crds/manifests/all.yaml").to_str().unwrap()])
+        .expect_success("apply CRDs");
+    server
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])
+        .expect_success("CRDs Established");
+    server
+        .kubectl(&[
+            "apply",
+            "-f",
+            repo_path("deploy/kubernetes/00-namespace.yaml").to_str().unwrap(),
+        ])
+        .expect_success("apply namespace");
+}
+
+/// Every object deploy/kubernetes/ should create, as kubectl names them.
+const OBJECTS: [&str; 12] = [
+    "namespace/pilotfish-system",
+    "serviceaccount/pilotfish",
+    "clusterrole.rbac.authorization.k8s.io/pilotfish",
+    "clusterrolebinding.rbac.authorization.k8s.io/pilotfish",
+    "configmap/pilotfish-mesh",
+    "customresourcedefinition.apiextensions.k8s.io/virtualservices.networking.istio.io",
+    "customresourcedefinition.apiextensions.k8s.io/destinationrules.networking.istio.io",
+    "customresourcedefinition.apiextensions.k8s.io/gateways.networking.istio.io",
+    "deployment.apps/pilotfish",
+    "service/pilotfish",
+    "podtemplate/pilotfish-sidecar",
+    "customresourcedefinition.apiextensions.k8s.io/serviceentries.networking.istio.io",
+];
+
+#[test]
+fn deploy_crds_yaml_is_the_generated_all_yaml() {
+    let generated = std::fs::read_to_string(repo_path("crds/manifests/all.yaml")).unwrap();
+    let deployed = std::fs::read_to_string(repo_path("deploy/kubernetes/crds.yaml")).unwrap();
+    assert!(
+        generated == deployed,
+        "deploy/kubernetes/crds.yaml differs from crds/manifests/all.yaml; refresh it with\n  \
+         cp crds/manifests/all.yaml deploy/kubernetes/crds.yaml"
+    );
+}
+
+#[test]
+fn deploy_manifests_pass_server_dry_run() {
+    let server = KubeApiServer::start("deploy-dry-run");
+    prepare(&server);
+    let out = server
+        .kubectl(&["apply", "--dry-run=server", "--validate=strict", "-f", &deploy_dir()])
+        .expect_success("server dry run of deploy/kubernetes/");
+    for object in OBJECTS {
+        assert!(
+            out.stdout.lines().any(|l| l.starts_with(&format!("{object} "))
+                && l.ends_with("(server dry run)")),
+            "dry run did not cover {object}:\n{}",
+            out.stdout
+        );
+    }
+    // No deprecation or Pod Security warnings (see 00-namespace.yaml).
+    assert!(
+        !out.stderr.contains("Warning"),
+        "dry run warned:\n{}",
+        out.stderr
+    );
+    // Nothing was created.
+    server
+        .kubectl(&["get", "deployment/pilotfish", "-n", NAMESPACE])
+        .expect_failure("a dry run must not create the Deployment");
+}
+
+/// `kubectl auth can-i` as the ServiceAccount itself (a real token, so RBAC
+/// decides exactly as it would for the pod).
+fn can_i(server: &KubeApiServer, kubeconfig: &std::path::Path, verb: &str, resource: &str) -> bool {
+    let out = server.kubectl_as(
+        kubeconfig,
+        &["auth", "can-i", verb, resource, "--all-namespaces"],
+    );
+    match out.stdout.trim() {
+        "yes" => true,
+        "no" => false,
+        other => panic!("can-i {verb} {resource}: {other:?} {}", out.stderr),
+    }
+}
+
+#[test]
+fn deploy_manifests_apply_and_grant_only_reads() {
+    let server = KubeApiServer::start("deploy-rbac");
+    // On its own, on an empty cluster: the directory installs the CRDs too.
+    let first = server
+        .kubectl(&["apply", "-f", &deploy_dir()])
+        .expect_success("apply deploy/kubernetes/");
+    for object in OBJECTS {
+        assert!(
+            first.stdout.contains(&format!("{object} created")),
+            "{object} not created:\n{}",
+            first.stdout
+        );
+    }
+    let again = server
+        .kubectl(&["apply", "-f", &deploy_dir()])
+        .expect_success("apply deploy/kubernetes/ again");
+    for object in OBJECTS {
+        assert!(
+            again.stdout.contains(&format!("{object} unchanged")),
+            "second apply changed {object}:\n{}",
+            again.stdout
+        );
+    }
+
+    // pilotfish-system enforces the "restricted" Pod Security Standard: the
+    // control plane's pod is admitted, and the enforcement is real (the
+    // sidecar's privileged init step is refused there).
+    let pod_from = |template: &Value, name: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": template["metadata"]["labels"]},
+            "spec": template["spec"],
+        })
+        .to_string()
+    };
+    let deployment = server
+        .kubectl(&["get", "deployment/pilotfish", "-n", NAMESPACE, "-o", "json"])
+        .expect_success("get deployment");
+    let deployment: Value = serde_json::from_str(&deployment.stdout).unwrap();
+    server
+        .kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &pod_from(&deployment["spec"]["template"], "pilotfish-0"),
+        )
+        .expect_success("control-plane pod under enforce=restricted");
+    let sidecar = server
+        .kubectl(&["get", "podtemplate/pilotfish-sidecar", "-n", NAMESPACE, "-o", "json"])
+        .expect_success("get podtemplate");
+    let sidecar: Value = serde_json::from_str(&sidecar.stdout).unwrap();
+    let refused = server
+        .kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &pod_from(&sidecar["template"], "sidecar-0"),
+        )
+        .expect_failure("a privileged pod in pilotfish-system");
+    assert!(
+        refused.stderr.contains("violates PodSecurity \"restricted"),
+        "{}",
+        refused.stderr
+    );
+
+    let sa = server.kubeconfig_for_service_account(NAMESPACE, SERVICE_ACCOUNT);
+    // What Pilotfish reads: get, list and watch, cluster-wide.
+    let reads = [
+        "services",
+        "pods",
+        "endpointslices.discovery.k8s.io",
+        "virtualservices.networking.istio.io",
+        "destinationrules.networking.istio.io",
+        "gateways.networking.istio.io",
+        "serviceentries.networking.istio.io",
+    ];
+    for resource in reads {
+        for verb in ["get", "list", "watch"] {
+            assert!(
+                can_i(&server, &sa, verb, resource),
+                "pilotfish cannot {verb} {resource}"
+            );
+        }
+    }
+    // And nothing else: no writes to what it reads, no status, no events,
+    // no secrets or configmaps, nothing it does not watch.
+    let denied = [
+        ("create", "virtualservices.networking.istio.io"),
+        ("update", "virtualservices.networking.istio.io"),
+        ("patch", "virtualservices.networking.istio.io/status"),
+        ("delete", "serviceentries.networking.istio.io"),
+        ("update", "services"),
+        ("delete", "pods"),
+        ("create", "pods/exec"),
+        ("create", "events"),
+        ("create", "events.events.k8s.io"),
+        ("get", "secrets"),
+        ("list", "configmaps"),
+        ("list", "endpoints"),
+        ("list", "namespaces"),
+        ("list", "nodes"),
+        ("create", "leases.coordination.k8s.io"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("list", "authorizationpolicies.security.istio.io"),
+    ];
+    for (verb, resource) in denied {
+        assert!(
+            !can_i(&server, &sa, verb, resource),
+            "pilotfish may {verb} {resource}: more than it needs"
+        );
+    }
+    // The real thing, not just the RBAC answer: a list works, a write is Forbidden.
+    server
+        .kubectl_as(&sa, &["get", "virtualservices,endpointslices,services,pods", "-A"])
+        .expect_success("list as pilotfish");
+    let forbidden = server
+        .kubectl_as(&sa, &["get", "secrets", "-A"])
+        .expect_failure("secrets as pilotfish");
+    assert!(forbidden.stderr.contains("Forbidden"), "{}", forbidden.stderr);
+}
+
+#[test]
+fn sidecar_template_merges_into_a_deployment() {
+    let server = KubeApiServer::start("deploy-sidecar");
+    prepare(&server);
+    server
+        .kubectl(&[
+            "apply",
+            "-f",
+            repo_path("deploy/kubernetes/sidecar-template.yaml").to_str().unwrap(),
+        ])
+        .expect_success("apply sidecar template");
+    server
+        .kubectl(&["create", "namespace", "shop"])
+        .expect_success("namespace");
+    server
+        .kubectl(&[
+            "create", "deployment", "reviews", "-n", "shop", "--image=example/reviews:1",
+            "--port=9080",
+        ])
+        .expect_success("app deployment");
+
+    // What the template's header documents with jq, in Rust.
+    let template = server
+        .kubectl(&["get", "podtemplate", "pilotfish-sidecar", "-n", NAMESPACE, "-o", "json"])
+        .expect_success("get podtemplate");
+    let template: Value = serde_json::from_str(&template.stdout).unwrap();
+    let patch = json!({"spec": {"template": {"spec": {
+        "initContainers": template["template"]["spec"]["initContainers"],
+        "volumes": template["template"]["spec"]["volumes"],
+    }}}});
+    let patch_file = server.path().join("sidecar-patch.json");
+    std::fs::write(&patch_file, patch.to_string()).unwrap();
+    server
+        .kubectl(&[
+            "patch", "deployment", "reviews", "-n", "shop", "--patch-file",
+            patch_file.to_str().unwrap(),
+        ])
+        .expect_success("patch the sidecar in");
+
+    let deployment = server
+        .kubectl(&["get", "deployment", "reviews", "-n", "shop", "-o", "json"])
+        .expect_success("get deployment");
+    let deployment: Value = serde_json::from_str(&deployment.stdout).unwrap();
+    let spec = &deployment["spec"]["template"]["spec"];
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .map(|a| a.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        names(&spec["initContainers"]),
+        ["pilotfish-init", "pilotfish-bootstrap", "pilotfish-proxy"]
+    );
+    assert_eq!(names(&spec["containers"]), ["reviews"], "the app container is kept, alone");
+    let mut volumes = names(&spec["volumes"]);
+    volumes.sort();
+    assert_eq!(
+        volumes,
+        ["pilotfish-init-run", "pilotfish-podinfo", "pilotfish-proxy"]
+    );
+    let proxy = &spec["initContainers"][2];
+    assert_eq!(proxy["restartPolicy"], "Always", "Envoy is a native sidecar");
+    assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
+    let init = &spec["initContainers"][0];
+    assert_eq!(
+        init["securityContext"]["capabilities"]["add"],
+        json!(["NET_ADMIN", "NET_RAW"])
+    );
+    let bootstrap = spec["initContainers"][1]["args"][0].as_str().unwrap();
+    assert!(
+        bootstrap.contains("--xds-address pilotfish.pilotfish-system.svc:15010")
+            && bootstrap.contains(r#"--ip "$(POD_IP)""#),
+        "{bootstrap}"
+    );
+
+    // A Pod with that spec is valid too (and admitted: ServiceAccount
+    // admission is off, no controller needed).
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "reviews-0", "namespace": "shop", "labels": {"app": "reviews"}},
+        "spec": spec,
+    });
+    server
+        .kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &pod.to_string())
+        .expect_success("pod with the sidecar");
+}

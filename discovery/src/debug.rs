@@ -12,6 +12,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use pilotfish_registries::consul::ConsulStatus;
+use pilotfish_registries::kubernetes::KubernetesStatus;
 use tokio::sync::watch;
 
 use crate::ads::XdsContext;
@@ -29,6 +30,9 @@ pub struct DebugState {
 #[derive(Clone)]
 pub enum RegistryStatus {
     Consul(watch::Receiver<ConsulStatus>),
+    /// The Kubernetes registry or the Kubernetes config source (named by
+    /// the status itself).
+    Kubernetes(watch::Receiver<KubernetesStatus>),
 }
 
 impl RegistryStatus {
@@ -46,6 +50,22 @@ impl RegistryStatus {
                     "seconds_since_last_success": s.last_success
                         .and_then(|t| t.elapsed().ok())
                         .map(|d| d.as_secs()),
+                })
+            }
+            RegistryStatus::Kubernetes(rx) => {
+                let s = rx.borrow().clone();
+                json!({
+                    "registry": s.name,
+                    "api_server": s.api_server,
+                    "connected": s.connected,
+                    "synced": s.synced,
+                    "objects": s.objects,
+                    "consecutive_failures": s.consecutive_failures,
+                    "last_error": s.last_error,
+                    "seconds_since_last_success": s.last_success
+                        .and_then(|t| t.elapsed().ok())
+                        .map(|d| d.as_secs()),
+                    "warnings": s.warnings,
                 })
             }
         }

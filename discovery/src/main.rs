@@ -8,8 +8,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pilotfish_discovery::bootstrap::{BootstrapOptions, bootstrap};
-use pilotfish_discovery::serve::{ServeOptions, serve};
+use pilotfish_discovery::serve::{
+    DynamicRegistry, KubernetesConfigOptions, ServeOptions, serve,
+};
 use pilotfish_registries::consul::ConsulConfig;
+use pilotfish_registries::kubernetes::KubernetesConfig;
 use pilotfish_translate::{MeshConfig, OutboundTrafficPolicy};
 
 #[derive(Parser)]
@@ -67,16 +70,43 @@ struct ServeArgs {
     #[arg(long)]
     log_json: bool,
     /// Registries to watch besides --registry-file files (which imply `file`); repeatable.
+    /// Their order is their precedence for a hostname defined twice.
     #[arg(long = "registry", value_enum)]
     registries: Vec<RegistryArg>,
+    /// Where Istio config comes from besides --config-dir: `kubernetes` reads
+    /// VirtualService, DestinationRule, Gateway and ServiceEntry from the API server.
+    #[arg(long = "config-source", value_enum)]
+    config_sources: Vec<ConfigSourceArg>,
     #[command(flatten)]
     consul: ConsulArgs,
+    #[command(flatten)]
+    kube: KubeArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum RegistryArg {
     File,
     Consul,
+    Kubernetes,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ConfigSourceArg {
+    Kubernetes,
+}
+
+#[derive(clap::Args)]
+struct KubeArgs {
+    /// Kubeconfig for --registry kubernetes and --config-source kubernetes
+    /// (default: KUBECONFIG, ~/.kube/config, then the in-cluster service account).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (services and config); repeatable. Default: all namespaces.
+    #[arg(long = "kube-namespace")]
+    kube_namespaces: Vec<String>,
+    /// Read Nodes for the region of endpoint localities (needs list/watch on nodes).
+    #[arg(long)]
+    kube_read_nodes: bool,
 }
 
 #[derive(clap::Args)]
@@ -154,13 +184,44 @@ fn main() -> anyhow::Result<()> {
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_json);
-    let consul = args.registries.contains(&RegistryArg::Consul);
     if args.registries.contains(&RegistryArg::File) && args.registry_files.is_empty() {
         bail!("--registry file needs at least one --registry-file");
     }
-    if args.config_dirs.is_empty() && args.registry_files.is_empty() && !consul {
-        bail!("nothing to serve: give --config-dir, --registry-file and/or --registry consul");
+    let kube_config = args.config_sources.contains(&ConfigSourceArg::Kubernetes);
+    let mut registry_order: Vec<RegistryArg> = Vec::new();
+    for r in &args.registries {
+        if *r != RegistryArg::File && !registry_order.contains(r) {
+            registry_order.push(*r);
+        }
     }
+    if args.config_dirs.is_empty()
+        && args.registry_files.is_empty()
+        && registry_order.is_empty()
+        && !kube_config
+    {
+        bail!(
+            "nothing to serve: give --config-dir, --registry-file, --registry consul|kubernetes and/or --config-source kubernetes"
+        );
+    }
+    let uses_kube = kube_config || registry_order.contains(&RegistryArg::Kubernetes);
+    if !uses_kube && (args.kubeconfig_given() || !args.kube.kube_namespaces.is_empty()) {
+        bail!("--kubeconfig and --kube-namespace need --registry kubernetes or --config-source kubernetes");
+    }
+    let namespaces: std::collections::BTreeSet<String> =
+        args.kube.kube_namespaces.iter().cloned().collect();
+    let registries = registry_order
+        .iter()
+        .map(|r| match r {
+            RegistryArg::Consul => DynamicRegistry::Consul(args.consul.config()),
+            RegistryArg::Kubernetes => DynamicRegistry::Kubernetes(KubernetesConfig {
+                namespaces: namespaces.clone(),
+                domain_suffix: args.domain_suffix.clone(),
+                read_nodes: args.kube.kube_read_nodes,
+                ..KubernetesConfig::default()
+            }),
+            RegistryArg::File => unreachable!("filtered out above"),
+        })
+        .collect();
     let opts = ServeOptions {
         config_dirs: args.config_dirs,
         registry_files: args.registry_files,
@@ -176,10 +237,20 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             ..MeshConfig::default()
         },
         default_namespace: args.default_namespace,
-        consul: consul.then(|| args.consul.config()),
+        registries,
+        kubernetes_config: kube_config.then(|| KubernetesConfigOptions {
+            namespaces: namespaces.clone(),
+        }),
+        kubeconfig: args.kube.kubeconfig.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(serve(opts))
+}
+
+impl ServeArgs {
+    fn kubeconfig_given(&self) -> bool {
+        self.kube.kubeconfig.is_some()
+    }
 }
 
 fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {

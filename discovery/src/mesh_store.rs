@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use pilotfish_crds::ConfigSpec;
+use pilotfish_crds::{ConfigKey, ConfigObject, ConfigSpec};
 use pilotfish_registries::RegistrySnapshot;
 use pilotfish_registries::service_entry::add_service_entry;
 use pilotfish_translate::{MeshConfig, MeshState};
 
 use crate::problems::InputProblem;
 use crate::proxy_view::InboundIndex;
-use crate::sources::config_dir::ConfigDirs;
+use crate::sources::config_dir::{ConfigDirs, ConfigLoad};
 use crate::sources::registry_files::RegistryFiles;
 
 /// One published generation of the mesh.
@@ -37,6 +37,20 @@ pub struct MeshStore {
     dynamic: Vec<(String, RegistrySnapshot)>,
     /// Pushing registries that have not delivered their first snapshot.
     unsynced: std::collections::BTreeSet<String>,
+    /// Config sources that push objects (Kubernetes), by name, in the order
+    /// they were added; they rank after the config directories.
+    dynamic_config: Vec<DynamicConfig>,
+    /// Pushing config sources that have not delivered their first full set.
+    unsynced_config: std::collections::BTreeSet<String>,
+}
+
+/// The latest full set of objects from one pushing config source, with the
+/// problems it found (invalid objects, kept last valid versions).
+#[derive(Debug, Default)]
+struct DynamicConfig {
+    name: String,
+    objects: Vec<ConfigObject>,
+    problems: Vec<InputProblem>,
 }
 
 impl MeshStore {
@@ -47,6 +61,8 @@ impl MeshStore {
             mesh_config,
             dynamic: Vec::new(),
             unsynced: Default::default(),
+            dynamic_config: Vec::new(),
+            unsynced_config: Default::default(),
         }
     }
 
@@ -68,9 +84,42 @@ impl MeshStore {
         }
     }
 
-    /// Every pushing registry has delivered a full first snapshot.
+    /// Every pushing registry and config source has delivered a full first
+    /// snapshot.
     pub fn all_synced(&self) -> bool {
-        self.unsynced.is_empty()
+        self.unsynced.is_empty() && self.unsynced_config.is_empty()
+    }
+
+    /// Declares a pushing config source; its objects rank after the config
+    /// directories and after the sources declared before it.
+    pub fn add_dynamic_config(&mut self, name: &str) {
+        if !self.dynamic_config.iter().any(|c| c.name == name) {
+            self.dynamic_config.push(DynamicConfig {
+                name: name.to_string(),
+                ..DynamicConfig::default()
+            });
+            self.unsynced_config.insert(name.to_string());
+        }
+    }
+
+    /// Replaces the objects (already validated) and problems of a pushing
+    /// config source.
+    pub fn set_dynamic_config(
+        &mut self,
+        name: &str,
+        objects: Vec<ConfigObject>,
+        problems: Vec<InputProblem>,
+    ) {
+        self.unsynced_config.remove(name);
+        let fresh = DynamicConfig {
+            name: name.to_string(),
+            objects,
+            problems,
+        };
+        match self.dynamic_config.iter_mut().find(|c| c.name == name) {
+            Some(current) => *current = fresh,
+            None => self.dynamic_config.push(fresh),
+        }
     }
 
     /// Replaces the latest snapshot of a pushing registry.
@@ -85,7 +134,8 @@ impl MeshStore {
     /// Re-reads every source. The version is assigned when the result is
     /// published (and only if it differs from what is being served).
     pub fn rebuild(&mut self) -> MeshGeneration {
-        let loaded = self.config.load();
+        let mut loaded = self.config.load();
+        merge_dynamic_config(&self.dynamic_config, &mut loaded);
         let mut problems = loaded.problems;
         let mut snapshots = self.registries.load(&mut problems);
         snapshots.extend(self.dynamic.iter().cloned());
@@ -129,6 +179,37 @@ impl MeshStore {
     }
 }
 
+/// Adds the pushing sources' objects after the files' ones; an object whose
+/// kind/namespace/name is already taken is reported and skipped.
+fn merge_dynamic_config(sources: &[DynamicConfig], loaded: &mut ConfigLoad) {
+    if sources.is_empty() {
+        return;
+    }
+    let mut seen: BTreeMap<ConfigKey, String> = loaded
+        .objects
+        .iter()
+        .map(|o| (o.key(), o.origin.to_string()))
+        .collect();
+    for source in sources {
+        loaded.problems.extend(source.problems.iter().cloned());
+        for obj in &source.objects {
+            let key = obj.key();
+            match seen.get(&key) {
+                Some(first) => loaded.problems.push(InputProblem {
+                    source: obj.origin.to_string(),
+                    object: Some(key.to_string()),
+                    field: Some("metadata.name".into()),
+                    message: format!("duplicate object; the one in {first} is used"),
+                }),
+                None => {
+                    seen.insert(key, obj.origin.to_string());
+                    loaded.objects.push(obj.clone());
+                }
+            }
+        }
+    }
+}
+
 type Merged = (
     Vec<pilotfish_registries::Service>,
     BTreeMap<String, Vec<pilotfish_registries::Endpoint>>,
@@ -163,4 +244,53 @@ fn merge_registries(
         }
     }
     (services.into_values().map(|(_, s)| s).collect(), endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DR: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: shop}\nspec: {host: reviews}\n";
+
+    fn object(source: &str, name: &str) -> ConfigObject {
+        let text = DR.replace("name: reviews", &format!("name: {name}"));
+        let mut loaded = pilotfish_crds::load_yaml(source, &text, "default");
+        let mut obj = loaded.objects.remove(0);
+        obj.origin.document = None;
+        obj
+    }
+
+    #[test]
+    fn dynamic_config_merges_after_files_reports_duplicates_and_gates_readiness() {
+        let dir = std::env::temp_dir().join(format!("pf-mesh-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("dr.yaml"), DR).unwrap();
+        let mut store = MeshStore::new(
+            ConfigDirs::new(vec![dir.clone()], "default"),
+            RegistryFiles::new(Vec::new()),
+            MeshConfig::default(),
+        );
+        store.add_dynamic_config("kubernetes-config");
+        assert!(!store.all_synced(), "not ready before the first full set");
+        let problem = InputProblem::plain("kubernetes", "something invalid");
+        store.set_dynamic_config(
+            "kubernetes-config",
+            vec![object("kubernetes", "reviews"), object("kubernetes", "ratings")],
+            vec![problem.clone()],
+        );
+        assert!(store.all_synced());
+        let generation = store.rebuild();
+        let keys: Vec<String> = generation.mesh.config.iter().map(|o| o.key().to_string()).collect();
+        assert_eq!(keys, ["DestinationRule shop/reviews", "DestinationRule shop/ratings"]);
+        assert!(generation.mesh.config[0].origin.source.ends_with("dr.yaml"), "the file wins");
+        assert!(generation.problems.contains(&problem));
+        let duplicate = generation
+            .problems
+            .iter()
+            .find(|p| p.message.starts_with("duplicate object"))
+            .expect("duplicate reported");
+        assert_eq!(duplicate.source, "kubernetes");
+        assert_eq!(duplicate.object.as_deref(), Some("DestinationRule shop/reviews"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

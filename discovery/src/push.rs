@@ -119,6 +119,13 @@ pub enum Change {
         name: String,
         snapshot: RegistrySnapshot,
     },
+    /// A pushing config source (Kubernetes) has a new full set of valid
+    /// objects, and the problems it found.
+    Config {
+        name: String,
+        objects: Vec<pilotfish_crds::ConfigObject>,
+        problems: Vec<crate::problems::InputProblem>,
+    },
 }
 
 /// Runs until the change channel closes: waits for a change, debounces,
@@ -149,13 +156,19 @@ pub async fn run(
         }
         publish(&mut store, &ctx, &tx);
         if store.all_synced() && !ready.swap(true, Ordering::AcqRel) {
-            tracing::info!("every registry synced; ready");
+            tracing::info!("every registry and config source synced; ready");
         }
     }
 }
 
 fn apply(store: &mut MeshStore, change: Change) {
-    if let Change::Registry { name, snapshot } = change {
-        store.set_dynamic_registry(&name, snapshot);
+    match change {
+        Change::Files => {}
+        Change::Registry { name, snapshot } => store.set_dynamic_registry(&name, snapshot),
+        Change::Config {
+            name,
+            objects,
+            problems,
+        } => store.set_dynamic_config(&name, objects, problems),
     }
 }

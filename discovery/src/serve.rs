@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pilotfish_registries::consul::ConsulConfig;
+use pilotfish_registries::kubernetes::{ApiServer, KubernetesConfig};
 use pilotfish_translate::MeshConfig;
 use tokio::sync::{mpsc, watch};
 
@@ -30,8 +31,25 @@ pub struct ServeOptions {
     pub debounce: Duration,
     pub mesh: MeshConfig,
     pub default_namespace: String,
-    /// Watch this Consul as a registry too.
-    pub consul: Option<ConsulConfig>,
+    /// Pushing registries, in command-line order: a hostname defined by
+    /// several belongs to the first (after the registry files).
+    pub registries: Vec<DynamicRegistry>,
+    /// Read Istio config from the Kubernetes API too (`--config-source kubernetes`).
+    pub kubernetes_config: Option<KubernetesConfigOptions>,
+    /// Kubeconfig for the Kubernetes registry and config source; `None`:
+    /// KUBECONFIG, ~/.kube/config, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// A registry that pushes snapshots.
+pub enum DynamicRegistry {
+    Consul(ConsulConfig),
+    Kubernetes(KubernetesConfig),
+}
+
+pub struct KubernetesConfigOptions {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: std::collections::BTreeSet<String>,
 }
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
@@ -53,18 +71,66 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     )
     .context("cannot watch the config directories and registry files")?;
     let mut registries = Vec::new();
-    let _consul = match opts.consul {
-        Some(config) => {
-            store.add_dynamic_registry(sources::consul::REGISTRY_NAME);
-            let (registry, status) = sources::consul::start(config, change_tx.clone(), metrics)
-                .context("cannot start the Consul registry")?;
-            registries.push(RegistryStatus::Consul(status));
-            Some(registry)
+    // One client for every Kubernetes watch, built only when one is asked for.
+    let needs_kube = opts.kubernetes_config.is_some()
+        || opts
+            .registries
+            .iter()
+            .any(|r| matches!(r, DynamicRegistry::Kubernetes(_)));
+    let kube = match needs_kube {
+        true => Some(
+            ApiServer::connect(opts.kubeconfig.as_deref())
+                .await
+                .context("cannot configure the Kubernetes client")?,
+        ),
+        false => None,
+    };
+    // Kept alive for as long as the server runs: dropping stops the watches.
+    let mut _consul = None;
+    let mut _kubernetes = None;
+    for registry in opts.registries {
+        match registry {
+            DynamicRegistry::Consul(config) => {
+                store.add_dynamic_registry(sources::consul::REGISTRY_NAME);
+                let (registry, status) =
+                    sources::consul::start(config, change_tx.clone(), metrics.clone())
+                        .context("cannot start the Consul registry")?;
+                registries.push(RegistryStatus::Consul(status));
+                _consul = Some(registry);
+            }
+            DynamicRegistry::Kubernetes(config) => {
+                let api = kube.as_ref().expect("client built above");
+                store.add_dynamic_registry(sources::kubernetes_registry::REGISTRY_NAME);
+                tracing::info!(api_server = %api.url, namespaces = ?config.namespaces, "watching Kubernetes services");
+                let (registry, status) = sources::kubernetes_registry::start(
+                    api,
+                    config,
+                    change_tx.clone(),
+                    metrics.clone(),
+                );
+                registries.push(RegistryStatus::Kubernetes(status));
+                _kubernetes = Some(registry);
+            }
         }
-        None => None,
+    }
+    let _kubernetes_config = match (&opts.kubernetes_config, &kube) {
+        (Some(config), Some(api)) => {
+            store.add_dynamic_config(sources::kubernetes_config::SOURCE_NAME);
+            tracing::info!(api_server = %api.url, namespaces = ?config.namespaces, "watching Istio config in Kubernetes");
+            let source = sources::kubernetes_config::start(
+                api,
+                &config.namespaces,
+                change_tx.clone(),
+                metrics.clone(),
+            );
+            registries.push(RegistryStatus::Kubernetes(source.status()));
+            Some(source)
+        }
+        _ => None,
     };
     push::publish(&mut store, &ctx, &generation_tx);
-    // Ready once every registry has delivered its first full snapshot.
+    // Ready once every registry and config source has delivered its first
+    // full snapshot.
     let ready = Arc::new(AtomicBool::new(store.all_synced()));
 
     let scheduler = tokio::spawn(push::run(

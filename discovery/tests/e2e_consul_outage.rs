@@ -21,16 +21,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::app::AppAnswer;
+use support::consul::Instance;
 use support::mesh::{HTTP_PORT, Mesh, PodSpec, host};
 use support::{STARTUP, outbound_cluster, wait_until};
 
 const OUTAGE: Duration = Duration::from_secs(30);
 /// How often the client checks the mesh during the outage.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
-/// How long pilotfish may take to notice the outage, and the way back.
+/// How long pilotfish may take to notice the outage.
 const NOTICE: Duration = Duration::from_secs(10);
 /// Registration → Envoy, as in the churn test.
 const EDS_FOLLOW: Duration = Duration::from_secs(5);
+/// Consul back → pilotfish connected: its watch loops retry on a back-off
+/// that grows to 30 s (`BackoffConfig::default().max`), jittered.
+const RECONNECT: Duration = Duration::from_secs(45);
+/// An instance with no pod behind it: only Envoy's EDS is checked.
+const LEGACY_IP: &str = "10.77.0.99";
 
 /// The client pod; its own service is only registered after the outage.
 const CLIENT_POD: &str = "ratings-v1";
@@ -124,38 +130,35 @@ fn consul_outage_keeps_known_endpoints_and_recovers() {
         "outage of {OUTAGE:?}: {checks} checks, all answered (slowest {slowest:?}); pilotfish noticed after {noticed:?}; status {status}"
     );
 
-    // Consul comes back on its data directory.
+    // Consul comes back on its data directory, and ratings registers at once,
+    // while pilotfish's watch loops are still backing off.
     let leader_after = mesh.consul.restart();
     let back = Instant::now();
-    wait_until("pilotfish to reconnect to Consul", NOTICE, || {
+    let ratings = mesh.pod("ratings-v1");
+    let ratings_cluster = outbound_cluster(HTTP_PORT, "", &host("ratings"));
+    let ratings_hosts = BTreeSet::from([format!("{}:{HTTP_PORT}", ratings.ip)]);
+    mesh.register("ratings-v1", Some("http"));
+    // Until pilotfish's next retry (its back-off reaches 30 s), traffic
+    // keeps flowing on the last known state.
+    wait_until("pilotfish to reconnect to Consul", RECONNECT, || {
         check_traffic(&mesh)?;
         registry_connected(&mesh)
             .then_some(())
             .ok_or_else(|| format!("{}", mesh.consul_status()))
     });
     let reconnected = back.elapsed();
+    let reconnected_at = Instant::now();
     assert_eq!(mesh.consul_connected_metric(), Some(1.0));
+    // The first answer wakes every loop: the new service is read at once,
+    // not after the catalog loop's own back-off.
+    mesh.wait_cluster_hosts("productpage-v1", &ratings_cluster, &ratings_hosts, EDS_FOLLOW);
+    let ratings_followed = reconnected_at.elapsed();
     // The catalog survived the restart: nothing known was dropped.
     assert_eq!(
         mesh.pod("productpage-v1").cluster_hosts(&details_cluster),
         Ok(Some(details_hosts))
     );
     check_traffic(&mesh).unwrap_or_else(|e| panic!("after Consul came back: {e}"));
-    eprintln!(
-        "Consul restarted (leader after {leader_after:?}); pilotfish reconnected {reconnected:?} later"
-    );
-
-    // A registration after the restart reaches Envoy.
-    let ratings = mesh.pod("ratings-v1");
-    let ratings_hosts = BTreeSet::from([format!("{}:{HTTP_PORT}", ratings.ip)]);
-    let registered = Instant::now();
-    mesh.register("ratings-v1", Some("http"));
-    let followed = mesh.wait_cluster_hosts(
-        "productpage-v1",
-        &outbound_cluster(HTTP_PORT, "", &host("ratings")),
-        &ratings_hosts,
-        Duration::from_secs(90),
-    );
     mesh.wait_cluster_hosts(
         "ratings-v1",
         &format!("inbound|{HTTP_PORT}||"),
@@ -172,7 +175,23 @@ fn consul_outage_keeps_known_endpoints_and_recovers() {
     });
     assert_eq!(answer.label(), "ratings v1");
     eprintln!(
-        "ratings registered after the restart: in the client's EDS after {followed:?}, answering by name after {:?}",
+        "Consul restarted (leader after {leader_after:?}); pilotfish reconnected {reconnected:?} after that; ratings (registered right after the restart) in the client's EDS {ratings_followed:?} after the reconnection"
+    );
+
+    // A registration made once everything is back reaches Envoy as usual.
+    let legacy = Instance::new("reviews-legacy", "reviews", LEGACY_IP, HTTP_PORT)
+        .tag("version|v0")
+        .protocol(Some("http"));
+    let registered = Instant::now();
+    mesh.consul.register(&legacy);
+    let followed = mesh.wait_cluster_hosts(
+        "productpage-v1",
+        &outbound_cluster(HTTP_PORT, "", &host("reviews")),
+        &BTreeSet::from([format!("{LEGACY_IP}:{HTTP_PORT}")]),
+        EDS_FOLLOW,
+    );
+    eprintln!(
+        "a registration after the reconnection: in the client's EDS after {followed:?} ({:?} in all)",
         registered.elapsed()
     );
     mesh.assert_no_rejected_updates();

@@ -68,11 +68,17 @@ fn pod(name: &str) -> Pod {
         .start();
     for port in [DATA, ADMIN] {
         for subset in ["v1", "v2"] {
-            pod.envoy.wait_cluster(&outbound_cluster(port, subset, DB), 1);
+            pod.envoy
+                .wait_cluster(&outbound_cluster(port, subset, DB), 1);
         }
     }
     wait_chain(&pod, &format!("0.0.0.0_{DATA}"), &rule_chain(DATA, 0), true);
-    wait_chain(&pod, &format!("0.0.0.0_{ADMIN}"), &rule_chain(ADMIN, 1), true);
+    wait_chain(
+        &pod,
+        &format!("0.0.0.0_{ADMIN}"),
+        &rule_chain(ADMIN, 1),
+        true,
+    );
     pod
 }
 
@@ -95,15 +101,26 @@ fn tcp_route_weights_split_connections_between_subsets() {
     assert_eq!(tally.total(), 500);
     let v1 = tally.count("db v1");
     let v2 = tally.count("db v2");
-    assert_eq!(v1 + v2, 500, "every connection answered by a subset: {tally}");
-    assert!((360..=440).contains(&v1), "v1 got {v1} of 500 (expected 400 ± 40): {tally}");
+    assert_eq!(
+        v1 + v2,
+        500,
+        "every connection answered by a subset: {tally}"
+    );
+    assert!(
+        (360..=440).contains(&v1),
+        "v1 got {v1} of 500 (expected 400 ± 40): {tally}"
+    );
     // Envoy's own view agrees: the subset clusters carried the connections.
     let grew: Vec<u64> = clusters
         .iter()
         .zip(&before)
         .map(|(c, b)| pod.envoy.cluster_stat(c, "upstream_cx_total") - b)
         .collect();
-    assert_eq!(grew, [v1 as u64, v2 as u64], "upstream_cx_total of {clusters:?}");
+    assert_eq!(
+        grew,
+        [v1 as u64, v2 as u64],
+        "upstream_cx_total of {clusters:?}"
+    );
     pod.envoy.assert_no_rejected_updates();
 }
 
@@ -128,12 +145,21 @@ fn port_scoped_rule_and_destination_subnets() {
         "",
     );
     pod.write_config("db-routes.yaml", &without_admin);
-    wait_chain(&pod, &format!("0.0.0.0_{ADMIN}"), &format!("tcp|{}", outbound_cluster(ADMIN, "", DB)), true);
+    wait_chain(
+        &pod,
+        &format!("0.0.0.0_{ADMIN}"),
+        &format!("tcp|{}", outbound_cluster(ADMIN, "", DB)),
+        true,
+    );
     let balanced = tcp_tally(&pod, &admin, 40);
     assert!(
         balanced.count("db v1") >= 5 && balanced.count("db v2") >= 5,
         "admin port without its rule: {balanced}"
     );
-    assert_eq!(balanced.count("db v1") + balanced.count("db v2"), 40, "{balanced}");
+    assert_eq!(
+        balanced.count("db v1") + balanced.count("db v2"),
+        40,
+        "{balanced}"
+    );
     pod.envoy.assert_no_rejected_updates();
 }

@@ -11,9 +11,14 @@
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::Command;
+
 use serde_json::{Value, json};
 use support::kube_apiserver::KubeApiServer;
-use support::repo_path;
+use support::process::Process;
+use support::{repo_path, wait_until};
 
 const NAMESPACE: &str = "pilotfish-system";
 const SERVICE_ACCOUNT: &str = "pilotfish";
@@ -27,7 +32,11 @@ fn deploy_dir() -> String {
 /// refused (NotFound), and custom resources need their CRDs.
 fn prepare(server: &KubeApiServer) {
     server
-        .kubectl(&["apply", "-f", repo_path("crds/manifests/all.yaml").to_str().unwrap()])
+        .kubectl(&[
+            "apply",
+            "-f",
+            repo_path("crds/manifests/all.yaml").to_str().unwrap(),
+        ])
         .expect_success("apply CRDs");
     server
         .kubectl(&[
@@ -42,7 +51,9 @@ fn prepare(server: &KubeApiServer) {
         .kubectl(&[
             "apply",
             "-f",
-            repo_path("deploy/kubernetes/00-namespace.yaml").to_str().unwrap(),
+            repo_path("deploy/kubernetes/00-namespace.yaml")
+                .to_str()
+                .unwrap(),
         ])
         .expect_success("apply namespace");
 }
@@ -79,12 +90,19 @@ fn deploy_manifests_pass_server_dry_run() {
     let server = KubeApiServer::start("deploy-dry-run");
     prepare(&server);
     let out = server
-        .kubectl(&["apply", "--dry-run=server", "--validate=strict", "-f", &deploy_dir()])
+        .kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "--validate=strict",
+            "-f",
+            &deploy_dir(),
+        ])
         .expect_success("server dry run of deploy/kubernetes/");
     for object in OBJECTS {
         assert!(
-            out.stdout.lines().any(|l| l.starts_with(&format!("{object} "))
-                && l.ends_with("(server dry run)")),
+            out.stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{object} ")) && l.ends_with("(server dry run)")),
             "dry run did not cover {object}:\n{}",
             out.stdout
         );
@@ -162,7 +180,14 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         )
         .expect_success("control-plane pod under enforce=restricted");
     let sidecar = server
-        .kubectl(&["get", "podtemplate/pilotfish-sidecar", "-n", NAMESPACE, "-o", "json"])
+        .kubectl(&[
+            "get",
+            "podtemplate/pilotfish-sidecar",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "json",
+        ])
         .expect_success("get podtemplate");
     let sidecar: Value = serde_json::from_str(&sidecar.stdout).unwrap();
     let refused = server
@@ -225,12 +250,19 @@ fn deploy_manifests_apply_and_grant_only_reads() {
     }
     // The real thing, not just the RBAC answer: a list works, a write is Forbidden.
     server
-        .kubectl_as(&sa, &["get", "virtualservices,endpointslices,services,pods", "-A"])
+        .kubectl_as(
+            &sa,
+            &["get", "virtualservices,endpointslices,services,pods", "-A"],
+        )
         .expect_success("list as pilotfish");
     let forbidden = server
         .kubectl_as(&sa, &["get", "secrets", "-A"])
         .expect_failure("secrets as pilotfish");
-    assert!(forbidden.stderr.contains("Forbidden"), "{}", forbidden.stderr);
+    assert!(
+        forbidden.stderr.contains("Forbidden"),
+        "{}",
+        forbidden.stderr
+    );
 }
 
 #[test]
@@ -241,7 +273,9 @@ fn sidecar_template_merges_into_a_deployment() {
         .kubectl(&[
             "apply",
             "-f",
-            repo_path("deploy/kubernetes/sidecar-template.yaml").to_str().unwrap(),
+            repo_path("deploy/kubernetes/sidecar-template.yaml")
+                .to_str()
+                .unwrap(),
         ])
         .expect_success("apply sidecar template");
     server
@@ -249,14 +283,27 @@ fn sidecar_template_merges_into_a_deployment() {
         .expect_success("namespace");
     server
         .kubectl(&[
-            "create", "deployment", "reviews", "-n", "shop", "--image=example/reviews:1",
+            "create",
+            "deployment",
+            "reviews",
+            "-n",
+            "shop",
+            "--image=example/reviews:1",
             "--port=9080",
         ])
         .expect_success("app deployment");
 
     // What the template's header documents with jq, in Rust.
     let template = server
-        .kubectl(&["get", "podtemplate", "pilotfish-sidecar", "-n", NAMESPACE, "-o", "json"])
+        .kubectl(&[
+            "get",
+            "podtemplate",
+            "pilotfish-sidecar",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "json",
+        ])
         .expect_success("get podtemplate");
     let template: Value = serde_json::from_str(&template.stdout).unwrap();
     let patch = json!({"spec": {"template": {"spec": {
@@ -267,7 +314,12 @@ fn sidecar_template_merges_into_a_deployment() {
     std::fs::write(&patch_file, patch.to_string()).unwrap();
     server
         .kubectl(&[
-            "patch", "deployment", "reviews", "-n", "shop", "--patch-file",
+            "patch",
+            "deployment",
+            "reviews",
+            "-n",
+            "shop",
+            "--patch-file",
             patch_file.to_str().unwrap(),
         ])
         .expect_success("patch the sidecar in");
@@ -279,14 +331,22 @@ fn sidecar_template_merges_into_a_deployment() {
     let spec = &deployment["spec"]["template"]["spec"];
     let names = |list: &Value| -> Vec<String> {
         list.as_array()
-            .map(|a| a.iter().map(|c| c["name"].as_str().unwrap().to_string()).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|c| c["name"].as_str().unwrap().to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     };
     assert_eq!(
         names(&spec["initContainers"]),
         ["pilotfish-init", "pilotfish-bootstrap", "pilotfish-proxy"]
     );
-    assert_eq!(names(&spec["containers"]), ["reviews"], "the app container is kept, alone");
+    assert_eq!(
+        names(&spec["containers"]),
+        ["reviews"],
+        "the app container is kept, alone"
+    );
     let mut volumes = names(&spec["volumes"]);
     volumes.sort();
     assert_eq!(
@@ -294,7 +354,10 @@ fn sidecar_template_merges_into_a_deployment() {
         ["pilotfish-init-run", "pilotfish-podinfo", "pilotfish-proxy"]
     );
     let proxy = &spec["initContainers"][2];
-    assert_eq!(proxy["restartPolicy"], "Always", "Envoy is a native sidecar");
+    assert_eq!(
+        proxy["restartPolicy"], "Always",
+        "Envoy is a native sidecar"
+    );
     assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
     let init = &spec["initContainers"][0];
     assert_eq!(
@@ -318,4 +381,112 @@ fn sidecar_template_merges_into_a_deployment() {
     server
         .kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &pod.to_string())
         .expect_success("pod with the sidecar");
+}
+
+/// The documents of a file in deploy/kubernetes/.
+fn deploy_documents(file: &str) -> Vec<Value> {
+    let path = repo_path(&format!("deploy/kubernetes/{file}"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    pilotfish_crds::load::parse_documents(&text).unwrap()
+}
+
+fn free_loopback_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// The Deployment's own command line, with the ConfigMap's values put in as
+/// the kubelet would, run against the API server with the ServiceAccount's
+/// credentials: the flags are accepted and the RBAC rules suffice for a full
+/// sync (/ready). Only the listen addresses move to free loopback ports.
+#[test]
+#[ignore = "needs `pilotfish serve --registry kubernetes --config-source kubernetes` \
+            (being implemented); run with --ignored"]
+fn deployment_command_line_syncs_with_its_own_rbac() {
+    let server = KubeApiServer::start("deploy-contract");
+    server
+        .kubectl(&["apply", "-f", &deploy_dir()])
+        .expect_success("apply deploy/kubernetes/");
+    server
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ])
+        .expect_success("CRDs Established");
+    // Something of every watched kind, so each list returns items.
+    let objects = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reviews-v1, namespace: default, labels: {app: reviews, version: v1}}
+spec: {containers: [{name: app, image: example/reviews:1}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+"#;
+    server
+        .kubectl_stdin(&["apply", "-f", "-"], objects)
+        .expect_success("mesh objects");
+
+    let config: BTreeMap<String, String> =
+        serde_json::from_value(deploy_documents("02-configmap.yaml")[0]["data"].clone()).unwrap();
+    let deployment = deploy_documents("deployment.yaml").remove(0);
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let env_names: Vec<&str> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    let (xds, http) = (free_loopback_address(), free_loopback_address());
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut arg = a.as_str().unwrap().to_string();
+            for (key, value) in &config {
+                assert!(env_names.contains(&key.as_str()), "{key} is not passed");
+                arg = arg.replace(&format!("$({key})"), value);
+            }
+            assert!(!arg.contains("$("), "unexpanded {arg}");
+            match arg.as_str() {
+                "0.0.0.0:15010" => xds.clone(),
+                "0.0.0.0:15014" => http.clone(),
+                _ => arg,
+            }
+        })
+        .collect();
+
+    let kubeconfig = server.kubeconfig_for_service_account(NAMESPACE, SERVICE_ACCOUNT);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pilotfish"));
+    cmd.args(&args)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "info");
+    let mut pilotfish = Process::spawn("pilotfish", cmd, &server.path().join("pilotfish.log"));
+    wait_until(
+        "pilotfish /ready",
+        std::time::Duration::from_secs(60),
+        || {
+            pilotfish.assert_running();
+            match support::http::control_get(&http, "/ready")? {
+                (200, _) => Ok(()),
+                (status, body) => Err(format!("/ready answered {status}: {body}")),
+            }
+        },
+    );
+    let log = pilotfish.log();
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "pilotfish was refused something by RBAC:\n{log}"
+    );
 }

@@ -7,7 +7,9 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, DiscoveryType, LbPolicy,
 };
-use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::core::v3::{
+    BindConfig, SocketAddress, TrafficDirection, socket_address,
+};
 use envoy_types::pb::envoy::config::listener::v3::{
     FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
@@ -32,6 +34,13 @@ pub const INBOUND_PASSTHROUGH_CLUSTER: &str = "InboundPassthroughCluster";
 const ORIGINAL_DST_FILTER: &str = "envoy.filters.listener.original_dst";
 /// The application is reached on loopback, as Istio's sidecars did.
 const LOCAL_APP_ADDRESS: &str = "127.0.0.1";
+/// Istio's source address for inbound passthrough connections. They go to
+/// the pod's own IP over `lo`; interception (pilotfish-iptables.sh with
+/// inbound capture) sends the proxy's other `lo` connections to its own IP
+/// back through `virtualInbound` (a pod calling its own service must pass
+/// its inbound side too) and lets only this source through, which is what
+/// keeps passthrough from looping.
+pub const INBOUND_PASSTHROUGH_SOURCE: &str = "127.0.0.6";
 
 /// `inbound|9080||`.
 pub fn cluster_name(port: u16) -> String {
@@ -61,6 +70,14 @@ pub fn clusters(ctx: &Context) -> Vec<Cluster> {
             DiscoveryType::OriginalDst as i32,
         )),
         lb_policy: LbPolicy::ClusterProvided as i32,
+        upstream_bind_config: Some(BindConfig {
+            source_address: Some(SocketAddress {
+                address: INBOUND_PASSTHROUGH_SOURCE.to_string(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(0)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     });
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -313,6 +330,28 @@ mod tests {
                 .all(|l| l.name != VIRTUAL_INBOUND_LISTENER)
         );
         assert!(!cluster_names(&t).contains(&"inbound|9080||"));
+    }
+
+    #[test]
+    fn inbound_passthrough_connects_from_127_0_0_6() {
+        let t = translate_for(&bookinfo(""), &with_inbound(&[(9080, Protocol::Http)]));
+        let bind = cluster_named(&t, INBOUND_PASSTHROUGH_CLUSTER)
+            .upstream_bind_config
+            .as_ref()
+            .and_then(|b| b.source_address.as_ref())
+            .expect("passthrough binds a source address");
+        assert_eq!(bind.address, "127.0.0.6");
+        assert_eq!(
+            bind.port_specifier,
+            Some(socket_address::PortSpecifier::PortValue(0))
+        );
+        // The local app is reached from 127.0.0.1 as before.
+        assert!(
+            cluster_named(&t, "inbound|9080||")
+                .upstream_bind_config
+                .is_none()
+        );
+        assert_envoy_invariants(&t);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use pilotfish_registries::{Protocol, Resolution, Service};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
 use crate::names;
+use crate::proxy::InterceptionMode;
 use crate::tcp_routes::{self, L4Chain, MatchClaims};
 
 /// How a port's traffic is handled by the listener.
@@ -175,6 +176,8 @@ pub fn plan<'a>(
         } else if handling == Handling::Opaque
             && service.resolution == Resolution::Passthrough
             && !has_http
+            // Without interception the original destination is the listener itself.
+            && ctx.proxy.interception != InterceptionMode::None
         {
             match passthrough {
                 Some(winner) => {

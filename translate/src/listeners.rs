@@ -171,7 +171,7 @@ fn destination_match(svc: &AddressedService) -> FilterChainMatch {
 fn l4_chain(chain: &L4Chain) -> FilterChain {
     let filter = match &chain.target {
         Target::Cluster(cluster) => filters::tcp_proxy(cluster),
-        Target::Weighted(clusters) => filters::weighted_tcp_proxy(&chain.name, clusters),
+        Target::Weighted(clusters) => filters::weighted_tcp_proxy(&chain.service_cluster, clusters),
     };
     FilterChain {
         name: chain.name.clone(),

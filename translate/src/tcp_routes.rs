@@ -56,6 +56,9 @@ pub struct L4Chain {
     /// SNI values; empty matches any.
     pub server_names: Vec<String>,
     pub target: Target,
+    /// The service's own cluster (`outbound|<port>||<host>`), the stat
+    /// prefix of its weighted splits.
+    pub service_cluster: String,
 }
 
 /// A match key of a chain without ALPN: destination range (or any) and SNI (or any).
@@ -186,6 +189,7 @@ impl OwnDestinations {
                 ranges: Vec::new(),
                 server_names: vec![server_name.clone()],
                 target,
+                service_cluster: subject.cluster.clone(),
             });
         }
         let ranges: Vec<IpNet> = self
@@ -199,6 +203,7 @@ impl OwnDestinations {
             ranges,
             server_names: Vec::new(),
             target,
+            service_cluster: subject.cluster.clone(),
         })
     }
 
@@ -406,6 +411,7 @@ fn tls_chains(
                         ranges: Vec::new(),
                         server_names: kept,
                         target: target.clone(),
+                        service_cluster: subject.cluster.clone(),
                     });
                 }
                 continue;
@@ -443,6 +449,7 @@ fn tls_chains(
                     ranges,
                     server_names,
                     target: target.clone(),
+                    service_cluster: subject.cluster.clone(),
                 });
             }
         }
@@ -603,6 +610,7 @@ fn tcp_chains(
                 ranges: Vec::new(),
                 server_names,
                 target: target.clone(),
+                service_cluster: subject.cluster.clone(),
             });
         }
         if !ranges.is_empty() {
@@ -614,6 +622,7 @@ fn tcp_chains(
                 ranges,
                 server_names: Vec::new(),
                 target,
+                service_cluster: subject.cluster.clone(),
             });
         }
     }
@@ -1125,7 +1134,19 @@ mod tests {
             Some("outbound|27017||mongo.example.com")
         );
         assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+        // Without interception the original destination would be Envoy itself.
+        let t = translate_for(&m, &sidecar_without_interception("default"));
+        let default = listener_named(&t, "0.0.0.0_27017")
+            .default_filter_chain
+            .clone()
+            .unwrap();
+        assert_eq!(
+            tcp_proxy_cluster(&default).as_deref(),
+            Some("BlackHoleCluster")
+        );
+        assert_eq!(diagnostics_of(&t, DiagnosticKind::Unreachable).len(), 1);
     }
+
     /// The random meshes of the invariant and Envoy tests do reach these rules.
     #[test]
     fn random_meshes_exercise_tcp_and_tls_rules() {

@@ -3,5 +3,7 @@
 
 pub mod config_dir;
 pub mod consul;
+pub mod kubernetes_config;
+pub mod kubernetes_registry;
 pub mod registry_files;
 pub mod watch;

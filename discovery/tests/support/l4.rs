@@ -28,7 +28,10 @@ pub fn chain_names(dump: &Value, listener: &str) -> Option<Vec<String>> {
         .flatten()
         .filter_map(|c| c.get("name").and_then(Value::as_str).map(str::to_string))
         .collect();
-    if let Some(default) = active.pointer("/default_filter_chain/name").and_then(Value::as_str) {
+    if let Some(default) = active
+        .pointer("/default_filter_chain/name")
+        .and_then(Value::as_str)
+    {
         names.push(format!("default:{default}"));
     }
     Some(names)
@@ -38,15 +41,19 @@ pub fn chain_names(dump: &Value, listener: &str) -> Option<Vec<String>> {
 /// no longer has) a filter chain named `chain`.
 pub fn wait_chain(pod: &Pod, listener: &str, chain: &str, present: bool) {
     let what = if present { "with" } else { "without" };
-    wait_until(&format!("listener {listener} {what} chain {chain}"), STARTUP, || {
-        let names = chain_names(&pod.envoy.config_dump(), listener)
-            .ok_or_else(|| "listener not active yet".to_string())?;
-        if names.iter().any(|n| n == chain) == present {
-            Ok(())
-        } else {
-            Err(format!("chains: {names:?}"))
-        }
-    });
+    wait_until(
+        &format!("listener {listener} {what} chain {chain}"),
+        STARTUP,
+        || {
+            let names = chain_names(&pod.envoy.config_dump(), listener)
+                .ok_or_else(|| "listener not active yet".to_string())?;
+            if names.iter().any(|n| n == chain) == present {
+                Ok(())
+            } else {
+                Err(format!("chains: {names:?}"))
+            }
+        },
+    );
 }
 
 /// Who answered a line: "db v1" for "db v1: ping", else the error kind.

@@ -56,10 +56,22 @@ impl TestCa {
         let dir = TestDir::new(&format!("{label}-ca"));
         let cert = dir.path().join("ca.pem");
         let key = dir.path().join("ca-key.pem");
-        openssl(&[
-            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-            "-nodes", "-days", "2", "-subj", "/CN=pilotfish e2e CA",
-        ], &[("-keyout", &key), ("-out", &cert)]);
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=pilotfish e2e CA",
+            ],
+            &[("-keyout", &key), ("-out", &cert)],
+        );
         world_readable(&cert);
         TestCa { dir, cert, key }
     }
@@ -78,8 +90,14 @@ impl TestCa {
         .expect("write extensions");
         openssl(
             &[
-                "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                "-subj", &format!("/CN={name}"),
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
             ],
             &[("-keyout", &key), ("-out", &csr)],
         );
@@ -375,7 +393,12 @@ async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 /// Opens TLS to `addr` with SNI `server_name`, verifying the server's
 /// certificate for that name against `ca`, sends `line` and returns the
 /// reply line. Must run inside the namespace.
-pub fn exchange_line(addr: &str, server_name: &str, ca: &TestCa, line: &str) -> std::io::Result<String> {
+pub fn exchange_line(
+    addr: &str,
+    server_name: &str,
+    ca: &TestCa,
+    line: &str,
+) -> std::io::Result<String> {
     let addr: SocketAddr = addr.parse().expect("socket address");
     let config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()

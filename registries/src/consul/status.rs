@@ -38,6 +38,11 @@ impl StatusTracker {
         StatusTracker { tx, address }
     }
 
+    /// Whether the last request got an answer (see [`ConsulStatus::connected`]).
+    pub fn connected(&self) -> bool {
+        self.tx.borrow().connected
+    }
+
     pub fn success(&self) {
         let address = &self.address;
         // last_success alone changes on every answer; subscribers are woken

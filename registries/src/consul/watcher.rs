@@ -7,6 +7,12 @@
 //! only when something changed. Nothing is published before every service
 //! was read once (no half mesh at start-up), and a failing Consul changes
 //! nothing: the last snapshot stays until Consul answers again.
+//!
+//! Each loop backs off on its own after failures, up to
+//! `BackoffConfig::max`. When any query gets through again, the coordinator
+//! bumps a recovery generation that cuts every pending back-off short: once
+//! Consul is back, the catalog (new services) and every service are read
+//! again at once, not each after its own, possibly long, back-off.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -62,6 +68,8 @@ struct Coordinator {
     client: ConsulClient,
     config: Arc<ConsulConfig>,
     events: mpsc::Sender<Event>,
+    /// Bumped when Consul answers again after failing; see [`back_off`].
+    recovered: watch::Sender<u64>,
     tasks: BTreeMap<String, ServiceTask>,
     next_task: u64,
     catalog_read: bool,
@@ -79,15 +87,18 @@ pub(crate) async fn run(
     status: StatusTracker,
 ) {
     let (events, mut inbox) = mpsc::channel(64);
+    let (recovered, recovery) = watch::channel(0u64);
     let _catalog = AbortOnDrop(tokio::spawn(catalog_loop(
         client.clone(),
         config.clone(),
         events.clone(),
+        recovery,
     )));
     let mut coordinator = Coordinator {
         client,
         config,
         events,
+        recovered,
         tasks: BTreeMap::new(),
         next_task: 0,
         catalog_read: false,
@@ -104,6 +115,7 @@ pub(crate) async fn run(
 
 impl Coordinator {
     fn handle(&mut self, event: Event) {
+        let was_connected = self.status.connected();
         match event {
             Event::Catalog(Ok(names)) => {
                 self.status.success();
@@ -128,6 +140,10 @@ impl Coordinator {
                     }
                 }
             }
+        }
+        if !was_connected && self.status.connected() {
+            // Consul answers again: every loop still backing off retries now.
+            self.recovered.send_modify(|generation| *generation += 1);
         }
         self.publish();
     }
@@ -167,6 +183,7 @@ impl Coordinator {
                 name.clone(),
                 id,
                 self.events.clone(),
+                self.recovered.subscribe(),
             ));
             debug!(service = %name, "consul: watching service");
             self.tasks.insert(
@@ -237,15 +254,35 @@ impl Coordinator {
     }
 }
 
+/// Sleeps `delay`, unless Consul was reached again (the recovery
+/// generation differs from `seen`, read before the failed request), in
+/// which case it returns at once.
+async fn back_off(recovery: &mut watch::Receiver<u64>, delay: Duration, seen: u64) {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    tokio::select! {
+        () = &mut sleep => {}
+        woken = async { recovery.wait_for(|generation| *generation != seen).await.is_ok() } => {
+            // The coordinator is gone (the loop is about to be aborted):
+            // never spin, sleep the delay out.
+            if !woken {
+                sleep.await;
+            }
+        }
+    }
+}
+
 async fn catalog_loop(
     client: ConsulClient,
     config: Arc<ConsulConfig>,
     events: mpsc::Sender<Event>,
+    mut recovery: watch::Receiver<u64>,
 ) {
     let wait = config.effective_wait();
     let mut backoff = Backoff::new(config.backoff);
     let mut index = 0;
     loop {
+        let seen = *recovery.borrow_and_update();
         match client.catalog_services(index, wait).await {
             Ok(answer) => {
                 backoff.reset();
@@ -273,7 +310,7 @@ async fn catalog_loop(
                 // state) the next read is a plain one, not a wait on an
                 // index that may no longer mean anything.
                 index = 0;
-                tokio::time::sleep(backoff.next_delay()).await;
+                back_off(&mut recovery, backoff.next_delay(), seen).await;
             }
         }
     }
@@ -285,6 +322,7 @@ async fn service_loop(
     name: String,
     task: u64,
     events: mpsc::Sender<Event>,
+    mut recovery: watch::Receiver<u64>,
 ) {
     let wait = config.effective_wait();
     let mut backoff = Backoff::new(config.backoff);
@@ -294,6 +332,7 @@ async fn service_loop(
     // Consul refused the last read (as opposed to not answering).
     let mut refused = false;
     loop {
+        let seen = *recovery.borrow_and_update();
         let result = match client
             .health_service(&name, config.passing_only, index, wait)
             .await
@@ -360,6 +399,109 @@ async fn service_loop(
             return;
         }
         index = 0;
-        tokio::time::sleep(backoff.next_delay()).await;
+        back_off(&mut recovery, backoff.next_delay(), seen).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::consul::api::ClientSettings;
+    use crate::consul::status::ConsulStatus;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn back_off_sleeps_its_delay_when_nothing_recovers() {
+        let (_tx, mut rx) = watch::channel(0u64);
+        let start = Instant::now();
+        back_off(&mut rx, Duration::from_millis(50), 0).await;
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    #[tokio::test]
+    async fn back_off_ends_at_once_if_consul_was_reached_since_the_request() {
+        // Recovered between the failed request (seen = 0) and the back-off.
+        let (tx, mut rx) = watch::channel(0u64);
+        tx.send_replace(1);
+        let start = Instant::now();
+        back_off(&mut rx, LONG, 0).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn back_off_is_cut_short_by_a_recovery() {
+        let (tx, mut rx) = watch::channel(0u64);
+        let start = Instant::now();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            tx.send_modify(|g| *g += 1);
+            // Keep the sender: a dropped one must not be what ends the wait.
+            tokio::time::sleep(LONG).await;
+        });
+        back_off(&mut rx, LONG, 0).await;
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn back_off_without_a_coordinator_still_sleeps() {
+        let (tx, mut rx) = watch::channel(0u64);
+        drop(tx);
+        let start = Instant::now();
+        back_off(&mut rx, Duration::from_millis(50), 0).await;
+        assert!(start.elapsed() >= Duration::from_millis(50));
+    }
+
+    fn coordinator() -> (Coordinator, watch::Receiver<u64>) {
+        let config = Arc::new(ConsulConfig::default());
+        let client = ConsulClient::new(&ClientSettings {
+            address: config.address.clone(),
+            token: None,
+            datacenter: None,
+            connect_timeout: config.connect_timeout,
+        })
+        .expect("client");
+        let (events, _inbox) = mpsc::channel(1);
+        let (recovered, recovery) = watch::channel(0u64);
+        let (snapshots, _) = watch::channel(ConsulSnapshot::default());
+        let (status, _) = watch::channel(ConsulStatus::default());
+        let coordinator = Coordinator {
+            status: StatusTracker::new(status, client.base_url().to_string()),
+            client,
+            config,
+            events,
+            recovered,
+            tasks: BTreeMap::new(),
+            next_task: 0,
+            catalog_read: false,
+            warned: BTreeSet::new(),
+            published: ConsulSnapshot::default(),
+            snapshots,
+        };
+        (coordinator, recovery)
+    }
+
+    fn unreachable() -> ConsulError {
+        ConsulError::Transport {
+            url: "http://127.0.0.1:8500/v1/catalog/services".into(),
+            message: "connection refused".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn consul_answering_again_wakes_every_backing_off_loop() {
+        let (mut coordinator, recovery) = coordinator();
+        coordinator.handle(Event::Catalog(Ok(Vec::new())));
+        let first = *recovery.borrow();
+        assert_eq!(first, 1, "the first answer ends start-up back-offs too");
+        coordinator.handle(Event::Catalog(Ok(Vec::new())));
+        assert_eq!(*recovery.borrow(), first, "answers while connected wake nobody");
+        coordinator.handle(Event::Catalog(Err(unreachable())));
+        coordinator.handle(Event::Catalog(Err(unreachable())));
+        assert_eq!(*recovery.borrow(), first, "failures wake nobody");
+        coordinator.handle(Event::Catalog(Ok(Vec::new())));
+        assert_eq!(*recovery.borrow(), first + 1, "the way back wakes every loop");
     }
 }

@@ -7,7 +7,16 @@
 # Envoy's virtualOutbound listener, except connections made by Envoy itself
 # (uid/gid 1337), connections to 127.0.0.1 (admin, xDS and other control
 # traffic) and excluded CIDRs. Inbound (only with -b): TCP arriving for the
-# captured ports is REDIRECTed to Envoy's inbound listener.
+# captured ports (PREROUTING) is REDIRECTed to Envoy's virtualInbound
+# listener; with '*', every port except Envoy's own (15000 admin, 15001,
+# 15006, 15020, 15021, 15090, and those given with -d), as in Istio.
+#
+# With inbound capture, Envoy's own connections to the pod's IP (over lo: a
+# pod calling its own service, which Envoy's outbound side sent to this very
+# pod) go to virtualInbound too, so that they pass the receiving side like
+# any other caller's; only connections from 127.0.0.6, the source of
+# Envoy's InboundPassthroughCluster, go straight through (as in Istio, this
+# is what keeps passthrough from looping).
 #
 # The script is idempotent: it removes its own chains before installing them.
 set -euo pipefail
@@ -61,6 +70,12 @@ nat() { "$IPT" -w -t nat "$@"; }
 # Split a comma-separated list into words (empty input gives nothing).
 split() { tr ',' ' ' <<<"$1"; }
 
+# Envoy's ports, never captured inbound with '-b *' (admin, outbound,
+# inbound, Istio's status/health/Prometheus ports).
+SIDECAR_PORTS="15000 15020 15021 15090"
+# Source address of Envoy's InboundPassthroughCluster.
+PASSTHROUGH_SOURCE=127.0.0.6
+
 clean() {
     # Jumps first: a chain that is still referenced cannot be deleted.
     while nat -D OUTPUT -p tcp -j PILOTFISH_OUTPUT 2>/dev/null; do :; done
@@ -77,6 +92,14 @@ install_outbound() {
     nat -A PILOTFISH_REDIRECT -p tcp -j REDIRECT --to-ports "$OUT_PORT"
 
     nat -N PILOTFISH_OUTPUT
+    if [[ -n "$INBOUND_PORTS" ]]; then
+        # Inbound passthrough to the pod's own IP goes straight to the app...
+        nat -A PILOTFISH_OUTPUT -o lo -s "$PASSTHROUGH_SOURCE/32" -j RETURN
+        # ...while Envoy's other connections to the pod's own IP (a call to
+        # its own service) go through virtualInbound.
+        nat -A PILOTFISH_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --uid-owner "$PROXY_UID" -j PILOTFISH_IN_REDIRECT
+        nat -A PILOTFISH_OUTPUT -o lo ! -d 127.0.0.1/32 -m owner --gid-owner "$PROXY_GID" -j PILOTFISH_IN_REDIRECT
+    fi
     # Envoy's own upstream connections must leave as they are, or they loop.
     nat -A PILOTFISH_OUTPUT -m owner --uid-owner "$PROXY_UID" -j RETURN
     nat -A PILOTFISH_OUTPUT -m owner --gid-owner "$PROXY_GID" -j RETURN
@@ -96,16 +119,19 @@ install_outbound() {
     nat -A OUTPUT -p tcp -j PILOTFISH_OUTPUT
 }
 
-install_inbound() {
+install_inbound_redirect() {
     [[ -n "$INBOUND_PORTS" ]] || return 0
     nat -N PILOTFISH_IN_REDIRECT
     nat -A PILOTFISH_IN_REDIRECT -p tcp -j REDIRECT --to-ports "$IN_PORT"
+}
 
+install_inbound() {
+    [[ -n "$INBOUND_PORTS" ]] || return 0
     nat -N PILOTFISH_INBOUND
     local port
     if [[ "$INBOUND_PORTS" == '*' ]]; then
         # Envoy's own ports are never captured, as in Istio.
-        for port in 15090 15021 15020 "$OUT_PORT" "$IN_PORT" $(split "$EXCLUDE_INBOUND_PORTS"); do
+        for port in $SIDECAR_PORTS "$OUT_PORT" "$IN_PORT" $(split "$EXCLUDE_INBOUND_PORTS"); do
             nat -A PILOTFISH_INBOUND -p tcp --dport "$port" -j RETURN
         done
         nat -A PILOTFISH_INBOUND -p tcp -j PILOTFISH_IN_REDIRECT
@@ -125,6 +151,7 @@ if [[ "$CLEAN_ONLY" == 1 ]]; then
     echo "pilotfish-iptables: removed"
     exit 0
 fi
+install_inbound_redirect
 install_outbound
 install_inbound
 echo "pilotfish-iptables: outbound TCP -> :$OUT_PORT (uid/gid $PROXY_UID/$PROXY_GID and 127.0.0.1 excluded)${INBOUND_PORTS:+; inbound ports $INBOUND_PORTS -> :$IN_PORT}"

@@ -18,6 +18,7 @@ pub mod dns;
 pub mod envoy;
 pub mod http;
 pub mod kube_apiserver;
+pub mod kube_mesh;
 pub mod l4;
 pub mod mesh;
 pub mod netns;

@@ -1,0 +1,454 @@
+//! Bookinfo on a real kube-apiserver, for the Kubernetes registry and config
+//! source tests: Services with fixed ClusterIPs, Pods (never scheduled: no
+//! controllers run, the objects only carry labels), EndpointSlices written
+//! by hand, and Istio config applied with kubectl.
+//!
+//! The API server listens on the host's loopback while a test pod is its
+//! own network namespace. A [`Forwarder`] bridges the two: it listens on
+//! `127.0.0.1:<apiserver port>` *inside* the pod namespace and connects each
+//! connection to the same address on the host, so pilotfish uses the
+//! harness's kubeconfig unchanged, and stopping the API server breaks
+//! pilotfish's connections exactly as a real outage would.
+//!
+//! The API server refuses loopback endpoint addresses, so pod IPs are
+//! 10.244.0.x, assigned to a dummy interface in the pod namespace (the
+//! backends bind there), and the Service VIPs (10.96.0.x) are routed to
+//! that interface so that a client's connection leaves the socket layer and
+//! iptables hands it to Envoy.
+//!
+//! ```text
+//!  host: etcd, kube-apiserver 127.0.0.1:P
+//!    ^ forwarder
+//!  pod ns: 127.0.0.1:P (forwarder) <- pilotfish :15010/:15014 <- envoy (uid 1337)
+//!          pf-pods (dummy): 10.244.0.10 productpage v1, .20 details v1,
+//!          .31/.32/.33 reviews v1/v2/v3, .40 ratings v1; route 10.96.0.0/16
+//! ```
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::backend::{Backend, Backends};
+use super::envoy::Envoy;
+use super::http::{Request, Response};
+use super::kube_apiserver::KubeApiServer;
+use super::netns::Netns;
+use super::pilotfish::{self, Pilotfish};
+use super::process::write_world_readable;
+use super::testdir::TestDir;
+use super::{PROPAGATION, Tally, outbound_cluster, repo_path, run_checked, wait_until};
+
+pub const PORT: u16 = 9080;
+pub const DUMMY: &str = "pf-pods";
+pub const VIP_RANGE: &str = "10.96.0.0/16";
+
+/// (service, VIP, [(version, pod IP)]).
+pub const BOOKINFO: [(&str, &str, &[(&str, &str)]); 4] = [
+    ("productpage", "10.96.0.10", &[("v1", "10.244.0.10")]),
+    ("details", "10.96.0.20", &[("v1", "10.244.0.20")]),
+    (
+        "reviews",
+        "10.96.0.30",
+        &[
+            ("v1", "10.244.0.31"),
+            ("v2", "10.244.0.32"),
+            ("v3", "10.244.0.33"),
+        ],
+    ),
+    ("ratings", "10.96.0.40", &[("v1", "10.244.0.40")]),
+];
+
+pub fn fqdn(service: &str) -> String {
+    format!("{service}.default.svc.cluster.local")
+}
+
+pub fn vip(service: &str) -> String {
+    let (_, vip, _) = BOOKINFO
+        .iter()
+        .find(|(s, _, _)| *s == service)
+        .unwrap_or_else(|| panic!("no Bookinfo service {service}"));
+    format!("{vip}:{PORT}")
+}
+
+/// `GET /` to `service` through its VIP, Host `service:9080`.
+pub fn request(service: &str) -> Request {
+    Request::get(&vip(service), &format!("{service}:{PORT}"))
+}
+
+/// Applies crds/manifests/ and waits until every CRD is Established.
+pub fn install_crds(server: &KubeApiServer) {
+    let manifests = repo_path("crds/manifests/all.yaml");
+    server
+        .kubectl(&["apply", "-f", manifests.to_str().expect("utf-8 path")])
+        .expect_success("apply crds/manifests/all.yaml");
+    server
+        .kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/virtualservices.networking.istio.io",
+            "crd/destinationrules.networking.istio.io",
+            "crd/gateways.networking.istio.io",
+            "crd/serviceentries.networking.istio.io",
+        ])
+        .expect_success("CRDs Established");
+}
+
+pub fn service_yaml(name: &str, vip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\n  labels: {{app: {name}}}\nspec:\n  clusterIP: {vip}\n  ports:\n  - name: http\n    port: {PORT}\n    targetPort: {PORT}\n"
+    )
+}
+
+pub fn pod_name(service: &str, version: &str) -> String {
+    format!("{service}-{version}")
+}
+
+pub fn pod_yaml(service: &str, version: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: default\n  labels: {{app: {service}, version: {version}}}\nspec:\n  containers:\n  - name: app\n    image: example.invalid/{service}:{version}\n",
+        pod_name(service, version)
+    )
+}
+
+/// One EndpointSlice of `service` with the given (version, pod IP)
+/// endpoints, each pointing at its Pod.
+pub fn slice_yaml(service: &str, slice: &str, endpoints: &[(&str, &str)]) -> String {
+    let mut yaml = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {slice}\n  namespace: default\n  labels:\n    kubernetes.io/service-name: {service}\naddressType: IPv4\nports:\n- name: http\n  port: {PORT}\n  protocol: TCP\nendpoints:\n"
+    );
+    for (version, ip) in endpoints {
+        yaml.push_str(&format!(
+            "- addresses: [\"{ip}\"]\n  conditions: {{ready: true}}\n  targetRef: {{kind: Pod, namespace: default, name: {}}}\n",
+            pod_name(service, version)
+        ));
+    }
+    yaml
+}
+
+/// Services, Pods and one EndpointSlice per service, as one YAML stream.
+pub fn bookinfo_workloads() -> String {
+    let mut docs = Vec::new();
+    for (service, vip, endpoints) in BOOKINFO {
+        docs.push(service_yaml(service, vip));
+        for (version, _) in endpoints {
+            docs.push(pod_yaml(service, version));
+        }
+        docs.push(slice_yaml(service, &format!("{service}-1"), endpoints));
+    }
+    docs.join("---\n")
+}
+
+/// `kubectl apply -f -` of `yaml`, which must succeed.
+pub fn apply(server: &KubeApiServer, yaml: &str) -> String {
+    server
+        .kubectl_stdin(&["apply", "-f", "-"], yaml)
+        .expect_success("kubectl apply")
+        .stdout
+}
+
+/// Applies testdata/bookinfo/config (DestinationRules, the jason→v2 VirtualService).
+pub fn apply_bookinfo_config(server: &KubeApiServer) {
+    let dir = repo_path("testdata/bookinfo/config");
+    server
+        .kubectl(&["apply", "-n", "default", "-f", dir.to_str().expect("utf-8 path")])
+        .expect_success("apply testdata/bookinfo/config");
+}
+
+/// Connections to `127.0.0.1:port` inside a namespace, forwarded to the
+/// same address on the host. Stops accepting on drop.
+pub struct Forwarder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Forwarder {
+    /// Must be called from a thread in the host namespace (a test's main
+    /// thread is).
+    pub fn start(ns: &Netns, port: u16) -> Forwarder {
+        // Bound inside the namespace; the socket stays there whichever
+        // thread uses it afterwards.
+        let listener = ns
+            .run(|| TcpListener::bind(("127.0.0.1", port)))
+            .unwrap_or_else(|e| panic!("forwarder: bind 127.0.0.1:{port} in the pod: {e}"));
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        // Spawned from this (host) thread: connections it opens are the host's.
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((inbound, _)) => {
+                        std::thread::spawn(move || forward(inbound, port));
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Forwarder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn forward(inbound: TcpStream, port: u16) {
+    let _ = inbound.set_nonblocking(false);
+    let Ok(outbound) = TcpStream::connect(("127.0.0.1", port)) else {
+        // API server down: the client sees the connection closed at once.
+        let _ = inbound.shutdown(Shutdown::Both);
+        return;
+    };
+    let (Ok(in2), Ok(out2)) = (inbound.try_clone(), outbound.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || pipe(inbound, outbound));
+    pipe(out2, in2);
+    let _ = up.join();
+}
+
+/// Copies until either side ends, then closes both, so the other direction
+/// ends too (an API server killed mid-watch must look like one to the client).
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+}
+
+/// A pod watching a real API server: namespace with capture, pod IPs on a
+/// dummy interface, a forwarder to the API server, backends for every
+/// Bookinfo endpoint, pilotfish (`--registry kubernetes --config-source
+/// kubernetes` plus `extra_args`) and an Envoy sidecar.
+pub struct KubePod {
+    pub envoy: Envoy,
+    pub pilotfish: Pilotfish,
+    pub backends: Backends,
+    _forwarder: Forwarder,
+    dir: TestDir,
+    ns: Arc<Netns>,
+}
+
+pub struct KubePodOptions<'a> {
+    pub name: &'a str,
+    pub pilotfish_args: Vec<String>,
+    /// Files for pilotfish's --registry-file (empty: an empty registry).
+    pub registry_file: String,
+    /// Extra pod IPs to put on the dummy interface (for endpoints added later).
+    pub extra_ips: Vec<&'a str>,
+}
+
+impl<'a> KubePodOptions<'a> {
+    pub fn new(name: &'a str) -> Self {
+        KubePodOptions {
+            name,
+            pilotfish_args: vec![
+                "--registry".into(),
+                "kubernetes".into(),
+                "--config-source".into(),
+                "kubernetes".into(),
+            ],
+            registry_file: String::new(),
+            extra_ips: Vec::new(),
+        }
+    }
+}
+
+impl KubePod {
+    pub fn start(server: &KubeApiServer, opts: KubePodOptions<'_>) -> KubePod {
+        let dir = TestDir::new(opts.name);
+        let config_dir = dir.path().join("config");
+        std::fs::create_dir(&config_dir).expect("create config dir");
+        let registry_dir = dir.path().join("registry");
+        std::fs::create_dir(&registry_dir).expect("create registry dir");
+        let registry_file = registry_dir.join("registry.yaml");
+        write_world_readable(&registry_file, &opts.registry_file);
+
+        let ns = Arc::new(Netns::new());
+        ns.capture_outbound();
+        run_checked(&mut ns.command("ip", &["link", "add", DUMMY, "type", "dummy"]));
+        run_checked(&mut ns.command("ip", &["link", "set", DUMMY, "up"]));
+        let mut ips: Vec<&str> = BOOKINFO
+            .iter()
+            .flat_map(|(_, _, eps)| eps.iter().map(|(_, ip)| *ip))
+            .collect();
+        ips.extend(opts.extra_ips.iter().copied());
+        for ip in &ips {
+            run_checked(&mut ns.command(
+                "ip",
+                &["addr", "add", &format!("{ip}/32"), "dev", DUMMY],
+            ));
+        }
+        run_checked(&mut ns.command("ip", &["route", "add", VIP_RANGE, "dev", DUMMY]));
+
+        let forwarder = Forwarder::start(&ns, server.port());
+        let mut backends = Backends::start(&ns);
+        for (service, _, endpoints) in BOOKINFO {
+            for (version, ip) in endpoints {
+                backends.add(
+                    format!("{ip}:{PORT}").parse().expect("address"),
+                    service,
+                    version,
+                );
+            }
+        }
+        let mut args = opts.pilotfish_args.clone();
+        args.push("--kubeconfig".into());
+        args.push(server.kubeconfig().display().to_string());
+        let pilotfish = Pilotfish::start(
+            ns.clone(),
+            &config_dir,
+            &registry_file,
+            &dir.path().join("pilotfish.log"),
+            &args,
+        );
+        let envoy = Envoy::start(ns.clone(), dir.path(), opts.name, pilotfish::XDS_ADDRESS);
+        KubePod {
+            envoy,
+            pilotfish,
+            backends,
+            _forwarder: forwarder,
+            dir,
+            ns,
+        }
+    }
+
+    pub fn ns(&self) -> &Netns {
+        &self.ns
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts a backend on `ip:9080` (the IP must be one of `extra_ips`).
+    pub fn add_backend(&mut self, ip: &str, service: &str, version: &str) -> Arc<Backend> {
+        let addr: SocketAddr = format!("{ip}:{PORT}").parse().expect("address");
+        self.backends.add(addr, service, version)
+    }
+
+    pub fn try_send(&self, request: &Request) -> std::io::Result<Response> {
+        self.ns.run(|| request.send())
+    }
+
+    pub fn tally(&self, n: usize, request: &Request) -> Tally {
+        self.ns.run(|| {
+            let mut tally = Tally::default();
+            for _ in 0..n {
+                let outcome = match request.send() {
+                    Ok(response) => response.outcome(),
+                    Err(e) => format!("error {}", e.kind()),
+                };
+                *tally.counts.entry(outcome).or_default() += 1;
+            }
+            tally
+        })
+    }
+
+    /// Sends `request` until every one of `n` in a row has `outcome`.
+    pub fn wait_all(&self, request: &Request, n: usize, outcome: &str, timeout: Duration) -> Tally {
+        wait_until(&format!("{request} to reach only {outcome}"), timeout, || {
+            let tally = self.tally(n, request);
+            if tally.count(outcome) == n {
+                Ok(tally)
+            } else {
+                Err(tally.to_string())
+            }
+        })
+    }
+
+    /// Waits until Envoy has the `9080` routes and every Bookinfo cluster
+    /// (subsets included) with its endpoints.
+    pub fn wait_bookinfo_served(&self) {
+        for (service, _, endpoints) in BOOKINFO {
+            let host = fqdn(service);
+            self.envoy.wait_route_domain(&PORT.to_string(), &host);
+            self.envoy
+                .wait_cluster(&outbound_cluster(PORT, "", &host), endpoints.len());
+            for (version, _) in endpoints {
+                self.envoy
+                    .wait_cluster(&outbound_cluster(PORT, version, &host), 1);
+            }
+        }
+    }
+
+    /// pilotfish's `/debug/registries` entry named `name`.
+    pub fn registry_status(&self, name: &str) -> Value {
+        let all = self.pilotfish.get_json("/debug/registries");
+        all.as_array()
+            .and_then(|a| a.iter().find(|r| r["registry"] == name).cloned())
+            .unwrap_or_else(|| panic!("no registry {name} in /debug/registries: {all}"))
+    }
+
+    /// Waits until `/debug/registries` shows `name` with `connected`.
+    pub fn wait_connected(&self, name: &str, connected: bool, timeout: Duration) -> Value {
+        wait_until(
+            &format!("{name} connected={connected} in /debug/registries"),
+            timeout,
+            || {
+                let status = self.registry_status(name);
+                if status["connected"] == connected {
+                    Ok(status)
+                } else {
+                    Err(status.to_string())
+                }
+            },
+        )
+    }
+
+    /// Input problems in `/debug/diagnostics` mentioning `needle`.
+    pub fn problems_mentioning(&self, needle: &str) -> Vec<Value> {
+        let diagnostics = self.pilotfish.diagnostics();
+        diagnostics["input_problems"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|p| p.to_string().contains(needle))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn wait_problem(&self, needle: &str) -> Vec<Value> {
+        wait_until(&format!("an input problem mentioning {needle:?}"), PROPAGATION, || {
+            let found = self.problems_mentioning(needle);
+            if found.is_empty() {
+                Err(self.pilotfish.diagnostics().to_string())
+            } else {
+                Ok(found)
+            }
+        })
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+}

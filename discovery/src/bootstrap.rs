@@ -20,6 +20,8 @@ pub struct BootstrapOptions {
     pub admin_port: u16,
     pub interception_mode: String,
     pub labels: BTreeMap<String, String>,
+    /// `region/zone[/subzone]`: the node's locality.
+    pub locality: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -30,6 +32,8 @@ pub enum BootstrapError {
     ProxyType(String),
     #[error("--interception-mode {0:?}: expected REDIRECT, TPROXY or NONE")]
     InterceptionMode(String),
+    #[error("--locality {0:?}: expected region/zone[/subzone]")]
+    Locality(String),
 }
 
 impl BootstrapOptions {
@@ -71,12 +75,16 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
     } else {
         "STRICT_DNS"
     };
+    let locality = match opts.locality.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(text) => Some(parse_locality(text)?),
+    };
     let app = opts
         .labels
         .get("app")
         .cloned()
         .unwrap_or_else(|| opts.name.clone());
-    Ok(json!({
+    let mut out = json!({
         "node": {
             "id": opts.node_id(),
             "cluster": format!("{app}.{}", opts.namespace),
@@ -130,7 +138,27 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
                 "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
             }],
         },
-    }))
+    });
+    if let Some((region, zone, sub_zone)) = locality {
+        out["node"]["locality"] = json!({"region": region, "zone": zone, "sub_zone": sub_zone});
+    }
+    Ok(out)
+}
+
+/// `region/zone[/subzone]`, every given part non-empty.
+fn parse_locality(text: &str) -> Result<(String, String, String), BootstrapError> {
+    let bad = || BootstrapError::Locality(text.to_string());
+    let parts: Vec<&str> = text.split('/').collect();
+    if parts.len() > 3 || parts.iter().any(|p| p.trim().is_empty() || p.contains('*')) {
+        return Err(bad());
+    }
+    let part = |i: usize| {
+        parts
+            .get(i)
+            .map(|p| p.trim().to_string())
+            .unwrap_or_default()
+    };
+    Ok((part(0), part(1), part(2)))
 }
 
 #[cfg(test)]
@@ -149,6 +177,7 @@ mod tests {
             admin_port: 15000,
             interception_mode: "redirect".into(),
             labels: BTreeMap::from([("app".into(), "reviews".into())]),
+            locality: None,
         }
     }
 
@@ -173,6 +202,30 @@ mod tests {
             b["layered_runtime"]["layers"][0]["static_layer"]["re2.max_program_size.error_level"],
             32768
         );
+    }
+
+    #[test]
+    fn locality_goes_into_the_node() {
+        let b = bootstrap(&options()).expect("valid");
+        assert!(b["node"].get("locality").is_none());
+        let mut o = options();
+        o.locality = Some("us-east/zone-a/rack1".into());
+        let b = bootstrap(&o).expect("valid");
+        assert_eq!(
+            b["node"]["locality"],
+            json!({"region": "us-east", "zone": "zone-a", "sub_zone": "rack1"})
+        );
+        o.locality = Some("us-east/zone-a".into());
+        let b = bootstrap(&o).expect("valid");
+        assert_eq!(b["node"]["locality"]["zone"], "zone-a");
+        assert_eq!(b["node"]["locality"]["sub_zone"], "");
+        for bad in ["a/b/c/d", "a//b", "a/*"] {
+            o.locality = Some(bad.into());
+            assert!(
+                matches!(bootstrap(&o), Err(BootstrapError::Locality(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pilotfish_discovery::bootstrap::{BootstrapOptions, bootstrap};
-use pilotfish_discovery::serve::{
-    DynamicRegistry, KubernetesConfigOptions, ServeOptions, serve,
-};
+use pilotfish_discovery::serve::{DynamicRegistry, KubernetesConfigOptions, ServeOptions, serve};
 use pilotfish_registries::consul::ConsulConfig;
 use pilotfish_registries::kubernetes::KubernetesConfig;
 use pilotfish_translate::{MeshConfig, OutboundTrafficPolicy};
@@ -172,6 +170,9 @@ struct BootstrapArgs {
     /// Workload label KEY=VALUE; repeatable.
     #[arg(long = "label")]
     labels: Vec<String>,
+    /// The proxy's locality, region/zone[/subzone] (Envoy node.locality).
+    #[arg(long)]
+    locality: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -205,7 +206,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let uses_kube = kube_config || registry_order.contains(&RegistryArg::Kubernetes);
     if !uses_kube && (args.kubeconfig_given() || !args.kube.kube_namespaces.is_empty()) {
-        bail!("--kubeconfig and --kube-namespace need --registry kubernetes or --config-source kubernetes");
+        bail!(
+            "--kubeconfig and --kube-namespace need --registry kubernetes or --config-source kubernetes"
+        );
     }
     let namespaces: std::collections::BTreeSet<String> =
         args.kube.kube_namespaces.iter().cloned().collect();
@@ -272,6 +275,7 @@ fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         admin_port: args.admin_port,
         interception_mode: args.interception_mode,
         labels,
+        locality: args.locality,
     };
     let value = bootstrap(&opts)?;
     println!("{}", serde_json::to_string_pretty(&value)?);

@@ -275,14 +275,31 @@ mod tests {
         let problem = InputProblem::plain("kubernetes", "something invalid");
         store.set_dynamic_config(
             "kubernetes-config",
-            vec![object("kubernetes", "reviews"), object("kubernetes", "ratings")],
+            vec![
+                object("kubernetes", "reviews"),
+                object("kubernetes", "ratings"),
+            ],
             vec![problem.clone()],
         );
         assert!(store.all_synced());
         let generation = store.rebuild();
-        let keys: Vec<String> = generation.mesh.config.iter().map(|o| o.key().to_string()).collect();
-        assert_eq!(keys, ["DestinationRule shop/reviews", "DestinationRule shop/ratings"]);
-        assert!(generation.mesh.config[0].origin.source.ends_with("dr.yaml"), "the file wins");
+        let keys: Vec<String> = generation
+            .mesh
+            .config
+            .iter()
+            .map(|o| o.key().to_string())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "DestinationRule shop/reviews",
+                "DestinationRule shop/ratings"
+            ]
+        );
+        assert!(
+            generation.mesh.config[0].origin.source.ends_with("dr.yaml"),
+            "the file wins"
+        );
         assert!(generation.problems.contains(&problem));
         let duplicate = generation
             .problems
@@ -290,7 +307,10 @@ mod tests {
             .find(|p| p.message.starts_with("duplicate object"))
             .expect("duplicate reported");
         assert_eq!(duplicate.source, "kubernetes");
-        assert_eq!(duplicate.object.as_deref(), Some("DestinationRule shop/reviews"));
+        assert_eq!(
+            duplicate.object.as_deref(),
+            Some("DestinationRule shop/reviews")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
-use pilotfish_translate::{InterceptionMode, ProxyKind, ProxyView};
+use pilotfish_translate::{InterceptionMode, Locality, ProxyKind, ProxyView};
 use serde::Serialize;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -71,6 +71,7 @@ pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
             labels,
             // Filled per mesh generation from the registries (see proxy_view).
             inbound: Vec::new(),
+            locality: node.locality.as_ref().and_then(Locality::from_envoy),
         },
     })
 }
@@ -136,6 +137,24 @@ mod tests {
             id.view.labels.get("app").map(String::as_str),
             Some("reviews")
         );
+    }
+
+    #[test]
+    fn reads_the_node_locality() {
+        let mut node = Node {
+            id: "sidecar~10.1.0.7~a.shop~shop.svc.cluster.local".into(),
+            ..Default::default()
+        };
+        assert_eq!(identify(Some(&node)).unwrap().view.locality, None);
+        node.locality = Some(envoy_types::pb::envoy::config::core::v3::Locality {
+            region: "us-east".into(),
+            zone: "zone-a".into(),
+            sub_zone: String::new(),
+        });
+        let view = identify(Some(&node)).unwrap().view;
+        assert_eq!(view.locality, Locality::parse("us-east/zone-a"));
+        node.locality = Some(Default::default());
+        assert_eq!(identify(Some(&node)).unwrap().view.locality, None);
     }
 
     #[test]

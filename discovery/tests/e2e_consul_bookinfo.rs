@@ -195,9 +195,10 @@ fn run_bookinfo(name: &str, http_protocol: Option<&str>, tcp_protocol: Option<&s
     mesh.write_config("virtual-service-reviews-test-v2.yaml", REVIEWS_TEST_V2);
     wait_reviews_route(&mesh, |vh| {
         let text = vh.to_string();
-        (text.contains("end-user") && text.contains(&outbound_cluster(HTTP_PORT, "v2", &host("reviews"))))
-            .then_some(())
-            .ok_or_else(|| format!("reviews routes: {text}"))
+        (text.contains("end-user")
+            && text.contains(&outbound_cluster(HTTP_PORT, "v2", &host("reviews"))))
+        .then_some(())
+        .ok_or_else(|| format!("reviews routes: {text}"))
     });
     eprintln!("[{name}] reviews-test-v2 applied in {:?}", t.elapsed());
     let jason = productpage_tally(&mesh, &[("end-user", "jason")]);
@@ -284,8 +285,17 @@ fn assert_tcp_chains_per_endpoint(mesh: &Mesh) {
                 .and_then(Value::as_array)
                 .into_iter()
                 .flatten()
-                .map(|r| format!("{}/{}", r["address_prefix"].as_str().unwrap_or("?"), r["prefix_len"]));
-            tcp_matches.entry(cluster.to_string()).or_default().extend(ranges);
+                .map(|r| {
+                    format!(
+                        "{}/{}",
+                        r["address_prefix"].as_str().unwrap_or("?"),
+                        r["prefix_len"]
+                    )
+                });
+            tcp_matches
+                .entry(cluster.to_string())
+                .or_default()
+                .extend(ranges);
         }
         for service in TCP_SERVICES {
             let want: Vec<String> = mesh
@@ -491,8 +501,8 @@ fn productpage_tally(mesh: &Mesh, headers: &[(&str, &str)]) -> BTreeMap<String, 
             let response = client
                 .get_in_ns(&host("productpage"), HTTP_PORT, headers)
                 .unwrap_or_else(|e| panic!("productpage: {e}"));
-            let answer = AppAnswer::from_response(&response)
-                .unwrap_or_else(|e| panic!("productpage: {e}"));
+            let answer =
+                AppAnswer::from_response(&response).unwrap_or_else(|e| panic!("productpage: {e}"));
             assert_eq!(answer.service, "productpage");
             assert_callees_answer_as_themselves(&answer);
             answer

@@ -154,13 +154,22 @@ fn churn(name: &str, protocol: Option<&str>) {
             // Registration.
             let registered = Instant::now();
             mesh.register("reviews-v3", protocol);
-            let added = mesh.wait_cluster_hosts(
-                "productpage-v1",
-                &reviews_cluster,
-                &v1_and_v3,
+            mesh.wait_cluster_hosts("productpage-v1", &reviews_cluster, &v1_and_v3, EDS_FOLLOW);
+            // From the Consul API call on: what an operator sees.
+            let added = registered.elapsed();
+            assert!(added <= EDS_FOLLOW, "registration took {added:?}");
+            eprintln!("[{name}] registration of reviews-v3 reached the client's EDS in {added:?}");
+            // Its own sidecar learns the inbound side at about the same time.
+            mesh.wait_cluster_hosts(
+                "reviews-v3",
+                &format!("inbound|{HTTP_PORT}||"),
+                &BTreeSet::from([format!("127.0.0.1:{HTTP_PORT}")]),
                 EDS_FOLLOW,
             );
-            eprintln!("[{name}] registration of reviews-v3 reached the client's EDS in {added:?}");
+            eprintln!(
+                "[{name}] reviews-v3's own sidecar had inbound|{HTTP_PORT}|| {:?} after registering",
+                registered.elapsed()
+            );
             wait_until(
                 "reviews-v3 to take its share of the traffic",
                 Duration::from_secs(20),
@@ -176,26 +185,31 @@ fn churn(name: &str, protocol: Option<&str>) {
                 .into_iter()
                 .find(|(_, o)| o.as_deref() == Ok("reviews-v3"))
                 .map(|(at, _)| at);
-            eprintln!("[{name}] first request answered by reviews-v3 {first_v3:?} after registering");
+            eprintln!(
+                "[{name}] first request answered by reviews-v3 {first_v3:?} after registering"
+            );
 
             // Deregistration.
             let deregistered = Instant::now();
             mesh.deregister("reviews-v3");
-            let removed = mesh.wait_cluster_hosts(
-                "productpage-v1",
-                &reviews_cluster,
-                &v1_only,
-                EDS_FOLLOW,
-            );
+            mesh.wait_cluster_hosts("productpage-v1", &reviews_cluster, &v1_only, EDS_FOLLOW);
+            let removed = deregistered.elapsed();
+            assert!(removed <= EDS_FOLLOW, "deregistration took {removed:?}");
             let cut = Instant::now();
-            eprintln!("[{name}] deregistration of reviews-v3 reached the client's EDS in {removed:?}");
+            eprintln!(
+                "[{name}] deregistration of reviews-v3 reached the client's EDS in {removed:?}"
+            );
             // The request in flight when Envoy dropped v3 may still reach it;
             // count v3's requests once a later one has completed.
-            wait_until("a request after the removal", Duration::from_secs(10), || {
-                (traffic.count_since(cut) >= 1)
-                    .then_some(())
-                    .ok_or("not yet".to_string())
-            });
+            wait_until(
+                "a request after the removal",
+                Duration::from_secs(10),
+                || {
+                    (traffic.count_since(cut) >= 1)
+                        .then_some(())
+                        .ok_or("not yet".to_string())
+                },
+            );
             let v3_at_removal = v3.app().requests();
             wait_until(
                 "requests after the removal",
@@ -222,7 +236,9 @@ fn churn(name: &str, protocol: Option<&str>) {
             let after = traffic.samples_since(cut);
             let mut tally: BTreeMap<String, usize> = BTreeMap::new();
             for (_, outcome) in &after {
-                *tally.entry(outcome.clone().unwrap_or_default()).or_default() += 1;
+                *tally
+                    .entry(outcome.clone().unwrap_or_default())
+                    .or_default() += 1;
             }
             assert_eq!(
                 tally.get("reviews-v1").copied().unwrap_or(0),
@@ -242,10 +258,16 @@ fn churn(name: &str, protocol: Option<&str>) {
             // While a change propagates, the client's DNS may already name an
             // instance its sidecar does not know yet: such requests pass
             // through (reported, not failed).
-            let early = traffic.around_sidecar_since(t0);
+            let early = traffic.around_sidecar_since(registered);
             if !early.is_empty() {
+                let v3_envoy = v3.envoy();
                 eprintln!(
-                    "[{name}] {} request(s) passed through to an instance pilotfish had not pushed yet (time since start, pod, peer seen by the app): {early:?}",
+                    "[{name}] reviews-v3's sidecar: InboundPassthroughCluster connections {}, inbound|{HTTP_PORT}|| requests {}",
+                    v3_envoy.cluster_stat("InboundPassthroughCluster", "upstream_cx_total"),
+                    v3_envoy.cluster_stat(&format!("inbound|{HTTP_PORT}||"), "upstream_rq_total"),
+                );
+                eprintln!(
+                    "[{name}] {} request(s) passed through to an instance pilotfish had not pushed yet (time after registering, pod, peer seen by the app): {early:?}",
                     early.len()
                 );
             }

@@ -110,7 +110,10 @@ fn consul_outage_keeps_known_endpoints_and_recovers() {
     assert_eq!(status["connected"], Value::Bool(false), "{status}");
     assert_eq!(status["synced"], Value::Bool(true), "{status}");
     let error = status["last_error"].as_str().unwrap_or_default();
-    assert!(!error.is_empty(), "no last_error while Consul is down: {status}");
+    assert!(
+        !error.is_empty(),
+        "no last_error while Consul is down: {status}"
+    );
     assert!(
         status["consecutive_failures"].as_u64().unwrap_or(0) > 0,
         "{status}"
@@ -151,7 +154,12 @@ fn consul_outage_keeps_known_endpoints_and_recovers() {
     assert_eq!(mesh.consul_connected_metric(), Some(1.0));
     // The first answer wakes every loop: the new service is read at once,
     // not after the catalog loop's own back-off.
-    mesh.wait_cluster_hosts("productpage-v1", &ratings_cluster, &ratings_hosts, EDS_FOLLOW);
+    mesh.wait_cluster_hosts(
+        "productpage-v1",
+        &ratings_cluster,
+        &ratings_hosts,
+        EDS_FOLLOW,
+    );
     let ratings_followed = reconnected_at.elapsed();
     // The catalog survived the restart: nothing known was dropped.
     assert_eq!(

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 
 use pilotfish_crds::{
     ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings, DestinationRuleSpec,
-    LoadBalancerSettings, OutlierDetection, PolicySections, SimpleLb, Subset, TrafficPolicy,
+    LoadBalancerSettings, LocalityLbSetting, OutlierDetection, PolicySections, Subset,
+    TrafficPolicy,
 };
 
 use envoy_types::pb::google::protobuf::Duration;
 
 use crate::diagnostics::Diagnostic;
 use crate::hosts;
+use crate::locality::{self, Locality};
 use crate::protobuf;
 use crate::proxy::ProxyView;
 use crate::upstream_tls;
@@ -80,6 +82,8 @@ pub struct EffectivePolicy<'a> {
     pub outlier_detection: Option<Sourced<'a, OutlierDetection>>,
     /// Upstream TLS origination (see [`crate::upstream_tls`]).
     pub tls: Option<Sourced<'a, ClientTlsSettings>>,
+    /// The proxy's own locality, for locality-aware load balancing.
+    pub proxy_locality: Option<Locality>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -89,6 +93,7 @@ pub struct DestinationRuleIndex<'a> {
     by_host: BTreeMap<String, MergedRule<'a>>,
     /// Wildcard hosts, most specific first.
     wildcards: Vec<String>,
+    proxy_locality: Option<Locality>,
 }
 
 impl<'a> DestinationRuleIndex<'a> {
@@ -128,6 +133,7 @@ impl<'a> DestinationRuleIndex<'a> {
             rules,
             by_host,
             wildcards,
+            proxy_locality: proxy.locality.clone(),
         }
     }
 
@@ -150,9 +156,12 @@ impl<'a> DestinationRuleIndex<'a> {
 
     /// Effective policy for `outbound|port|subset|hostname`, if any rule applies.
     pub fn policy(&self, hostname: &str, port: u16, subset: Option<&str>) -> EffectivePolicy<'a> {
-        self.for_host(hostname)
+        let mut policy: EffectivePolicy<'a> = self
+            .for_host(hostname)
             .map(|rule| rule.policy(port, subset))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        policy.proxy_locality = self.proxy_locality.clone();
+        policy
     }
 
     /// One diagnostic per field of a visible rule that Pilotfish ignores,
@@ -169,7 +178,10 @@ impl<'a> DestinationRuleIndex<'a> {
                 let tls = tls_sections(spec).into_iter().flat_map(|(path, tls)| {
                     upstream_tls::diagnostics(&object.key().to_string(), &path, tls)
                 });
-                ignored.chain(tls).collect::<Vec<_>>()
+                let locality = locality_sections(spec).into_iter().flat_map(|(path, s)| {
+                    locality::diagnostics(&object.key().to_string(), &path, s)
+                });
+                ignored.chain(tls).chain(locality).collect::<Vec<_>>()
             })
             .collect()
     }
@@ -284,12 +296,6 @@ fn sections_unsupported(sections: PolicySections<'_>, path: &str, out: &mut Vec<
         flag(
             out,
             &path,
-            "localityLbSetting",
-            lb.locality_lb_setting.is_some(),
-        );
-        flag(
-            out,
-            &path,
             "zoneAwareLbSetting",
             lb.zone_aware_lb_setting.is_some(),
         );
@@ -305,12 +311,6 @@ fn sections_unsupported(sections: PolicySections<'_>, path: &str, out: &mut Vec<
             &path,
             "backendUtilization",
             lb.backend_utilization.is_some(),
-        );
-        flag(
-            out,
-            &path,
-            "simple",
-            lb.simple == Some(SimpleLb::Passthrough),
         );
     }
     if let Some(pool) = sections.connection_pool {
@@ -367,6 +367,46 @@ fn tls_sections(spec: &DestinationRuleSpec) -> Vec<(String, &ClientTlsSettings)>
     out
 }
 
+/// Every `loadBalancer.localityLbSetting` of a rule with its field path.
+fn locality_sections(spec: &DestinationRuleSpec) -> Vec<(String, &LocalityLbSetting)> {
+    fn sections<'t>(
+        s: PolicySections<'t>,
+        path: &str,
+        out: &mut Vec<(String, &'t LocalityLbSetting)>,
+    ) {
+        if let Some(setting) = s
+            .load_balancer
+            .and_then(|lb| lb.locality_lb_setting.as_ref())
+        {
+            out.push((format!("{path}.loadBalancer.localityLbSetting"), setting));
+        }
+    }
+    fn policy<'t>(
+        tp: &'t TrafficPolicy,
+        path: &str,
+        out: &mut Vec<(String, &'t LocalityLbSetting)>,
+    ) {
+        sections(tp.sections(), path, out);
+        for (i, pls) in tp.port_level_settings.iter().enumerate() {
+            sections(
+                pls.sections(),
+                &format!("{path}.portLevelSettings[{i}]"),
+                out,
+            );
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(tp) = &spec.traffic_policy {
+        policy(tp, "spec.trafficPolicy", &mut out);
+    }
+    for (i, subset) in spec.subsets.iter().enumerate() {
+        if let Some(tp) = &subset.traffic_policy {
+            policy(tp, &format!("spec.subsets[{i}].trafficPolicy"), &mut out);
+        }
+    }
+    out
+}
+
 fn flag(out: &mut Vec<String>, path: &str, field: &str, present: bool) {
     if present {
         out.push(format!("{path}.{field}"));
@@ -377,6 +417,7 @@ fn flag(out: &mut Vec<String>, path: &str, field: &str, present: bool) {
 mod tests {
     use super::*;
     use crate::test_support::{config, sidecar};
+    use pilotfish_crds::SimpleLb;
 
     const RULES: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -490,7 +531,7 @@ spec:
   host: reviews
   trafficPolicy:
     tls: {mode: ISTIO_MUTUAL}
-    loadBalancer: {localityLbSetting: {enabled: true}}
+    loadBalancer: {localityLbSetting: {enabled: true, failoverPriority: [topology.istio.io/network]}}
 "#,
         );
         let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
@@ -502,8 +543,8 @@ spec:
         assert_eq!(
             fields,
             [
-                "spec.trafficPolicy.loadBalancer.localityLbSetting",
-                "spec.trafficPolicy.tls.mode"
+                "spec.trafficPolicy.tls.mode",
+                "spec.trafficPolicy.loadBalancer.localityLbSetting.failoverPriority",
             ]
         );
     }

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use pilotfish_registries::{Endpoint, Health, Resolution};
 
 use crate::context::Context;
+use crate::locality;
 use crate::protobuf;
 use crate::service_clusters;
 
@@ -19,7 +20,18 @@ pub fn build(ctx: &Context) -> Vec<ClusterLoadAssignment> {
     service_clusters::list(ctx)
         .iter()
         .filter(|c| c.service.resolution == Resolution::Static)
-        .map(|c| load_assignment(&c.name, &c.endpoints(ctx), AddressKind::IpOnly))
+        .filter_map(|c| {
+            let policy =
+                ctx.destination_rules
+                    .policy(&c.service.hostname, c.port.port, c.subset_name());
+            // PASSTHROUGH clusters are ORIGINAL_DST: no EDS.
+            if locality::is_passthrough(&policy) {
+                return None;
+            }
+            let mut cla = load_assignment(&c.name, &c.endpoints(ctx), AddressKind::IpOnly);
+            locality::apply(&mut cla, ctx.proxy.locality.as_ref(), &policy);
+            Some(cla)
+        })
         .collect()
 }
 

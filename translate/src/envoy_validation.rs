@@ -473,3 +473,156 @@ fn envoy_accepts_l4_routes_and_tls_origination() {
         "l4-none",
     );
 }
+
+/// Locality priorities and weights, and `simple: PASSTHROUGH` (top level,
+/// with subset and port-level overrides). Besides the usual check, each EDS
+/// cluster is also validated with its load assignment inlined, so that
+/// Envoy sees priorities together with outlier detection and weights
+/// together with `locality_weighted_lb_config`.
+#[test]
+fn envoy_accepts_locality_load_balancing_and_passthrough() {
+    use crate::locality::Locality;
+    let host = "reviews.default.svc.cluster.local";
+    let mut eps = Vec::new();
+    for (i, (locality, version)) in [
+        ("us-east/zone-a/rack1", "v1"),
+        ("us-east/zone-a", "v1"),
+        ("us-east/zone-b", "v2"),
+        ("us-west/zone-a", "v2"),
+        ("eu-west/zone-c", "v1"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut ep = endpoint(
+            &format!("10.1.0.{}", i + 1),
+            9080,
+            9080,
+            &[("version", version)],
+        );
+        ep.locality = Some(locality.into());
+        eps.push(ep.clone());
+        ep.port = 9090;
+        ep.service_port = 9090;
+        eps.push(ep);
+    }
+    let ratings = "ratings.default.svc.cluster.local";
+    let details = "details.default.svc.cluster.local";
+    let config = config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s}
+    loadBalancer:
+      simple: LEAST_REQUEST
+      localityLbSetting: {failover: [{from: us-east, to: eu-west}]}
+    portLevelSettings:
+    - port: {number: 9090}
+      loadBalancer:
+        localityLbSetting:
+          distribute: [{from: "us-east/*", to: {"us-east/zone-a/*": 70, "us-west/*": 30}}]
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy:
+      loadBalancer: {simple: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+    outlierDetection: {consecutive5xxErrors: 2}
+    portLevelSettings:
+    - port: {number: 9090}
+      loadBalancer: {simple: RANDOM}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: details, namespace: default}
+spec:
+  host: details
+  trafficPolicy:
+    loadBalancer: {localityLbSetting: {distribute: [{from: "us-east/zone-a", to: {"us-east/zone-a": 50, "eu-west": 50}}]}}
+"#,
+    );
+    let ports = [(9080, Protocol::Http), (9090, Protocol::Grpc)];
+    let m = mesh(
+        vec![
+            service(host, &["10.0.0.9"], &ports),
+            service(ratings, &["10.0.0.10"], &ports),
+            service(details, &["10.0.0.11"], &ports),
+        ],
+        vec![(host, eps.clone()), (ratings, eps.clone()), (details, eps)],
+        &config,
+    );
+    let proxy = crate::ProxyView {
+        locality: Locality::parse("us-east/zone-a/rack1"),
+        ..sidecar("default")
+    };
+    let t = translate_for(&m, &proxy);
+    assert_envoy_invariants(&t);
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    let priorities = t
+        .resources
+        .endpoints
+        .iter()
+        .flat_map(|c| &c.endpoints)
+        .map(|g| g.priority)
+        .max();
+    // rack1, zone-a, zone-b, eu-west (the failover target), us-west.
+    assert_eq!(priorities, Some(4), "us-west below eu-west");
+    let weighted = t
+        .resources
+        .endpoints
+        .iter()
+        .flat_map(|c| &c.endpoints)
+        .filter(|g| g.load_balancing_weight.is_some())
+        .count();
+    assert!(weighted >= 4, "{weighted} weighted localities");
+    let original_dst = t
+        .resources
+        .clusters
+        .iter()
+        .filter(|c| c.name.starts_with("outbound|"))
+        .filter(|c| {
+            c.cluster_discovery_type
+                == Some(ClusterDiscoveryType::Type(
+                    DiscoveryType::OriginalDst as i32,
+                ))
+        })
+        .count();
+    assert_eq!(
+        original_dst, 4,
+        "reviews v2 x2 ports, ratings 9080 x2 subsets"
+    );
+    envoy_validates(&t, "locality");
+
+    let mut inlined = t.clone();
+    for cluster in &mut inlined.resources.clusters {
+        if let Some(cla) = t
+            .resources
+            .endpoints
+            .iter()
+            .find(|c| c.cluster_name == cluster.name)
+        {
+            cluster.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32));
+            cluster.eds_cluster_config = None;
+            cluster.load_assignment = Some(cla.clone());
+        }
+    }
+    inlined.resources.endpoints.clear();
+    envoy_validates(&inlined, "locality-inlined");
+}

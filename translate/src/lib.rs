@@ -23,6 +23,7 @@ pub mod http_routes;
 pub mod inbound;
 pub mod listener_matches;
 pub mod listeners;
+pub mod locality;
 pub mod mesh;
 pub mod names;
 pub mod protobuf;
@@ -49,7 +50,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 pub use context::Context;
 pub use diagnostics::{Diagnostic, DiagnosticKind, Severity};
 pub use mesh::{MeshConfig, MeshState, OutboundTrafficPolicy};
-pub use proxy::{InboundPort, InterceptionMode, ProxyKind, ProxyView};
+pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use resources::{Translation, XdsResources};
 
 /// Builds every resource type for one proxy view. Sidecars get all four

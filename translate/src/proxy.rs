@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use pilotfish_registries::Protocol;
 use serde::Serialize;
 
+pub use crate::locality::Locality;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum ProxyKind {
     #[default]
@@ -47,6 +49,9 @@ pub struct ProxyView {
     /// Ports the workload itself serves (from the registry endpoints at the
     /// proxy's IP), sorted: what the inbound listener delivers locally.
     pub inbound: Vec<InboundPort>,
+    /// Where the proxy runs (Envoy `Node.locality`), for locality-aware
+    /// load balancing.
+    pub locality: Option<Locality>,
 }
 
 /// A port the local application listens on, and what it speaks.

@@ -5,7 +5,10 @@
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlierDetection, UpstreamConnectionOptions,
     circuit_breakers::Thresholds,
-    cluster::{CommonLbConfig, LbConfig, LbPolicy, MaglevLbConfig, RingHashLbConfig},
+    cluster::{
+        ClusterDiscoveryType, CommonLbConfig, DiscoveryType, LbConfig, LbPolicy, MaglevLbConfig,
+        RingHashLbConfig,
+    },
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpProtocolOptions,
@@ -29,6 +32,7 @@ use pilotfish_registries::Protocol;
 
 use crate::destination_rules::{EffectivePolicy, Sourced};
 use crate::diagnostics::Diagnostic;
+use crate::locality;
 use crate::names;
 use crate::protobuf::{self, count, u32_value};
 use crate::upstream_tls;
@@ -57,6 +61,9 @@ pub fn apply(
     protocol: Protocol,
     diags: &mut Vec<Diagnostic>,
 ) {
+    if locality::is_passthrough(policy) {
+        make_passthrough(cluster);
+    }
     // ORIGINAL_DST clusters must keep CLUSTER_PROVIDED.
     if let Some(lb) = &policy.load_balancer
         && cluster.lb_policy != LbPolicy::ClusterProvided as i32
@@ -68,6 +75,12 @@ pub fn apply(
     }
     if let Some(od) = &policy.outlier_detection {
         apply_outlier_detection(cluster, od, diags);
+    }
+    let proxy_locality = policy.proxy_locality.as_ref();
+    locality::apply_cluster(cluster, proxy_locality, policy);
+    if let Some(assignment) = cluster.load_assignment.as_mut() {
+        // DNS clusters carry their endpoints inline.
+        locality::apply(assignment, proxy_locality, policy);
     }
     let http = (policy.connection_pool.as_ref())
         .and_then(|pool| pool.value.http.as_ref().map(|h| pool.nested(h, "http")));
@@ -115,6 +128,20 @@ fn apply_tls(
     }
 }
 
+/// `simple: PASSTHROUGH`: connect to the address the caller dialled, like
+/// Istio: ORIGINAL_DST with the cluster-provided load balancer and no
+/// endpoints of its own.
+fn make_passthrough(cluster: &mut Cluster) {
+    cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+        DiscoveryType::OriginalDst as i32,
+    ));
+    cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+    cluster.lb_config = None;
+    cluster.eds_cluster_config = None;
+    cluster.load_assignment = None;
+    cluster.dns_lookup_family = 0;
+}
+
 fn apply_load_balancer(cluster: &mut Cluster, lb: &Sourced<LoadBalancerSettings>) {
     if let Some(hash) = &lb.value.consistent_hash {
         apply_consistent_hash(cluster, hash);
@@ -123,7 +150,7 @@ fn apply_load_balancer(cluster: &mut Cluster, lb: &Sourced<LoadBalancerSettings>
     let policy = match lb.value.simple {
         Some(SimpleLb::LeastRequest | SimpleLb::LeastConn) => LbPolicy::LeastRequest,
         Some(SimpleLb::Random) => LbPolicy::Random,
-        // PASSTHROUGH is reported as unsupported; keep the default.
+        // PASSTHROUGH clusters are CLUSTER_PROVIDED (see make_passthrough).
         Some(SimpleLb::RoundRobin | SimpleLb::Unspecified | SimpleLb::Passthrough) | None => {
             LbPolicy::RoundRobin
         }

@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pilotfish_crds::load::load_object;
-use pilotfish_crds::validate::validate;
 use pilotfish_crds::object::GROUP;
+use pilotfish_crds::validate::validate;
 use pilotfish_crds::{ConfigKey, ConfigObject, Kind, Origin};
-use pilotfish_registries::kubernetes::kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use pilotfish_registries::kubernetes::kube::Api;
+use pilotfish_registries::kubernetes::kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use pilotfish_registries::kubernetes::watch::{
     AbortOnDrop, Reflector, describe, probe_while_disconnected, reflect, strip_metadata,
 };
@@ -88,7 +88,9 @@ pub fn start(
         let resource = api_resource(kind);
         for ns in &scopes {
             let api = match ns {
-                Some(ns) => Api::<DynamicObject>::namespaced_with(api.client.clone(), ns, &resource),
+                Some(ns) => {
+                    Api::<DynamicObject>::namespaced_with(api.client.clone(), ns, &resource)
+                }
                 None => Api::<DynamicObject>::all_with(api.client.clone(), &resource),
             };
             reflectors.push((
@@ -116,11 +118,7 @@ pub fn start(
 async fn report_status(mut status: watch::Receiver<KubernetesStatus>, metrics: Arc<Metrics>) {
     loop {
         let current = status.borrow_and_update().clone();
-        metrics.set_registry_status(
-            SOURCE_NAME,
-            current.connected,
-            current.consecutive_failures,
-        );
+        metrics.set_registry_status(SOURCE_NAME, current.connected, current.consecutive_failures);
         if status.changed().await.is_err() {
             break;
         }
@@ -173,7 +171,10 @@ async fn run(
 fn object_value(resource: &ApiResource, obj: &DynamicObject) -> Value {
     let mut value = serde_json::to_value(obj).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut value {
-        map.insert("apiVersion".into(), Value::String(resource.api_version.clone()));
+        map.insert(
+            "apiVersion".into(),
+            Value::String(resource.api_version.clone()),
+        );
         map.insert("kind".into(), Value::String(resource.kind.clone()));
     }
     value
@@ -286,9 +287,18 @@ mod tests {
         let (objects, problems) = c.convert([vs("reviews", "/api/.*", "1"), dr("reviews")]);
         assert!(problems.is_empty(), "{problems:?}");
         let keys: Vec<String> = objects.iter().map(|o| o.key().to_string()).collect();
-        assert_eq!(keys, ["VirtualService shop/reviews", "DestinationRule shop/reviews"]);
+        assert_eq!(
+            keys,
+            [
+                "VirtualService shop/reviews",
+                "DestinationRule shop/reviews"
+            ]
+        );
         assert_eq!(objects[0].origin.source, "kubernetes");
-        assert_eq!(objects[0].meta.creation_timestamp.as_deref(), Some("2024-05-01T10:00:00Z"));
+        assert_eq!(
+            objects[0].meta.creation_timestamp.as_deref(),
+            Some("2024-05-01T10:00:00Z")
+        );
     }
 
     #[test]
@@ -310,12 +320,16 @@ mod tests {
         let (objects, problems) = c.convert([vs("reviews", "(bad", "2")]);
         assert_eq!(objects, good, "the last valid version is served");
         assert!(
-            problems.iter().any(|p| p.field.as_deref() == Some("spec.http[0].match[0].uri.regex")),
+            problems
+                .iter()
+                .any(|p| p.field.as_deref() == Some("spec.http[0].match[0].uri.regex")),
             "{problems:?}"
         );
         assert!(
-            problems.iter().any(|p| p.message.contains("last valid version is still served")
-                && p.object.as_deref() == Some("VirtualService shop/reviews")),
+            problems
+                .iter()
+                .any(|p| p.message.contains("last valid version is still served")
+                    && p.object.as_deref() == Some("VirtualService shop/reviews")),
             "{problems:?}"
         );
         // Fixed: the new version replaces it, no problems left.
@@ -338,8 +352,10 @@ mod tests {
         let (objects, problems) = c.convert([wrong]);
         assert_eq!(objects.len(), 1);
         assert!(
-            problems.iter().any(|p| p.object.as_deref() == Some("DestinationRule shop/reviews")
-                && p.field.as_deref() == Some("spec.subsets")),
+            problems.iter().any(
+                |p| p.object.as_deref() == Some("DestinationRule shop/reviews")
+                    && p.field.as_deref() == Some("spec.subsets")
+            ),
             "{problems:?}"
         );
     }

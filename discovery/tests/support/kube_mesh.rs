@@ -11,17 +11,17 @@
 //! pilotfish's connections exactly as a real outage would.
 //!
 //! The API server refuses loopback endpoint addresses, so pod IPs are
-//! 10.244.0.x, assigned to a dummy interface in the pod namespace (the
-//! backends bind there), and the Service VIPs (10.96.0.x) are routed to
-//! that interface so that a client's connection leaves the socket layer and
-//! iptables hands it to Envoy.
+//! 10.244.0.x, added to the pod namespace's `lo` (the backends bind there),
+//! and the Service VIP range (10.96.0.0/16) is made local on `lo` like the
+//! file-registry tests' 127.1.0.0/16: nothing listens on a VIP, iptables
+//! hands the connection to Envoy.
 //!
 //! ```text
 //!  host: etcd, kube-apiserver 127.0.0.1:P
 //!    ^ forwarder
 //!  pod ns: 127.0.0.1:P (forwarder) <- pilotfish :15010/:15014 <- envoy (uid 1337)
-//!          pf-pods (dummy): 10.244.0.10 productpage v1, .20 details v1,
-//!          .31/.32/.33 reviews v1/v2/v3, .40 ratings v1; route 10.96.0.0/16
+//!          lo: 10.244.0.10 productpage v1, .20 details v1, .31/.32/.33
+//!          reviews v1/v2/v3, .40 ratings v1; local route 10.96.0.0/16
 //! ```
 
 use std::io::{ErrorKind, Read, Write};
@@ -35,6 +35,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::backend::{Backend, Backends};
+use super::consul::Consul;
 use super::envoy::Envoy;
 use super::http::{Request, Response};
 use super::kube_apiserver::KubeApiServer;
@@ -45,11 +46,16 @@ use super::testdir::TestDir;
 use super::{PROPAGATION, Tally, outbound_cluster, repo_path, run_checked, wait_until};
 
 pub const PORT: u16 = 9080;
-pub const DUMMY: &str = "pf-pods";
 pub const VIP_RANGE: &str = "10.96.0.0/16";
 
 /// (service, VIP, [(version, pod IP)]).
-pub const BOOKINFO: [(&str, &str, &[(&str, &str)]); 4] = [
+pub type ServiceSpec = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
+pub const BOOKINFO: [ServiceSpec; 4] = [
     ("productpage", "10.96.0.10", &[("v1", "10.244.0.10")]),
     ("details", "10.96.0.20", &[("v1", "10.244.0.20")]),
     (
@@ -157,7 +163,13 @@ pub fn apply(server: &KubeApiServer, yaml: &str) -> String {
 pub fn apply_bookinfo_config(server: &KubeApiServer) {
     let dir = repo_path("testdata/bookinfo/config");
     server
-        .kubectl(&["apply", "-n", "default", "-f", dir.to_str().expect("utf-8 path")])
+        .kubectl(&[
+            "apply",
+            "-n",
+            "default",
+            "-f",
+            dir.to_str().expect("utf-8 path"),
+        ])
         .expect_success("apply testdata/bookinfo/config");
 }
 
@@ -177,7 +189,9 @@ impl Forwarder {
         let listener = ns
             .run(|| TcpListener::bind(("127.0.0.1", port)))
             .unwrap_or_else(|e| panic!("forwarder: bind 127.0.0.1:{port} in the pod: {e}"));
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         // Spawned from this (host) thread: connections it opens are the host's.
@@ -251,6 +265,8 @@ pub struct KubePod {
     pub envoy: Envoy,
     pub pilotfish: Pilotfish,
     pub backends: Backends,
+    /// A Consul server on 127.0.0.1:8500 in the pod, when asked for.
+    pub consul: Option<Consul>,
     _forwarder: Forwarder,
     dir: TestDir,
     ns: Arc<Netns>,
@@ -261,8 +277,11 @@ pub struct KubePodOptions<'a> {
     pub pilotfish_args: Vec<String>,
     /// Files for pilotfish's --registry-file (empty: an empty registry).
     pub registry_file: String,
-    /// Extra pod IPs to put on the dummy interface (for endpoints added later).
+    /// Extra pod IPs to put on the namespace's `lo` (for endpoints added later).
     pub extra_ips: Vec<&'a str>,
+    /// Start a Consul server on 127.0.0.1:8500 in the pod before pilotfish
+    /// (give pilotfish `--registry consul` to use it).
+    pub consul: bool,
 }
 
 impl<'a> KubePodOptions<'a> {
@@ -277,6 +296,7 @@ impl<'a> KubePodOptions<'a> {
             ],
             registry_file: String::new(),
             extra_ips: Vec::new(),
+            consul: false,
         }
     }
 }
@@ -293,20 +313,20 @@ impl KubePod {
 
         let ns = Arc::new(Netns::new());
         ns.capture_outbound();
-        run_checked(&mut ns.command("ip", &["link", "add", DUMMY, "type", "dummy"]));
-        run_checked(&mut ns.command("ip", &["link", "set", DUMMY, "up"]));
         let mut ips: Vec<&str> = BOOKINFO
             .iter()
             .flat_map(|(_, _, eps)| eps.iter().map(|(_, ip)| *ip))
             .collect();
         ips.extend(opts.extra_ips.iter().copied());
         for ip in &ips {
-            run_checked(&mut ns.command(
-                "ip",
-                &["addr", "add", &format!("{ip}/32"), "dev", DUMMY],
-            ));
+            run_checked(&mut ns.command("ip", &["addr", "add", &format!("{ip}/32"), "dev", "lo"]));
         }
-        run_checked(&mut ns.command("ip", &["route", "add", VIP_RANGE, "dev", DUMMY]));
+        run_checked(&mut ns.command(
+            "ip",
+            &[
+                "route", "add", "local", VIP_RANGE, "dev", "lo", "table", "local",
+            ],
+        ));
 
         let forwarder = Forwarder::start(&ns, server.port());
         let mut backends = Backends::start(&ns);
@@ -319,6 +339,9 @@ impl KubePod {
                 );
             }
         }
+        let consul = opts
+            .consul
+            .then(|| Consul::start(ns.clone(), dir.path(), "127.0.0.1"));
         let mut args = opts.pilotfish_args.clone();
         args.push("--kubeconfig".into());
         args.push(server.kubeconfig().display().to_string());
@@ -334,6 +357,7 @@ impl KubePod {
             envoy,
             pilotfish,
             backends,
+            consul,
             _forwarder: forwarder,
             dir,
             ns,
@@ -374,14 +398,18 @@ impl KubePod {
 
     /// Sends `request` until every one of `n` in a row has `outcome`.
     pub fn wait_all(&self, request: &Request, n: usize, outcome: &str, timeout: Duration) -> Tally {
-        wait_until(&format!("{request} to reach only {outcome}"), timeout, || {
-            let tally = self.tally(n, request);
-            if tally.count(outcome) == n {
-                Ok(tally)
-            } else {
-                Err(tally.to_string())
-            }
-        })
+        wait_until(
+            &format!("{request} to reach only {outcome}"),
+            timeout,
+            || {
+                let tally = self.tally(n, request);
+                if tally.count(outcome) == n {
+                    Ok(tally)
+                } else {
+                    Err(tally.to_string())
+                }
+            },
+        )
     }
 
     /// Waits until Envoy has the `9080` routes and every Bookinfo cluster
@@ -438,14 +466,18 @@ impl KubePod {
     }
 
     pub fn wait_problem(&self, needle: &str) -> Vec<Value> {
-        wait_until(&format!("an input problem mentioning {needle:?}"), PROPAGATION, || {
-            let found = self.problems_mentioning(needle);
-            if found.is_empty() {
-                Err(self.pilotfish.diagnostics().to_string())
-            } else {
-                Ok(found)
-            }
-        })
+        wait_until(
+            &format!("an input problem mentioning {needle:?}"),
+            PROPAGATION,
+            || {
+                let found = self.problems_mentioning(needle);
+                if found.is_empty() {
+                    Err(self.pilotfish.diagnostics().to_string())
+                } else {
+                    Ok(found)
+                }
+            },
+        )
     }
 
     pub fn config_dir(&self) -> PathBuf {

@@ -8,8 +8,11 @@
 //! [`Backends`] for TCP), a real Envoy sidecar as uid 1337 whose bootstrap
 //! comes from `pilotfish bootstrap --ip <pod ip>`, and the interception of
 //! deploy/scripts/pilotfish-iptables.sh: outbound TCP to 15001, inbound TCP
-//! for the app's port to 15006. Apps and test clients find services by name
-//! through Consul's DNS on the bridge address.
+//! for the app's port (or, with [`PodSpec::capture_all_inbound`], every port
+//! but Envoy's own) to 15006. Apps and test clients find services by name
+//! through Consul's DNS on the bridge address. Processes (Consul,
+//! pilotfish, Envoy) are spawned from the test's own thread: their
+//! parent-death signal fires when the spawning thread ends.
 //!
 //! ```text
 //!  host ns: pfbr0 10.77.0.1 ── consul :8500 (HTTP) :8600 (DNS), pilotfish :15010 (xDS) :15014
@@ -63,6 +66,9 @@ pub struct PodSpec {
     pub service: String,
     pub version: String,
     pub kind: PodKind,
+    /// The `-b` of pilotfish-iptables.sh: the app's port unless set
+    /// (`*` captures every port but Envoy's own).
+    pub inbound_capture: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +89,7 @@ impl PodSpec {
             kind: PodKind::Http {
                 callees: Vec::new(),
             },
+            inbound_capture: None,
         }
     }
 
@@ -93,6 +100,7 @@ impl PodSpec {
             service: service.to_string(),
             version: version.to_string(),
             kind: PodKind::TcpEcho { port },
+            inbound_capture: None,
         }
     }
 
@@ -101,6 +109,12 @@ impl PodSpec {
         if let PodKind::Http { callees } = &mut self.kind {
             callees.push((host(service), HTTP_PORT));
         }
+        self
+    }
+
+    /// Inbound capture of every port but the sidecar's own (`-b '*'`).
+    pub fn capture_all_inbound(mut self) -> PodSpec {
+        self.inbound_capture = Some("*".into());
         self
     }
 
@@ -117,6 +131,8 @@ pub struct MeshPod {
     envoy: Option<Envoy>,
     app: Option<App>,
     echo: Option<Backends>,
+    /// More apps on other ports ([`Mesh::add_app`]).
+    extra_apps: Vec<App>,
     pub spec: PodSpec,
     pub ip: String,
     resolver: Arc<Resolver>,
@@ -143,6 +159,14 @@ impl MeshPod {
         self.app
             .as_ref()
             .unwrap_or_else(|| panic!("{}: not an HTTP app pod", self.spec.name))
+    }
+
+    /// The app [`Mesh::add_app`] started on `port`.
+    pub fn extra_app(&self, port: u16) -> &App {
+        self.extra_apps
+            .iter()
+            .find(|a| a.spec().port == port)
+            .unwrap_or_else(|| panic!("{}: no app on port {port}", self.spec.name))
     }
 
     pub fn echo(&self) -> &Backends {
@@ -364,7 +388,10 @@ impl Mesh {
 
         // proxy_init's job: outbound to 15001, the app's port inbound to 15006.
         let script = repo_path("deploy/scripts/pilotfish-iptables.sh");
-        let port = spec.port().to_string();
+        let port = spec
+            .inbound_capture
+            .clone()
+            .unwrap_or_else(|| spec.port().to_string());
         run_checked(&mut ns.command(
             script.to_str().expect("utf-8 path"),
             &["-p", "15001", "-z", "15006", "-u", "1337", "-b", &port],
@@ -394,6 +421,7 @@ impl Mesh {
             envoy: None,
             app,
             echo,
+            extra_apps: Vec::new(),
             spec,
             ip,
             resolver,
@@ -438,6 +466,20 @@ impl Mesh {
             .unwrap_or_else(|| panic!("no pod {name}"))
     }
 
+    /// Starts another app in `pod` on `port`, answering as `service`
+    /// (unregistered unless the test registers it).
+    pub fn add_app(&mut self, pod: &str, service: &str, port: u16) -> &App {
+        let pod = self
+            .pods
+            .iter_mut()
+            .find(|p| p.spec.name == pod)
+            .unwrap_or_else(|| panic!("no pod {pod}"));
+        let spec = AppSpec::new(service, &pod.spec.version, &pod.spec.name, port);
+        let app = App::start(&pod.ns, spec, pod.resolver.clone());
+        pod.extra_apps.push(app);
+        pod.extra_apps.last().expect("just pushed")
+    }
+
     /// Stops a pod's sidecar and application and removes its namespace.
     pub fn remove_pod(&mut self, name: &str) {
         self.pods.retain(|p| p.spec.name != name);
@@ -460,7 +502,7 @@ impl Mesh {
         std::fs::remove_file(self.config_dir.join(file)).expect("remove config file");
     }
 
-    /// The pods registered as `service`, by IP.
+    /// The pods that serve `service`, in the order they were added.
     pub fn instances_of(&self, service: &str) -> Vec<&MeshPod> {
         self.pods
             .iter()

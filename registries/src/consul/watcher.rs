@@ -497,11 +497,19 @@ mod tests {
         let first = *recovery.borrow();
         assert_eq!(first, 1, "the first answer ends start-up back-offs too");
         coordinator.handle(Event::Catalog(Ok(Vec::new())));
-        assert_eq!(*recovery.borrow(), first, "answers while connected wake nobody");
+        assert_eq!(
+            *recovery.borrow(),
+            first,
+            "answers while connected wake nobody"
+        );
         coordinator.handle(Event::Catalog(Err(unreachable())));
         coordinator.handle(Event::Catalog(Err(unreachable())));
         assert_eq!(*recovery.borrow(), first, "failures wake nobody");
         coordinator.handle(Event::Catalog(Ok(Vec::new())));
-        assert_eq!(*recovery.borrow(), first + 1, "the way back wakes every loop");
+        assert_eq!(
+            *recovery.borrow(),
+            first + 1,
+            "the way back wakes every loop"
+        );
     }
 }

@@ -145,10 +145,7 @@ pub fn build_snapshot<'a>(
 }
 
 pub fn hostname(name: &str, namespace: &str, domain_suffix: &str) -> String {
-    format!(
-        "{name}.{namespace}.svc.{}",
-        domain_suffix.trim_matches('.')
-    )
+    format!("{name}.{namespace}.svc.{}", domain_suffix.trim_matches('.'))
 }
 
 /// The protocol of a service port: `appProtocol` first, then the port name.
@@ -606,7 +603,10 @@ mod tests {
         let eps = &out.snapshot.endpoints["web.default.svc.cluster.local"];
         assert_eq!(eps.len(), 1);
         assert_eq!((eps[0].port, eps[0].service_port), (8080, 80));
-        assert_eq!(out.snapshot.services[0].ports[0].protocol, Protocol::Unknown);
+        assert_eq!(
+            out.snapshot.services[0].ports[0].protocol,
+            Protocol::Unknown
+        );
     }
 
     #[test]
@@ -629,11 +629,11 @@ mod tests {
             {"addresses": ["10.1.0.5"]}
         ]));
         let out = one(&[reviews()], &[s], &[]);
-        let health: BTreeMap<&str, Health> = out.snapshot.endpoints
-            ["reviews.default.svc.cluster.local"]
-            .iter()
-            .map(|e| (e.address.as_str(), e.health))
-            .collect();
+        let health: BTreeMap<&str, Health> =
+            out.snapshot.endpoints["reviews.default.svc.cluster.local"]
+                .iter()
+                .map(|e| (e.address.as_str(), e.health))
+                .collect();
         assert_eq!(health["10.1.0.1"], Health::Healthy);
         assert_eq!(health["10.1.0.2"], Health::Draining);
         assert_eq!(health["10.1.0.3"], Health::Unhealthy);
@@ -666,11 +666,11 @@ mod tests {
         )];
         let workloads = Workloads::new(&pods, &nodes);
         let out = build_snapshot(&[reviews()], &[s], &workloads, SUFFIX);
-        let eps: BTreeMap<&str, &Endpoint> = out.snapshot.endpoints
-            ["reviews.default.svc.cluster.local"]
-            .iter()
-            .map(|e| (e.address.as_str(), e))
-            .collect();
+        let eps: BTreeMap<&str, &Endpoint> =
+            out.snapshot.endpoints["reviews.default.svc.cluster.local"]
+                .iter()
+                .map(|e| (e.address.as_str(), e))
+                .collect();
         assert_eq!(eps["10.1.0.1"].labels["version"], "v2");
         assert_eq!(eps["10.1.0.1"].locality.as_deref(), Some("eu/zone-a"));
         assert_eq!(eps["10.1.0.2"].labels["version"], "v3");

@@ -46,10 +46,10 @@ use kube::core::PartialObjectMeta;
 use tokio::sync::{Notify, watch as channel};
 
 pub use client::{ApiServer, KubernetesError};
-pub use status::{KubernetesStatus, StatusTracker};
 /// The kube-rs version this crate is built with, for callers that watch
 /// other kinds (the Istio config source).
 pub use kube;
+pub use status::{KubernetesStatus, StatusTracker};
 
 use crate::model::RegistrySnapshot;
 use watch::{AbortOnDrop, Reflector, describe, reflect, scoped_api, strip_metadata};
@@ -127,11 +127,7 @@ impl Stores {
         let services: Vec<_> = self.services.iter().flat_map(|r| r.store.state()).collect();
         let slices: Vec<_> = self.slices.iter().flat_map(|r| r.store.state()).collect();
         let pods: Vec<_> = self.pods.iter().flat_map(|r| r.store.state()).collect();
-        let nodes: Vec<_> = self
-            .nodes
-            .iter()
-            .flat_map(|r| r.store.state())
-            .collect();
+        let nodes: Vec<_> = self.nodes.iter().flat_map(|r| r.store.state()).collect();
         let workloads = convert::Workloads::new(
             pods.iter().map(|p| &p.metadata),
             nodes.iter().map(|n| &n.metadata),

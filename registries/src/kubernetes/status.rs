@@ -91,6 +91,23 @@ impl StatusTracker {
         });
     }
 
+    /// The API server answered a list or watch of `what` with an error
+    /// (403, 404...): it is reachable, so `connected` is unchanged; the
+    /// error is recorded and logged once per distinct message.
+    pub fn refused(&self, what: &str, error: &str) {
+        let message = format!("{what}: {error}");
+        self.tx.send_if_modified(|s| {
+            if s.last_error.as_deref() == Some(message.as_str()) {
+                debug!(source = %s.name, error = %message, "kubernetes: still refused");
+                return false;
+            }
+            warn!(source = %s.name, api_server = %s.api_server, error = %message,
+                "kubernetes: the API server refused a list or watch (RBAC? CRDs installed?); retrying with back-off");
+            s.last_error = Some(message.clone());
+            true
+        });
+    }
+
     /// A state was published; `warnings` replace the previous ones (new
     /// ones are logged).
     pub fn published(&self, synced: bool, objects: usize, warnings: Vec<String>) {
@@ -132,6 +149,10 @@ mod tests {
         let up = rx.borrow().clone();
         assert!(up.connected && up.consecutive_failures == 0);
         assert!(up.last_error.is_some());
+        tracker.refused("VirtualService", "404 not found");
+        let refused = rx.borrow().clone();
+        assert!(refused.connected, "an answer, even an error, means reachable");
+        assert_eq!(refused.last_error.as_deref(), Some("VirtualService: 404 not found"));
         tracker.published(true, 3, vec!["w".into()]);
         let s = rx.borrow().clone();
         assert!(s.synced);

@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::Api;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -101,10 +101,7 @@ where
 {
     let writer = reflector::store::Writer::new(dyntype);
     let store = writer.as_reader();
-    let stream = watcher(api)
-        .modify(strip)
-        .default_backoff()
-        .reflect(writer);
+    let stream = watcher(api).modify(strip).default_backoff().reflect(writer);
     let label = what.clone();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -117,7 +114,13 @@ where
                     tracker.success();
                     changed.notify_one();
                 }
-                Err(e) => tracker.failure(&label, &error_chain(&e)),
+                Err(e) => match classify(&e) {
+                    Failure::Expired => {
+                        tracing::debug!(what = %label, "watch expired; listing again")
+                    }
+                    Failure::Refused => tracker.refused(&label, &error_chain(&e)),
+                    Failure::Unreachable => tracker.failure(&label, &error_chain(&e)),
+                },
             }
         }
     });
@@ -125,6 +128,29 @@ where
         store,
         what,
         _task: AbortOnDrop(task),
+    }
+}
+
+enum Failure {
+    /// The resource version is too old (410 Gone): the watcher lists again;
+    /// routine after a long disconnection or an API server restart.
+    Expired,
+    /// The API server answered with an error (403 without RBAC, 404 without
+    /// the CRDs): it is reachable, the request is not allowed or not served.
+    Refused,
+    /// No answer: connection refused or reset, TLS, timeouts.
+    Unreachable,
+}
+
+fn classify(error: &watcher::Error) -> Failure {
+    use kube::Error as E;
+    match error {
+        watcher::Error::WatchError(status) if status.code == 410 => Failure::Expired,
+        watcher::Error::WatchError(_) => Failure::Refused,
+        watcher::Error::InitialListFailed(E::Api(_))
+        | watcher::Error::WatchStartFailed(E::Api(_))
+        | watcher::Error::WatchFailed(E::Api(_)) => Failure::Refused,
+        _ => Failure::Unreachable,
     }
 }
 

@@ -10,12 +10,13 @@
 //! services registered without `protocol` meta (sniffed: the Istio 1.1
 //! failure condition) and with `protocol: http` / `tcp`.
 //!
-//! Checks: each service reached by name from every other pod answers as
-//! itself; all-v1 VirtualServices pin reviews to v1; `end-user: jason` goes
-//! to v2 (which calls ratings), everyone else to v1; two VIP-less TCP
-//! services on one port each reach their own server; and every hop went
-//! through both sidecars (caller's outbound cluster and callee's
-//! `inbound|<port>||` counted it, the app saw it come from 127.0.0.1).
+//! Checks: each service reached by name from every pod (its own pod too)
+//! answers as itself; all-v1 VirtualServices pin reviews to v1;
+//! `end-user: jason` goes to v2 (which calls ratings), everyone else to v1;
+//! two VIP-less TCP services on one port each have their own /32 chains and
+//! reach their own server; and every hop went through both sidecars
+//! (caller's outbound cluster and callee's `inbound|<port>||` counted it,
+//! the app saw it come from 127.0.0.1).
 
 mod support;
 

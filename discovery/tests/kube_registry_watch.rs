@@ -57,9 +57,18 @@ impl ConfigChanges {
     fn wait(
         &mut self,
         what: &str,
+        check: impl FnMut(&[ConfigObject], &[InputProblem]) -> bool,
+    ) -> (Vec<ConfigObject>, Vec<InputProblem>) {
+        self.wait_for(what, CHANGE, check)
+    }
+
+    fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
         mut check: impl FnMut(&[ConfigObject], &[InputProblem]) -> bool,
     ) -> (Vec<ConfigObject>, Vec<InputProblem>) {
-        wait_until(what, CHANGE, || {
+        wait_until(what, timeout, || {
             self.drain();
             match &self.latest {
                 Some((o, p)) if check(o, p) => Ok((o.clone(), p.clone())),
@@ -357,4 +366,49 @@ fn restricted_namespaces_see_only_their_own_objects() {
     assert_eq!(hosts, ["cart.shop.svc.cluster.local"]);
     let (objects, _) = config.wait("config synced", |_, _| true);
     assert_eq!(keys(&objects), ["DestinationRule shop/cart"]);
+}
+
+#[test]
+fn config_source_without_crds_says_so_and_syncs_once_they_are_installed() {
+    let server = KubeApiServer::start("config-no-crds");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _guard = runtime.enter();
+    let api = runtime
+        .block_on(ApiServer::connect(Some(server.kubeconfig())))
+        .expect("client");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let source = kubernetes_config::start(&api, &BTreeSet::new(), tx, Arc::new(Metrics::new()));
+    let mut config = ConfigChanges {
+        rx,
+        latest: None,
+        count: 0,
+    };
+    // The API server answers 404 for the CRDs' paths: reachable, refused,
+    // not synced (so pilotfish is not ready).
+    let status = wait_until("a 404 recorded", CHANGE, || {
+        let s = source.status().borrow().clone();
+        match &s.last_error {
+            Some(e) if e.contains("404") => Ok(s),
+            _ => Err(format!("{s:?}")),
+        }
+    });
+    println!("without CRDs: {:?}", status.last_error);
+    assert!(!status.synced, "{status:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        source.status().borrow().connected,
+        "the probe saw the server answer"
+    );
+    config.drain();
+    assert!(
+        config.latest.is_none(),
+        "nothing published before a full list"
+    );
+
+    install_crds(&server);
+    apply_bookinfo_config(&server);
+    // The watches retry with back-off (up to 30 s between attempts).
+    let (objects, _) = config.wait_for("config synced after the CRDs", RESUME, |o, _| o.len() == 5);
+    assert_eq!(objects.len(), 5);
+    assert!(source.status().borrow().synced);
 }

@@ -151,8 +151,14 @@ mod tests {
         assert!(up.last_error.is_some());
         tracker.refused("VirtualService", "404 not found");
         let refused = rx.borrow().clone();
-        assert!(refused.connected, "an answer, even an error, means reachable");
-        assert_eq!(refused.last_error.as_deref(), Some("VirtualService: 404 not found"));
+        assert!(
+            refused.connected,
+            "an answer, even an error, means reachable"
+        );
+        assert_eq!(
+            refused.last_error.as_deref(),
+            Some("VirtualService: 404 not found")
+        );
         tracker.published(true, 3, vec!["w".into()]);
         let s = rx.borrow().clone();
         assert!(s.synced);

@@ -400,8 +400,6 @@ fn free_loopback_address() -> String {
 /// credentials: the flags are accepted and the RBAC rules suffice for a full
 /// sync (/ready). Only the listen addresses move to free loopback ports.
 #[test]
-#[ignore = "needs `pilotfish serve --registry kubernetes --config-source kubernetes` \
-            (being implemented); run with --ignored"]
 fn deployment_command_line_syncs_with_its_own_rbac() {
     let server = KubeApiServer::start("deploy-contract");
     server

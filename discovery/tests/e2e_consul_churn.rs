@@ -219,6 +219,15 @@ fn churn(name: &str, protocol: Option<&str>) {
                 "[{name}] first request answered by reviews-v3 {first_v3:?} after registering"
             );
 
+            // v3's sidecar stats while it is registered (its inbound cluster
+            // goes, stats and all, with the deregistration).
+            let v3_passthrough_cx = v3
+                .envoy()
+                .cluster_stat("InboundPassthroughCluster", "upstream_cx_total");
+            let v3_inbound_rq = v3
+                .envoy()
+                .cluster_stat(&format!("inbound|{HTTP_PORT}||"), "upstream_rq_total");
+
             // Deregistration.
             let deregistered = Instant::now();
             mesh.deregister("reviews-v3");
@@ -294,12 +303,9 @@ fn churn(name: &str, protocol: Option<&str>) {
             // failed (see the module docs).
             let early = traffic.around_sidecar_since(registered);
             if !early.is_empty() {
-                let v3_envoy = v3.envoy();
                 eprintln!(
-                    "[{name}] {} request(s) reached reviews-v3 not through inbound|{HTTP_PORT}|| (time after registering, pod, peer seen by the app): {early:?}; its sidecar counted InboundPassthroughCluster connections {}, inbound|{HTTP_PORT}|| requests {}",
+                    "[{name}] {} request(s) reached reviews-v3 not through inbound|{HTTP_PORT}|| (time after registering, pod, peer seen by the app): {early:?}; while registered, its sidecar counted {v3_passthrough_cx} InboundPassthroughCluster connections and {v3_inbound_rq} inbound|{HTTP_PORT}|| requests",
                     early.len(),
-                    v3_envoy.cluster_stat("InboundPassthroughCluster", "upstream_cx_total"),
-                    v3_envoy.cluster_stat(&format!("inbound|{HTTP_PORT}||"), "upstream_rq_total"),
                 );
             }
             let deregistered_ago = deregistered.elapsed();

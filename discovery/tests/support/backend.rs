@@ -70,21 +70,23 @@ impl Backend {
     }
 }
 
-/// The runtime thread; stopping it closes every backend socket.
-pub struct Backends {
-    handle: tokio::runtime::Handle,
+/// A current-thread tokio runtime on a thread inside a namespace, running
+/// until dropped; dropping it stops the thread and so closes its sockets.
+pub struct NsRuntime {
+    pub handle: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
-    started: Vec<Arc<Backend>>,
 }
 
-impl Backends {
-    pub fn start(ns: &Netns) -> Backends {
+impl NsRuntime {
+    /// `thread` names the thread (`<thread>-<namespace>`), `what` the
+    /// runtime in panic messages ("backend", "TLS backend").
+    pub fn start(ns: &Netns, thread: &str, what: &str) -> NsRuntime {
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let ns_name = ns.name().to_string();
         let thread = std::thread::Builder::new()
-            .name(format!("backends-{ns_name}"))
+            .name(format!("{thread}-{ns_name}"))
             .spawn(move || {
                 netns::enter(&ns_name);
                 let runtime = tokio::runtime::Builder::new_current_thread()
@@ -98,12 +100,40 @@ impl Backends {
                     let _ = stopped.await;
                 });
             })
-            .expect("spawn backend thread");
-        let handle = handle_rx.recv().expect("backend runtime started");
-        Backends {
+            .unwrap_or_else(|e| panic!("spawn {what} thread: {e:?}"));
+        let handle = handle_rx
+            .recv()
+            .unwrap_or_else(|e| panic!("{what} runtime started: {e:?}"));
+        NsRuntime {
             handle,
             stop: Some(stop),
             thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NsRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The runtime thread; stopping it closes every backend socket.
+pub struct Backends {
+    // First, so that it stops before the backends are dropped.
+    runtime: NsRuntime,
+    started: Vec<Arc<Backend>>,
+}
+
+impl Backends {
+    pub fn start(ns: &Netns) -> Backends {
+        Backends {
+            runtime: NsRuntime::start(ns, "backends", "backend"),
             started: Vec::new(),
         }
     }
@@ -123,7 +153,7 @@ impl Backends {
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let serving = backend.clone();
         // Bind on the runtime thread, which is the one inside the namespace.
-        self.handle.spawn(async move {
+        self.runtime.handle.spawn(async move {
             match TcpListener::bind(serving.addr).await {
                 Ok(listener) => {
                     let _ = bound_tx.send(Ok(()));
@@ -153,17 +183,6 @@ impl Backends {
             .iter()
             .find(|b| b.addr == addr)
             .unwrap_or_else(|| panic!("no backend at {addr}"))
-    }
-}
-
-impl Drop for Backends {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

@@ -15,17 +15,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_rustls::TlsAcceptor;
 
-use super::netns::{self, Netns};
+use super::backend::NsRuntime;
+use super::netns::Netns;
 use super::run_checked;
 use super::testdir::TestDir;
 
@@ -191,37 +190,15 @@ pub enum ClientAuth {
 
 /// A runtime thread inside the namespace serving every TLS backend.
 pub struct TlsBackends {
-    handle: tokio::runtime::Handle,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    // First, so that it stops before the backends are dropped.
+    runtime: NsRuntime,
     started: Vec<Arc<TlsBackend>>,
 }
 
 impl TlsBackends {
     pub fn start(ns: &Netns) -> TlsBackends {
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let ns_name = ns.name().to_string();
-        let thread = std::thread::Builder::new()
-            .name(format!("tls-backends-{ns_name}"))
-            .spawn(move || {
-                netns::enter(&ns_name);
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                handle_tx
-                    .send(runtime.handle().clone())
-                    .expect("send runtime handle");
-                runtime.block_on(async move {
-                    let _ = stopped.await;
-                });
-            })
-            .expect("spawn TLS backend thread");
         TlsBackends {
-            handle: handle_rx.recv().expect("TLS backend runtime started"),
-            stop: Some(stop),
-            thread: Some(thread),
+            runtime: NsRuntime::start(ns, "tls-backends", "TLS backend"),
             started: Vec::new(),
         }
     }
@@ -271,7 +248,7 @@ impl TlsBackends {
         });
         let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let serving = backend.clone();
-        self.handle.spawn(async move {
+        self.runtime.handle.spawn(async move {
             match TcpListener::bind(serving.addr).await {
                 Ok(listener) => {
                     let _ = bound_tx.send(Ok(()));
@@ -290,17 +267,6 @@ impl TlsBackends {
             .unwrap_or_else(|e| panic!("TLS backend {name}: bind {addr}: {e}"));
         self.started.push(backend.clone());
         backend
-    }
-}
-
-impl Drop for TlsBackends {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

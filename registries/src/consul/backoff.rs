@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Back-off settings. Production uses the defaults (0.5 s doubling to 30 s);
+/// Back-off settings. Production uses the defaults (0.5 s doubling to 5 s: a local agent is cheap to ask, and a long cap delays recovery after an outage);
 /// tests shorten them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackoffConfig {
@@ -16,7 +16,7 @@ impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
             initial: Duration::from_millis(500),
-            max: Duration::from_secs(30),
+            max: Duration::from_secs(5),
         }
     }
 }

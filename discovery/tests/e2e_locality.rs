@@ -19,9 +19,10 @@ use support::bookinfo;
 use support::envoy::{self, Envoy};
 use support::netns::Netns;
 use support::pilotfish::{self, Pilotfish};
+use support::pod::write_registry_file;
 use support::process::write_world_readable;
 use support::testdir::TestDir;
-use support::{Tally, outbound_cluster, registry, run_checked, wait_until};
+use support::{Tally, outbound_cluster, run_checked, wait_until};
 
 const REGISTRY: &str = r#"
 services:
@@ -75,17 +76,11 @@ impl LocalityPod {
         let config_dir = dir.path().join("config");
         std::fs::create_dir(&config_dir).expect("create config dir");
         write_world_readable(&config_dir.join("reviews-dr.yaml"), DESTINATION_RULE);
-        let registry_dir = dir.path().join("registry");
-        std::fs::create_dir(&registry_dir).expect("create registry dir");
-        let registry_file = registry_dir.join("registry.yaml");
-        write_world_readable(&registry_file, REGISTRY);
+        let registry_file = write_registry_file(dir.path(), REGISTRY);
 
         let ns = Arc::new(Netns::new());
         ns.capture_outbound();
-        let mut backends = Backends::start(&ns);
-        for spec in registry::backends_for(REGISTRY) {
-            backends.add(spec.addr, &spec.service, &spec.version);
-        }
+        let backends = Backends::start_for_registry(&ns, REGISTRY);
         let pilotfish = Pilotfish::start(
             ns.clone(),
             &config_dir,
@@ -122,7 +117,7 @@ impl LocalityPod {
     fn tally(&self, n: usize) -> Tally {
         let mut tally = Tally::default();
         for _ in 0..n {
-            *tally.counts.entry(self.send_outcome()).or_default() += 1;
+            tally.add(self.send_outcome());
         }
         tally
     }
@@ -137,7 +132,7 @@ impl LocalityPod {
         wait_until(&format!("traffic to settle on {outcome}"), timeout, || {
             let got = self.send_outcome();
             in_a_row = if got == outcome { in_a_row + 1 } else { 0 };
-            *seen.counts.entry(got).or_default() += 1;
+            seen.add(got);
             if in_a_row >= n {
                 Ok(())
             } else {
@@ -222,7 +217,7 @@ fn locality_failover_keeps_traffic_local_until_the_local_endpoint_is_ejected() {
         "the local endpoint ejected",
         Duration::from_secs(20),
         || {
-            *before.counts.entry(pod.send_outcome()).or_default() += 1;
+            before.add(pod.send_outcome());
             let ejected = pod
                 .envoy
                 .cluster_stat(&cluster, "outlier_detection.ejections_enforced_total");

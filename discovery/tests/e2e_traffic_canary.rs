@@ -6,7 +6,7 @@
 mod support;
 
 use support::bookinfo;
-use support::traffic::{self, REVIEWS_SUBSETS, REVIEWS_VS_FILE, assert_clean, ms, reviews_cluster};
+use support::traffic::{self, REVIEWS_VS_FILE, assert_clean, ms, reviews_cluster};
 
 const CANARY_90_10: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -39,22 +39,19 @@ spec:
 #[test]
 fn canary_90_10_split_holds_over_1000_requests_then_promotion_sends_all_to_v2() {
     const N: usize = 1000;
-    let pod = traffic::reviews_pod("canary", REVIEWS_SUBSETS, Some(CANARY_90_10)).start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1), ("v2", 1)]);
+    let pod = traffic::start_reviews_pod("canary", CANARY_90_10, &[("v1", 1), ("v2", 1)]);
 
     let split = pod.tally(N, &bookinfo::reviews());
     let v1 = split.share("reviews v1");
     println!("90/10 canary over {N} requests: {split}; v1 share {v1:.3}");
-    assert_eq!(
-        split.count("reviews v1") + split.count("reviews v2"),
-        N,
-        "only v1 and v2 may answer, and every request must succeed: {split}"
-    );
     // Binomial(n=1000, p=0.9): sigma = sqrt(0.9 * 0.1 / 1000) ~ 0.0095;
     // [0.86, 0.94] is about +-4 sigma (a false failure ~1 run in 15,000).
-    assert!(
-        (0.86..=0.94).contains(&v1),
-        "v1 share {v1:.3} outside [0.86, 0.94]: {split}"
+    split.assert_split(
+        N,
+        ("reviews v1", "reviews v2"),
+        0.86..=0.94,
+        "v1",
+        "only v1 and v2 may answer, and every request must succeed: ",
     );
 
     // Promote v2. Until Envoy has the new route, requests keep going to v1
@@ -64,7 +61,7 @@ fn canary_90_10_split_holds_over_1000_requests_then_promotion_sends_all_to_v2() 
     let mut during = support::Tally::default();
     let pushed = traffic::wait_reviews_routes(&pod, "reviews routed to v2 only", |vh| {
         let outcome = pod.send(&bookinfo::reviews()).outcome();
-        *during.counts.entry(outcome).or_default() += 1;
+        during.add(outcome);
         vh.pointer("/routes/0/route/cluster")
             .and_then(|c| c.as_str())
             == Some(v2_only.as_str())

@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 
 use support::bookinfo;
-use support::traffic::{self, assert_clean};
+use support::traffic::{self, REVIEWS_ALL_ENDPOINTS, assert_clean};
 
 const HASH_ON_X_USER: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -27,19 +27,6 @@ spec:
     labels: {version: v2}
   - name: v3
     labels: {version: v3}
-"#;
-
-/// All of reviews (its three endpoints), no subset.
-const REVIEWS_ALL_ENDPOINTS: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {host: reviews}
 "#;
 
 const USERS: usize = 12;

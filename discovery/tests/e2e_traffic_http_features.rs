@@ -5,13 +5,11 @@
 mod support;
 
 use support::behaviours::{Behaviour, echo};
-use support::traffic::{self, REVIEWS_SUBSETS, REVIEWS_V1, REVIEWS_V2, assert_clean};
+use support::traffic::{self, REVIEWS_V1, REVIEWS_V2, assert_clean};
 use support::{PROPAGATION, Pod, Request, Response, bookinfo, wait_until};
 
 fn start(name: &str, virtual_service: &str) -> Pod {
-    let pod = traffic::reviews_pod(name, REVIEWS_SUBSETS, Some(virtual_service)).start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1), ("v2", 1)]);
-    pod
+    traffic::start_reviews_pod(name, virtual_service, &[("v1", 1), ("v2", 1)])
 }
 
 fn reviews(path: &str) -> Request {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use support::behaviours::Behaviour;
 use support::bookinfo;
 use support::traffic::{
-    self, REVIEWS_SUBSETS, REVIEWS_V1, REVIEWS_V2, REVIEWS_V3, assert_clean, ms, reviews_cluster,
+    self, REVIEWS_ALL_ENDPOINTS, REVIEWS_V1, REVIEWS_V2, REVIEWS_V3, assert_clean, ms,
+    reviews_cluster,
 };
 use support::wait_until;
 
@@ -29,6 +30,12 @@ spec:
     - destination: {{host: reviews, subset: v1}}
 {extra}"#
     )
+}
+
+/// The pod with reviews' subsets and [`reviews_v1_with`]`(extra)`, once
+/// Envoy serves reviews v1.
+fn start_v1_with(name: &str, extra: &str) -> support::Pod {
+    traffic::start_reviews_pod(name, &reviews_v1_with(extra), &[("v1", 1)])
 }
 
 const CIRCUIT_BREAKER: &str = r#"
@@ -113,9 +120,7 @@ fn circuit_breaker_rejects_requests_beyond_one_connection_and_one_pending() {
 
 #[test]
 fn route_timeout_2s_answers_504_before_a_5s_backend_does() {
-    let vs = reviews_v1_with("    timeout: 2s\n");
-    let pod = traffic::reviews_pod("timeout", REVIEWS_SUBSETS, Some(&vs)).start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1)]);
+    let pod = start_v1_with("timeout", "    timeout: 2s\n");
     pod.backends
         .at(REVIEWS_V1)
         .behave(Behaviour::slow(Duration::from_secs(5)));
@@ -136,11 +141,10 @@ fn route_timeout_2s_answers_504_before_a_5s_backend_does() {
 
 #[test]
 fn fault_delay_3s_holds_every_request_at_least_that_long() {
-    let vs = reviews_v1_with(
+    let pod = start_v1_with(
+        "fault-delay",
         "    fault:\n      delay:\n        fixedDelay: 3s\n        percentage: {value: 100}\n",
     );
-    let pod = traffic::reviews_pod("fault-delay", REVIEWS_SUBSETS, Some(&vs)).start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1)]);
 
     let mut delays = Vec::new();
     for _ in 0..2 {
@@ -160,11 +164,10 @@ fn fault_delay_3s_holds_every_request_at_least_that_long() {
 
 #[test]
 fn fault_abort_503_at_100_percent_fails_every_request_without_reaching_the_backend() {
-    let vs = reviews_v1_with(
+    let pod = start_v1_with(
+        "fault-abort-all",
         "    fault:\n      abort:\n        httpStatus: 503\n        percentage: {value: 100}\n",
     );
-    let pod = traffic::reviews_pod("fault-abort-all", REVIEWS_SUBSETS, Some(&vs)).start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1)]);
 
     let tally = pod.tally(100, &bookinfo::reviews());
     println!("abort 100%: {tally}");
@@ -176,25 +179,16 @@ fn fault_abort_503_at_100_percent_fails_every_request_without_reaching_the_backe
 #[test]
 fn fault_abort_503_at_50_percent_fails_about_half_of_400_requests() {
     const N: usize = 400;
-    let vs = reviews_v1_with(
+    let pod = start_v1_with(
+        "fault-abort-half",
         "    fault:\n      abort:\n        httpStatus: 503\n        percentage: {value: 50}\n",
     );
-    let pod = traffic::reviews_pod("fault-abort-half", REVIEWS_SUBSETS, Some(&vs)).start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1)]);
 
     let tally = pod.tally(N, &bookinfo::reviews());
     let aborted = tally.share("status 503");
     println!("abort 50% over {N}: {tally}; aborted share {aborted:.3}");
-    assert_eq!(
-        tally.count("status 503") + tally.count("reviews v1"),
-        N,
-        "{tally}"
-    );
     // Binomial(n=400, p=0.5): sigma = 0.025; [0.4, 0.6] is +-4 sigma.
-    assert!(
-        (0.4..=0.6).contains(&aborted),
-        "aborted share {aborted:.3} outside [0.4, 0.6]: {tally}"
-    );
+    tally.assert_split(N, ("status 503", "reviews v1"), 0.4..=0.6, "aborted", "");
     // Only the requests not aborted reached the backend.
     assert_eq!(
         pod.backends.at(REVIEWS_V1).attempts(),
@@ -205,9 +199,10 @@ fn fault_abort_503_at_50_percent_fails_about_half_of_400_requests() {
 
 #[test]
 fn retries_3_attempts_on_5xx_turn_two_then_three_backend_failures_into_200() {
-    let vs = reviews_v1_with("    retries:\n      attempts: 3\n      retryOn: 5xx\n");
-    let pod = traffic::reviews_pod("retries", REVIEWS_SUBSETS, Some(&vs)).start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1)]);
+    let pod = start_v1_with(
+        "retries",
+        "    retries:\n      attempts: 3\n      retryOn: 5xx\n",
+    );
     let v1 = pod.backends.at(REVIEWS_V1);
 
     // The brief's case: two 503s, then success on the third attempt.
@@ -240,13 +235,7 @@ fn retries_3_attempts_on_5xx_turn_two_then_three_backend_failures_into_200() {
 
 #[test]
 fn without_retries_rule_istio_default_retries_503_twice_but_not_500() {
-    let pod = traffic::reviews_pod(
-        "default-retries",
-        REVIEWS_SUBSETS,
-        Some(&reviews_v1_with("")),
-    )
-    .start();
-    traffic::wait_reviews_served(&pod, &[("v1", 1)]);
+    let pod = start_v1_with("default-retries", "");
     let v1 = pod.backends.at(REVIEWS_V1);
 
     v1.behave(Behaviour::fail_first(2, 503));
@@ -283,19 +272,6 @@ spec:
     labels: {version: v3}
 "#;
 
-/// All of reviews (every endpoint), no subset.
-const REVIEWS_ALL_ENDPOINTS: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: reviews
-spec:
-  hosts: [reviews]
-  http:
-  - route:
-    - destination: {host: reviews}
-"#;
-
 #[test]
 fn outlier_detection_ejects_two_failing_endpoints_of_three_and_traffic_goes_to_the_healthy_one() {
     let pod = traffic::reviews_pod(
@@ -321,7 +297,7 @@ fn outlier_detection_ejects_two_failing_endpoints_of_three_and_traffic_goes_to_t
         Duration::from_secs(20),
         || {
             let outcome = pod.send(&bookinfo::reviews()).outcome();
-            *before.counts.entry(outcome).or_default() += 1;
+            before.add(outcome);
             let ejected = pod
                 .envoy
                 .cluster_stat(&cluster, "outlier_detection.ejections_enforced_total");
@@ -349,7 +325,7 @@ fn outlier_detection_ejects_two_failing_endpoints_of_three_and_traffic_goes_to_t
         } else {
             0
         };
-        *settling.counts.entry(outcome).or_default() += 1;
+        settling.add(outcome);
         if in_a_row >= 10 {
             Ok(())
         } else {

@@ -277,12 +277,45 @@ fn with_ttl_check(mut service: Value, check_id: &str) -> Value {
     service
 }
 
-async fn wait_snapshot(
-    rx: &mut watch::Receiver<ConsulSnapshot>,
+/// reviews-v1 (`version|v1`, http) on 127.0.0.11:9080.
+fn reviews_v1() -> Value {
+    instance(
+        "reviews-v1",
+        "reviews",
+        "127.0.0.11",
+        9080,
+        &["version|v1"],
+        json!({"protocol": "http"}),
+    )
+}
+
+/// Registers ratings-1 (http, 127.0.0.21:9080) with the passing TTL check
+/// `ratings-1-ttl`.
+async fn register_ratings_1_with_ttl(agent: &Agent) {
+    agent
+        .register(with_ttl_check(
+            instance(
+                "ratings-1",
+                "ratings",
+                "127.0.0.21",
+                9080,
+                &[],
+                json!({"protocol": "http"}),
+            ),
+            "ratings-1-ttl",
+        ))
+        .await;
+}
+
+/// Until the watched value satisfies `pred`; `last` describes the value a
+/// timeout ends on.
+async fn wait_watch<T: Clone>(
+    rx: &mut watch::Receiver<T>,
     what: &str,
     within: Duration,
-    pred: impl Fn(&ConsulSnapshot) -> bool,
-) -> ConsulSnapshot {
+    pred: impl Fn(&T) -> bool,
+    last: impl Fn(&T) -> String,
+) -> T {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         {
@@ -294,12 +327,21 @@ async fn wait_snapshot(
         match tokio::time::timeout_at(deadline, rx.changed()).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => panic!("registry stopped while waiting for {what}"),
-            Err(_) => panic!(
-                "no {what} within {within:?}; last snapshot: {:#?}",
-                rx.borrow().snapshot
-            ),
+            Err(_) => panic!("no {what} within {within:?}; {}", last(&rx.borrow())),
         }
     }
+}
+
+async fn wait_snapshot(
+    rx: &mut watch::Receiver<ConsulSnapshot>,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&ConsulSnapshot) -> bool,
+) -> ConsulSnapshot {
+    wait_watch(rx, what, within, pred, |s| {
+        format!("last snapshot: {:#?}", s.snapshot)
+    })
+    .await
 }
 
 async fn wait_status(
@@ -307,20 +349,7 @@ async fn wait_status(
     what: &str,
     pred: impl Fn(&ConsulStatus) -> bool,
 ) -> ConsulStatus {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        {
-            let current = rx.borrow_and_update();
-            if pred(&current) {
-                return current.clone();
-            }
-        }
-        match tokio::time::timeout_at(deadline, rx.changed()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => panic!("registry stopped while waiting for {what}"),
-            Err(_) => panic!("no {what} within {DEADLINE:?}; status: {:#?}", rx.borrow()),
-        }
-    }
+    wait_watch(rx, what, DEADLINE, pred, |s| format!("status: {s:#?}")).await
 }
 
 /// Next updates until one satisfies `pred`; returns them all.
@@ -472,16 +501,7 @@ async fn consul_services_labels_and_protocols() {
 async fn consul_instance_changes_are_quick_endpoint_only_updates() {
     init_tracing();
     let agent = Agent::start(Mode::Dev).await;
-    agent
-        .register(instance(
-            "reviews-v1",
-            "reviews",
-            "127.0.0.11",
-            9080,
-            &["version|v1"],
-            json!({"protocol": "http"}),
-        ))
-        .await;
+    agent.register(reviews_v1()).await;
     let registry = ConsulRegistry::start(config(&agent.address())).expect("start");
     let mut updates = registry.updates();
     let first = updates_until(&mut updates, "initial update", DEADLINE, |_| true).await;
@@ -571,19 +591,7 @@ async fn consul_instance_changes_are_quick_endpoint_only_updates() {
 async fn consul_failing_check_marks_endpoint_unhealthy() {
     init_tracing();
     let agent = Agent::start(Mode::Dev).await;
-    agent
-        .register(with_ttl_check(
-            instance(
-                "ratings-1",
-                "ratings",
-                "127.0.0.21",
-                9080,
-                &[],
-                json!({"protocol": "http"}),
-            ),
-            "ratings-1-ttl",
-        ))
-        .await;
+    register_ratings_1_with_ttl(&agent).await;
     agent
         .register(instance(
             "ratings-2",
@@ -624,19 +632,7 @@ async fn consul_failing_check_marks_endpoint_unhealthy() {
 async fn consul_failing_check_removes_endpoint_when_passing_only() {
     init_tracing();
     let agent = Agent::start(Mode::Dev).await;
-    agent
-        .register(with_ttl_check(
-            instance(
-                "ratings-1",
-                "ratings",
-                "127.0.0.21",
-                9080,
-                &[],
-                json!({"protocol": "http"}),
-            ),
-            "ratings-1-ttl",
-        ))
-        .await;
+    register_ratings_1_with_ttl(&agent).await;
     let registry = ConsulRegistry::start(ConsulConfig {
         passing_only: true,
         ..config(&agent.address())
@@ -672,16 +668,7 @@ async fn consul_failing_check_removes_endpoint_when_passing_only() {
 async fn consul_outage_keeps_last_snapshot_and_recovers() {
     init_tracing();
     let mut agent = Agent::start(Mode::Server).await;
-    agent
-        .register(instance(
-            "reviews-v1",
-            "reviews",
-            "127.0.0.11",
-            9080,
-            &["version|v1"],
-            json!({"protocol": "http"}),
-        ))
-        .await;
+    agent.register(reviews_v1()).await;
     let registry = ConsulRegistry::start(config(&agent.address())).expect("start");
     let mut rx = registry.snapshots();
     let mut status = registry.status();

@@ -205,7 +205,7 @@ fn sniffed_http_chain(port: u16, svc: &AddressedService) -> FilterChain {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::diagnostics::{DiagnosticKind, Severity};
     use crate::mesh::OutboundTrafficPolicy;
@@ -213,7 +213,8 @@ mod tests {
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
     use pilotfish_registries::Protocol;
 
-    fn ranges(chain: &FilterChain) -> Vec<String> {
+    /// A chain's destination prefix ranges, as `address/len`.
+    pub(crate) fn ranges(chain: &FilterChain) -> Vec<String> {
         let m = chain.filter_chain_match.clone().unwrap_or_default();
         m.prefix_ranges
             .iter()
@@ -224,6 +225,15 @@ mod tests {
                     r.prefix_len.map(|l| l.value).unwrap_or(0)
                 )
             })
+            .collect()
+    }
+
+    /// The names of a listener's listener filters (inspectors), in order.
+    pub(crate) fn listener_filter_names(listener: &Listener) -> Vec<&str> {
+        listener
+            .listener_filters
+            .iter()
+            .map(|f| f.name.as_str())
             .collect()
     }
 
@@ -431,11 +441,7 @@ mod tests {
         );
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_7000");
-        let inspectors: Vec<_> = listener
-            .listener_filters
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect();
+        let inspectors = listener_filter_names(listener);
         assert_eq!(inspectors, ["envoy.filters.listener.http_inspector"]);
         assert!(listener.continue_on_listener_filters_timeout);
         let http = chain_named(
@@ -601,11 +607,7 @@ mod tests {
         let m = chain.filter_chain_match.clone().unwrap();
         assert_eq!(m.server_names, ["api.example.com"]);
         assert!(m.prefix_ranges.is_empty());
-        let inspectors: Vec<_> = listener
-            .listener_filters
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect();
+        let inspectors = listener_filter_names(listener);
         assert_eq!(inspectors, ["envoy.filters.listener.tls_inspector"]);
         assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
         assert_envoy_invariants(&t);

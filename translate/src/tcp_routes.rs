@@ -660,6 +660,7 @@ fn http_coverage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::listeners::tests::{listener_filter_names, ranges};
     use crate::test_support::*;
     use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
     use pilotfish_registries::Protocol;
@@ -674,20 +675,6 @@ mod tests {
             .collect();
         let found = listener.filter_chains.iter().find(|c| c.name == name);
         found.unwrap_or_else(|| panic!("no chain {name} in {}: {names:?}", listener.name))
-    }
-
-    fn ranges(chain: &FilterChain) -> Vec<String> {
-        let m = chain.filter_chain_match.clone().unwrap_or_default();
-        m.prefix_ranges
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}/{}",
-                    r.address_prefix,
-                    r.prefix_len.map(|l| l.value).unwrap_or(0)
-                )
-            })
-            .collect()
     }
 
     fn server_names(chain: &FilterChain) -> Vec<String> {
@@ -1057,11 +1044,7 @@ mod tests {
         let default = chain(listener, &format!("tcp|{base}"));
         assert_eq!(ranges(default), ["10.0.0.60/32"]);
         assert!(server_names(default).is_empty());
-        let inspectors: Vec<_> = listener
-            .listener_filters
-            .iter()
-            .map(|f| f.name.as_str())
-            .collect();
+        let inspectors = listener_filter_names(listener);
         assert_eq!(inspectors, ["envoy.filters.listener.tls_inspector"]);
         assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
         assert_envoy_invariants(&t);

@@ -74,6 +74,7 @@ impl Backend {
 /// until dropped; dropping it stops the thread and so closes its sockets.
 pub struct NsRuntime {
     pub handle: tokio::runtime::Handle,
+    what: String,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -106,9 +107,34 @@ impl NsRuntime {
             .unwrap_or_else(|e| panic!("{what} runtime started: {e:?}"));
         NsRuntime {
             handle,
+            what: what.to_string(),
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// Binds `addr` on the runtime thread (the one inside the namespace)
+    /// and, once bound, runs `serve` with the listener there.
+    pub fn bind<F, Fut>(&self, addr: SocketAddr, serve: F) -> std::io::Result<()>
+    where
+        F: FnOnce(TcpListener) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        self.handle.spawn(async move {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => {
+                    let _ = bound_tx.send(Ok(()));
+                    serve(listener).await;
+                }
+                Err(e) => {
+                    let _ = bound_tx.send(Err(e));
+                }
+            }
+        });
+        bound_rx
+            .recv()
+            .unwrap_or_else(|e| panic!("{} task ended: {e:?}", self.what))
     }
 }
 
@@ -138,6 +164,16 @@ impl Backends {
         }
     }
 
+    /// Started with a backend for every endpoint of the registry file
+    /// `registry` (YAML).
+    pub fn start_for_registry(ns: &Netns, registry: &str) -> Backends {
+        let mut backends = Backends::start(ns);
+        for spec in super::registry::backends_for(registry) {
+            backends.add(spec.addr, &spec.service, &spec.version);
+        }
+        backends
+    }
+
     /// Binds `addr` (inside the namespace) and serves as `service`/`version`.
     pub fn add(&mut self, addr: SocketAddr, service: &str, version: &str) -> Arc<Backend> {
         let backend = Arc::new(Backend {
@@ -150,23 +186,9 @@ impl Backends {
             attempts: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
         });
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let serving = backend.clone();
-        // Bind on the runtime thread, which is the one inside the namespace.
-        self.runtime.handle.spawn(async move {
-            match TcpListener::bind(serving.addr).await {
-                Ok(listener) => {
-                    let _ = bound_tx.send(Ok(()));
-                    accept_loop(listener, serving).await;
-                }
-                Err(e) => {
-                    let _ = bound_tx.send(Err(e));
-                }
-            }
-        });
-        bound_rx
-            .recv()
-            .expect("backend task ended")
+        self.runtime
+            .bind(addr, |listener| accept_loop(listener, serving))
             .unwrap_or_else(|e| panic!("backend {service} {version}: bind {addr}: {e}"));
         self.started.push(backend.clone());
         backend

@@ -99,11 +99,7 @@ pub struct SeenRequest {
 impl SeenRequest {
     /// The first value of header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        super::http::first_header(&self.headers, name)
     }
 
     /// Every value of header `name`, in order.

@@ -145,11 +145,7 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+        first_header(&self.headers, name)
     }
 
     /// Which test backend produced the body, if one did.
@@ -223,4 +219,14 @@ pub fn control_get(addr: &str, path: &str) -> Result<(u16, String), String> {
         .send()
         .map_err(|e| format!("GET {addr}{path}: {e}"))?;
     Ok((response.status, response.body))
+}
+
+/// The first value of header `name` (any case) in `headers`, whose names
+/// are lowercase.
+pub fn first_header<'h>(headers: &'h [(String, String)], name: &str) -> Option<&'h str> {
+    let name = name.to_ascii_lowercase();
+    headers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.as_str())
 }

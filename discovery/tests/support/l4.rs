@@ -72,7 +72,7 @@ pub fn tcp_tally(pod: &Pod, addr: &str, n: usize) -> Tally {
         let mut tally = Tally::default();
         for i in 0..n {
             let reply = tcp::exchange_line(addr, &format!("ping {i}"));
-            *tally.counts.entry(outcome(reply)).or_default() += 1;
+            tally.add(outcome(reply));
         }
         tally
     })
@@ -85,7 +85,7 @@ pub fn tls_tally(pod: &Pod, addr: &str, server_name: &str, ca: &TestCa, n: usize
         let mut tally = Tally::default();
         for i in 0..n {
             let reply = tls::exchange_line(addr, server_name, ca, &format!("hello {i}"));
-            *tally.counts.entry(outcome(reply)).or_default() += 1;
+            tally.add(outcome(reply));
         }
         tally
     })

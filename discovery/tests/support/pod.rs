@@ -14,7 +14,7 @@ use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
 use super::process::write_world_readable;
 use super::testdir::TestDir;
-use super::{registry, repo_path, tcp, wait_until};
+use super::{repo_path, tcp, wait_until};
 
 #[derive(Default)]
 pub struct PodBuilder {
@@ -75,19 +75,11 @@ impl PodBuilder {
         for (name, yaml) in &self.config {
             write_world_readable(&config_dir.join(name), yaml);
         }
-        // Its own directory: a watcher of the file may see its whole
-        // directory, and the logs written beside it must not look like edits.
-        let registry_dir = dir.path().join("registry");
-        std::fs::create_dir(&registry_dir).expect("create registry dir");
-        let registry_file = registry_dir.join("registry.yaml");
-        write_world_readable(&registry_file, &self.registry);
+        let registry_file = write_registry_file(dir.path(), &self.registry);
 
         let ns = Arc::new(Netns::new());
         ns.capture_outbound();
-        let mut backends = Backends::start(&ns);
-        for spec in registry::backends_for(&self.registry) {
-            backends.add(spec.addr, &spec.service, &spec.version);
-        }
+        let backends = Backends::start_for_registry(&ns, &self.registry);
         let pilotfish = Pilotfish::start(
             ns.clone(),
             &config_dir,
@@ -151,7 +143,7 @@ impl Pod {
                     Ok(response) => response.outcome(),
                     Err(e) => format!("error {}", e.kind()),
                 };
-                *tally.counts.entry(outcome).or_default() += 1;
+                tally.add(outcome);
             }
             tally
         })
@@ -223,6 +215,17 @@ impl Pod {
     }
 }
 
+/// Writes `registry` to `<dir>/registry/registry.yaml` and returns its
+/// path. Its own directory: a watcher of the file may see its whole
+/// directory, and the logs written beside it must not look like edits.
+pub fn write_registry_file(dir: &Path, registry: &str) -> PathBuf {
+    let registry_dir = dir.join("registry");
+    std::fs::create_dir(&registry_dir).expect("create registry dir");
+    let registry_file = registry_dir.join("registry.yaml");
+    write_world_readable(&registry_file, registry);
+    registry_file
+}
+
 /// Where `n` requests went: "reviews v1" => 812, "status 503" => 3, ...
 #[derive(Default, Debug)]
 pub struct Tally {
@@ -240,6 +243,32 @@ impl Tally {
 
     pub fn share(&self, outcome: &str) -> f64 {
         self.count(outcome) as f64 / self.total().max(1) as f64
+    }
+
+    /// Counts one more request, with this outcome.
+    pub fn add(&mut self, outcome: String) {
+        *self.counts.entry(outcome).or_default() += 1;
+    }
+
+    /// Panics unless each of `n` requests had outcome `a` or `b` (the
+    /// message: `why` then the tally), and `a`'s share is within `range`
+    /// (the message names it `<name> share`).
+    pub fn assert_split(
+        &self,
+        n: usize,
+        (a, b): (&str, &str),
+        range: std::ops::RangeInclusive<f64>,
+        name: &str,
+        why: &str,
+    ) {
+        assert_eq!(self.count(a) + self.count(b), n, "{why}{self}");
+        let share = self.share(a);
+        assert!(
+            range.contains(&share),
+            "{name} share {share:.3} outside [{}, {}]: {self}",
+            range.start(),
+            range.end()
+        );
     }
 
     /// Panics unless every request had this outcome.

@@ -246,24 +246,13 @@ impl TlsBackends {
             snis: Mutex::new(Vec::new()),
             client_certs: AtomicU64::new(0),
         });
-        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
         let serving = backend.clone();
-        self.runtime.handle.spawn(async move {
-            match TcpListener::bind(serving.addr).await {
-                Ok(listener) => {
-                    let _ = bound_tx.send(Ok(()));
-                    while let Ok((stream, _)) = listener.accept().await {
-                        tokio::spawn(serve(acceptor.clone(), stream, serving.clone()));
-                    }
+        self.runtime
+            .bind(addr, |listener| async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(serve(acceptor.clone(), stream, serving.clone()));
                 }
-                Err(e) => {
-                    let _ = bound_tx.send(Err(e));
-                }
-            }
-        });
-        bound_rx
-            .recv()
-            .expect("TLS backend task ended")
+            })
             .unwrap_or_else(|e| panic!("TLS backend {name}: bind {addr}: {e}"));
         self.started.push(backend.clone());
         backend

@@ -43,6 +43,20 @@ spec:
     labels: {version: v3}
 "#;
 
+/// reviews' VirtualService sending to all of reviews (every endpoint), no
+/// subset.
+pub const REVIEWS_ALL_ENDPOINTS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews}
+"#;
+
 pub fn reviews_fqdn() -> String {
     bookinfo::fqdn("reviews")
 }
@@ -97,6 +111,15 @@ pub fn wait_reviews_served(pod: &Pod, clusters: &[(&str, usize)]) {
     for (subset, hosts) in clusters {
         pod.envoy.wait_cluster(&reviews_cluster(subset), *hosts);
     }
+}
+
+/// Starts [`reviews_pod`] with reviews' subsets and `virtual_service`, and
+/// waits until Envoy serves reviews with `clusters` (as
+/// [`wait_reviews_served`]).
+pub fn start_reviews_pod(name: &str, virtual_service: &str, clusters: &[(&str, usize)]) -> Pod {
+    let pod = reviews_pod(name, REVIEWS_SUBSETS, Some(virtual_service)).start();
+    wait_reviews_served(&pod, clusters);
+    pod
 }
 
 /// The virtual host for reviews in Envoy's route configuration `9080`.

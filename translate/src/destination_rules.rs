@@ -268,13 +268,39 @@ impl<'a> EffectivePolicy<'a> {
 /// Field paths of everything in a rule that Pilotfish does not translate.
 fn unsupported_fields(spec: &DestinationRuleSpec) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(tp) = &spec.traffic_policy {
-        policy_unsupported(tp, "spec.trafficPolicy", &mut out);
+    for (path, tp) in traffic_policies(spec) {
+        policy_unsupported(tp, &path, &mut out);
     }
-    for (i, subset) in spec.subsets.iter().enumerate() {
-        if let Some(tp) = &subset.traffic_policy {
-            policy_unsupported(tp, &format!("spec.subsets[{i}].trafficPolicy"), &mut out);
-        }
+    out
+}
+
+/// The rule's traffic policies with their field paths: top level, then each
+/// subset's.
+fn traffic_policies(spec: &DestinationRuleSpec) -> Vec<(String, &TrafficPolicy)> {
+    let top = spec
+        .traffic_policy
+        .as_ref()
+        .map(|tp| ("spec.trafficPolicy".to_string(), tp));
+    let subsets = spec.subsets.iter().enumerate().filter_map(|(i, subset)| {
+        let tp = subset.traffic_policy.as_ref()?;
+        Some((format!("spec.subsets[{i}].trafficPolicy"), tp))
+    });
+    top.into_iter().chain(subsets).collect()
+}
+
+/// Every policy section block of a rule (each traffic policy and each of its
+/// port-level settings) with its field path.
+fn all_sections(spec: &DestinationRuleSpec) -> Vec<(String, PolicySections<'_>)> {
+    let mut out = Vec::new();
+    for (path, tp) in traffic_policies(spec) {
+        let port_levels: Vec<_> = tp
+            .port_level_settings
+            .iter()
+            .enumerate()
+            .map(|(i, pls)| (format!("{path}.portLevelSettings[{i}]"), pls.sections()))
+            .collect();
+        out.push((path, tp.sections()));
+        out.extend(port_levels);
     }
     out
 }
@@ -341,70 +367,21 @@ fn sections_unsupported(sections: PolicySections<'_>, path: &str, out: &mut Vec<
 /// Every `tls` section of a rule with its field path: top level, subsets,
 /// and their port-level settings.
 fn tls_sections(spec: &DestinationRuleSpec) -> Vec<(String, &ClientTlsSettings)> {
-    fn policy<'t>(
-        tp: &'t TrafficPolicy,
-        path: &str,
-        out: &mut Vec<(String, &'t ClientTlsSettings)>,
-    ) {
-        if let Some(tls) = &tp.tls {
-            out.push((format!("{path}.tls"), tls));
-        }
-        for (i, pls) in tp.port_level_settings.iter().enumerate() {
-            if let Some(tls) = &pls.tls {
-                out.push((format!("{path}.portLevelSettings[{i}].tls"), tls));
-            }
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(tp) = &spec.traffic_policy {
-        policy(tp, "spec.trafficPolicy", &mut out);
-    }
-    for (i, subset) in spec.subsets.iter().enumerate() {
-        if let Some(tp) = &subset.traffic_policy {
-            policy(tp, &format!("spec.subsets[{i}].trafficPolicy"), &mut out);
-        }
-    }
-    out
+    all_sections(spec)
+        .into_iter()
+        .filter_map(|(path, s)| Some((format!("{path}.tls"), s.tls?)))
+        .collect()
 }
 
 /// Every `loadBalancer.localityLbSetting` of a rule with its field path.
 fn locality_sections(spec: &DestinationRuleSpec) -> Vec<(String, &LocalityLbSetting)> {
-    fn sections<'t>(
-        s: PolicySections<'t>,
-        path: &str,
-        out: &mut Vec<(String, &'t LocalityLbSetting)>,
-    ) {
-        if let Some(setting) = s
-            .load_balancer
-            .and_then(|lb| lb.locality_lb_setting.as_ref())
-        {
-            out.push((format!("{path}.loadBalancer.localityLbSetting"), setting));
-        }
-    }
-    fn policy<'t>(
-        tp: &'t TrafficPolicy,
-        path: &str,
-        out: &mut Vec<(String, &'t LocalityLbSetting)>,
-    ) {
-        sections(tp.sections(), path, out);
-        for (i, pls) in tp.port_level_settings.iter().enumerate() {
-            sections(
-                pls.sections(),
-                &format!("{path}.portLevelSettings[{i}]"),
-                out,
-            );
-        }
-    }
-    let mut out = Vec::new();
-    if let Some(tp) = &spec.traffic_policy {
-        policy(tp, "spec.trafficPolicy", &mut out);
-    }
-    for (i, subset) in spec.subsets.iter().enumerate() {
-        if let Some(tp) = &subset.traffic_policy {
-            policy(tp, &format!("spec.subsets[{i}].trafficPolicy"), &mut out);
-        }
-    }
-    out
+    all_sections(spec)
+        .into_iter()
+        .filter_map(|(path, s)| {
+            let setting = s.load_balancer?.locality_lb_setting.as_ref()?;
+            Some((format!("{path}.loadBalancer.localityLbSetting"), setting))
+        })
+        .collect()
 }
 
 fn flag(out: &mut Vec<String>, path: &str, field: &str, present: bool) {

@@ -68,7 +68,7 @@ fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
         services: svcs,
         endpoints: eps,
         config,
-        mesh: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -167,6 +167,7 @@ impl MeshStore {
             services,
             endpoints,
             config: loaded.objects,
+            credentials: Default::default(),
             mesh: self.mesh_config.clone(),
         };
         MeshGeneration {

@@ -237,7 +237,7 @@ fn testdata_bookinfo() -> Option<crate::MeshState> {
         services: snapshot.services,
         endpoints: snapshot.endpoints,
         config: objects,
-        mesh: Default::default(),
+        ..Default::default()
     })
 }
 

@@ -49,7 +49,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 pub use context::Context;
 pub use diagnostics::{Diagnostic, DiagnosticKind, Severity};
-pub use mesh::{MeshConfig, MeshState, OutboundTrafficPolicy};
+pub use mesh::{CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsCredential};
 pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use resources::{Translation, XdsResources};
 
@@ -63,6 +63,7 @@ pub fn translate(mesh: &MeshState, proxy: &ProxyView) -> Translation {
         endpoints: endpoints::build(&ctx),
         listeners: listeners::build(&ctx, &mut diagnostics),
         routes: routes::build(&ctx, &mut diagnostics),
+        secrets: Vec::new(),
     };
     diagnostics::normalize(&mut diagnostics);
     Translation {

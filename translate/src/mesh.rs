@@ -18,6 +18,9 @@ pub enum OutboundTrafficPolicy {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct MeshConfig {
+    /// Istio's PILOT_SCOPE_GATEWAY_TO_NAMESPACE: a Gateway applies only to
+    /// gateway proxies in its own namespace.
+    pub scope_gateway_to_namespace: bool,
     /// Kubernetes cluster domain used to expand short names.
     pub domain_suffix: String,
     pub outbound_traffic_policy: OutboundTrafficPolicy,
@@ -29,6 +32,7 @@ pub struct MeshConfig {
 impl Default for MeshConfig {
     fn default() -> Self {
         MeshConfig {
+            scope_gateway_to_namespace: false,
             domain_suffix: "cluster.local".into(),
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
             connect_timeout: Duration::from_secs(10),
@@ -47,5 +51,34 @@ pub struct MeshState {
     pub endpoints: BTreeMap<String, Vec<Endpoint>>,
     /// Valid config objects only (invalid ones are reported at load time).
     pub config: Vec<ConfigObject>,
+    /// TLS credentials (Kubernetes Secrets) that gateway servers name with
+    /// `credentialName`, by namespace and name.
+    pub credentials: BTreeMap<CredentialKey, TlsCredential>,
     pub mesh: MeshConfig,
+}
+
+/// `(namespace, name)` of a credential.
+pub type CredentialKey = (String, String);
+
+/// Certificate and key of a gateway server, and optionally the CA that
+/// verifies clients (MUTUAL). PEM bytes, as stored in the Secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TlsCredential {
+    pub certificate_chain: Vec<u8>,
+    pub private_key: Vec<u8>,
+    pub ca_certificates: Option<Vec<u8>>,
+}
+
+/// Never prints key material.
+impl std::fmt::Debug for TlsCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCredential")
+            .field("certificate_chain", &format_args!("{} bytes", self.certificate_chain.len()))
+            .field("private_key", &"<redacted>")
+            .field(
+                "ca_certificates",
+                &self.ca_certificates.as_ref().map(|c| format!("{} bytes", c.len())),
+            )
+            .finish()
+    }
 }

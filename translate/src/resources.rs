@@ -4,6 +4,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 use crate::diagnostics::Diagnostic;
 
@@ -14,6 +15,9 @@ pub struct XdsResources {
     pub endpoints: Vec<ClusterLoadAssignment>,
     pub listeners: Vec<Listener>,
     pub routes: Vec<RouteConfiguration>,
+    /// SDS: the credentials gateway servers name (`kubernetes://<name>`,
+    /// and `kubernetes://<name>-cacert` for client verification).
+    pub secrets: Vec<Secret>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -102,7 +102,7 @@ pub fn mesh(
             .map(|(h, eps)| (h.to_string(), eps))
             .collect(),
         config: config.to_vec(),
-        mesh: Default::default(),
+        ..Default::default()
     }
 }
 

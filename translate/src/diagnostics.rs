@@ -27,6 +27,12 @@ pub enum DiagnosticKind {
     InvalidField,
     /// A service that cannot be reached (e.g. a VIP-less TCP service with no endpoints).
     Unreachable,
+    /// A gateway server names a credential (Secret) that does not exist or
+    /// lacks what the server needs; the server is not served.
+    MissingCredential,
+    /// A VirtualService bound to a gateway none of whose servers takes its
+    /// hosts (or to a Gateway that does not exist).
+    UnboundVirtualService,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -57,10 +63,12 @@ impl DiagnosticKind {
             DiagnosticKind::ListenerConflict
             | DiagnosticKind::MissingSubset
             | DiagnosticKind::UnknownDestination
-            | DiagnosticKind::InvalidField => Severity::Error,
+            | DiagnosticKind::InvalidField
+            | DiagnosticKind::MissingCredential => Severity::Error,
             DiagnosticKind::ShadowedVirtualService
             | DiagnosticKind::Unsupported
-            | DiagnosticKind::Unreachable => Severity::Warning,
+            | DiagnosticKind::Unreachable
+            | DiagnosticKind::UnboundVirtualService => Severity::Warning,
         }
     }
 }

@@ -69,7 +69,7 @@ fn bootstrap(t: &Translation) -> Bootstrap {
         static_resources: Some(bootstrap::StaticResources {
             listeners,
             clusters,
-            ..Default::default()
+            secrets: t.resources.secrets.clone(),
         }),
         dynamic_resources: Some(bootstrap::DynamicResources {
             ads_config: Some(ads),
@@ -625,4 +625,94 @@ spec:
     }
     inlined.resources.endpoints.clear();
     envoy_validates(&inlined, "locality-inlined");
+}
+
+/// Gateway servers of every kind: plaintext with merged VirtualServices and
+/// an HTTPS redirect, SIMPLE and MUTUAL termination from files (with CRL
+/// and SANs) and from a credential over SDS, passthrough by SNI, and TCP
+/// with a weighted split.
+#[test]
+fn envoy_accepts_gateway_servers_of_every_kind() {
+    let (ca, crl) = (tls_fixture("ca.pem"), tls_fixture("crl.pem"));
+    let (cert, key) = (tls_fixture("client.pem"), tls_fixture("client-key.pem"));
+    let yaml = format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 8080, name: http, protocol: HTTP}}
+    hosts: ["*"]
+  - port: {{number: 8081, name: redirect, protocol: HTTP}}
+    hosts: [shop.example.com]
+    tls: {{httpsRedirect: true}}
+  - port: {{number: 8443, name: https, protocol: HTTPS}}
+    hosts: [shop.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}, minProtocolVersion: TLSV1_2}}
+  - port: {{number: 8443, name: mtls, protocol: HTTPS}}
+    hosts: [partner.example.com]
+    tls: {{mode: MUTUAL, serverCertificate: {cert}, privateKey: {key}, caCertificates: {ca}, caCrl: {crl}, subjectAltNames: [client.example.com]}}
+  - port: {{number: 8443, name: sds, protocol: HTTPS}}
+    hosts: [vault.example.com]
+    tls: {{mode: MUTUAL, credentialName: vault-cert}}
+  - port: {{number: 8443, name: passthrough, protocol: TLS}}
+    hosts: ["*.internal.example.com"]
+    tls: {{mode: PASSTHROUGH}}
+  - port: {{number: 9000, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  http:
+  - match: [{{uri: {{prefix: /reviews}}}}]
+    route:
+    - {{destination: {{host: reviews, subset: v1}}, weight: 90}}
+    - {{destination: {{host: reviews, subset: v2}}, weight: 10}}
+  - route: [{{destination: {{host: productpage}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: internal, namespace: default}}
+spec:
+  hosts: ["*.internal.example.com"]
+  gateways: [edge]
+  tls:
+  - match: [{{sniHosts: [a.internal.example.com]}}]
+    route: [{{destination: {{host: details}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: raw, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp:
+  - route:
+    - {{destination: {{host: ratings}}, weight: 50}}
+    - {{destination: {{host: details}}, weight: 50}}
+"#
+    );
+    let mut m = bookinfo(&yaml);
+    let pem = |name: &str| std::fs::read(tls_fixture(name)).expect("fixture");
+    m.credentials.insert(
+        ("default".into(), "vault-cert".into()),
+        crate::TlsCredential {
+            certificate_chain: pem("client.pem"),
+            private_key: pem("client-key.pem"),
+            ca_certificates: Some(pem("ca.pem")),
+        },
+    );
+    let proxy = gateway_proxy("default", &[("istio", "ingressgateway")]);
+    let t = translate_for(&m, &proxy);
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    assert_envoy_invariants(&t);
+    assert_eq!(t.resources.listeners.len(), 4);
+    assert_eq!(t.resources.secrets.len(), 2);
+    envoy_validates(&t, "gateway");
 }

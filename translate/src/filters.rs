@@ -11,7 +11,7 @@ use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::H
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds,
-    http_connection_manager::{RouteSpecifier, UpgradeConfig},
+    http_connection_manager::{RouteSpecifier, StripPortMode, UpgradeConfig},
     http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
@@ -30,6 +30,20 @@ pub fn http_connection_manager(port: u16) -> Filter {
     connection_manager(names::http_stat_prefix(port), rds)
 }
 
+/// The HTTP connection manager of a gateway server: routes over RDS from
+/// `route_config`. As the edge, it trusts no client's X-Forwarded-For and
+/// ignores the port in Host (virtual hosts name hosts without ports).
+pub fn gateway_connection_manager(port: u16, route_config: &str) -> Filter {
+    let rds = RouteSpecifier::Rds(Rds {
+        config_source: Some(protobuf::ads_config_source()),
+        route_config_name: route_config.to_string(),
+    });
+    let mut hcm = connection_manager_config(names::http_stat_prefix(port), rds);
+    hcm.use_remote_address = Some(protobuf::bool_value(true));
+    hcm.strip_port_mode = Some(StripPortMode::StripAnyHostPort(true));
+    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
+}
+
 /// An HTTP connection manager with its routes inline (the sidecar's inbound
 /// side, where the routes never change independently of the listener).
 pub fn inline_http_connection_manager(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
@@ -37,7 +51,12 @@ pub fn inline_http_connection_manager(stat_prefix: &str, routes: RouteConfigurat
 }
 
 fn connection_manager(stat_prefix: String, routes: RouteSpecifier) -> Filter {
-    let hcm = HttpConnectionManager {
+    let hcm = connection_manager_config(stat_prefix, routes);
+    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
+}
+
+fn connection_manager_config(stat_prefix: String, routes: RouteSpecifier) -> HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix,
         route_specifier: Some(routes),
         http_filters: http_filters(),
@@ -47,8 +66,7 @@ fn connection_manager(stat_prefix: String, routes: RouteSpecifier) -> Filter {
             ..Default::default()
         }],
         ..Default::default()
-    };
-    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
+    }
 }
 
 /// Fault and CORS are always present (inert without per-route config) so

@@ -15,8 +15,8 @@ use crate::protobuf;
 use crate::route_destinations::{self, ResolvedDestination, RuleScope};
 use crate::route_match;
 use crate::route_policies::{self, HeaderMutation};
-use crate::virtual_service_index::{IndexedVirtualService, MESH_GATEWAY};
-use crate::visibility;
+use crate::rule_applicability::{self, MatchConditions, RouteFor};
+use crate::virtual_service_index::IndexedVirtualService;
 
 /// Routes for `service` in route configuration `port`.
 pub fn service_routes(
@@ -28,7 +28,7 @@ pub fn service_routes(
     let selection = ctx.virtual_services.select(&service.hostname);
     diags.extend(selection.diagnostics(&service.hostname));
     let routes = match selection.winner {
-        Some(vs) => virtual_service_routes(ctx, vs, port, diags),
+        Some(vs) => virtual_service_routes(ctx, vs, port, RouteFor::Mesh, diags),
         None => Vec::new(),
     };
     // No rule for this port (or every rule was invalid): serve it like a
@@ -75,10 +75,13 @@ pub fn forward_all(cluster: String, hash_policy: Vec<HashPolicy>) -> Route {
     }
 }
 
-fn virtual_service_routes(
+/// The routes of `vs`'s HTTP rules that apply to `target` on `port`; an
+/// invalid rule is reported and skipped.
+pub fn virtual_service_routes(
     ctx: &Context,
     vs: &IndexedVirtualService,
     port: u16,
+    target: RouteFor,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<Route> {
     let scope = RuleScope {
@@ -86,6 +89,7 @@ fn virtual_service_routes(
         object: vs.name(),
         namespace: vs.namespace(),
         port,
+        target,
     };
     let mut out = Vec::new();
     for (i, rule) in vs.spec.http.iter().enumerate() {
@@ -111,7 +115,7 @@ fn rule_routes(
         rule.match_
             .iter()
             .enumerate()
-            .filter(|(_, m)| match_applies(scope.ctx, m, scope.port))
+            .filter(|(_, m)| match_applies(scope, m))
             .map(|(j, m)| (format!("{field}.match[{j}]"), Some(m)))
             .collect()
     };
@@ -133,16 +137,21 @@ fn rule_routes(
 }
 
 /// Matches bound to another port, other source labels or namespace, or
-/// only to gateways do not apply to this sidecar's route configuration.
-fn match_applies(ctx: &Context, m: &HttpMatchRequest, port: u16) -> bool {
-    let port_ok = m.port.is_none_or(|p| p == u32::from(port));
-    let labels_ok = visibility::labels_match(&m.source_labels, &ctx.proxy.labels);
-    let gateways_ok = m.gateways.is_empty() || m.gateways.iter().any(|g| g == MESH_GATEWAY);
-    let namespace_ok = m
-        .source_namespace
-        .as_ref()
-        .is_none_or(|ns| *ns == ctx.proxy.namespace);
-    port_ok && labels_ok && gateways_ok && namespace_ok
+/// other gateways do not apply to this route configuration.
+fn match_applies(scope: &RuleScope, m: &HttpMatchRequest) -> bool {
+    let conditions = MatchConditions {
+        port: m.port,
+        source_labels: &m.source_labels,
+        gateways: &m.gateways,
+        source_namespace: m.source_namespace.as_ref(),
+    };
+    rule_applicability::match_applies(
+        scope.ctx,
+        scope.target,
+        scope.namespace,
+        scope.port,
+        conditions,
+    )
 }
 
 fn route_name(rule: &HttpRoute, m: Option<&HttpMatchRequest>) -> String {

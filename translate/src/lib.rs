@@ -18,6 +18,11 @@ pub mod destination_rules;
 pub mod diagnostics;
 pub mod endpoints;
 pub mod filters;
+pub mod gateway_bindings;
+pub mod gateway_listeners;
+pub mod gateway_routes;
+pub mod gateway_servers;
+pub mod gateway_tls;
 pub mod hosts;
 pub mod http_routes;
 pub mod inbound;
@@ -33,6 +38,7 @@ pub mod route_destinations;
 pub mod route_match;
 pub mod route_policies;
 pub mod routes;
+pub mod rule_applicability;
 pub mod service_clusters;
 pub mod tcp_routes;
 pub mod traffic_policy;
@@ -42,6 +48,8 @@ pub mod visibility;
 
 #[cfg(test)]
 mod envoy_validation;
+#[cfg(test)]
+mod gateway_tests;
 #[cfg(test)]
 mod test_support;
 
@@ -53,8 +61,9 @@ pub use mesh::{CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsC
 pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use resources::{Translation, XdsResources};
 
-/// Builds every resource type for one proxy view. Sidecars get all four
-/// types; gateways (routers) only clusters and endpoints for now.
+/// Builds every resource type for one proxy view: sidecars get clusters,
+/// endpoints, listeners and routes; gateways (routers) also the secrets
+/// their servers name.
 pub fn translate(mesh: &MeshState, proxy: &ProxyView) -> Translation {
     let ctx = Context::new(mesh, proxy);
     let mut diagnostics = Vec::new();
@@ -63,7 +72,10 @@ pub fn translate(mesh: &MeshState, proxy: &ProxyView) -> Translation {
         endpoints: endpoints::build(&ctx),
         listeners: listeners::build(&ctx, &mut diagnostics),
         routes: routes::build(&ctx, &mut diagnostics),
-        secrets: Vec::new(),
+        secrets: match proxy.kind {
+            ProxyKind::Router => gateway_tls::secrets(&ctx, &mut diagnostics),
+            ProxyKind::Sidecar => Vec::new(),
+        },
     };
     diagnostics::normalize(&mut diagnostics);
     Translation {

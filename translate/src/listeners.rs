@@ -1,5 +1,6 @@
 //! LDS for sidecars: `virtualOutbound` (15001), which hands intercepted
-//! connections to the per-port `0.0.0.0_<port>` listeners.
+//! connections to the per-port `0.0.0.0_<port>` listeners. Gateways:
+//! [`crate::gateway_listeners`].
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
@@ -21,10 +22,10 @@ pub const SNIFFED_HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 /// treating the connection as TCP (server-first protocols send nothing).
 const PROTOCOL_DETECTION_TIMEOUT_SECS: u64 = 1;
 
-/// Outbound listeners of a sidecar, sorted by name; none for gateways yet.
+/// Listeners of a sidecar (or, for gateways, of its Gateway servers), sorted by name.
 pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
-    if ctx.proxy.kind != ProxyKind::Sidecar {
-        return Vec::new();
+    if ctx.proxy.kind == ProxyKind::Router {
+        return crate::gateway_listeners::build(ctx, diags);
     }
     diags.extend(listener_matches::reserved_port_diagnostics(ctx));
     let mut out = vec![virtual_outbound(ctx)];
@@ -102,7 +103,7 @@ fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
 }
 
 /// tcp_proxy to PassthroughCluster or BlackHoleCluster.
-fn fallback_chain(ctx: &Context) -> FilterChain {
+pub(crate) fn fallback_chain(ctx: &Context) -> FilterChain {
     let fallback = ctx.fallback_cluster();
     FilterChain {
         name: fallback.to_string(),
@@ -168,7 +169,7 @@ fn destination_match(svc: &AddressedService) -> FilterChainMatch {
 }
 
 /// A tcp_proxy chain of a service (default route or VirtualService rule).
-fn l4_chain(chain: &L4Chain) -> FilterChain {
+pub(crate) fn l4_chain(chain: &L4Chain) -> FilterChain {
     let filter = match &chain.target {
         Target::Cluster(cluster) => filters::tcp_proxy(cluster),
         Target::Weighted(clusters) => filters::weighted_tcp_proxy(&chain.service_cluster, clusters),
@@ -648,7 +649,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn gateways_get_no_listeners_yet() {
+    fn gateways_without_gateway_config_get_clusters_but_no_listeners() {
         let proxy = crate::ProxyView {
             kind: ProxyKind::Router,
             ..sidecar("default")

@@ -73,11 +73,17 @@ pub struct TlsCredential {
 impl std::fmt::Debug for TlsCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsCredential")
-            .field("certificate_chain", &format_args!("{} bytes", self.certificate_chain.len()))
+            .field(
+                "certificate_chain",
+                &format_args!("{} bytes", self.certificate_chain.len()),
+            )
             .field("private_key", &"<redacted>")
             .field(
                 "ca_certificates",
-                &self.ca_certificates.as_ref().map(|c| format!("{} bytes", c.len())),
+                &self
+                    .ca_certificates
+                    .as_ref()
+                    .map(|c| format!("{} bytes", c.len())),
             )
             .finish()
     }

@@ -16,6 +16,7 @@ use crate::hosts;
 use crate::names;
 use crate::protobuf;
 use crate::route_policies::HeaderMutation;
+use crate::rule_applicability::RouteFor;
 use crate::traffic_policy;
 
 /// Where a VirtualService's rules are being translated.
@@ -26,6 +27,8 @@ pub struct RuleScope<'c, 'a> {
     pub namespace: &'c str,
     /// The listener port whose route configuration is being built.
     pub port: u16,
+    /// Sidecars or the gateway the routes are for.
+    pub target: RouteFor<'c>,
 }
 
 /// A destination resolved to its cluster.

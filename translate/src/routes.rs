@@ -20,10 +20,11 @@ use crate::proxy::ProxyKind;
 use crate::route_match;
 use crate::route_policies;
 
-/// Route configurations of a sidecar, sorted by name; none for gateways yet.
+/// Route configurations of a sidecar (or, for gateways, of its Gateway
+/// servers), sorted by name.
 pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<RouteConfiguration> {
-    if ctx.proxy.kind != ProxyKind::Sidecar {
-        return Vec::new();
+    if ctx.proxy.kind == ProxyKind::Router {
+        return crate::gateway_routes::build(ctx, diags);
     }
     for vs in ctx.virtual_services.entries() {
         diags.extend(http_routes::unsupported(vs));

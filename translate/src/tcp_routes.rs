@@ -33,8 +33,8 @@ use crate::diagnostics::{Diagnostic, DiagnosticKind, Severity};
 use crate::listener_matches::MatchOn;
 use crate::names;
 use crate::route_destinations::RuleScope;
-use crate::virtual_service_index::{IndexedVirtualService, MESH_GATEWAY};
-use crate::visibility;
+use crate::rule_applicability::{self, MatchConditions, RouteFor};
+use crate::virtual_service_index::IndexedVirtualService;
 
 /// Where a chain's connections go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -237,20 +237,9 @@ fn sni_covers(pattern: &str, name: &str) -> bool {
     }
 }
 
-/// Whether a rule match applies to this proxy on `port`.
-fn applies(
-    ctx: &Context,
-    port: u16,
-    match_port: Option<u32>,
-    source_labels: &BTreeMap<String, String>,
-    gateways: &[String],
-    source_namespace: Option<&String>,
-) -> bool {
-    let port_ok = match_port.is_none_or(|p| p == u32::from(port));
-    let labels_ok = visibility::labels_match(source_labels, &ctx.proxy.labels);
-    let gateways_ok = gateways.is_empty() || gateways.iter().any(|g| g == MESH_GATEWAY);
-    let namespace_ok = source_namespace.is_none_or(|ns| *ns == ctx.proxy.namespace);
-    port_ok && labels_ok && gateways_ok && namespace_ok
+/// Whether a rule match applies to this sidecar on `port`.
+fn applies(ctx: &Context, vs: &IndexedVirtualService, port: u16, m: MatchConditions) -> bool {
+    rule_applicability::match_applies(ctx, RouteFor::Mesh, vs.namespace(), port, m)
 }
 
 /// `destinationSubnets` as networks (host bits cleared); a bad entry is
@@ -285,11 +274,12 @@ fn scope<'c, 'a>(
         object: vs.name(),
         namespace: vs.namespace(),
         port,
+        target: RouteFor::Mesh,
     }
 }
 
 /// Where a rule's connections go: one cluster, or a weighted split.
-fn target(
+pub(crate) fn target(
     scope: &RuleScope,
     routes: &[RouteDestination],
     field: &str,
@@ -363,8 +353,13 @@ fn tls_chains(
             .iter()
             .enumerate()
             .filter(|(_, m)| {
-                let ns = m.source_namespace.as_ref();
-                applies(ctx, subject.port, m.port, &m.source_labels, &m.gateways, ns)
+                let conditions = MatchConditions {
+                    port: m.port,
+                    source_labels: &m.source_labels,
+                    gateways: &m.gateways,
+                    source_namespace: m.source_namespace.as_ref(),
+                };
+                applies(ctx, vs, subject.port, conditions)
             })
             .filter(|(_, m)| !m.sni_hosts.is_empty())
             .collect();
@@ -524,8 +519,13 @@ fn tcp_chains(
             matches.push((field.clone(), Vec::new()));
         }
         for (j, m) in rule.match_.iter().enumerate() {
-            let ns = m.source_namespace.as_ref();
-            if !applies(ctx, subject.port, m.port, &m.source_labels, &m.gateways, ns) {
+            let conditions = MatchConditions {
+                port: m.port,
+                source_labels: &m.source_labels,
+                gateways: &m.gateways,
+                source_namespace: m.source_namespace.as_ref(),
+            };
+            if !applies(ctx, vs, subject.port, conditions) {
                 continue;
             }
             let match_field = format!("{field}.match[{j}]");

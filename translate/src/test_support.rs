@@ -136,6 +136,15 @@ pub fn sidecar_with_labels(namespace: &str, labels: &[(&str, &str)]) -> ProxyVie
     }
 }
 
+/// A gateway proxy (`router`) in `namespace` with `labels`.
+pub fn gateway_proxy(namespace: &str, labels: &[(&str, &str)]) -> ProxyView {
+    ProxyView {
+        kind: crate::proxy::ProxyKind::Router,
+        interception: crate::proxy::InterceptionMode::None,
+        ..sidecar_with_labels(namespace, labels)
+    }
+}
+
 pub fn translate_for(mesh: &MeshState, proxy: &ProxyView) -> Translation {
     crate::translate(mesh, proxy)
 }
@@ -266,8 +275,14 @@ pub fn assert_envoy_invariants(t: &Translation) {
     );
     assert_sorted_unique(r.listeners.iter().map(|c| c.name.as_str()), "listeners");
     assert_sorted_unique(r.routes.iter().map(|c| c.name.as_str()), "routes");
+    // Gateways have no virtualOutbound; a TCP server's one chain takes
+    // every connection of its port, as it should.
+    let sidecar = r
+        .listeners
+        .iter()
+        .any(|l| l.name == crate::names::VIRTUAL_OUTBOUND_LISTENER);
     for listener in &r.listeners {
-        assert_unique_chain_matches(listener);
+        assert_unique_chain_matches(listener, sidecar);
     }
     for rc in &r.routes {
         let mut seen = std::collections::BTreeSet::new();
@@ -295,13 +310,14 @@ fn assert_sorted_unique<'a>(names: impl Iterator<Item = &'a str>, what: &str) {
 /// keys; any key claimed by two chains gets the listener rejected. It also
 /// picks the destination range first and never backtracks, so a range
 /// some chain narrows by SNI or ALPN needs a chain taking the rest.
-fn assert_unique_chain_matches(listener: &Listener) {
+fn assert_unique_chain_matches(listener: &Listener, sidecar: bool) {
     let mut seen = std::collections::BTreeSet::new();
     let mut narrowed = std::collections::BTreeSet::new();
     let mut complete = std::collections::BTreeSet::new();
     for chain in &listener.filter_chains {
         let m = chain.filter_chain_match.clone().unwrap_or_default();
-        if tcp_proxy_targets(chain).is_some()
+        if sidecar
+            && tcp_proxy_targets(chain).is_some()
             && listener.name != crate::names::VIRTUAL_OUTBOUND_LISTENER
         {
             assert!(

@@ -81,7 +81,7 @@ pub fn origination(tls: &ClientTlsSettings, alpn: &[&str]) -> Option<Origination
     })
 }
 
-fn file(path: &str) -> DataSource {
+pub(crate) fn file(path: &str) -> DataSource {
     DataSource {
         specifier: Some(data_source::Specifier::Filename(path.to_string())),
         ..Default::default()
@@ -124,7 +124,7 @@ fn validation_context(tls: &ClientTlsSettings) -> Option<CertificateValidationCo
 
 /// `spiffe://...` and other URIs match URI SANs, IP literals IP SANs, the
 /// rest DNS SANs (where Envoy honours wildcard certificates).
-fn san_matcher(san: &str) -> SubjectAltNameMatcher {
+pub(crate) fn san_matcher(san: &str) -> SubjectAltNameMatcher {
     let san_type = if san.contains("://") {
         SanType::Uri
     } else if san.parse::<IpAddr>().is_ok() {

@@ -7,8 +7,7 @@ use crate::hosts;
 use crate::proxy::ProxyView;
 use crate::visibility;
 
-/// The gateway name that stands for "all sidecars".
-pub const MESH_GATEWAY: &str = "mesh";
+use crate::rule_applicability::{self, RouteFor};
 
 #[derive(Clone, Debug)]
 pub struct IndexedVirtualService<'a> {
@@ -75,11 +74,44 @@ pub struct VirtualServiceIndex<'a> {
 }
 
 impl<'a> VirtualServiceIndex<'a> {
+    /// VirtualServices for sidecars (bound to no gateway or to `mesh`).
     pub fn new(config: &'a [ConfigObject], proxy: &ProxyView, domain_suffix: &str) -> Self {
+        Self::build(config, proxy, domain_suffix, |spec, namespace| {
+            rule_applicability::binds(&spec.gateways, namespace, RouteFor::Mesh)
+        })
+    }
+
+    /// VirtualServices bound to at least one gateway; which one is decided
+    /// per gateway server.
+    pub fn for_gateways(
+        config: &'a [ConfigObject],
+        proxy: &ProxyView,
+        domain_suffix: &str,
+    ) -> Self {
+        Self::build(config, proxy, domain_suffix, |spec, namespace| {
+            spec.gateways
+                .iter()
+                .any(|g| rule_applicability::gateway_key(g, namespace).is_some())
+        })
+    }
+
+    fn build(
+        config: &'a [ConfigObject],
+        proxy: &ProxyView,
+        domain_suffix: &str,
+        bound: impl Fn(&VirtualServiceSpec, &str) -> bool,
+    ) -> Self {
         let mut entries: Vec<_> = config
             .iter()
             .filter_map(|object| match &object.spec {
-                ConfigSpec::VirtualService(spec) if applies(object, spec, proxy) => {
+                ConfigSpec::VirtualService(spec)
+                    if bound(spec, &object.meta.namespace)
+                        && visibility::is_exported(
+                            &spec.export_to,
+                            &object.meta.namespace,
+                            &proxy.namespace,
+                        ) =>
+                {
                     Some(IndexedVirtualService {
                         object,
                         spec,
@@ -121,12 +153,6 @@ impl<'a> VirtualServiceIndex<'a> {
             shadowed: ranked.collect(),
         }
     }
-}
-
-/// Sidecars take VirtualServices bound to no gateway or to `mesh`.
-fn applies(object: &ConfigObject, spec: &VirtualServiceSpec, proxy: &ProxyView) -> bool {
-    let for_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == MESH_GATEWAY);
-    for_mesh && visibility::is_exported(&spec.export_to, &object.meta.namespace, &proxy.namespace)
 }
 
 #[cfg(test)]

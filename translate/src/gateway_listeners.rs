@@ -1,0 +1,306 @@
+//! LDS for gateways: one real listener `0.0.0.0_<port>` per server port.
+//!
+//! - HTTP ports: one HCM, routes from `http.<port>`.
+//! - TLS ports: a chain per terminated server (its SNI names, its TLS
+//!   context, routes from its own route configuration) and a chain per SNI
+//!   set of the VirtualService `tls` rules bound to passthrough servers
+//!   (tcp_proxy, TLS untouched). Unclaimed SNI is closed.
+//! - TCP ports: tcp_proxy per the first applicable VirtualService `tcp`
+//!   rule bound to the server, else closed.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
+use pilotfish_crds::RouteDestination;
+
+use crate::context::Context;
+use crate::diagnostics::{Diagnostic, DiagnosticKind};
+use crate::filters;
+use crate::gateway_bindings;
+use crate::gateway_servers::{self, GatewayServer, PortFamily, PortServers, ServerKind};
+use crate::gateway_tls;
+use crate::listeners;
+use crate::names;
+use crate::protobuf;
+use crate::route_destinations::RuleScope;
+use crate::rule_applicability::{self, MatchConditions, RouteFor};
+use crate::tcp_routes::{self, L4Chain, Target};
+use crate::virtual_service_index::{IndexedVirtualService, VirtualServiceIndex};
+
+/// Listeners of a gateway proxy, sorted by name.
+pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
+    let index = VirtualServiceIndex::for_gateways(&ctx.mesh.config, ctx.proxy, ctx.domain_suffix());
+    let mut out: Vec<Listener> = gateway_servers::plan(ctx, diags)
+        .iter()
+        .map(|port| port_listener(ctx, &index, port, diags))
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn port_listener(
+    ctx: &Context,
+    index: &VirtualServiceIndex,
+    port: &PortServers,
+    diags: &mut Vec<Diagnostic>,
+) -> Listener {
+    let mut listener = Listener {
+        name: names::port_listener(port.port),
+        address: Some(protobuf::socket_address(names::WILDCARD_ADDRESS, port.port)),
+        traffic_direction: TrafficDirection::Outbound as i32,
+        ..Default::default()
+    };
+    match port.family {
+        PortFamily::Http => {
+            let route_config = port.servers[0].route_config_name();
+            listener.filter_chains = vec![FilterChain {
+                name: route_config.clone(),
+                filters: vec![filters::gateway_connection_manager(
+                    port.port,
+                    &route_config,
+                )],
+                ..Default::default()
+            }];
+        }
+        PortFamily::Tls => {
+            listener.listener_filters = vec![filters::tls_inspector()];
+            let mut sni_owners = port.sni_owners.clone();
+            for server in &port.servers {
+                match server.kind {
+                    ServerKind::Https => listener.filter_chains.push(terminated_chain(server)),
+                    ServerKind::Passthrough => listener.filter_chains.extend(passthrough_chains(
+                        ctx,
+                        index,
+                        server,
+                        &mut sni_owners,
+                        diags,
+                    )),
+                    ServerKind::Http | ServerKind::Tcp => {}
+                }
+            }
+            listener.default_filter_chain = Some(closed_chain());
+        }
+        PortFamily::Tcp => match tcp_chain(ctx, index, &port.servers[0], diags) {
+            Some(chain) => listener.filter_chains = vec![chain],
+            None => listener.default_filter_chain = Some(closed_chain()),
+        },
+    }
+    listener
+}
+
+/// Connections nobody routes are closed (BlackHoleCluster).
+fn closed_chain() -> FilterChain {
+    FilterChain {
+        name: names::BLACKHOLE_CLUSTER.into(),
+        filters: vec![filters::tcp_proxy(names::BLACKHOLE_CLUSTER)],
+        ..Default::default()
+    }
+}
+
+fn terminated_chain(server: &GatewayServer) -> FilterChain {
+    let route_config = server.route_config_name();
+    FilterChain {
+        name: route_config.clone(),
+        filter_chain_match: Some(FilterChainMatch {
+            server_names: server.server_names.clone(),
+            ..Default::default()
+        }),
+        transport_socket: gateway_tls::transport_socket(server),
+        filters: vec![filters::gateway_connection_manager(
+            server.port,
+            &route_config,
+        )],
+        ..Default::default()
+    }
+}
+
+fn scope<'c, 'a>(
+    ctx: &'c Context<'a>,
+    vs: &'c IndexedVirtualService,
+    server: &'c GatewayServer,
+) -> RuleScope<'c, 'a> {
+    RuleScope {
+        ctx,
+        object: vs.name(),
+        namespace: vs.namespace(),
+        port: server.port,
+        target: RouteFor::Gateway(&server.gateway_key),
+    }
+}
+
+/// The VirtualServices bound to `server`, each once, oldest first.
+fn bound_virtual_services<'i, 'a>(
+    index: &'i VirtualServiceIndex<'a>,
+    server: &GatewayServer,
+) -> Vec<&'i IndexedVirtualService<'a>> {
+    let mut out: Vec<&IndexedVirtualService> = Vec::new();
+    for (_, vs) in gateway_bindings::bound(index.entries(), server) {
+        if !out.iter().any(|v| std::ptr::eq(v.object, vs.object)) {
+            out.push(vs);
+        }
+    }
+    out
+}
+
+/// Chains of the `tls` rules bound to a passthrough server: SNI names the
+/// rule matches within the server's hosts, first claim wins.
+fn passthrough_chains(
+    ctx: &Context,
+    index: &VirtualServiceIndex,
+    server: &GatewayServer,
+    sni_owners: &mut BTreeMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<FilterChain> {
+    let mut out = Vec::new();
+    for vs in bound_virtual_services(index, server) {
+        let scope = scope(ctx, vs, server);
+        for (i, rule) in vs.spec.tls.iter().enumerate() {
+            let field = format!("spec.tls[{i}]");
+            let mut names = Vec::new();
+            for m in &rule.match_ {
+                let conditions = MatchConditions {
+                    port: m.port,
+                    source_labels: &m.source_labels,
+                    gateways: &m.gateways,
+                    source_namespace: m.source_namespace.as_ref(),
+                };
+                if !rule_applicability::match_applies(
+                    ctx,
+                    scope.target,
+                    vs.namespace(),
+                    server.port,
+                    conditions,
+                ) {
+                    continue;
+                }
+                for sni in &m.sni_hosts {
+                    let sni = sni.trim().to_ascii_lowercase();
+                    names.extend(
+                        server
+                            .host_names()
+                            .filter_map(|h| gateway_bindings::intersect(h, &sni)),
+                    );
+                }
+            }
+            names.sort();
+            names.dedup();
+            if names.is_empty() {
+                continue;
+            }
+            let Some(target) = rule_target(&scope, &rule.route, &field, diags) else {
+                continue;
+            };
+            let owner = format!("{} {field}", vs.name());
+            let claimed = claim(
+                sni_owners,
+                names,
+                &owner,
+                server.port,
+                &vs.name(),
+                &field,
+                diags,
+            );
+            if claimed.is_empty() {
+                continue;
+            }
+            out.push(listeners::l4_chain(&L4Chain {
+                name: format!("tls|{}|{}|{field}", server.port, vs.name()),
+                ranges: Vec::new(),
+                server_names: claimed,
+                target,
+                service_cluster: format!("gateway_{}", server.port),
+            }));
+        }
+    }
+    out
+}
+
+/// Takes the SNI names nobody holds; the rest are reported.
+fn claim(
+    owners: &mut BTreeMap<String, String>,
+    names: Vec<String>,
+    owner: &str,
+    port: u16,
+    object: &str,
+    field: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<String> {
+    let mut kept = Vec::new();
+    for name in names {
+        match owners.get(&name) {
+            Some(holder) => diags.push(
+                Diagnostic::new(
+                    DiagnosticKind::ListenerConflict,
+                    object,
+                    format!("gateway port {port}: SNI {name} is already routed by {holder} (older); this rule does not get it"),
+                )
+                .at(field.to_string()),
+            ),
+            None => {
+                owners.insert(name.clone(), owner.to_string());
+                kept.push(name);
+            }
+        }
+    }
+    kept
+}
+
+/// The chain of a TCP server: the first bound `tcp` rule whose match
+/// applies (a rule without matches applies to every connection).
+fn tcp_chain(
+    ctx: &Context,
+    index: &VirtualServiceIndex,
+    server: &GatewayServer,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<FilterChain> {
+    for vs in bound_virtual_services(index, server) {
+        let scope = scope(ctx, vs, server);
+        for (i, rule) in vs.spec.tcp.iter().enumerate() {
+            let applies = rule.match_.is_empty()
+                || rule.match_.iter().any(|m| {
+                    let conditions = MatchConditions {
+                        port: m.port,
+                        source_labels: &m.source_labels,
+                        gateways: &m.gateways,
+                        source_namespace: m.source_namespace.as_ref(),
+                    };
+                    rule_applicability::match_applies(
+                        ctx,
+                        scope.target,
+                        vs.namespace(),
+                        server.port,
+                        conditions,
+                    )
+                });
+            if !applies {
+                continue;
+            }
+            let field = format!("spec.tcp[{i}]");
+            let target = rule_target(&scope, &rule.route, &field, diags)?;
+            return Some(listeners::l4_chain(&L4Chain {
+                name: format!("tcp|{}|{}|{field}", server.port, vs.name()),
+                ranges: Vec::new(),
+                server_names: Vec::new(),
+                target,
+                service_cluster: format!("gateway_{}", server.port),
+            }));
+        }
+    }
+    None
+}
+
+fn rule_target(
+    scope: &RuleScope,
+    routes: &[RouteDestination],
+    field: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Target> {
+    match tcp_routes::target(scope, routes, field, diags) {
+        Ok(target) => Some(target),
+        Err(diagnostic) => {
+            diags.push(diagnostic);
+            None
+        }
+    }
+}

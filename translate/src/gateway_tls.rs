@@ -1,0 +1,197 @@
+//! TLS termination on gateway servers (Envoy's `DownstreamTlsContext`) and
+//! the SDS secrets of servers that name a `credentialName`.
+//!
+//! - `SIMPLE`: the server presents its certificate.
+//! - `MUTUAL`: clients must present a certificate the CA verifies (and,
+//!   if given, carry one of `subjectAltNames`); others fail the handshake.
+//! - `OPTIONAL_MUTUAL`: as MUTUAL, but a client without a certificate is let in.
+//!
+//! Certificates come from files on the proxy, or over SDS as
+//! `kubernetes://<credentialName>` (and `kubernetes://<credentialName>-cacert`
+//! for the CA), Istio's names.
+
+use std::collections::BTreeMap;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, TransportSocket, data_source, transport_socket,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
+    TlsCertificate, TlsParameters, common_tls_context, secret, tls_parameters,
+};
+use pilotfish_crds::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
+
+use crate::context::Context;
+use crate::diagnostics::Diagnostic;
+use crate::gateway_servers::{self, CertificateSource, GatewayServer};
+use crate::names;
+use crate::protobuf;
+use crate::upstream_tls;
+
+/// ALPN offered by terminated HTTPS servers.
+const HTTPS_ALPN: [&str; 2] = ["h2", "http/1.1"];
+
+/// SDS name of a credential's certificate and key.
+pub fn certificate_secret_name(credential: &str) -> String {
+    format!("kubernetes://{credential}")
+}
+
+/// SDS name of a credential's CA certificate.
+pub fn ca_secret_name(credential: &str) -> String {
+    format!("kubernetes://{credential}-cacert")
+}
+
+/// The TLS transport socket of a terminated server; `None` for servers that
+/// do not terminate TLS.
+pub fn transport_socket(server: &GatewayServer) -> Option<TransportSocket> {
+    let source = server.certificate.as_ref()?;
+    let tls = server.server.tls.as_ref()?;
+    let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
+    let verifies_clients = matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual);
+    let mut common = CommonTlsContext {
+        tls_params: tls_parameters(tls),
+        alpn_protocols: HTTPS_ALPN.iter().map(|p| p.to_string()).collect(),
+        ..Default::default()
+    };
+    match source {
+        CertificateSource::Files {
+            certificate_chain,
+            private_key,
+            ca_certificates,
+            ca_crl,
+        } => {
+            common.tls_certificates = vec![TlsCertificate {
+                certificate_chain: Some(upstream_tls::file(certificate_chain)),
+                private_key: Some(upstream_tls::file(private_key)),
+                ..Default::default()
+            }];
+            if verifies_clients {
+                let mut validation = client_validation(tls);
+                validation.trusted_ca = ca_certificates.as_deref().map(upstream_tls::file);
+                validation.crl = ca_crl.as_deref().map(upstream_tls::file);
+                common.validation_context_type =
+                    Some(common_tls_context::ValidationContextType::ValidationContext(validation));
+            }
+        }
+        CertificateSource::Credential { name, .. } => {
+            common.tls_certificate_sds_secret_configs = vec![sds(certificate_secret_name(name))];
+            if verifies_clients {
+                let combined = common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(client_validation(tls)),
+                    validation_context_sds_secret_config: Some(sds(ca_secret_name(name))),
+                    ..Default::default()
+                };
+                common.validation_context_type = Some(
+                    common_tls_context::ValidationContextType::CombinedValidationContext(combined),
+                );
+            }
+        }
+    }
+    let context = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(protobuf::bool_value(mode == ServerTlsMode::Mutual)),
+        ..Default::default()
+    };
+    Some(TransportSocket {
+        name: names::TLS_TRANSPORT_SOCKET.to_string(),
+        config_type: Some(transport_socket::ConfigType::TypedConfig(protobuf::any(
+            context,
+        ))),
+    })
+}
+
+/// SANs, SPKI pins and certificate hashes a client certificate must match.
+fn client_validation(tls: &ServerTlsSettings) -> CertificateValidationContext {
+    CertificateValidationContext {
+        match_typed_subject_alt_names: tls
+            .subject_alt_names
+            .iter()
+            .map(|san| upstream_tls::san_matcher(san))
+            .collect(),
+        verify_certificate_spki: tls.verify_certificate_spki.clone(),
+        verify_certificate_hash: tls.verify_certificate_hash.clone(),
+        ..Default::default()
+    }
+}
+
+fn tls_parameters(tls: &ServerTlsSettings) -> Option<TlsParameters> {
+    let version = |v: Option<TlsProtocol>| v.map_or(0, |v| protocol(v) as i32);
+    let params = TlsParameters {
+        tls_minimum_protocol_version: version(tls.min_protocol_version),
+        tls_maximum_protocol_version: version(tls.max_protocol_version),
+        cipher_suites: tls.cipher_suites.clone(),
+        ecdh_curves: tls.ecdh_curves.clone(),
+        ..Default::default()
+    };
+    (params != TlsParameters::default()).then_some(params)
+}
+
+fn protocol(v: TlsProtocol) -> tls_parameters::TlsProtocol {
+    use tls_parameters::TlsProtocol as Envoy;
+    match v {
+        TlsProtocol::TlsAuto => Envoy::TlsAuto,
+        TlsProtocol::TlsV1_0 => Envoy::TlSv10,
+        TlsProtocol::TlsV1_1 => Envoy::TlSv11,
+        TlsProtocol::TlsV1_2 => Envoy::TlSv12,
+        TlsProtocol::TlsV1_3 => Envoy::TlSv13,
+    }
+}
+
+fn sds(name: String) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name,
+        sds_config: Some(protobuf::ads_config_source()),
+    }
+}
+
+/// The SDS secrets the proxy's terminated servers name, sorted by name.
+pub fn secrets(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Secret> {
+    let mut out: BTreeMap<String, Secret> = BTreeMap::new();
+    for port in gateway_servers::plan(ctx, diags) {
+        for server in &port.servers {
+            let Some(CertificateSource::Credential { name, has_ca }) = &server.certificate else {
+                continue;
+            };
+            let key = (ctx.proxy.namespace.clone(), name.clone());
+            // The plan only keeps servers whose credential exists.
+            let Some(credential) = ctx.mesh.credentials.get(&key) else {
+                continue;
+            };
+            let certificate = secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline(&credential.certificate_chain)),
+                private_key: Some(inline(&credential.private_key)),
+                ..Default::default()
+            });
+            let cert_name = certificate_secret_name(name);
+            out.insert(
+                cert_name.clone(),
+                Secret {
+                    name: cert_name,
+                    r#type: Some(certificate),
+                },
+            );
+            if let (true, Some(ca)) = (*has_ca, &credential.ca_certificates) {
+                let validation = secret::Type::ValidationContext(CertificateValidationContext {
+                    trusted_ca: Some(inline(ca)),
+                    ..Default::default()
+                });
+                let ca_name = ca_secret_name(name);
+                out.insert(
+                    ca_name.clone(),
+                    Secret {
+                        name: ca_name,
+                        r#type: Some(validation),
+                    },
+                );
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+fn inline(bytes: &[u8]) -> DataSource {
+    DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(bytes.to_vec())),
+        ..Default::default()
+    }
+}

@@ -579,3 +579,15 @@ spec:
         "spec.gateways[0]",
     );
 }
+
+#[test]
+fn istio_bookinfo_gateway_sample_binds_its_virtual_service() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/istio-samples/bookinfo-networking/bookinfo-gateway.yaml");
+    let text = std::fs::read_to_string(&path).expect("Istio's bookinfo-gateway.yaml");
+    let t = translate_for(&bookinfo(&text), &ingress());
+    assert_eq!(listener_names(&t), ["0.0.0.0_8080"]);
+    let vh = virtual_host_named(route_config_named(&t, "http.8080"), "*:8080");
+    assert_eq!(vh.routes.len(), 5, "one route per match of the sample");
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+}

@@ -14,7 +14,6 @@ use super::netns::Netns;
 use super::process::{Process, write_world_readable};
 use super::{STARTUP, run_checked, wait_until};
 
-pub const ADMIN_ADDRESS: &str = "127.0.0.1:15000";
 pub const PROXY_UID: &str = "1337";
 /// The pod's own IP as told to pilotfish; no backend uses it.
 pub const POD_IP: &str = "127.0.0.250";
@@ -40,6 +39,8 @@ pub struct Envoy {
     ns: Arc<Netns>,
     process: Process,
     node_id: String,
+    /// `127.0.0.1:<admin port>` from the bootstrap.
+    admin_address: String,
 }
 
 impl Envoy {
@@ -67,6 +68,10 @@ impl Envoy {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        let admin_port = parsed
+            .pointer("/admin/address/socket_address/port_value")
+            .and_then(Value::as_u64)
+            .unwrap_or(15000);
         let bootstrap_path = dir.join("envoy-bootstrap.json");
         write_world_readable(&bootstrap_path, bootstrap);
 
@@ -98,6 +103,7 @@ impl Envoy {
             process: Process::spawn("envoy", cmd, &dir.join("envoy.log")),
             ns,
             node_id,
+            admin_address: format!("127.0.0.1:{admin_port}"),
         }
     }
 
@@ -118,7 +124,7 @@ impl Envoy {
     }
 
     pub fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
-        self.ns.run(|| control_get(ADMIN_ADDRESS, path))
+        self.ns.run(|| control_get(&self.admin_address, path))
     }
 
     fn admin_json(&self, path: &str) -> Result<Value, String> {
@@ -233,6 +239,26 @@ impl Envoy {
     pub fn assert_running(&mut self) {
         self.process.assert_running();
     }
+}
+
+/// `pilotfish bootstrap` for a gateway (proxy type `router`, no
+/// interception) called `name` in namespace default, with workload
+/// `labels` (what Gateway selectors match) and its admin on `admin_port`.
+pub fn gateway_bootstrap(
+    name: &str,
+    xds_address: &str,
+    labels: &[(&str, &str)],
+    admin_port: u16,
+) -> String {
+    let mut cmd = Command::new(super::pilotfish::binary());
+    let admin_port = admin_port.to_string();
+    cmd.args(["bootstrap", "--xds-address", xds_address, "--proxy-type", "router"])
+        .args(["--ip", POD_IP, "--name", name, "--namespace", "default"])
+        .args(["--admin-port", &admin_port, "--interception-mode", "NONE"]);
+    for (key, value) in labels {
+        cmd.args(["--label", &format!("{key}={value}")]);
+    }
+    run_checked(&mut cmd)
 }
 
 /// `pilotfish bootstrap` for a sidecar called `name` in namespace default.

@@ -57,6 +57,12 @@ impl Request {
         let mut stream = TcpStream::connect_timeout(&self.addr, IO_TIMEOUT)?;
         stream.set_read_timeout(Some(IO_TIMEOUT))?;
         stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        self.send_over(&mut stream)
+    }
+
+    /// Writes the request to an open connection (plain or TLS) and reads
+    /// the response.
+    pub fn send_over<S: Read + Write>(&self, stream: &mut S) -> std::io::Result<Response> {
         let mut head = format!(
             "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
             self.method, self.path, self.host
@@ -66,6 +72,7 @@ impl Request {
         }
         head.push_str("\r\n");
         stream.write_all(head.as_bytes())?;
+        stream.flush()?;
         // Stop at the end of the response rather than at EOF: Envoy delays
         // closing after its own (local) replies, by up to a second.
         let mut raw = Vec::new();

@@ -16,6 +16,7 @@ pub mod config_dump;
 pub mod consul;
 pub mod dns;
 pub mod envoy;
+pub mod gateway;
 pub mod http;
 pub mod kube_apiserver;
 pub mod kube_mesh;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Backends};
-use super::envoy::Envoy;
+use super::envoy::{Envoy, gateway_bootstrap};
 use super::http::{Request, Response};
 use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
@@ -16,12 +16,18 @@ use super::process::write_world_readable;
 use super::testdir::TestDir;
 use super::{repo_path, tcp, wait_until};
 
+/// Admin port of gateway Envoys, apart from the sidecar's 15000 so both
+/// can share a namespace.
+pub const GATEWAY_ADMIN_PORT: u16 = 15100;
+
 #[derive(Default)]
 pub struct PodBuilder {
     name: String,
     registry: String,
     config: Vec<(String, String)>,
     pilotfish_args: Vec<String>,
+    /// Set: the pod is a gateway with these labels (no capture, router Envoy).
+    gateway_labels: Option<Vec<(String, String)>>,
 }
 
 impl PodBuilder {
@@ -63,6 +69,19 @@ impl PodBuilder {
         self
     }
 
+    /// Makes the pod an Istio-style gateway: its Envoy is a `router` with
+    /// workload `labels` and nothing is captured, so clients in the
+    /// namespace reach its listeners directly.
+    pub fn gateway(mut self, labels: &[(&str, &str)]) -> Self {
+        self.gateway_labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        self
+    }
+
     pub fn pilotfish_arg(mut self, arg: &str) -> Self {
         self.pilotfish_args.push(arg.to_string());
         self
@@ -78,7 +97,9 @@ impl PodBuilder {
         let registry_file = write_registry_file(dir.path(), &self.registry);
 
         let ns = Arc::new(Netns::new());
-        ns.capture_outbound();
+        if self.gateway_labels.is_none() {
+            ns.capture_outbound();
+        }
         let backends = Backends::start_for_registry(&ns, &self.registry);
         let pilotfish = Pilotfish::start(
             ns.clone(),
@@ -87,7 +108,16 @@ impl PodBuilder {
             &dir.path().join("pilotfish.log"),
             &self.pilotfish_args,
         );
-        let envoy = Envoy::start(ns.clone(), dir.path(), &self.name, pilotfish::XDS_ADDRESS);
+        let envoy = match &self.gateway_labels {
+            None => Envoy::start(ns.clone(), dir.path(), &self.name, pilotfish::XDS_ADDRESS),
+            Some(labels) => {
+                let labels: Vec<(&str, &str)> =
+                    labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let bootstrap =
+                    gateway_bootstrap(&self.name, pilotfish::XDS_ADDRESS, &labels, GATEWAY_ADMIN_PORT);
+                Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
+            }
+        };
         Pod {
             envoy,
             pilotfish,
@@ -201,6 +231,27 @@ impl Pod {
 
     pub fn remove_config(&self, file_name: &str) {
         std::fs::remove_file(self.config_dir.join(file_name)).expect("remove config file");
+    }
+
+    /// Starts a gateway Envoy (proxy type `router`, workload `labels`) in
+    /// this pod's namespace, fed by the same pilotfish: an egress gateway
+    /// next to the sidecar. Its admin listens on [`GATEWAY_ADMIN_PORT`].
+    /// Call it from the test's thread (Envoy dies with the spawning thread).
+    pub fn start_gateway(&self, name: &str, labels: &[(&str, &str)]) -> Envoy {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("create gateway dir");
+        let bootstrap = gateway_bootstrap(name, pilotfish::XDS_ADDRESS, labels, GATEWAY_ADMIN_PORT);
+        Envoy::start_with_bootstrap(self.ns.clone(), &dir, &bootstrap)
+    }
+
+    /// Lets unprivileged processes (Envoy as uid 1337) bind ports below
+    /// 1024 in this namespace, as a gateway pod's securityContext would.
+    pub fn allow_low_ports(&self) {
+        super::run_checked(
+            &mut self
+                .ns
+                .command("sysctl", &["-w", "net.ipv4.ip_unprivileged_port_start=0"]),
+        );
     }
 
     /// Starts another backend (for endpoints a registry edit will add).

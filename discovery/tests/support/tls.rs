@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::backend::NsRuntime;
+use super::http::{Request, Response};
 use super::netns::Netns;
 use super::run_checked;
 use super::testdir::TestDir;
@@ -343,6 +344,41 @@ async fn answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
             return Ok(());
         }
     }
+}
+
+/// Sends `request` over TLS to its address with SNI `server_name`,
+/// verifying the server's certificate for that name against `ca`, and
+/// presenting `client` when given. Must run inside the namespace.
+pub fn https(
+    request: &Request,
+    server_name: &str,
+    ca: &TestCa,
+    client: Option<&Identity>,
+) -> std::io::Result<Response> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(ca.roots());
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some(identity) => {
+            let certs = CertificateDer::pem_file_iter(&identity.cert)
+                .expect("read client certificate")
+                .map(|c| c.expect("certificate PEM"))
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(&identity.key).expect("read client key");
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("client certificate")
+        }
+    };
+    let name = ServerName::try_from(server_name.to_string()).expect("server name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let tcp = TcpStream::connect_timeout(&request.addr, IO_TIMEOUT)?;
+    tcp.set_read_timeout(Some(IO_TIMEOUT))?;
+    tcp.set_write_timeout(Some(IO_TIMEOUT))?;
+    request.send_over(&mut rustls::StreamOwned::new(conn, tcp))
 }
 
 /// Opens TLS to `addr` with SNI `server_name`, verifying the server's

@@ -1,0 +1,133 @@
+//! Istio's Bookinfo gateway sample (`bookinfo-gateway.yaml`, unchanged) on
+//! a stock Envoy running as a gateway (proxy type `router`, labels
+//! `istio=ingressgateway`): the sample's paths reach our productpage
+//! backend, others answer 404. A Gateway that selects other proxies
+//! changes nothing for this one (not even a push), and removing the
+//! Gateway removes its listener from Envoy.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::config_dump;
+use support::gateway::{self, istio_sample, to_gateway, wait_gateway_serves};
+use support::traffic::assert_no_nack;
+use support::{PROPAGATION, wait_until};
+
+const SAMPLE: &str = "bookinfo-gateway.yaml";
+const PORT: u16 = 8080;
+const N: usize = 20;
+
+/// A Gateway and VirtualService for the egress gateway's labels, which
+/// this ingress proxy does not have.
+const OTHER_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: elsewhere}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 9999, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: elsewhere}
+spec:
+  hosts: ["*"]
+  gateways: [elsewhere]
+  http: [{route: [{destination: {host: ratings}}]}]
+"#;
+
+#[test]
+fn bookinfo_gateway_sample_routes_its_paths_to_productpage_and_404s_the_rest() {
+    let pod = gateway::ingress_pod("gw-bookinfo")
+        .config(SAMPLE, &istio_sample(SAMPLE))
+        .start();
+    wait_gateway_serves(&pod, PORT, "productpage", "");
+
+    for path in [
+        "/productpage",
+        "/static/css/site.css",
+        "/login",
+        "/logout",
+        "/api/v1/products",
+        "/api/v1/products/0/reviews",
+    ] {
+        for host in ["bookinfo.example.com", "10.0.0.1:8080"] {
+            let request = to_gateway(PORT, host, path);
+            pod.tally(N, &request)
+                .assert_all("productpage v1", &format!("{request}"));
+            let answer = pod.send(&request).answer().expect("a backend answered");
+            assert_eq!(answer.path, path, "the path reaches productpage unchanged");
+        }
+    }
+    for path in ["/", "/reviews", "/productpage/x", "/api/v2/products"] {
+        let request = to_gateway(PORT, "bookinfo.example.com", path);
+        pod.tally(N, &request)
+            .assert_all("status 404", &format!("{request} is not in the sample"));
+    }
+    let productpage = pod.backends.at("127.0.0.10:9080");
+    assert!(productpage.requests() >= (12 * N) as u64);
+    pod.envoy.assert_no_rejected_updates();
+    assert_no_nack(&pod);
+}
+
+#[test]
+fn gateway_for_other_proxies_changes_nothing_and_removal_removes_the_listener() {
+    let pod = gateway::ingress_pod("gw-lifecycle")
+        .config(SAMPLE, &istio_sample(SAMPLE))
+        .start();
+    wait_gateway_serves(&pod, PORT, "productpage", "");
+    let node = pod.envoy.node_id().to_string();
+    pod.pilotfish.wait_synced_without_nack(&node);
+    let lds_updates = || pod.envoy.stat("listener_manager.lds.update_attempt");
+    let rds_updates = || pod.envoy.stat("http.outbound_0.0.0.0_8080.rds.http.8080.update_attempt");
+    let before = (lds_updates(), rds_updates(), listeners(&pod.envoy.config_dump()));
+
+    // Pilotfish takes the new Gateway in (a new mesh generation) ...
+    let version = mesh_version(&pod);
+    pod.write_config("elsewhere.yaml", OTHER_GATEWAY);
+    wait_until("pilotfish to load elsewhere.yaml", PROPAGATION, || {
+        if mesh_version(&pod) > version {
+            Ok(())
+        } else {
+            Err("same mesh version".to_string())
+        }
+    });
+    pod.pilotfish.wait_synced_without_nack(&node);
+    // ... but this proxy's resources are the same, so nothing is pushed.
+    std::thread::sleep(Duration::from_millis(500));
+    let after = (lds_updates(), rds_updates(), listeners(&pod.envoy.config_dump()));
+    assert_eq!(before, after, "(LDS updates, RDS updates, listeners)");
+    assert!(!after.2.iter().any(|l| l == "0.0.0.0_9999"));
+    pod.tally(N, &to_gateway(PORT, "x", "/productpage"))
+        .assert_all("productpage v1", "the sample still routes");
+
+    // Removing the sample's Gateway removes its listener.
+    pod.remove_config(SAMPLE);
+    wait_until("Envoy to drop 0.0.0.0_8080", PROPAGATION, || {
+        let active = listeners(&pod.envoy.config_dump());
+        if active.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still active: {active:?}"))
+        }
+    });
+    pod.envoy.assert_no_rejected_updates();
+    assert_no_nack(&pod);
+}
+
+fn listeners(dump: &Value) -> Vec<String> {
+    config_dump::active_listeners(dump)
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+}
+
+fn mesh_version(pod: &support::Pod) -> u64 {
+    pod.pilotfish.syncz()["mesh_version"]
+        .as_u64()
+        .expect("syncz mesh_version")
+}

@@ -66,17 +66,19 @@ const LAYOUTS: [Layout; 2] = [
 /// Why a Secret that holds a certificate cannot be served.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CredentialError {
-    #[error("has {cert} but no {key} (or it is empty); the credential is not served")]
-    MissingKey {
-        cert: &'static str,
-        key: &'static str,
+    /// `missing` is the private key, or the certificate itself when its
+    /// entry is empty.
+    #[error("has {present} but {missing} is missing or empty; the credential is not served")]
+    Incomplete {
+        present: &'static str,
+        missing: &'static str,
     },
 }
 
 impl CredentialError {
     fn field(&self) -> String {
         match self {
-            CredentialError::MissingKey { key, .. } => format!("data.{key}"),
+            CredentialError::Incomplete { missing, .. } => format!("data.{missing}"),
         }
     }
 }
@@ -95,13 +97,9 @@ pub fn credential(secret: &Secret) -> Result<Option<TlsCredential>, CredentialEr
     let Some(layout) = LAYOUTS.iter().find(|l| data.contains_key(l.cert)) else {
         return Ok(None);
     };
-    let (Some(certificate_chain), Some(private_key)) = (value(layout.cert), value(layout.key))
-    else {
-        return Err(CredentialError::MissingKey {
-            cert: layout.cert,
-            key: layout.key,
-        });
-    };
+    let incomplete = |present, missing| CredentialError::Incomplete { present, missing };
+    let certificate_chain = value(layout.cert).ok_or(incomplete(layout.key, layout.cert))?;
+    let private_key = value(layout.key).ok_or(incomplete(layout.cert, layout.key))?;
     Ok(Some(TlsCredential {
         certificate_chain,
         private_key,
@@ -335,12 +333,27 @@ mod tests {
             Some("Secret istio-system/gw")
         );
         assert_eq!(problems[0].field.as_deref(), Some("data.key"));
-        assert!(problems[0].message.contains("no key"), "{}", problems[0]);
+        assert!(
+            problems[0]
+                .message
+                .starts_with("has cert but key is missing"),
+            "{}",
+            problems[0]
+        );
         assert_eq!(
             problems[1].object.as_deref(),
             Some("Secret istio-system/gw2")
         );
         assert_eq!(problems[1].field.as_deref(), Some("data.tls.key"));
+
+        let empty_cert = secret("gw3", None, &[("tls.crt", ""), ("tls.key", "K")]);
+        assert_eq!(
+            credential(&empty_cert),
+            Err(CredentialError::Incomplete {
+                present: "tls.key",
+                missing: "tls.crt"
+            })
+        );
     }
 
     #[test]

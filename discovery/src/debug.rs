@@ -10,6 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use pilotfish_registries::consul::ConsulStatus;
 use pilotfish_registries::kubernetes::KubernetesStatus;
@@ -80,6 +81,7 @@ pub fn router(state: DebugState) -> Router {
         .route("/debug/diagnostics", get(diagnostics))
         .route("/debug/config_dump", get(dump))
         .route("/debug/registries", get(registries))
+        .route("/debug/credentials", get(credentials))
         .with_state(state)
 }
 
@@ -142,6 +144,31 @@ async fn diagnostics(State(state): State<DebugState>) -> Json<Value> {
         "mesh_version": generation.version,
         "input_problems": generation.problems,
         "translation": state.ctx.cache.diagnostics(generation.version),
+    }))
+}
+
+/// The gateway TLS credentials of the current generation: names, sizes and
+/// certificate digests, so a rotation can be followed; never key material.
+async fn credentials(State(state): State<DebugState>) -> Json<Value> {
+    let generation = state.ctx.generations.borrow().clone();
+    let digest = |bytes: &[u8]| hex::encode(&Sha256::digest(bytes)[..8]);
+    let credentials: Vec<Value> = generation
+        .mesh
+        .credentials
+        .iter()
+        .map(|((namespace, name), c)| {
+            json!({
+                "namespace": namespace,
+                "name": name,
+                "certificate_chain_bytes": c.certificate_chain.len(),
+                "certificate_chain_sha256": digest(&c.certificate_chain),
+                "ca_certificates_bytes": c.ca_certificates.as_ref().map(Vec::len),
+            })
+        })
+        .collect();
+    Json(json!({
+        "mesh_version": generation.version,
+        "credentials": credentials,
     }))
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pilotfish_crds::{ConfigKey, ConfigObject, ConfigSpec};
 use pilotfish_registries::RegistrySnapshot;
 use pilotfish_registries::service_entry::add_service_entry;
-use pilotfish_translate::{MeshConfig, MeshState};
+use pilotfish_translate::{CredentialKey, MeshConfig, MeshState, TlsCredential};
 
 use crate::problems::InputProblem;
 use crate::proxy_view::InboundIndex;
@@ -40,8 +40,23 @@ pub struct MeshStore {
     /// Config sources that push objects (Kubernetes), by name, in the order
     /// they were added; they rank after the config directories.
     dynamic_config: Vec<DynamicConfig>,
-    /// Pushing config sources that have not delivered their first full set.
+    /// Pushing config and credential sources that have not delivered their
+    /// first full set.
     unsynced_config: std::collections::BTreeSet<String>,
+    /// Sources of gateway TLS credentials (Kubernetes Secrets), in the order
+    /// they were added; the first one holding a namespace/name wins.
+    dynamic_credentials: Vec<DynamicCredentials>,
+}
+
+pub type Credentials = BTreeMap<CredentialKey, TlsCredential>;
+
+/// The latest full set of credentials from one source, with the problems it
+/// found (a certificate without its key...).
+#[derive(Debug, Default)]
+struct DynamicCredentials {
+    name: String,
+    credentials: Credentials,
+    problems: Vec<InputProblem>,
 }
 
 /// The latest full set of objects from one pushing config source, with the
@@ -63,6 +78,7 @@ impl MeshStore {
             unsynced: Default::default(),
             dynamic_config: Vec::new(),
             unsynced_config: Default::default(),
+            dynamic_credentials: Vec::new(),
         }
     }
 
@@ -122,6 +138,36 @@ impl MeshStore {
         }
     }
 
+    /// Declares a credential source; not synced until its first full set.
+    pub fn add_dynamic_credentials(&mut self, name: &str) {
+        if !self.dynamic_credentials.iter().any(|c| c.name == name) {
+            self.dynamic_credentials.push(DynamicCredentials {
+                name: name.to_string(),
+                ..DynamicCredentials::default()
+            });
+            self.unsynced_config.insert(name.to_string());
+        }
+    }
+
+    /// Replaces the credentials and problems of a credential source.
+    pub fn set_dynamic_credentials(
+        &mut self,
+        name: &str,
+        credentials: Credentials,
+        problems: Vec<InputProblem>,
+    ) {
+        self.unsynced_config.remove(name);
+        let fresh = DynamicCredentials {
+            name: name.to_string(),
+            credentials,
+            problems,
+        };
+        match self.dynamic_credentials.iter_mut().find(|c| c.name == name) {
+            Some(current) => *current = fresh,
+            None => self.dynamic_credentials.push(fresh),
+        }
+    }
+
     /// Replaces the latest snapshot of a pushing registry.
     pub fn set_dynamic_registry(&mut self, name: &str, snapshot: RegistrySnapshot) {
         self.unsynced.remove(name);
@@ -161,13 +207,22 @@ impl MeshStore {
         snapshots.push(("ServiceEntry".to_string(), entries));
 
         let (services, endpoints) = merge_registries(snapshots, &mut problems);
+        let mut credentials = Credentials::new();
+        for source in &self.dynamic_credentials {
+            problems.extend(source.problems.iter().cloned());
+            for (key, credential) in &source.credentials {
+                credentials
+                    .entry(key.clone())
+                    .or_insert_with(|| credential.clone());
+            }
+        }
         problems.sort();
         problems.dedup();
         let mesh = MeshState {
             services,
             endpoints,
             config: loaded.objects,
-            credentials: Default::default(),
+            credentials,
             mesh: self.mesh_config.clone(),
         };
         MeshGeneration {
@@ -313,5 +368,35 @@ mod tests {
             Some("DestinationRule shop/reviews")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn credentials_reach_the_mesh_with_their_problems_and_gate_readiness() {
+        let mut store = MeshStore::new(
+            ConfigDirs::new(Vec::new(), "default"),
+            RegistryFiles::new(Vec::new()),
+            MeshConfig::default(),
+        );
+        store.add_dynamic_credentials("kubernetes-secrets");
+        assert!(!store.all_synced(), "not ready before the first full set");
+        let key = ("istio-system".to_string(), "gw-cert".to_string());
+        let credential = TlsCredential {
+            certificate_chain: b"CERT".to_vec(),
+            private_key: b"KEY".to_vec(),
+            ca_certificates: None,
+        };
+        let problem = InputProblem::plain("kubernetes", "Secret without its key");
+        store.set_dynamic_credentials(
+            "kubernetes-secrets",
+            Credentials::from([(key.clone(), credential.clone())]),
+            vec![problem.clone()],
+        );
+        assert!(store.all_synced());
+        let generation = store.rebuild();
+        assert_eq!(generation.mesh.credentials.get(&key), Some(&credential));
+        assert!(generation.problems.contains(&problem));
+
+        store.set_dynamic_credentials("kubernetes-secrets", Credentials::new(), Vec::new());
+        assert!(store.rebuild().mesh.credentials.is_empty(), "deleted");
     }
 }

@@ -72,6 +72,7 @@ pub fn publish(
         version = generation.version,
         services = generation.mesh.services.len(),
         config_objects = generation.mesh.config.len(),
+        credentials = generation.mesh.credentials.len(),
         problems = generation.problems.len(),
         "published mesh generation"
     );
@@ -79,7 +80,11 @@ pub fn publish(
 }
 
 fn only_endpoints_differ(a: &MeshState, b: &MeshState) -> bool {
-    a.services == b.services && a.config == b.config && a.mesh == b.mesh
+    // Credentials too: an endpoints-only rebuild keeps the previous secrets.
+    a.services == b.services
+        && a.config == b.config
+        && a.mesh == b.mesh
+        && a.credentials == b.credentials
 }
 
 fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
@@ -126,6 +131,13 @@ pub enum Change {
         objects: Vec<pilotfish_crds::ConfigObject>,
         problems: Vec<crate::problems::InputProblem>,
     },
+    /// A credential source (Kubernetes Secrets) has a new full set of TLS
+    /// credentials, and the problems it found.
+    Credentials {
+        name: String,
+        credentials: crate::mesh_store::Credentials,
+        problems: Vec<crate::problems::InputProblem>,
+    },
 }
 
 /// Runs until the change channel closes: waits for a change, debounces,
@@ -170,5 +182,10 @@ fn apply(store: &mut MeshStore, change: Change) {
             objects,
             problems,
         } => store.set_dynamic_config(&name, objects, problems),
+        Change::Credentials {
+            name,
+            credentials,
+            problems,
+        } => store.set_dynamic_credentials(&name, credentials, problems),
     }
 }

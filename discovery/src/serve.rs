@@ -34,7 +34,8 @@ pub struct ServeOptions {
     /// Pushing registries, in command-line order: a hostname defined by
     /// several belongs to the first (after the registry files).
     pub registries: Vec<DynamicRegistry>,
-    /// Read Istio config from the Kubernetes API too (`--config-source kubernetes`).
+    /// Read Istio config, and the Secrets gateways name as credentials, from
+    /// the Kubernetes API too (`--config-source kubernetes`).
     pub kubernetes_config: Option<KubernetesConfigOptions>,
     /// Kubeconfig for the Kubernetes registry and config source; `None`:
     /// KUBECONFIG, ~/.kube/config, then in-cluster.
@@ -124,7 +125,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 metrics.clone(),
             );
             registries.push(RegistryStatus::Kubernetes(source.status()));
-            Some(source)
+            // Gateway credentials (`credentialName`) live next to the config
+            // that names them, in the same namespaces.
+            store.add_dynamic_credentials(sources::kubernetes_secrets::SOURCE_NAME);
+            tracing::info!(api_server = %api.url, namespaces = ?config.namespaces, "watching gateway credentials (Secrets) in Kubernetes");
+            let secrets = sources::kubernetes_secrets::start(
+                api,
+                &config.namespaces,
+                change_tx.clone(),
+                metrics.clone(),
+            );
+            registries.push(RegistryStatus::Kubernetes(secrets.status()));
+            Some((source, secrets))
         }
         _ => None,
     };

@@ -77,7 +77,7 @@ pub fn content_version(selected: &[(&String, &Arc<Any>)]) -> String {
 }
 
 /// Types are behind `Arc` so an endpoints-only rebuild shares the unchanged
-/// clusters and routes with the previous snapshot.
+/// clusters, routes and secrets with the previous snapshot.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     /// The mesh generation this snapshot was built from.
@@ -86,6 +86,8 @@ pub struct Snapshot {
     pub endpoints: Arc<TypeResources>,
     pub listeners: Arc<TypeResources>,
     pub routes: Arc<TypeResources>,
+    /// SDS secrets by `Secret.name` (`kubernetes://<credentialName>`...).
+    pub secrets: Arc<TypeResources>,
 }
 
 impl Snapshot {
@@ -105,18 +107,25 @@ impl Snapshot {
             |r| r.name.clone(),
             previous.map(|p| &*p.routes),
         );
+        let secrets = TypeResources::encode(
+            resources.secrets,
+            |s| s.name.clone(),
+            previous.map(|p| &*p.secrets),
+        );
         Snapshot {
             mesh_version,
             clusters: Arc::new(clusters),
             endpoints: Arc::new(endpoint_resources(resources.endpoints, previous)),
             listeners: Arc::new(listener_resources(resources.listeners, previous)),
             routes: Arc::new(routes),
+            secrets: Arc::new(secrets),
         }
     }
 
     /// A snapshot for a generation in which only endpoints changed: EDS and
     /// LDS (VIP-less services are matched by endpoint address) are rebuilt,
-    /// clusters and routes are shared with `previous`.
+    /// clusters, routes and secrets are shared with `previous` (a credential
+    /// change is never endpoints-only).
     pub fn with_endpoints(
         mesh_version: u64,
         previous: &Snapshot,
@@ -129,6 +138,7 @@ impl Snapshot {
             endpoints: Arc::new(endpoint_resources(endpoints, Some(previous))),
             listeners: Arc::new(listener_resources(listeners, Some(previous))),
             routes: previous.routes.clone(),
+            secrets: previous.secrets.clone(),
         }
     }
 
@@ -138,6 +148,7 @@ impl Snapshot {
             XdsType::Endpoint => &self.endpoints,
             XdsType::Listener => &self.listeners,
             XdsType::Route => &self.routes,
+            XdsType::Secret => &self.secrets,
         }
     }
 }
@@ -160,7 +171,11 @@ fn listener_resources(items: Vec<Listener>, previous: Option<&Snapshot>) -> Type
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
     use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        Secret, TlsCertificate, secret,
+    };
 
     /// A route config with a multi-entry map, whose encoding order varies.
     fn routes() -> XdsResources {
@@ -217,6 +232,53 @@ mod tests {
         assert!(!Arc::ptr_eq(
             &first.routes.resources["9080"],
             &second.routes.resources["9080"]
+        ));
+    }
+
+    fn secrets(chain: &[u8]) -> XdsResources {
+        XdsResources {
+            secrets: vec![Secret {
+                name: "kubernetes://gw-cert".into(),
+                r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                    certificate_chain: Some(inline(chain)),
+                    private_key: Some(inline(b"KEY")),
+                    ..Default::default()
+                })),
+            }],
+            ..routes()
+        }
+    }
+
+    fn inline(bytes: &[u8]) -> DataSource {
+        DataSource {
+            specifier: Some(data_source::Specifier::InlineBytes(bytes.to_vec())),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn secrets_are_keyed_by_name_reused_when_equal_and_kept_by_endpoint_rebuilds() {
+        let first = Snapshot::build(1, secrets(b"CERT"), None);
+        let any = &first.secrets.resources["kubernetes://gw-cert"];
+        assert_eq!(any.type_url, XdsType::Secret.type_url());
+
+        let second = Snapshot::build(2, secrets(b"CERT"), Some(&first));
+        assert!(Arc::ptr_eq(
+            any,
+            &second.secrets.resources["kubernetes://gw-cert"]
+        ));
+        let renewed = Snapshot::build(3, secrets(b"CERT2"), Some(&second));
+        assert_ne!(
+            content_version(&second.secrets.select(None)),
+            content_version(&renewed.secrets.select(None)),
+            "a renewed certificate is a new SDS version"
+        );
+
+        let endpoints_only = Snapshot::with_endpoints(4, &renewed, Vec::new(), Vec::new());
+        assert!(Arc::ptr_eq(&renewed.secrets, &endpoints_only.secrets));
+        assert!(std::ptr::eq(
+            endpoints_only.of(XdsType::Secret),
+            &*endpoints_only.secrets
         ));
     }
 

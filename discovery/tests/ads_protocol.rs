@@ -9,17 +9,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    Secret, TlsCertificate, secret,
+};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilotfish_discovery::ads::{AdsServer, XdsContext};
-use pilotfish_discovery::mesh_store::{MeshGeneration, MeshStore};
+use pilotfish_discovery::cache::Translator;
+use pilotfish_discovery::mesh_store::{Credentials, MeshGeneration, MeshStore};
 use pilotfish_discovery::metrics::Metrics;
 use pilotfish_discovery::push::publish;
 use pilotfish_discovery::sources::config_dir::ConfigDirs;
 use pilotfish_discovery::sources::registry_files::RegistryFiles;
 use pilotfish_discovery::xds_types::XdsType;
-use pilotfish_translate::MeshConfig;
+use pilotfish_translate::{MeshConfig, MeshState, ProxyView, TlsCredential, Translation};
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::Streaming;
@@ -51,6 +57,11 @@ impl Drop for TempDir {
 }
 
 async fn start() -> Harness {
+    start_with(pilotfish_translate::translate).await
+}
+
+/// A harness whose snapshots come from `translator`.
+async fn start_with(translator: Translator) -> Harness {
     let dir = std::env::temp_dir().join(format!(
         "pf-ads-{}-{:?}",
         std::process::id(),
@@ -65,7 +76,11 @@ async fn start() -> Harness {
         MeshConfig::default(),
     );
     let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::new(Arc::new(Metrics::new()), rx));
+    let ctx = Arc::new(XdsContext::with_translator(
+        Arc::new(Metrics::new()),
+        rx,
+        translator,
+    ));
     publish(&mut store, &ctx, &tx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -271,4 +286,127 @@ async fn ads_rejects_a_stream_without_a_valid_node() {
         .expect_err("the stream fails");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("not-istio-form"));
+}
+
+/// The translator plus what it will emit for gateways but does not yet: a
+/// `kubernetes://<name>` TlsCertificate secret per credential, so SDS can be
+/// driven over a real stream from the mesh's credentials.
+fn translate_with_credentials(mesh: &MeshState, view: &ProxyView) -> Translation {
+    let mut translation = pilotfish_translate::translate(mesh, view);
+    let inline = |bytes: &[u8]| DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(bytes.to_vec())),
+        ..Default::default()
+    };
+    translation.resources.secrets = mesh
+        .credentials
+        .iter()
+        .map(|((_, name), c)| Secret {
+            name: format!("kubernetes://{name}"),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline(&c.certificate_chain)),
+                private_key: Some(inline(&c.private_key)),
+                ..Default::default()
+            })),
+        })
+        .collect();
+    translation
+}
+
+fn set_credential(h: &mut Harness, chain: &str) {
+    let credential = TlsCredential {
+        certificate_chain: chain.as_bytes().to_vec(),
+        private_key: b"KEY".to_vec(),
+        ca_certificates: None,
+    };
+    h.store.set_dynamic_credentials(
+        "test-secrets",
+        Credentials::from([(("default".into(), "gw-cert".into()), credential)]),
+        Vec::new(),
+    );
+    assert!(publish(&mut h.store, &h.ctx, &h.tx), "a new generation");
+}
+
+fn certificate_chain(response: &DiscoveryResponse) -> Vec<u8> {
+    assert_eq!(response.resources.len(), 1, "{response:?}");
+    let secret = Secret::decode(response.resources[0].value.as_slice()).expect("a Secret");
+    assert_eq!(secret.name, "kubernetes://gw-cert");
+    match secret.r#type {
+        Some(secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain:
+                Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineBytes(chain)),
+                    ..
+                }),
+            ..
+        })) => chain,
+        other => panic!("not an inline TLS certificate: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn ads_serves_named_secrets_and_pushes_a_rotated_certificate() {
+    let mut h = start_with(translate_with_credentials).await;
+    set_credential(&mut h, "CERT-1");
+    let mut c = Client::connect(h.addr).await;
+
+    // SDS names its resources: an unknown name gets an empty answer, the
+    // known one its secret.
+    c.send(request(XdsType::Secret, &["kubernetes://nope"], "", ""))
+        .await;
+    let empty = c.next().await;
+    assert_eq!(empty.type_url, XdsType::Secret.type_url());
+    assert!(empty.resources.is_empty());
+    c.send(request(
+        XdsType::Secret,
+        &["kubernetes://gw-cert"],
+        &empty.version_info,
+        &empty.nonce,
+    ))
+    .await;
+    let sds = c.next().await;
+    assert_eq!(certificate_chain(&sds), b"CERT-1");
+    c.send(request(
+        XdsType::Secret,
+        &["kubernetes://gw-cert"],
+        &sds.version_info,
+        &sds.nonce,
+    ))
+    .await;
+    c.expect_silence(Duration::from_millis(300)).await;
+    let status = &h.ctx.status.list()[0].types[&XdsType::Secret];
+    assert_eq!(
+        status.acked_version.as_deref(),
+        Some(sds.version_info.as_str())
+    );
+    assert_eq!(status.resource_names, ["kubernetes://gw-cert"]);
+
+    // The Secret is renewed: a new generation pushes the new certificate.
+    set_credential(&mut h, "CERT-2");
+    let rotated = c.next().await;
+    assert_eq!(rotated.type_url, XdsType::Secret.type_url());
+    assert_ne!(rotated.version_info, sds.version_info);
+    assert_eq!(certificate_chain(&rotated), b"CERT-2");
+
+    // A NACK of a secret is tracked like any other type's.
+    let mut nack = request(
+        XdsType::Secret,
+        &["kubernetes://gw-cert"],
+        "",
+        &rotated.nonce,
+    );
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "test: bad certificate".into(),
+        details: vec![],
+    });
+    c.send(nack).await;
+    c.expect_silence(Duration::from_millis(300)).await;
+    let status = &h.ctx.status.list()[0].types[&XdsType::Secret];
+    assert_eq!(status.last_nack.as_deref(), Some("test: bad certificate"));
+    let metrics = h.ctx.metrics.encode();
+    assert!(
+        metrics.contains(r#"pilotfish_xds_pushes_total{type="sds"} 3"#)
+            && metrics.contains(r#"pilotfish_xds_nacks_total{type="sds"} 1"#),
+        "{metrics}"
+    );
 }

@@ -212,6 +212,8 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         "destinationrules.networking.istio.io",
         "gateways.networking.istio.io",
         "serviceentries.networking.istio.io",
+        // Gateway credentials (credentialName), read like istiod does.
+        "secrets",
     ];
     for resource in reads {
         for verb in ["get", "list", "watch"] {
@@ -221,8 +223,8 @@ fn deploy_manifests_apply_and_grant_only_reads() {
             );
         }
     }
-    // And nothing else: no writes to what it reads, no status, no events,
-    // no secrets or configmaps, nothing it does not watch.
+    // And nothing else: no writes to what it reads (secrets included), no
+    // status, no events, no configmaps, nothing it does not watch.
     let denied = [
         ("create", "virtualservices.networking.istio.io"),
         ("update", "virtualservices.networking.istio.io"),
@@ -233,7 +235,11 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         ("create", "pods/exec"),
         ("create", "events"),
         ("create", "events.events.k8s.io"),
-        ("get", "secrets"),
+        ("create", "secrets"),
+        ("update", "secrets"),
+        ("patch", "secrets"),
+        ("delete", "secrets"),
+        ("deletecollection", "secrets"),
         ("list", "configmaps"),
         ("list", "endpoints"),
         ("list", "namespaces"),
@@ -252,17 +258,36 @@ fn deploy_manifests_apply_and_grant_only_reads() {
     server
         .kubectl_as(
             &sa,
-            &["get", "virtualservices,endpointslices,services,pods", "-A"],
+            &[
+                "get",
+                "virtualservices,endpointslices,services,pods,secrets",
+                "-A",
+            ],
         )
         .expect_success("list as pilotfish");
-    let forbidden = server
-        .kubectl_as(&sa, &["get", "secrets", "-A"])
-        .expect_failure("secrets as pilotfish");
-    assert!(
-        forbidden.stderr.contains("Forbidden"),
-        "{}",
-        forbidden.stderr
-    );
+    for (write, what) in [
+        (
+            &[
+                "create",
+                "secret",
+                "generic",
+                "planted",
+                "-n",
+                "default",
+                "--from-literal=a=b",
+            ][..],
+            "a secret written as pilotfish",
+        ),
+        (&["get", "configmaps", "-A"][..], "configmaps as pilotfish"),
+    ] {
+        let forbidden = server.kubectl_as(&sa, write).expect_failure(what);
+        // kubectl says "Forbidden" for reads, "is forbidden" for creates.
+        assert!(
+            forbidden.stderr.to_lowercase().contains("forbidden"),
+            "{}",
+            forbidden.stderr
+        );
+    }
 }
 
 #[test]
@@ -430,6 +455,12 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews, namespace: default}
 spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: gateway-cert, namespace: default}
+type: kubernetes.io/tls
+stringData: {tls.crt: not-a-real-certificate, tls.key: not-a-real-key}
 "#;
     server
         .kubectl_stdin(&["apply", "-f", "-"], objects)
@@ -481,6 +512,13 @@ spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
                 (status, body) => Err(format!("/ready answered {status}: {body}")),
             }
         },
+    );
+    // /ready waits for the Secrets too; the TLS one is a gateway credential.
+    let (_, credentials) =
+        support::http::control_get(&http, "/debug/credentials").expect("/debug/credentials");
+    assert!(
+        credentials.contains(r#""name":"gateway-cert""#) && !credentials.contains("not-a-real-key"),
+        "{credentials}"
     );
     let log = pilotfish.log();
     assert!(

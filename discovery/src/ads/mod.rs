@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cache::SnapshotCache;
+use crate::cache::{SnapshotCache, Translator};
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
 use crate::status::SyncStatus;
@@ -36,8 +36,18 @@ pub struct XdsContext {
 
 impl XdsContext {
     pub fn new(metrics: Arc<Metrics>, generations: watch::Receiver<Arc<MeshGeneration>>) -> Self {
+        Self::with_translator(metrics, generations, pilotfish_translate::translate)
+    }
+
+    /// A context whose snapshots come from `translator` (tests of the
+    /// serving layer).
+    pub fn with_translator(
+        metrics: Arc<Metrics>,
+        generations: watch::Receiver<Arc<MeshGeneration>>,
+        translator: Translator,
+    ) -> Self {
         XdsContext {
-            cache: SnapshotCache::new(metrics.clone()),
+            cache: SnapshotCache::with_translator(metrics.clone(), translator),
             status: SyncStatus::default(),
             metrics,
             generations,

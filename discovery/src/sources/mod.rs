@@ -5,5 +5,6 @@ pub mod config_dir;
 pub mod consul;
 pub mod kubernetes_config;
 pub mod kubernetes_registry;
+pub mod kubernetes_secrets;
 pub mod registry_files;
 pub mod watch;

@@ -99,9 +99,38 @@ where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Eq + Hash + Clone + Send + Sync,
 {
+    reflect_selected(
+        api,
+        dyntype,
+        what,
+        watcher::Config::default(),
+        strip,
+        tracker,
+        changed,
+    )
+}
+
+/// [`reflect`], listing and watching only what `selection` selects (a
+/// field or label selector evaluated by the API server).
+pub fn reflect_selected<K>(
+    api: Api<K>,
+    dyntype: K::DynamicType,
+    what: String,
+    selection: watcher::Config,
+    strip: fn(&mut K),
+    tracker: StatusTracker,
+    changed: Arc<Notify>,
+) -> Reflector<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + Hash + Clone + Send + Sync,
+{
     let writer = reflector::store::Writer::new(dyntype);
     let store = writer.as_reader();
-    let stream = watcher(api).modify(strip).default_backoff().reflect(writer);
+    let stream = watcher::watcher(api, selection)
+        .modify(strip)
+        .default_backoff()
+        .reflect(writer);
     let label = what.clone();
     let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -152,13 +181,6 @@ fn classify(error: &watcher::Error) -> Failure {
         | watcher::Error::WatchFailed(E::Api(_)) => Failure::Refused,
         _ => Failure::Unreachable,
     }
-}
-
-fn watcher<K>(api: Api<K>) -> impl futures::Stream<Item = watcher::Result<Event<K>>> + Send
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    watcher::watcher(api, watcher::Config::default())
 }
 
 /// While the tracker says disconnected, asks the API server for its version

@@ -83,8 +83,19 @@ fn gateway_for_other_proxies_changes_nothing_and_removal_removes_the_listener() 
     let node = pod.envoy.node_id().to_string();
     pod.pilotfish.wait_synced_without_nack(&node);
     let lds_updates = || pod.envoy.stat("listener_manager.lds.update_attempt");
-    let rds_updates = || pod.envoy.stat("http.outbound_0.0.0.0_8080.rds.http.8080.update_attempt");
-    let before = (lds_updates(), rds_updates(), listeners(&pod.envoy.config_dump()));
+    let rds_updates = || {
+        pod.envoy
+            .stat("http.outbound_0.0.0.0_8080.rds.http.8080.update_attempt")
+    };
+    let before = (
+        lds_updates(),
+        rds_updates(),
+        listeners(&pod.envoy.config_dump()),
+    );
+    assert!(
+        before.0 > 0 && before.1 > 0,
+        "LDS and RDS stats exist: {before:?}"
+    );
 
     // Pilotfish takes the new Gateway in (a new mesh generation) ...
     let version = mesh_version(&pod);
@@ -98,8 +109,14 @@ fn gateway_for_other_proxies_changes_nothing_and_removal_removes_the_listener() 
     });
     pod.pilotfish.wait_synced_without_nack(&node);
     // ... but this proxy's resources are the same, so nothing is pushed.
+    // An absent push can only be observed over a window: give a push, had
+    // there been one, ample time to land (pushes land in milliseconds).
     std::thread::sleep(Duration::from_millis(500));
-    let after = (lds_updates(), rds_updates(), listeners(&pod.envoy.config_dump()));
+    let after = (
+        lds_updates(),
+        rds_updates(),
+        listeners(&pod.envoy.config_dump()),
+    );
     assert_eq!(before, after, "(LDS updates, RDS updates, listeners)");
     assert!(!after.2.iter().any(|l| l == "0.0.0.0_9999"));
     pod.tally(N, &to_gateway(PORT, "x", "/productpage"))

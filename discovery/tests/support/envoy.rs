@@ -252,9 +252,15 @@ pub fn gateway_bootstrap(
 ) -> String {
     let mut cmd = Command::new(super::pilotfish::binary());
     let admin_port = admin_port.to_string();
-    cmd.args(["bootstrap", "--xds-address", xds_address, "--proxy-type", "router"])
-        .args(["--ip", POD_IP, "--name", name, "--namespace", "default"])
-        .args(["--admin-port", &admin_port, "--interception-mode", "NONE"]);
+    cmd.args([
+        "bootstrap",
+        "--xds-address",
+        xds_address,
+        "--proxy-type",
+        "router",
+    ])
+    .args(["--ip", POD_IP, "--name", name, "--namespace", "default"])
+    .args(["--admin-port", &admin_port, "--interception-mode", "NONE"]);
     for (key, value) in labels {
         cmd.args(["--label", &format!("{key}={value}")]);
     }

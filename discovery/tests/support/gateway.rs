@@ -11,7 +11,9 @@ pub const INGRESS_LABELS: [(&str, &str); 1] = [("istio", "ingressgateway")];
 
 /// Istio's own Bookinfo sample, read unchanged from shared/istio-samples.
 pub fn istio_sample(file: &str) -> String {
-    let path = repo_path(&format!("../shared/istio-samples/bookinfo-networking/{file}"));
+    let path = repo_path(&format!(
+        "../shared/istio-samples/bookinfo-networking/{file}"
+    ));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
@@ -30,6 +32,8 @@ pub fn to_gateway(port: u16, host: &str, path: &str) -> Request {
 /// `subset`, "" for none) has its endpoint.
 pub fn wait_gateway_serves(pod: &Pod, port: u16, service: &str, subset: &str) {
     pod.envoy.wait_listener(&format!("0.0.0.0_{port}"));
-    pod.envoy
-        .wait_cluster(&outbound_cluster(bookinfo::PORT, subset, &bookinfo::fqdn(service)), 1);
+    pod.envoy.wait_cluster(
+        &outbound_cluster(bookinfo::PORT, subset, &bookinfo::fqdn(service)),
+        1,
+    );
 }

@@ -111,10 +111,16 @@ impl PodBuilder {
         let envoy = match &self.gateway_labels {
             None => Envoy::start(ns.clone(), dir.path(), &self.name, pilotfish::XDS_ADDRESS),
             Some(labels) => {
-                let labels: Vec<(&str, &str)> =
-                    labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let bootstrap =
-                    gateway_bootstrap(&self.name, pilotfish::XDS_ADDRESS, &labels, GATEWAY_ADMIN_PORT);
+                let labels: Vec<(&str, &str)> = labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let bootstrap = gateway_bootstrap(
+                    &self.name,
+                    pilotfish::XDS_ADDRESS,
+                    &labels,
+                    GATEWAY_ADMIN_PORT,
+                );
                 Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
         };

@@ -5,7 +5,6 @@
 mod support;
 
 use support::gateway::{self, to_gateway, wait_gateway_serves};
-use support::traffic::assert_no_nack;
 
 const EDGE: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -65,6 +64,5 @@ fn edge_canary_90_10_for_every_host_holds_over_1000_requests() {
         "every request reaches reviews v1 or v2: ",
     );
     println!("edge canary: {tally}");
-    pod.envoy.assert_no_rejected_updates();
-    assert_no_nack(&pod);
+    gateway::assert_clean_gateway(&pod, &pod.envoy);
 }

@@ -16,7 +16,6 @@ mod support;
 use support::gateway::{self, to_gateway, wait_gateway_serves};
 use support::l4::tls_tally;
 use support::tls::{self, ClientAuth, TestCa, TlsBackends};
-use support::traffic::assert_no_nack;
 use support::{Pod, Tally, outbound_cluster};
 
 const HTTPS_PORT: u16 = 8443;
@@ -149,8 +148,7 @@ fn https_simple_presents_the_hosts_certificate_and_routes_by_sni() {
         handshakes >= N as u64,
         "{handshakes} handshakes at the gateway"
     );
-    pod.envoy.assert_no_rejected_updates();
-    assert_no_nack(&pod);
+    gateway::assert_clean_gateway(&pod, &pod.envoy);
 }
 
 #[test]
@@ -184,8 +182,7 @@ fn https_mutual_refuses_clients_without_a_certificate_from_the_ca() {
             .stat("listener.0.0.0.0_8443.ssl.fail_verify_no_cert")
             >= 5
     );
-    pod.envoy.assert_no_rejected_updates();
-    assert_no_nack(&pod);
+    gateway::assert_clean_gateway(&pod, &pod.envoy);
 }
 
 #[test]
@@ -224,8 +221,7 @@ fn passthrough_sends_tls_by_sni_to_two_backends_untouched() {
         0,
         "the gateway terminated no TLS"
     );
-    pod.envoy.assert_no_rejected_updates();
-    assert_no_nack(&pod);
+    gateway::assert_clean_gateway(&pod, &pod.envoy);
 }
 
 #[test]
@@ -244,6 +240,5 @@ fn https_redirect_answers_plaintext_with_301_to_https() {
         pod.send(&to_gateway(8080, "other.example.com", "/")).status,
         404
     );
-    pod.envoy.assert_no_rejected_updates();
-    assert_no_nack(&pod);
+    gateway::assert_clean_gateway(&pod, &pod.envoy);
 }

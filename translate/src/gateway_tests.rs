@@ -591,3 +591,19 @@ fn istio_bookinfo_gateway_sample_binds_its_virtual_service() {
     assert_eq!(vh.routes.len(), 5, "one route per match of the sample");
     assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
 }
+
+#[test]
+fn removing_a_gateway_reports_the_virtual_services_bound_to_it() {
+    let vs_only: String = BOOKINFO_GATEWAY
+        .split("---")
+        .filter(|doc| doc.contains("kind: VirtualService"))
+        .collect();
+    let t = translate_for(&bookinfo(&vs_only), &ingress());
+    assert!(t.resources.listeners.is_empty());
+    assert_one_diagnostic(
+        &t,
+        DiagnosticKind::UnboundVirtualService,
+        "VirtualService default/bookinfo",
+        "spec.gateways[0]",
+    );
+}

@@ -37,3 +37,19 @@ pub fn wait_gateway_serves(pod: &Pod, port: u16, service: &str, subset: &str) {
         1,
     );
 }
+
+/// Panics unless the gateway proxy acked everything without a NACK, and
+/// pilotfish found nothing wrong with the input or the translation (a
+/// Gateway or VirtualService the test relies on was not half-applied).
+pub fn assert_clean_gateway(pod: &Pod, envoy: &super::envoy::Envoy) {
+    envoy.assert_no_rejected_updates();
+    pod.pilotfish.wait_synced_without_nack(envoy.node_id());
+    let diagnostics = pod.pilotfish.diagnostics();
+    for key in ["input_problems", "translation"] {
+        let found = &diagnostics[key];
+        assert!(
+            found.as_array().is_some_and(|a| a.is_empty()),
+            "pilotfish reports {key}: {found:#}"
+        );
+    }
+}

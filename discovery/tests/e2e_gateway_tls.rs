@@ -109,7 +109,6 @@ fn edge_pod(name: &str, ca: &TestCa) -> Pod {
     pod
 }
 
-/// `n` HTTPS requests for `host` with SNI `host`, presenting `client`.
 fn https_tally(
     pod: &Pod,
     host: &str,
@@ -117,18 +116,7 @@ fn https_tally(
     client: Option<&tls::Identity>,
     n: usize,
 ) -> Tally {
-    let request = to_gateway(HTTPS_PORT, host, "/productpage");
-    pod.ns().run(|| {
-        let mut tally = Tally::default();
-        for _ in 0..n {
-            let outcome = match tls::https(&request, host, ca, client) {
-                Ok(response) => response.outcome(),
-                Err(e) => format!("error {}", e.kind()),
-            };
-            tally.add(outcome);
-        }
-        tally
-    })
+    gateway::https_tally(pod.ns(), HTTPS_PORT, host, ca, client, n)
 }
 
 #[test]

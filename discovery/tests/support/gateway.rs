@@ -2,8 +2,14 @@
 //! (Envoy as proxy type `router` with Istio's ingress labels, no capture)
 //! and what a client outside the mesh sends it.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use super::bookinfo;
-use super::pod::{Pod, PodBuilder};
+use super::envoy::{Envoy, gateway_bootstrap};
+use super::netns::Netns;
+use super::pilotfish;
+use super::pod::{GATEWAY_ADMIN_PORT, Pod, PodBuilder};
 use super::{Request, outbound_cluster, repo_path};
 
 /// The labels of Istio's ingress gateway pods, which Bookinfo's Gateway selects.
@@ -52,4 +58,41 @@ pub fn assert_clean_gateway(pod: &Pod, envoy: &super::envoy::Envoy) {
             "pilotfish reports {key}: {found:#}"
         );
     }
+}
+
+/// Starts a gateway Envoy (proxy type `router`, workload `labels`) in `ns`
+/// beside whatever runs there, fed by the pilotfish of that namespace; its
+/// files go to `<dir>/<name>` and its admin listens on
+/// [`GATEWAY_ADMIN_PORT`]. Call it from the test's thread (Envoy dies with
+/// the thread that spawned it).
+pub fn start_envoy(ns: &Arc<Netns>, dir: &Path, name: &str, labels: &[(&str, &str)]) -> Envoy {
+    let dir = dir.join(name);
+    std::fs::create_dir_all(&dir).expect("create gateway dir");
+    let bootstrap = gateway_bootstrap(name, pilotfish::XDS_ADDRESS, labels, GATEWAY_ADMIN_PORT);
+    Envoy::start_with_bootstrap(ns.clone(), &dir, &bootstrap)
+}
+
+/// `n` HTTPS requests with SNI and Host `host` to the gateway's `port`,
+/// verifying the server certificate against `ca` and presenting `client`
+/// when given: "productpage v1", "status 404", "error ...".
+pub fn https_tally(
+    ns: &Netns,
+    port: u16,
+    host: &str,
+    ca: &super::tls::TestCa,
+    client: Option<&super::tls::Identity>,
+    n: usize,
+) -> super::Tally {
+    let request = to_gateway(port, host, "/productpage");
+    ns.run(|| {
+        let mut tally = super::Tally::default();
+        for _ in 0..n {
+            let outcome = match super::tls::https(&request, host, ca, client) {
+                Ok(response) => response.outcome(),
+                Err(e) => format!("error {}", e.kind()),
+            };
+            tally.add(outcome);
+        }
+        tally
+    })
 }

@@ -368,6 +368,11 @@ impl KubePod {
         &self.ns
     }
 
+    /// A gateway Envoy in this pod's namespace (see [`super::gateway::start_envoy`]).
+    pub fn start_gateway(&self, name: &str, labels: &[(&str, &str)]) -> Envoy {
+        super::gateway::start_envoy(&self.ns, self.dir.path(), name, labels)
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

@@ -241,13 +241,9 @@ impl Pod {
 
     /// Starts a gateway Envoy (proxy type `router`, workload `labels`) in
     /// this pod's namespace, fed by the same pilotfish: an egress gateway
-    /// next to the sidecar. Its admin listens on [`GATEWAY_ADMIN_PORT`].
-    /// Call it from the test's thread (Envoy dies with the spawning thread).
+    /// next to the sidecar. See [`super::gateway::start_envoy`].
     pub fn start_gateway(&self, name: &str, labels: &[(&str, &str)]) -> Envoy {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).expect("create gateway dir");
-        let bootstrap = gateway_bootstrap(name, pilotfish::XDS_ADDRESS, labels, GATEWAY_ADMIN_PORT);
-        Envoy::start_with_bootstrap(self.ns.clone(), &dir, &bootstrap)
+        super::gateway::start_envoy(&self.ns, self.dir.path(), name, labels)
     }
 
     /// Lets unprivileged processes (Envoy as uid 1337) bind ports below

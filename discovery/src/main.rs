@@ -61,6 +61,11 @@ struct ServeArgs {
     /// Cluster domain used to expand short host names.
     #[arg(long, default_value = "cluster.local")]
     domain_suffix: String,
+    /// A Gateway applies only to gateway proxies in its own namespace
+    /// (Istio's PILOT_SCOPE_GATEWAY_TO_NAMESPACE); by default its selector
+    /// matches gateway proxies in every namespace.
+    #[arg(long)]
+    scope_gateway_to_namespace: bool,
     /// Namespace for config objects that name none.
     #[arg(long, default_value = "default")]
     default_namespace: String,
@@ -233,6 +238,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         debounce: Duration::from_millis(args.debounce_ms),
         mesh: MeshConfig {
             domain_suffix: args.domain_suffix,
+            scope_gateway_to_namespace: args.scope_gateway_to_namespace,
             outbound_traffic_policy: match args.outbound_traffic_policy {
                 OutboundPolicyArg::AllowAny => OutboundTrafficPolicy::AllowAny,
                 OutboundPolicyArg::RegistryOnly => OutboundTrafficPolicy::RegistryOnly,

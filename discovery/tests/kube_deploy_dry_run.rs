@@ -59,7 +59,7 @@ fn prepare(server: &KubeApiServer) {
 }
 
 /// Every object deploy/kubernetes/ should create, as kubectl names them.
-const OBJECTS: [&str; 12] = [
+const OBJECTS: [&str; 14] = [
     "namespace/pilotfish-system",
     "serviceaccount/pilotfish",
     "clusterrole.rbac.authorization.k8s.io/pilotfish",
@@ -71,6 +71,8 @@ const OBJECTS: [&str; 12] = [
     "deployment.apps/pilotfish",
     "service/pilotfish",
     "podtemplate/pilotfish-sidecar",
+    "deployment.apps/pilotfish-ingressgateway",
+    "service/pilotfish-ingressgateway",
     "customresourcedefinition.apiextensions.k8s.io/serviceentries.networking.istio.io",
 ];
 
@@ -179,6 +181,23 @@ fn deploy_manifests_apply_and_grant_only_reads() {
             &pod_from(&deployment["spec"]["template"], "pilotfish-0"),
         )
         .expect_success("control-plane pod under enforce=restricted");
+    let gateway = server
+        .kubectl(&[
+            "get",
+            "deployment/pilotfish-ingressgateway",
+            "-n",
+            NAMESPACE,
+            "-o",
+            "json",
+        ])
+        .expect_success("get ingress gateway deployment");
+    let gateway: Value = serde_json::from_str(&gateway.stdout).unwrap();
+    server
+        .kubectl_stdin(
+            &["create", "--dry-run=server", "-f", "-"],
+            &pod_from(&gateway["spec"]["template"], "ingressgateway-0"),
+        )
+        .expect_success("ingress gateway pod under enforce=restricted");
     let sidecar = server
         .kubectl(&[
             "get",

@@ -7,9 +7,10 @@
 //!   `subjectAltNames`; `sni` is sent as given, or, for HTTP clusters, taken
 //!   from each request's Host (Envoy's `auto_sni`), as Istio does.
 //! - `MUTUAL`: as SIMPLE, presenting `clientCertificate`/`privateKey`.
-//! - `ISTIO_MUTUAL` and `credentialName` need certificates over SDS, which
-//!   Pilotfish does not serve yet: reported, and the cluster stays plaintext
-//!   (ISTIO_MUTUAL) or uses only the file fields (credentialName).
+//! - `ISTIO_MUTUAL` needs mesh certificates Pilotfish does not issue, and
+//!   client `credentialName` is not served over SDS (only gateway server
+//!   credentials are, see `gateway_tls`): reported, and the cluster stays
+//!   plaintext (ISTIO_MUTUAL) or uses only the file fields (credentialName).
 //!
 //! Problems are reported once per DestinationRule section
 //! ([`diagnostics`]), not once per cluster the section applies to.
@@ -170,7 +171,7 @@ pub fn diagnostics(object: &str, path: &str, tls: &ClientTlsSettings) -> Vec<Dia
         };
         out.push(unsupported(
             "credentialName",
-            format!("credentialName (certificates over SDS) is not supported yet; {consequence}"),
+            format!("credentialName on DestinationRules is not supported yet (SDS serves gateway server credentials only); {consequence}"),
         ));
     } else if mode == ClientTlsMode::Mutual && !has_files {
         let field = if non_empty(&tls.client_certificate).is_none() {

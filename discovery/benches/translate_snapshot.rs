@@ -1,5 +1,5 @@
-//! Benchmark: translation and encoding of one sidecar view for meshes of
-//! growing size. Run with `cargo bench -p pilotfish-discovery --bench translate_snapshot`.
+//! Benchmark: translation and encoding of one sidecar view, and of one
+//! gateway view, for meshes of growing size. Run with `cargo bench -p pilotfish-discovery --bench translate_snapshot`.
 //! Prints a table; the written report is `docs/benchmarks.md`.
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use pilotfish_discovery::snapshot::Snapshot;
 use pilotfish_registries::{
     Endpoint, Health, Protocol, RegistryKind, Resolution, Service, ServicePort,
 };
-use pilotfish_translate::{MeshState, ProxyView, translate};
+use pilotfish_translate::{MeshState, ProxyKind, ProxyView, translate};
 
 fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
     let mut svcs = Vec::new();
@@ -80,6 +80,80 @@ fn time<T>(iterations: u32, mut f: impl FnMut() -> T) -> Duration {
     started.elapsed() / iterations
 }
 
+/// A Gateway for every host on 8080 and one VirtualService per gateway host
+/// (`shop-<i>.example.com`), each with a header match and an 80/20 split to
+/// one of the mesh's services.
+fn gateway_mesh(services: usize, virtual_services: usize) -> MeshState {
+    let mut state = mesh(services, 3);
+    let mut yaml = String::from(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: ns-1}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
+    );
+    for i in 0..virtual_services {
+        let target = format!(
+            "svc-{n}.ns-{ns}.svc.cluster.local",
+            n = i % services,
+            ns = i % services % 10
+        );
+        yaml.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: edge-{i}, namespace: ns-1}}\nspec:\n  hosts: [shop-{i}.example.com]\n  gateways: [edge]\n  http:\n  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]\n    route: [{{destination: {{host: {target}}}}}]\n  - route: [{{destination: {{host: {target}}}, weight: 80}}, {{destination: {{host: {target}}}, weight: 20}}]\n"
+        ));
+    }
+    state
+        .config
+        .extend(load_yaml("bench-gateway", &yaml, "default").objects);
+    state
+}
+
+fn gateway_table() {
+    let view = ProxyView {
+        kind: ProxyKind::Router,
+        namespace: "ns-1".into(),
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        ..Default::default()
+    };
+    println!();
+    println!(
+        "| services | gateway hosts | translate | translate+encode | virtual hosts | encoded bytes |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (services, hosts) in [(100, 10), (1000, 100), (1000, 1000), (5000, 2000)] {
+        let state = gateway_mesh(services, hosts);
+        let iterations = if services >= 5000 { 3 } else { 10 };
+        let translate_time = time(iterations, || translate(&state, &view));
+        let full_time = time(iterations, || {
+            Snapshot::build(1, translate(&state, &view).resources, None)
+        });
+        let out = translate(&state, &view);
+        assert!(out.diagnostics.is_empty(), "{:?}", out.diagnostics.first());
+        let snapshot = Snapshot::build(1, out.resources.clone(), None);
+        println!(
+            "| {services} | {hosts} | {:.2} ms | {:.2} ms | {} | {} |",
+            translate_time.as_secs_f64() * 1e3,
+            full_time.as_secs_f64() * 1e3,
+            out.resources
+                .routes
+                .iter()
+                .map(|r| r.virtual_hosts.len())
+                .sum::<usize>(),
+            encoded_bytes(&snapshot)
+        );
+    }
+}
+
+fn encoded_bytes(snapshot: &Snapshot) -> usize {
+    [
+        &snapshot.clusters,
+        &snapshot.endpoints,
+        &snapshot.listeners,
+        &snapshot.routes,
+        &snapshot.secrets,
+    ]
+    .iter()
+    .flat_map(|t| t.resources.values())
+    .map(|a| a.value.len())
+    .sum()
+}
+
 fn main() {
     let view = ProxyView {
         namespace: "ns-1".into(),
@@ -98,16 +172,7 @@ fn main() {
         });
         let out = translate(&state, &view);
         let snapshot = Snapshot::build(1, out.resources.clone(), None);
-        let bytes: usize = [
-            &snapshot.clusters,
-            &snapshot.endpoints,
-            &snapshot.listeners,
-            &snapshot.routes,
-        ]
-        .iter()
-        .flat_map(|t| t.resources.values())
-        .map(|a| a.value.len())
-        .sum();
+        let bytes = encoded_bytes(&snapshot);
         println!(
             "| {services} | {} | {:.2} ms | {:.2} ms | {} | {} | {} | {} |",
             services * endpoints,
@@ -119,4 +184,5 @@ fn main() {
             bytes
         );
     }
+    gateway_table();
 }

@@ -159,18 +159,12 @@ fn passthrough_chains(
             let field = format!("spec.tls[{i}]");
             let mut names = Vec::new();
             for m in &rule.match_ {
-                let conditions = MatchConditions {
-                    port: m.port,
-                    source_labels: &m.source_labels,
-                    gateways: &m.gateways,
-                    source_namespace: m.source_namespace.as_ref(),
-                };
                 if !rule_applicability::match_applies(
                     ctx,
                     scope.target,
                     vs.namespace(),
                     server.port,
-                    conditions,
+                    MatchConditions::from(m),
                 ) {
                     continue;
                 }
@@ -259,18 +253,12 @@ fn tcp_chain(
         for (i, rule) in vs.spec.tcp.iter().enumerate() {
             let applies = rule.match_.is_empty()
                 || rule.match_.iter().any(|m| {
-                    let conditions = MatchConditions {
-                        port: m.port,
-                        source_labels: &m.source_labels,
-                        gateways: &m.gateways,
-                        source_namespace: m.source_namespace.as_ref(),
-                    };
                     rule_applicability::match_applies(
                         ctx,
                         scope.target,
                         vs.namespace(),
                         server.port,
-                        conditions,
+                        MatchConditions::from(m),
                     )
                 });
             if !applies {

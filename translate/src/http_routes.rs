@@ -139,18 +139,12 @@ fn rule_routes(
 /// Matches bound to another port, other source labels or namespace, or
 /// other gateways do not apply to this route configuration.
 fn match_applies(scope: &RuleScope, m: &HttpMatchRequest) -> bool {
-    let conditions = MatchConditions {
-        port: m.port,
-        source_labels: &m.source_labels,
-        gateways: &m.gateways,
-        source_namespace: m.source_namespace.as_ref(),
-    };
     rule_applicability::match_applies(
         scope.ctx,
         scope.target,
         scope.namespace,
         scope.port,
-        conditions,
+        MatchConditions::from(m),
     )
 }
 

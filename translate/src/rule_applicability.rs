@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use pilotfish_crds::{HttpMatchRequest, L4MatchAttributes, TlsMatchAttributes};
+
 use crate::context::Context;
 use crate::visibility;
 
@@ -65,6 +67,24 @@ pub struct MatchConditions<'m> {
     pub gateways: &'m [String],
     pub source_namespace: Option<&'m String>,
 }
+
+/// The same four conditions sit on HTTP, TLS and TCP matches.
+macro_rules! match_conditions_from {
+    ($($match_type:ty),*) => {$(
+        impl<'m> From<&'m $match_type> for MatchConditions<'m> {
+            fn from(m: &'m $match_type) -> Self {
+                MatchConditions {
+                    port: m.port,
+                    source_labels: &m.source_labels,
+                    gateways: &m.gateways,
+                    source_namespace: m.source_namespace.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+
+match_conditions_from!(HttpMatchRequest, TlsMatchAttributes, L4MatchAttributes);
 
 /// Whether a match applies to the proxy of `ctx`, routed for `target` on `port`.
 pub fn match_applies(

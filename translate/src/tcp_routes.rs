@@ -352,15 +352,7 @@ fn tls_chains(
             .match_
             .iter()
             .enumerate()
-            .filter(|(_, m)| {
-                let conditions = MatchConditions {
-                    port: m.port,
-                    source_labels: &m.source_labels,
-                    gateways: &m.gateways,
-                    source_namespace: m.source_namespace.as_ref(),
-                };
-                applies(ctx, vs, subject.port, conditions)
-            })
+            .filter(|(_, m)| applies(ctx, vs, subject.port, MatchConditions::from(*m)))
             .filter(|(_, m)| !m.sni_hosts.is_empty())
             .collect();
         if matches.is_empty() {
@@ -519,13 +511,7 @@ fn tcp_chains(
             matches.push((field.clone(), Vec::new()));
         }
         for (j, m) in rule.match_.iter().enumerate() {
-            let conditions = MatchConditions {
-                port: m.port,
-                source_labels: &m.source_labels,
-                gateways: &m.gateways,
-                source_namespace: m.source_namespace.as_ref(),
-            };
-            if !applies(ctx, vs, subject.port, conditions) {
+            if !applies(ctx, vs, subject.port, MatchConditions::from(m)) {
                 continue;
             }
             let match_field = format!("{field}.match[{j}]");

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use pilotfish_crds::load::load_object;
 use pilotfish_crds::object::GROUP;
@@ -20,16 +19,15 @@ use pilotfish_crds::validate::validate;
 use pilotfish_crds::{ConfigKey, ConfigObject, Kind, Origin};
 use pilotfish_registries::kubernetes::kube::Api;
 use pilotfish_registries::kubernetes::kube::api::{ApiResource, DynamicObject, GroupVersionKind};
-use pilotfish_registries::kubernetes::watch::{
-    AbortOnDrop, Reflector, describe, probe_while_disconnected, reflect, strip_metadata,
-};
-use pilotfish_registries::kubernetes::{ApiServer, KubernetesStatus, StatusTracker};
+use pilotfish_registries::kubernetes::watch::{Reflector, describe, reflect, strip_metadata};
+use pilotfish_registries::kubernetes::{ApiServer, StatusTracker};
 use serde_json::Value;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
 use crate::metrics::Metrics;
 use crate::problems::InputProblem;
 use crate::push::Change;
+use crate::sources::kubernetes_source::{KubernetesSource, namespace_scopes, publish_on_change};
 
 /// The config source's name in the mesh store, problems and status.
 pub const SOURCE_NAME: &str = "kubernetes-config";
@@ -37,8 +35,6 @@ pub const SOURCE_NAME: &str = "kubernetes-config";
 pub const ORIGIN: &str = "kubernetes";
 /// The served version Pilotfish reads.
 pub const VERSION: &str = "v1";
-/// Quiet time after a change before the objects are re-converted.
-const COALESCE: Duration = Duration::from_millis(20);
 
 pub fn plural(kind: Kind) -> &'static str {
     match kind {
@@ -56,18 +52,6 @@ pub fn api_resource(kind: Kind) -> ApiResource {
     )
 }
 
-/// A running config source. Dropping it stops every watch.
-pub struct KubernetesConfigSource {
-    status: watch::Receiver<KubernetesStatus>,
-    _tasks: Vec<AbortOnDrop>,
-}
-
-impl KubernetesConfigSource {
-    pub fn status(&self) -> watch::Receiver<KubernetesStatus> {
-        self.status.clone()
-    }
-}
-
 /// Starts watching; each full set of objects becomes a `Change::Config`.
 /// The mesh store must have `add_dynamic_config(SOURCE_NAME)` first.
 pub fn start(
@@ -75,14 +59,10 @@ pub fn start(
     namespaces: &BTreeSet<String>,
     changes: mpsc::UnboundedSender<Change>,
     metrics: Arc<Metrics>,
-) -> KubernetesConfigSource {
+) -> KubernetesSource {
     let (tracker, status) = StatusTracker::new(SOURCE_NAME, &api.url);
     let changed = Arc::new(Notify::new());
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
+    let scopes = namespace_scopes(namespaces);
     let mut reflectors = Vec::new();
     for kind in Kind::ALL {
         let resource = api_resource(kind);
@@ -106,23 +86,8 @@ pub fn start(
             ));
         }
     }
-    let builder = tokio::spawn(run(reflectors, changed, changes, tracker.clone()));
-    let probe = probe_while_disconnected(api.client.clone(), tracker);
-    let metrics_task = tokio::spawn(report_status(status.clone(), metrics));
-    KubernetesConfigSource {
-        status,
-        _tasks: vec![AbortOnDrop(builder), probe, AbortOnDrop(metrics_task)],
-    }
-}
-
-async fn report_status(mut status: watch::Receiver<KubernetesStatus>, metrics: Arc<Metrics>) {
-    loop {
-        let current = status.borrow_and_update().clone();
-        metrics.set_registry_status(SOURCE_NAME, current.connected, current.consecutive_failures);
-        if status.changed().await.is_err() {
-            break;
-        }
-    }
+    let publisher = run(reflectors, changed, changes, tracker.clone());
+    KubernetesSource::spawn(SOURCE_NAME, api, tracker, status, publisher, metrics)
 }
 
 type DynReflector = (ApiResource, Reflector<DynamicObject>);
@@ -139,31 +104,23 @@ async fn run(
         }
     }
     let mut converter = ConfigConverter::default();
-    let mut last: Option<(Vec<ConfigObject>, Vec<InputProblem>)> = None;
-    loop {
+    let current = || {
         let values = reflectors.iter().flat_map(|(resource, r)| {
             r.store
                 .state()
                 .into_iter()
                 .map(move |obj| object_value(resource, &obj))
         });
-        let (objects, problems) = converter.convert(values);
-        tracker.published(true, objects.len(), Vec::new());
-        let current = (objects, problems);
-        if last.as_ref() != Some(&current) {
-            let change = Change::Config {
-                name: SOURCE_NAME.to_string(),
-                objects: current.0.clone(),
-                problems: current.1.clone(),
-            };
-            if changes.send(change).is_err() {
-                return;
-            }
-            last = Some(current);
-        }
-        changed.notified().await;
-        tokio::time::sleep(COALESCE).await;
-    }
+        let converted = converter.convert(values);
+        let count = converted.0.len();
+        (converted, count)
+    };
+    let to_change = |(objects, problems): &(Vec<ConfigObject>, Vec<InputProblem>)| Change::Config {
+        name: SOURCE_NAME.to_string(),
+        objects: objects.clone(),
+        problems: problems.clone(),
+    };
+    publish_on_change(changed, changes, tracker, current, to_change).await;
 }
 
 /// The object as the loader expects it: apiVersion and kind set (list

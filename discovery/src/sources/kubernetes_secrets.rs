@@ -13,30 +13,27 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use pilotfish_registries::kubernetes::kube::Api;
 use pilotfish_registries::kubernetes::kube::runtime::watcher;
 use pilotfish_registries::kubernetes::watch::{
-    AbortOnDrop, Reflector, describe, probe_while_disconnected, reflect_selected, scoped_api,
-    strip_metadata,
+    Reflector, describe, reflect_selected, scoped_api, strip_metadata,
 };
-use pilotfish_registries::kubernetes::{ApiServer, KubernetesStatus, StatusTracker};
+use pilotfish_registries::kubernetes::{ApiServer, StatusTracker};
 use pilotfish_translate::TlsCredential;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
 use crate::mesh_store::Credentials;
 use crate::metrics::Metrics;
 use crate::problems::InputProblem;
 use crate::push::Change;
+use crate::sources::kubernetes_source::{KubernetesSource, namespace_scopes, publish_on_change};
 
 /// The credential source's name in the mesh store, problems and status.
 pub const SOURCE_NAME: &str = "kubernetes-secrets";
 /// `InputProblem::source` of problems with a Secret.
 const ORIGIN: &str = "kubernetes";
-/// Quiet time after a change before the secrets are re-converted.
-const COALESCE: Duration = Duration::from_millis(20);
 
 /// Secret types that never hold a gateway credential and can be large or
 /// numerous; the API server filters them out (Istio does the same).
@@ -147,18 +144,6 @@ fn strip(secret: &mut Secret) {
     }
 }
 
-/// A running credential source. Dropping it stops every watch.
-pub struct KubernetesSecretsSource {
-    status: watch::Receiver<KubernetesStatus>,
-    _tasks: Vec<AbortOnDrop>,
-}
-
-impl KubernetesSecretsSource {
-    pub fn status(&self) -> watch::Receiver<KubernetesStatus> {
-        self.status.clone()
-    }
-}
-
 /// Starts watching Secrets in `namespaces` (empty: all); each full set of
 /// credentials becomes a `Change::Credentials`. The mesh store must have
 /// `add_dynamic_credentials(SOURCE_NAME)` first.
@@ -167,15 +152,10 @@ pub fn start(
     namespaces: &BTreeSet<String>,
     changes: mpsc::UnboundedSender<Change>,
     metrics: Arc<Metrics>,
-) -> KubernetesSecretsSource {
+) -> KubernetesSource {
     let (tracker, status) = StatusTracker::new(SOURCE_NAME, &api.url);
     let changed = Arc::new(Notify::new());
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
-    let reflectors = scopes
+    let reflectors = namespace_scopes(namespaces)
         .into_iter()
         .map(|ns| {
             let api: Api<Secret> = scoped_api(&api.client, ns);
@@ -190,23 +170,8 @@ pub fn start(
             )
         })
         .collect();
-    let builder = tokio::spawn(run(reflectors, changed, changes, tracker.clone()));
-    let probe = probe_while_disconnected(api.client.clone(), tracker);
-    let metrics_task = tokio::spawn(report_status(status.clone(), metrics));
-    KubernetesSecretsSource {
-        status,
-        _tasks: vec![AbortOnDrop(builder), probe, AbortOnDrop(metrics_task)],
-    }
-}
-
-async fn report_status(mut status: watch::Receiver<KubernetesStatus>, metrics: Arc<Metrics>) {
-    loop {
-        let current = status.borrow_and_update().clone();
-        metrics.set_registry_status(SOURCE_NAME, current.connected, current.consecutive_failures);
-        if status.changed().await.is_err() {
-            break;
-        }
-    }
+    let publisher = run(reflectors, changed, changes, tracker.clone());
+    KubernetesSource::spawn(SOURCE_NAME, api, tracker, status, publisher, metrics)
 }
 
 async fn run(
@@ -220,30 +185,25 @@ async fn run(
             return;
         }
     }
-    let mut last: Option<(Credentials, Vec<InputProblem>)> = None;
-    loop {
+    let current = || {
         let secrets: Vec<Arc<Secret>> = reflectors.iter().flat_map(|r| r.store.state()).collect();
-        let current = convert(secrets.iter().map(|s| s.as_ref()));
-        tracker.published(true, current.0.len(), Vec::new());
-        if last.as_ref() != Some(&current) {
-            tracing::debug!(
-                credentials = current.0.len(),
-                problems = current.1.len(),
-                "gateway credentials changed"
-            );
-            let change = Change::Credentials {
-                name: SOURCE_NAME.to_string(),
-                credentials: current.0.clone(),
-                problems: current.1.clone(),
-            };
-            if changes.send(change).is_err() {
-                return;
-            }
-            last = Some(current);
+        let converted = convert(secrets.iter().map(|s| s.as_ref()));
+        let count = converted.0.len();
+        (converted, count)
+    };
+    let to_change = |(credentials, problems): &(Credentials, Vec<InputProblem>)| {
+        tracing::debug!(
+            credentials = credentials.len(),
+            problems = problems.len(),
+            "gateway credentials changed"
+        );
+        Change::Credentials {
+            name: SOURCE_NAME.to_string(),
+            credentials: credentials.clone(),
+            problems: problems.clone(),
         }
-        changed.notified().await;
-        tokio::time::sleep(COALESCE).await;
-    }
+    };
+    publish_on_change(changed, changes, tracker, current, to_change).await;
 }
 
 #[cfg(test)]

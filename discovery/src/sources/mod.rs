@@ -6,5 +6,6 @@ pub mod consul;
 pub mod kubernetes_config;
 pub mod kubernetes_registry;
 pub mod kubernetes_secrets;
+pub mod kubernetes_source;
 pub mod registry_files;
 pub mod watch;

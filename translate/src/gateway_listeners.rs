@@ -177,6 +177,11 @@ fn passthrough_chains(
                     );
                 }
             }
+            // `*` is not an SNI pattern Envoy takes: it is the chain for any
+            // SNI, claimed as "" like a terminated server for host `*`.
+            if names.iter().any(|n| n == "*") {
+                names = vec![String::new()];
+            }
             names.sort();
             names.dedup();
             if names.is_empty() {
@@ -201,7 +206,7 @@ fn passthrough_chains(
             out.push(listeners::l4_chain(&L4Chain {
                 name: format!("tls|{}|{}|{field}", server.port, vs.name()),
                 ranges: Vec::new(),
-                server_names: claimed,
+                server_names: claimed.into_iter().filter(|n| !n.is_empty()).collect(),
                 target,
                 service_cluster: format!("gateway_{}", server.port),
             }));

@@ -607,3 +607,55 @@ fn removing_a_gateway_reports_the_virtual_services_bound_to_it() {
         "spec.gateways[0]",
     );
 }
+
+#[test]
+fn passthrough_for_any_sni_is_one_catch_all_chain() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ["*"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: any, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: ["*"]}]
+    route: [{destination: {host: details, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: again, namespace: default, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tls:
+  - match: [{sniHosts: ["*"]}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
+"#;
+    let t = translate_for(&bookinfo(yaml), &gateway_proxy("default", &[]));
+    let chains = &listener_named(&t, "0.0.0.0_443").filter_chains;
+    assert_eq!(chains.len(), 1);
+    assert!(
+        chains[0]
+            .filter_chain_match
+            .as_ref()
+            .unwrap()
+            .server_names
+            .is_empty()
+    );
+    assert_one_diagnostic(
+        &t,
+        DiagnosticKind::ListenerConflict,
+        "VirtualService default/again",
+        "spec.tls[0]",
+    );
+    assert_envoy_invariants(&t);
+}

@@ -659,3 +659,55 @@ spec:
     );
     assert_envoy_invariants(&t);
 }
+
+#[test]
+fn gateways_sharing_a_plaintext_port_merge_into_one_route_config() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: [shop.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: blog, namespace: default, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  servers: [{port: {number: 8080, name: web, protocol: HTTP}, hosts: [blog.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.com, blog.example.com]
+  gateways: [shop]
+  http: [{route: [{destination: {host: productpage}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: blog, namespace: default}
+spec:
+  hosts: [blog.example.com]
+  gateways: [blog]
+  http: [{route: [{destination: {host: details}}]}]
+"#;
+    let t = translate_for(&bookinfo(yaml), &gateway_proxy("default", &[]));
+    assert_eq!(listener_names(&t), ["0.0.0.0_8080"]);
+    assert_eq!(route_names(&t), ["http.8080"]);
+    let rc = route_config_named(&t, "http.8080");
+    let shop = virtual_host_named(rc, "shop.example.com:8080");
+    assert_eq!(
+        route_cluster(&shop.routes[0]),
+        "outbound|9080||productpage.default.svc.cluster.local"
+    );
+    // blog.example.com is the blog Gateway's: only the VirtualService bound
+    // to that Gateway routes it.
+    let blog = virtual_host_named(rc, "blog.example.com:8080");
+    assert_eq!(blog.routes.len(), 1);
+    assert_eq!(
+        route_cluster(&blog.routes[0]),
+        "outbound|9080||details.default.svc.cluster.local"
+    );
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    assert_envoy_invariants(&t);
+}

@@ -1,6 +1,7 @@
 //! Real Envoy bootstrapped with `api_type: DELTA_GRPC` (incremental ADS):
-//! traffic routes, a VirtualService edit moves it, a removed service's
-//! clusters leave Envoy, and no update is rejected on either side.
+//! traffic routes, a VirtualService edit moves it, a DestinationRule edit
+//! re-warms the clusters it changes, a removed service's clusters leave
+//! Envoy, and no update is rejected on either side.
 
 mod support;
 
@@ -81,4 +82,59 @@ fn delta_envoy_drops_the_clusters_of_a_removed_service() {
 
     pod.envoy.assert_no_rejected_updates();
     pod.pilotfish.wait_synced_without_nack(pod.envoy.node_id());
+}
+
+#[test]
+fn delta_envoy_warms_clusters_a_destination_rule_edit_changed() {
+    let pod = bookinfo::pod("delta-dr").delta_xds().start();
+    bookinfo::wait_served(&pod);
+    let rules = std::fs::read_to_string(support::repo_path(
+        "testdata/bookinfo/config/destination-rules.yaml",
+    ))
+    .expect("destination rules");
+    let limited = rules.replace(
+        "  host: reviews\n",
+        "  host: reviews\n  trafficPolicy: {connectionPool: {tcp: {maxConnections: 77}}}\n",
+    );
+    assert_ne!(
+        limited, rules,
+        "the Bookinfo rules changed shape; update this test"
+    );
+    pod.write_config("destination-rules.yaml", &limited);
+
+    // Updated EDS clusters warm again: every reviews cluster must become
+    // active with the new policy, none left warming.
+    let reviews = bookinfo::fqdn("reviews");
+    wait_until("updated reviews clusters active", PROPAGATION, || {
+        let dump = pod.envoy.config_dump();
+        let warming = warming_clusters(&dump);
+        let updated = dump.to_string().matches("\"max_connections\":77").count();
+        if warming.is_empty() && updated >= 4 {
+            Ok(())
+        } else {
+            Err(format!("warming {warming:?}, {updated} limited"))
+        }
+    });
+    assert!(
+        active_clusters(&pod.envoy.config_dump())
+            .iter()
+            .any(|c| c.ends_with(&reviews))
+    );
+    pod.tally(20, &bookinfo::reviews())
+        .assert_all("reviews v1", "after the edit");
+    pod.envoy.assert_no_rejected_updates();
+    pod.pilotfish.wait_synced_without_nack(pod.envoy.node_id());
+}
+
+/// Names of dynamic clusters still warming.
+fn warming_clusters(dump: &Value) -> Vec<String> {
+    dump["configs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["dynamic_warming_clusters"].as_array())
+        .flatten()
+        .filter_map(|c| c.pointer("/cluster/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
 }

@@ -63,7 +63,7 @@ impl DeltaConnection {
         let (_, version) = stream
             .in_flight
             .drain(..=position)
-            .last()
+            .next_back()
             .unwrap_or_default();
         match &request.error_detail {
             Some(error) => self.session.record_nack(ty, &version, &error.message),
@@ -100,8 +100,9 @@ impl DeltaConnection {
         if ty == XdsType::Cluster
             && let Some(eds) = self.types.get_mut(&XdsType::Endpoint)
         {
-            // Envoy warms an updated cluster only on a fresh
-            // ClusterLoadAssignment, even an unchanged one.
+            // The protocol has an updated cluster warm only on a fresh
+            // ClusterLoadAssignment, even an unchanged one; recent Envoys
+            // fall back to their EDS cache, which is not promised.
             eds.state
                 .force(delta.updated.iter().map(|(name, _, _)| name));
         }

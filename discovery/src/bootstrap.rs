@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use serde_json::{Value, json};
 
+use crate::xds_types::XdsProtocol;
+
 #[derive(Clone, Debug)]
 pub struct BootstrapOptions {
     /// `sidecar` or `router`.
@@ -22,6 +24,8 @@ pub struct BootstrapOptions {
     pub labels: BTreeMap<String, String>,
     /// `region/zone[/subzone]`: the node's locality.
     pub locality: Option<String>,
+    /// The ADS variant Envoy speaks (`ads_config.api_type`).
+    pub xds_protocol: XdsProtocol,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -110,7 +114,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
         ]},
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": opts.xds_protocol.api_type(),
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": "xds-grpc"}}],
                 "set_node_on_first_message_only": true,
@@ -178,6 +182,7 @@ mod tests {
             interception_mode: "redirect".into(),
             labels: BTreeMap::from([("app".into(), "reviews".into())]),
             locality: None,
+            xds_protocol: XdsProtocol::Sotw,
         }
     }
 
@@ -202,6 +207,19 @@ mod tests {
             b["layered_runtime"]["layers"][0]["static_layer"]["re2.max_program_size.error_level"],
             32768
         );
+    }
+
+    #[test]
+    fn ads_api_type_follows_the_protocol_option() {
+        let b = bootstrap(&options()).expect("valid");
+        assert_eq!(b["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+        let mut o = options();
+        o.xds_protocol = XdsProtocol::Delta;
+        let b = bootstrap(&o).expect("valid");
+        let ads = &b["dynamic_resources"]["ads_config"];
+        assert_eq!(ads["api_type"], "DELTA_GRPC");
+        assert_eq!(ads["transport_api_version"], "V3");
+        assert_eq!(b["dynamic_resources"]["cds_config"]["ads"], json!({}));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use pilotfish_discovery::bootstrap::{BootstrapOptions, bootstrap};
 use pilotfish_discovery::serve::{DynamicRegistry, KubernetesConfigOptions, ServeOptions, serve};
+use pilotfish_discovery::xds_types::XdsProtocol;
 use pilotfish_registries::consul::ConsulConfig;
 use pilotfish_registries::kubernetes::KubernetesConfig;
 use pilotfish_translate::{MeshConfig, OutboundTrafficPolicy};
@@ -30,6 +31,15 @@ enum Command {
     Serve(ServeArgs),
     /// Print an Envoy bootstrap (JSON) that points a proxy at Pilotfish.
     Bootstrap(BootstrapArgs),
+}
+
+/// `--xds-protocol`: which ADS variant the bootstrapped Envoy speaks.
+#[derive(Clone, Copy, ValueEnum)]
+enum XdsProtocolArg {
+    /// State of the world (`api_type: GRPC`).
+    Sotw,
+    /// Incremental (`api_type: DELTA_GRPC`).
+    Delta,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -178,6 +188,9 @@ struct BootstrapArgs {
     /// The proxy's locality, region/zone[/subzone] (Envoy node.locality).
     #[arg(long)]
     locality: Option<String>,
+    /// ADS variant: sotw (api_type GRPC) or delta (DELTA_GRPC, incremental).
+    #[arg(long, value_enum, default_value = "sotw")]
+    xds_protocol: XdsProtocolArg,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -282,6 +295,10 @@ fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         interception_mode: args.interception_mode,
         labels,
         locality: args.locality,
+        xds_protocol: match args.xds_protocol {
+            XdsProtocolArg::Sotw => XdsProtocol::Sotw,
+            XdsProtocolArg::Delta => XdsProtocol::Delta,
+        },
     };
     let value = bootstrap(&opts)?;
     println!("{}", serde_json::to_string_pretty(&value)?);

@@ -17,6 +17,9 @@ use crate::xds_types::XdsType;
 #[derive(Debug, Default)]
 pub struct TypeResources {
     pub resources: BTreeMap<String, Arc<Any>>,
+    /// Per-resource versions for incremental xDS, computed once per encoding
+    /// rather than per stream and push.
+    versions: BTreeMap<String, String>,
 }
 
 impl TypeResources {
@@ -47,7 +50,23 @@ impl TypeResources {
                 (name, any)
             })
             .collect();
-        TypeResources { resources }
+        Self::new(resources)
+    }
+
+    pub fn new(resources: BTreeMap<String, Arc<Any>>) -> Self {
+        let versions = resources
+            .iter()
+            .map(|(name, any)| (name.clone(), resource_version(any)))
+            .collect();
+        TypeResources {
+            resources,
+            versions,
+        }
+    }
+
+    /// The version of one resource (incremental xDS), if it exists.
+    pub fn version(&self, name: &str) -> Option<&str> {
+        self.versions.get(name).map(String::as_str)
     }
 
     /// The resources a subscription selects: all of them for a wildcard
@@ -74,6 +93,13 @@ pub fn content_version(selected: &[(&String, &Arc<Any>)]) -> String {
         hasher.update(&any.value);
     }
     hex::encode(&hasher.finalize()[..8])
+}
+
+/// Version of one resource: a short hash of its encoding. Encodings of equal
+/// resources are reused across generations, so an unchanged resource keeps
+/// its version and is not resent over incremental xDS.
+pub fn resource_version(any: &Any) -> String {
+    hex::encode(&Sha256::digest(&any.value)[..8])
 }
 
 /// Types are behind `Arc` so an endpoints-only rebuild shares the unchanged

@@ -8,7 +8,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 use crate::node::ProxyIdentity;
-use crate::xds_types::XdsType;
+use crate::xds_types::{XdsProtocol, XdsType};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TypeStatus {
@@ -25,6 +25,7 @@ pub struct TypeStatus {
 pub struct ProxyStatus {
     pub connection_id: u64,
     pub identity: ProxyIdentity,
+    pub protocol: XdsProtocol,
     pub connected_at_unix: u64,
     pub mesh_version: u64,
     pub types: BTreeMap<XdsType, TypeStatus>,

@@ -30,6 +30,9 @@ impl XdsType {
         XdsType::Secret,
     ];
 
+    /// The resource name that subscribes to every resource of a wildcard type.
+    pub const WILDCARD: &'static str = "*";
+
     pub fn type_url(self) -> String {
         match self {
             XdsType::Cluster => Cluster::type_url(),
@@ -59,6 +62,27 @@ impl XdsType {
     /// resources.
     pub fn is_wildcard(self) -> bool {
         matches!(self, XdsType::Cluster | XdsType::Listener)
+    }
+}
+
+/// The ADS variant a proxy speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdsProtocol {
+    /// State of the world: every response carries all resources of its type.
+    #[default]
+    Sotw,
+    /// Incremental: responses carry changed and removed resources only.
+    Delta,
+}
+
+impl XdsProtocol {
+    /// Envoy's `ads_config.api_type` for this variant.
+    pub fn api_type(self) -> &'static str {
+        match self {
+            XdsProtocol::Sotw => "GRPC",
+            XdsProtocol::Delta => "DELTA_GRPC",
+        }
     }
 }
 

@@ -5,9 +5,11 @@
 //! sends Envoy a config it rejects, so real Envoy cannot be made to NACK; the
 //! end-to-end tests cover the same server with real Envoy.
 
-use std::sync::Arc;
+mod ads_support;
+
 use std::time::Duration;
 
+use ads_support::{Harness, REVIEWS, expect_silence, next_message, node, start, start_with};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -16,91 +18,13 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use pilotfish_discovery::ads::{AdsServer, XdsContext};
-use pilotfish_discovery::cache::Translator;
-use pilotfish_discovery::mesh_store::{Credentials, MeshGeneration, MeshStore};
-use pilotfish_discovery::metrics::Metrics;
-use pilotfish_discovery::push::publish;
-use pilotfish_discovery::sources::config_dir::ConfigDirs;
-use pilotfish_discovery::sources::registry_files::RegistryFiles;
+use pilotfish_discovery::mesh_store::Credentials;
 use pilotfish_discovery::xds_types::XdsType;
-use pilotfish_translate::{MeshConfig, MeshState, ProxyView, TlsCredential, Translation};
+use pilotfish_translate::{MeshState, ProxyView, TlsCredential, Translation};
 use prost::Message;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-
-const REGISTRY: &str = r#"
-services:
-- hostname: reviews.default.svc.cluster.local
-  addresses: [127.1.0.1]
-  ports: [{name: http, port: 9080}]
-  endpoints: [{address: 127.0.0.11, labels: {version: v1}}]
-"#;
-
-struct Harness {
-    _dir: TempDir,
-    registry: std::path::PathBuf,
-    store: MeshStore,
-    ctx: Arc<XdsContext>,
-    tx: watch::Sender<Arc<MeshGeneration>>,
-    addr: std::net::SocketAddr,
-}
-
-/// A directory removed on drop (no extra crate for one helper).
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn start() -> Harness {
-    start_with(pilotfish_translate::translate).await
-}
-
-/// A harness whose snapshots come from `translator`.
-async fn start_with(translator: Translator) -> Harness {
-    let dir = std::env::temp_dir().join(format!(
-        "pf-ads-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    std::fs::create_dir_all(dir.join("config")).expect("temp dir");
-    let registry = dir.join("registry.yaml");
-    std::fs::write(&registry, REGISTRY).expect("write registry");
-    let mut store = MeshStore::new(
-        ConfigDirs::new(vec![dir.join("config")], "default"),
-        RegistryFiles::new(vec![registry.clone()]),
-        MeshConfig::default(),
-    );
-    let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::with_translator(
-        Arc::new(Metrics::new()),
-        rx,
-        translator,
-    ));
-    publish(&mut store, &ctx, &tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let service = AdsServer::new(ctx.clone()).into_service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    Harness {
-        _dir: TempDir(dir),
-        registry,
-        store,
-        ctx,
-        tx,
-        addr,
-    }
-}
 
 struct Client {
     requests: mpsc::Sender<DiscoveryRequest>,
@@ -129,11 +53,7 @@ impl Client {
     }
 
     async fn next(&mut self) -> DiscoveryResponse {
-        tokio::time::timeout(Duration::from_secs(5), self.responses.message())
-            .await
-            .expect("a response within 5s")
-            .expect("stream healthy")
-            .expect("stream open")
+        next_message(&mut self.responses).await
     }
 
     /// Subscribes to CDS and ACKs it, then subscribes to the reviews
@@ -156,18 +76,13 @@ impl Client {
 
     /// Asserts nothing arrives for a while (bounded: proving a negative).
     async fn expect_silence(&mut self, wait: Duration) {
-        if let Ok(msg) = tokio::time::timeout(wait, self.responses.message()).await {
-            panic!("expected no response, got {msg:?}");
-        }
+        expect_silence(&mut self.responses, wait).await
     }
 }
 
 fn request(ty: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     DiscoveryRequest {
-        node: Some(Node {
-            id: "sidecar~127.0.0.1~test.default~default.svc.cluster.local".into(),
-            ..Default::default()
-        }),
+        node: node(),
         type_url: ty.type_url(),
         resource_names: names.iter().map(|s| s.to_string()).collect(),
         version_info: version.into(),
@@ -175,8 +90,6 @@ fn request(ty: XdsType, names: &[&str], version: &str, nonce: &str) -> Discovery
         ..Default::default()
     }
 }
-
-const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
 
 #[tokio::test]
 async fn ads_sends_cds_then_answers_eds_for_subscribed_names() {
@@ -233,19 +146,14 @@ async fn ads_pushes_only_changed_types_on_a_new_generation() {
     .await;
 
     // Same content again: a rebuild with nothing changed pushes nothing.
-    publish(&mut h.store, &h.ctx, &h.tx);
+    h.publish();
     c.expect_silence(Duration::from_millis(300)).await;
 
     // A new endpoint: only EDS changes.
-    std::fs::write(
-        &h.registry,
-        REGISTRY.replace(
-            "[{address: 127.0.0.11, labels: {version: v1}}]",
-            "[{address: 127.0.0.11}, {address: 127.0.0.12}]",
-        ),
-    )
-    .expect("rewrite registry");
-    publish(&mut h.store, &h.ctx, &h.tx);
+    h.set_registry(&ads_support::REGISTRY.replace(
+        "[{address: 127.0.0.11, labels: {version: v1}}]",
+        "[{address: 127.0.0.11}, {address: 127.0.0.12}]",
+    ));
     let update = c.next().await;
     assert_eq!(update.type_url, XdsType::Endpoint.type_url());
     assert_ne!(update.version_info, eds.version_info);
@@ -323,7 +231,7 @@ fn set_credential(h: &mut Harness, chain: &str) {
         Credentials::from([(("default".into(), "gw-cert".into()), credential)]),
         Vec::new(),
     );
-    assert!(publish(&mut h.store, &h.ctx, &h.tx), "a new generation");
+    assert!(h.publish(), "a new generation");
 }
 
 fn certificate_chain(response: &DiscoveryResponse) -> Vec<u8> {
@@ -345,7 +253,7 @@ fn certificate_chain(response: &DiscoveryResponse) -> Vec<u8> {
 
 #[tokio::test]
 async fn ads_serves_named_secrets_and_pushes_a_rotated_certificate() {
-    let mut h = start_with(translate_with_credentials).await;
+    let mut h = start_with(translate_with_credentials, ads_support::REGISTRY).await;
     set_credential(&mut h, "CERT-1");
     let mut c = Client::connect(h.addr).await;
 

@@ -1,5 +1,11 @@
-//! The Aggregated Discovery Service (state-of-the-world) over gRPC.
+//! The Aggregated Discovery Service over gRPC, in both variants: state of
+//! the world (`StreamAggregatedResources`, Envoy's `api_type: GRPC`) and
+//! incremental (`DeltaAggregatedResources`, `DELTA_GRPC`). Both serve the same
+//! snapshots from the cache; they differ only in what a response carries.
 
+pub mod delta;
+mod delta_stream;
+mod session;
 mod stream;
 
 use std::pin::Pin;
@@ -90,16 +96,19 @@ impl AggregatedDiscoveryService for AdsServer {
         let peer = request.remote_addr();
         let (tx, rx) = mpsc::channel(16);
         let connection = stream::Connection::new(self.ctx.clone(), self.ctx.connection_id(), tx);
-        tokio::spawn(connection.run(request.into_inner(), peer));
+        tokio::spawn(session::serve(connection, request.into_inner(), peer));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn delta_aggregated_resources(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "incremental (delta) ADS is not served yet; use api_type GRPC (state of the world)",
-        ))
+        let peer = request.remote_addr();
+        let (tx, rx) = mpsc::channel(16);
+        let connection =
+            delta_stream::DeltaConnection::new(self.ctx.clone(), self.ctx.connection_id(), tx);
+        tokio::spawn(session::serve(connection, request.into_inner(), peer));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

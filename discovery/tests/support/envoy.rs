@@ -46,7 +46,7 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy on the bootstrap `pilotfish bootstrap` prints for pod `name`.
     pub fn start(ns: Arc<Netns>, dir: &Path, name: &str, xds_address: &str) -> Envoy {
-        Envoy::start_with_bootstrap(ns, dir, &pilotfish_bootstrap(name, xds_address))
+        Envoy::start_with_bootstrap(ns, dir, &pilotfish_bootstrap(name, xds_address, &[]))
     }
 
     /// Writes `bootstrap` into `dir`, starts Envoy on it and waits until its
@@ -243,12 +243,14 @@ impl Envoy {
 
 /// `pilotfish bootstrap` for a gateway (proxy type `router`, no
 /// interception) called `name` in namespace default, with workload
-/// `labels` (what Gateway selectors match) and its admin on `admin_port`.
+/// `labels` (what Gateway selectors match) and its admin on `admin_port`;
+/// `extra_args` are passed on (e.g. `--xds-protocol delta`).
 pub fn gateway_bootstrap(
     name: &str,
     xds_address: &str,
     labels: &[(&str, &str)],
     admin_port: u16,
+    extra_args: &[String],
 ) -> String {
     let mut cmd = Command::new(super::pilotfish::binary());
     let admin_port = admin_port.to_string();
@@ -264,11 +266,13 @@ pub fn gateway_bootstrap(
     for (key, value) in labels {
         cmd.args(["--label", &format!("{key}={value}")]);
     }
+    cmd.args(extra_args);
     run_checked(&mut cmd)
 }
 
-/// `pilotfish bootstrap` for a sidecar called `name` in namespace default.
-pub fn pilotfish_bootstrap(name: &str, xds_address: &str) -> String {
+/// `pilotfish bootstrap` for a sidecar called `name` in namespace default;
+/// `extra_args` are passed on (e.g. `--xds-protocol delta`).
+pub fn pilotfish_bootstrap(name: &str, xds_address: &str, extra_args: &[String]) -> String {
     let mut cmd = Command::new(super::pilotfish::binary());
     cmd.args([
         "bootstrap",
@@ -288,6 +292,7 @@ pub fn pilotfish_bootstrap(name: &str, xds_address: &str) -> String {
         "15000",
         "--interception-mode",
         "REDIRECT",
-    ]);
+    ])
+    .args(extra_args);
     run_checked(&mut cmd)
 }

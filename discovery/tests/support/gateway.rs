@@ -68,7 +68,13 @@ pub fn assert_clean_gateway(pod: &Pod, envoy: &super::envoy::Envoy) {
 pub fn start_envoy(ns: &Arc<Netns>, dir: &Path, name: &str, labels: &[(&str, &str)]) -> Envoy {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("create gateway dir");
-    let bootstrap = gateway_bootstrap(name, pilotfish::XDS_ADDRESS, labels, GATEWAY_ADMIN_PORT);
+    let bootstrap = gateway_bootstrap(
+        name,
+        pilotfish::XDS_ADDRESS,
+        labels,
+        GATEWAY_ADMIN_PORT,
+        &[],
+    );
     Envoy::start_with_bootstrap(ns.clone(), &dir, &bootstrap)
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Backends};
-use super::envoy::{Envoy, gateway_bootstrap};
+use super::envoy::{Envoy, gateway_bootstrap, pilotfish_bootstrap};
 use super::http::{Request, Response};
 use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
@@ -28,6 +28,8 @@ pub struct PodBuilder {
     pilotfish_args: Vec<String>,
     /// Set: the pod is a gateway with these labels (no capture, router Envoy).
     gateway_labels: Option<Vec<(String, String)>>,
+    /// Extra `pilotfish bootstrap` arguments for the pod's Envoy.
+    bootstrap_args: Vec<String>,
 }
 
 impl PodBuilder {
@@ -82,6 +84,14 @@ impl PodBuilder {
         self
     }
 
+    /// The pod's Envoy speaks incremental ADS (`api_type: DELTA_GRPC`,
+    /// from `pilotfish bootstrap --xds-protocol delta`).
+    pub fn delta_xds(mut self) -> Self {
+        self.bootstrap_args
+            .extend(["--xds-protocol".to_string(), "delta".to_string()]);
+        self
+    }
+
     pub fn pilotfish_arg(mut self, arg: &str) -> Self {
         self.pilotfish_args.push(arg.to_string());
         self
@@ -109,7 +119,11 @@ impl PodBuilder {
             &self.pilotfish_args,
         );
         let envoy = match &self.gateway_labels {
-            None => Envoy::start(ns.clone(), dir.path(), &self.name, pilotfish::XDS_ADDRESS),
+            None => {
+                let bootstrap =
+                    pilotfish_bootstrap(&self.name, pilotfish::XDS_ADDRESS, &self.bootstrap_args);
+                Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
+            }
             Some(labels) => {
                 let labels: Vec<(&str, &str)> = labels
                     .iter()
@@ -120,6 +134,7 @@ impl PodBuilder {
                     pilotfish::XDS_ADDRESS,
                     &labels,
                     GATEWAY_ADMIN_PORT,
+                    &self.bootstrap_args,
                 );
                 Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }

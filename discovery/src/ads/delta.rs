@@ -1,0 +1,399 @@
+//! Incremental (delta) xDS state of one resource type on one stream: what the
+//! proxy subscribed to, what it holds, and the diff of that against a
+//! snapshot. Pure (no I/O), so the protocol rules are tested here.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::snapshot::{TypeResources, content_version};
+use crate::xds_types::XdsType;
+
+/// What one response carries.
+#[derive(Debug, Default, PartialEq)]
+pub struct Delta {
+    /// Resources the proxy lacks or holds at another version: name, version, resource.
+    pub updated: Vec<(String, String, Arc<Any>)>,
+    /// Names the proxy holds (or asked for) that do not exist for it.
+    pub removed: Vec<String>,
+    /// Version of everything the subscription selects (`system_version_info`;
+    /// for debugging and the sync status only).
+    pub system_version: String,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.updated.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// One request's subscription fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SubscriptionChange<'a> {
+    pub subscribe: &'a [String],
+    pub unsubscribe: &'a [String],
+    pub initial_versions: Option<&'a HashMap<String, String>>,
+}
+
+#[derive(Debug)]
+pub struct DeltaState {
+    ty: XdsType,
+    /// Whether a request for the type was seen on this stream (the legacy
+    /// wildcard rule only applies to the first one).
+    started: bool,
+    /// Subscribed to every resource: `*`, or (legacy) a first request that
+    /// named nothing.
+    wildcard: bool,
+    /// Explicitly subscribed names.
+    names: BTreeSet<String>,
+    /// What the proxy holds, name → version: its `initial_resource_versions`,
+    /// then what was sent to it. Updated when sent, not when ACKed, so a
+    /// NACKed resource is not resent until its content changes.
+    known: BTreeMap<String, String>,
+    /// Names whose state must be sent even if `known` says the proxy has it:
+    /// a subscribe may come from a proxy that forgot the resource.
+    forced: BTreeSet<String>,
+}
+
+impl DeltaState {
+    pub fn new(ty: XdsType) -> Self {
+        DeltaState {
+            ty,
+            started: false,
+            wildcard: false,
+            names: BTreeSet::new(),
+            known: BTreeMap::new(),
+            forced: BTreeSet::new(),
+        }
+    }
+
+    pub fn is_wildcard(&self) -> bool {
+        self.wildcard
+    }
+
+    /// Names of the resources the proxy holds, once it applied what was sent.
+    pub fn known_names(&self) -> Vec<String> {
+        self.known.keys().cloned().collect()
+    }
+
+    /// Applies a request's subscription changes. Returns whether it was the
+    /// first request for the type on this stream.
+    pub fn apply(&mut self, change: SubscriptionChange<'_>) -> bool {
+        let first = !self.started;
+        self.started = true;
+        if first {
+            if let Some(initial) = change.initial_versions {
+                self.known
+                    .extend(initial.iter().map(|(n, v)| (n.clone(), v.clone())));
+            }
+            // Legacy wildcard: a first request naming nothing means `*`.
+            if self.ty.is_wildcard() && change.subscribe.is_empty() && change.unsubscribe.is_empty()
+            {
+                self.wildcard = true;
+            }
+        }
+        let told = |name: &String| {
+            change
+                .initial_versions
+                .is_some_and(|initial| initial.contains_key(name))
+        };
+        for name in change.subscribe {
+            if self.is_wildcard_name(name) {
+                self.wildcard = true;
+                continue;
+            }
+            self.names.insert(name.clone());
+            // Resent even if unchanged, unless the proxy just said which
+            // version it holds (a reconnect).
+            if first && told(name) {
+                continue;
+            }
+            self.forced.insert(name.clone());
+        }
+        for name in change.unsubscribe {
+            if self.is_wildcard_name(name) {
+                self.wildcard = false;
+                // The proxy drops what it held only through the wildcard.
+                let names = &self.names;
+                self.known.retain(|n, _| names.contains(n));
+                continue;
+            }
+            self.names.remove(name);
+            if self.wildcard {
+                // It may or may not still be covered by the wildcard: the
+                // proxy cannot tell, so it is sent again or removed.
+                self.forced.insert(name.clone());
+            } else {
+                self.forced.remove(name);
+                self.known.remove(name);
+            }
+        }
+        first
+    }
+
+    /// Marks subscribed `names` to be sent again even if unchanged.
+    pub fn force<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
+        for name in names {
+            if self.wildcard || self.names.contains(name) {
+                self.forced.insert(name.clone());
+            }
+        }
+    }
+
+    /// What the proxy needs to match `resources`; records it as sent.
+    pub fn diff(&mut self, resources: &TypeResources) -> Delta {
+        let selected = if self.wildcard {
+            resources.select(None)
+        } else {
+            resources.select(Some(&self.names))
+        };
+        let system_version = content_version(&selected);
+        let mut updated = Vec::new();
+        for (name, any) in &selected {
+            let version = resources.version(name).unwrap_or_default();
+            let current = self.known.get(*name).map(String::as_str) == Some(version);
+            if !current || self.forced.contains(*name) {
+                updated.push(((*name).clone(), version.to_string(), Arc::clone(any)));
+            }
+        }
+        let exists = |name: &String| selected.iter().any(|(n, _)| *n == name);
+        let removed: Vec<String> = self
+            .known
+            .keys()
+            .chain(self.forced.iter())
+            .filter(|n| !exists(n))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for (name, version, _) in &updated {
+            self.known.insert(name.clone(), version.clone());
+        }
+        for name in &removed {
+            self.known.remove(name);
+        }
+        self.forced.clear();
+        Delta {
+            updated,
+            removed,
+            system_version,
+        }
+    }
+
+    fn is_wildcard_name(&self, name: &str) -> bool {
+        self.ty.is_wildcard() && name == XdsType::WILDCARD
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resources(entries: &[(&str, &[u8])]) -> TypeResources {
+        TypeResources::new(
+            entries
+                .iter()
+                .map(|(name, value)| {
+                    let any = Any {
+                        type_url: "t".into(),
+                        value: value.to_vec(),
+                    };
+                    (name.to_string(), Arc::new(any))
+                })
+                .collect(),
+        )
+    }
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn subscribe(list: &[String]) -> SubscriptionChange<'_> {
+        SubscriptionChange {
+            subscribe: list,
+            ..Default::default()
+        }
+    }
+
+    fn unsubscribe(list: &[String]) -> SubscriptionChange<'_> {
+        SubscriptionChange {
+            unsubscribe: list,
+            ..Default::default()
+        }
+    }
+
+    fn updated(delta: &Delta) -> Vec<&str> {
+        delta.updated.iter().map(|(n, _, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn a_first_request_naming_nothing_is_a_wildcard_for_cds_and_lds_only() {
+        let all = resources(&[("a", b"1"), ("b", b"2")]);
+        let mut cds = DeltaState::new(XdsType::Cluster);
+        assert!(cds.apply(SubscriptionChange::default()));
+        assert!(cds.is_wildcard());
+        let delta = cds.diff(&all);
+        assert_eq!(updated(&delta), ["a", "b"]);
+        assert!(delta.removed.is_empty());
+
+        let mut eds = DeltaState::new(XdsType::Endpoint);
+        eds.apply(SubscriptionChange::default());
+        assert!(!eds.is_wildcard());
+        assert!(eds.diff(&all).is_empty());
+    }
+
+    #[test]
+    fn legacy_wildcard_is_kept_when_names_are_added_and_ends_with_unsubscribing_star() {
+        let all = resources(&[("a", b"1"), ("b", b"2")]);
+        let mut lds = DeltaState::new(XdsType::Listener);
+        lds.apply(SubscriptionChange::default());
+        lds.diff(&all);
+        assert!(!lds.apply(subscribe(&names(&["a"]))));
+        assert!(lds.is_wildcard(), "adding a name keeps the wildcard");
+        assert_eq!(
+            updated(&lds.diff(&all)),
+            ["a"],
+            "a subscribed name is resent"
+        );
+
+        lds.apply(unsubscribe(&names(&["*"])));
+        assert!(!lds.is_wildcard());
+        assert_eq!(
+            lds.known_names(),
+            ["a"],
+            "b was held through the wildcard only"
+        );
+        // An empty request later is not a wildcard any more.
+        lds.apply(unsubscribe(&names(&["a"])));
+        lds.apply(SubscriptionChange::default());
+        assert!(!lds.is_wildcard());
+        assert!(lds.diff(&all).is_empty());
+    }
+
+    #[test]
+    fn explicit_star_subscribes_to_everything() {
+        let all = resources(&[("a", b"1")]);
+        let mut cds = DeltaState::new(XdsType::Cluster);
+        cds.apply(subscribe(&names(&["*"])));
+        assert!(cds.is_wildcard());
+        assert_eq!(updated(&cds.diff(&all)), ["a"]);
+    }
+
+    #[test]
+    fn named_subscribe_sends_what_exists_and_removes_what_does_not() {
+        let all = resources(&[("a", b"1"), ("b", b"2")]);
+        let mut eds = DeltaState::new(XdsType::Endpoint);
+        eds.apply(subscribe(&names(&["a", "missing"])));
+        let delta = eds.diff(&all);
+        assert_eq!(updated(&delta), ["a"]);
+        assert_eq!(
+            delta.removed,
+            ["missing"],
+            "a missing name is reported at once"
+        );
+        assert_eq!(eds.known_names(), ["a"]);
+
+        // The missing resource appears later: it is sent.
+        let more = resources(&[("a", b"1"), ("b", b"2"), ("missing", b"3")]);
+        assert_eq!(updated(&eds.diff(&more)), ["missing"]);
+    }
+
+    #[test]
+    fn unsubscribe_without_wildcard_forgets_silently() {
+        let all = resources(&[("a", b"1"), ("b", b"2")]);
+        let mut rds = DeltaState::new(XdsType::Route);
+        rds.apply(subscribe(&names(&["a", "b"])));
+        rds.diff(&all);
+        rds.apply(unsubscribe(&names(&["b", "never-subscribed"])));
+        assert!(
+            rds.diff(&all).is_empty(),
+            "nothing to send for an unsubscribe"
+        );
+        assert_eq!(rds.known_names(), ["a"]);
+        let changed = resources(&[("a", b"1"), ("b", b"CHANGED")]);
+        assert!(rds.diff(&changed).is_empty(), "b is no longer watched");
+    }
+
+    #[test]
+    fn unsubscribing_a_name_under_a_wildcard_resends_or_removes_it() {
+        let all = resources(&[("a", b"1")]);
+        let mut cds = DeltaState::new(XdsType::Cluster);
+        cds.apply(SubscriptionChange::default());
+        cds.apply(subscribe(&names(&["a", "x"])));
+        let delta = cds.diff(&all);
+        assert_eq!(updated(&delta), ["a"]);
+        assert_eq!(delta.removed, ["x"]);
+        cds.apply(unsubscribe(&names(&["a", "x"])));
+        let delta = cds.diff(&all);
+        assert_eq!(updated(&delta), ["a"], "a is still covered by the wildcard");
+        assert_eq!(delta.removed, ["x"]);
+    }
+
+    #[test]
+    fn unchanged_content_sends_nothing_and_changes_send_only_the_changed_resource() {
+        let mut cds = DeltaState::new(XdsType::Cluster);
+        cds.apply(SubscriptionChange::default());
+        let first = cds.diff(&resources(&[("a", b"1"), ("b", b"2")]));
+        assert!(cds.diff(&resources(&[("a", b"1"), ("b", b"2")])).is_empty());
+        let delta = cds.diff(&resources(&[("a", b"1"), ("b", b"3"), ("c", b"4")]));
+        assert_eq!(updated(&delta), ["b", "c"]);
+        assert!(delta.removed.is_empty());
+        assert_ne!(delta.system_version, first.system_version);
+        let delta = cds.diff(&resources(&[("b", b"3"), ("c", b"4")]));
+        assert!(delta.updated.is_empty());
+        assert_eq!(delta.removed, ["a"]);
+    }
+
+    #[test]
+    fn initial_versions_send_only_what_differs_on_reconnect() {
+        let all = resources(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
+        let mut versions = HashMap::new();
+        for name in ["a", "b"] {
+            versions.insert(
+                name.to_string(),
+                all.version(name).unwrap_or_default().to_string(),
+            );
+        }
+        versions.insert("c".into(), "stale".into());
+        versions.insert("gone".into(), "old".into());
+        let mut cds = DeltaState::new(XdsType::Cluster);
+        cds.apply(SubscriptionChange {
+            initial_versions: Some(&versions),
+            ..Default::default()
+        });
+        let delta = cds.diff(&all);
+        assert_eq!(updated(&delta), ["c"]);
+        assert_eq!(delta.removed, ["gone"]);
+
+        // Named types: names the proxy reports holding are not forced, and
+        // held names it no longer subscribes to are removed.
+        let mut eds = DeltaState::new(XdsType::Endpoint);
+        let wanted = names(&["a", "b"]);
+        eds.apply(SubscriptionChange {
+            subscribe: &wanted,
+            initial_versions: Some(&versions),
+            ..Default::default()
+        });
+        let delta = eds.diff(&all);
+        assert!(delta.updated.is_empty());
+        assert_eq!(delta.removed, ["c", "gone"]);
+    }
+
+    #[test]
+    fn a_subscribe_to_a_held_resource_resends_it() {
+        let all = resources(&[("a", b"1")]);
+        let mut eds = DeltaState::new(XdsType::Endpoint);
+        eds.apply(subscribe(&names(&["a"])));
+        eds.diff(&all);
+        eds.apply(subscribe(&names(&["a"])));
+        assert_eq!(updated(&eds.diff(&all)), ["a"]);
+        eds.force(&names(&["a", "not-subscribed"]));
+        let delta = eds.diff(&all);
+        assert_eq!(updated(&delta), ["a"]);
+        assert!(
+            delta.removed.is_empty(),
+            "force only touches subscribed names"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! One incremental (delta) ADS stream: per-type [`DeltaState`], nonces
+//! correlated with ACK/NACK, and a delta per type on each mesh generation.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use super::XdsContext;
+use super::delta::{DeltaState, SubscriptionChange};
+use super::session::{Protocol, Session};
+use crate::xds_types::{XdsProtocol, XdsType};
+
+/// Unanswered responses kept per type; a proxy answers each in order, so
+/// more means it stopped answering and the oldest are forgotten.
+const MAX_IN_FLIGHT: usize = 64;
+
+struct TypeStream {
+    state: DeltaState,
+    /// Nonces sent and not answered yet, oldest first, with the system
+    /// version each carried (delta requests carry no version to ACK).
+    in_flight: VecDeque<(String, String)>,
+}
+
+pub struct DeltaConnection {
+    session: Session<DeltaDiscoveryResponse>,
+    types: BTreeMap<XdsType, TypeStream>,
+}
+
+impl DeltaConnection {
+    pub fn new(
+        ctx: Arc<XdsContext>,
+        id: u64,
+        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+    ) -> Self {
+        DeltaConnection {
+            session: Session::new(ctx, id, XdsProtocol::Delta, tx),
+            types: BTreeMap::new(),
+        }
+    }
+
+    /// Records the ACK or NACK of a response sent on this stream.
+    fn on_reply(&mut self, ty: XdsType, request: &DeltaDiscoveryRequest) {
+        let Some(stream) = self.types.get_mut(&ty) else {
+            return;
+        };
+        let nonce = request.response_nonce.as_str();
+        let Some(position) = stream.in_flight.iter().position(|(n, _)| n == nonce) else {
+            // Not one of ours (or forgotten): there is nothing to correlate.
+            tracing::debug!(
+                connection = self.session.id,
+                r#type = ty.short(),
+                nonce,
+                "reply to an unknown nonce"
+            );
+            return;
+        };
+        // Replies come in order: older unanswered responses were superseded.
+        let (_, version) = stream
+            .in_flight
+            .drain(..=position)
+            .next_back()
+            .unwrap_or_default();
+        match &request.error_detail {
+            Some(error) => self.session.record_nack(ty, &version, &error.message),
+            None => self.session.record_ack(ty, &version),
+        }
+    }
+
+    /// Sends `ty`'s delta; an empty one only when `always` (the first
+    /// request of a type, whose initial fetch waits for an answer).
+    async fn push(&mut self, ty: XdsType, always: bool) -> Result<(), Status> {
+        let Some(snapshot) = self.session.snapshot() else {
+            return Ok(());
+        };
+        let Some(stream) = self.types.get_mut(&ty) else {
+            return Ok(());
+        };
+        let delta = stream.state.diff(snapshot.of(ty));
+        if delta.is_empty() && !always {
+            return Ok(());
+        }
+        let nonce = self.session.next_nonce();
+        stream
+            .in_flight
+            .push_back((nonce.clone(), delta.system_version.clone()));
+        if stream.in_flight.len() > MAX_IN_FLIGHT {
+            stream.in_flight.pop_front();
+        }
+        self.session.record_push(
+            ty,
+            &delta.system_version,
+            &nonce,
+            stream.state.known_names(),
+        );
+        if ty == XdsType::Cluster
+            && let Some(eds) = self.types.get_mut(&XdsType::Endpoint)
+        {
+            // The protocol has an updated cluster warm only on a fresh
+            // ClusterLoadAssignment, even an unchanged one; recent Envoys
+            // fall back to their EDS cache, which is not promised.
+            eds.state
+                .force(delta.updated.iter().map(|(name, _, _)| name));
+        }
+        tracing::debug!(
+            connection = self.session.id,
+            r#type = ty.short(),
+            updated = delta.updated.len(),
+            removed = delta.removed.len(),
+            "delta push"
+        );
+        let response = DeltaDiscoveryResponse {
+            system_version_info: delta.system_version,
+            resources: delta
+                .updated
+                .into_iter()
+                .map(|(name, version, any)| Resource {
+                    name,
+                    version,
+                    resource: Some(any.as_ref().clone()),
+                    ..Default::default()
+                })
+                .collect(),
+            type_url: ty.type_url(),
+            removed_resources: delta.removed,
+            nonce,
+            ..Default::default()
+        };
+        self.session.send(response).await
+    }
+}
+
+impl Protocol for DeltaConnection {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+
+    fn session(&mut self) -> &mut Session<DeltaDiscoveryResponse> {
+        &mut self.session
+    }
+
+    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+        self.session.register(request.node.as_ref())?;
+        let Some(ty) = XdsType::from_type_url(&request.type_url) else {
+            tracing::debug!(connection = self.session.id, type_url = %request.type_url, "ignoring request for a type Pilotfish does not serve");
+            return Ok(());
+        };
+        if !request.response_nonce.is_empty() {
+            self.on_reply(ty, &request);
+        }
+        // Subscription changes count even on a stale nonce (the protocol says
+        // so); an ACK carries none, and then nothing is sent.
+        let stream = self.types.entry(ty).or_insert_with(|| TypeStream {
+            state: DeltaState::new(ty),
+            in_flight: VecDeque::new(),
+        });
+        let first = stream.state.apply(SubscriptionChange {
+            subscribe: &request.resource_names_subscribe,
+            unsubscribe: &request.resource_names_unsubscribe,
+            initial_versions: Some(&request.initial_resource_versions),
+        });
+        if !request.resource_names_unsubscribe.is_empty() {
+            self.session.record_names(ty, stream.state.known_names());
+        }
+        self.push(ty, first).await?;
+        if ty == XdsType::Cluster {
+            // Clusters updated just now need their endpoints resent.
+            self.push(XdsType::Endpoint, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Pushes each subscribed type's delta in push order, so new clusters
+    /// precede their endpoints and listeners their routes.
+    async fn push_changed(&mut self) -> Result<(), Status> {
+        for ty in XdsType::ALL {
+            self.push(ty, false).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,237 @@
+//! What every ADS stream does whatever its protocol variant (state of the
+//! world or incremental): identify the proxy on its first request, follow
+//! mesh generations, number responses, and record pushes, ACKs and NACKs in
+//! the sync status and metrics.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::sync::mpsc;
+use tonic::{Status, Streaming};
+
+use super::XdsContext;
+use crate::mesh_store::MeshGeneration;
+use crate::metrics::type_label;
+use crate::node::{ProxyIdentity, identify};
+use crate::proxy_view::view_for;
+use crate::snapshot::Snapshot;
+use crate::status::{ProxyStatus, TypeStatus};
+use crate::xds_types::{XdsProtocol, XdsType};
+
+/// One proxy's stream, independent of the protocol variant spoken on it.
+pub struct Session<R> {
+    pub ctx: Arc<XdsContext>,
+    pub id: u64,
+    protocol: XdsProtocol,
+    tx: mpsc::Sender<Result<R, Status>>,
+    identity: Option<ProxyIdentity>,
+    status: Option<Arc<Mutex<ProxyStatus>>>,
+    pub generation: Arc<MeshGeneration>,
+    nonce: u64,
+}
+
+impl<R> Session<R> {
+    pub fn new(
+        ctx: Arc<XdsContext>,
+        id: u64,
+        protocol: XdsProtocol,
+        tx: mpsc::Sender<Result<R, Status>>,
+    ) -> Self {
+        let generation = ctx.generations.borrow().clone();
+        Session {
+            ctx,
+            id,
+            protocol,
+            tx,
+            identity: None,
+            status: None,
+            generation,
+            nonce: 0,
+        }
+    }
+
+    /// Identifies the proxy from the stream's first request (Envoy sets the
+    /// node on the first message only).
+    pub fn register(&mut self, node: Option<&Node>) -> Result<(), Status> {
+        if self.identity.is_some() {
+            return Ok(());
+        }
+        let identity = identify(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(connection = self.id, node = %identity.node_id, namespace = %identity.view.namespace, protocol = ?self.protocol, "proxy connected");
+        let connected_at_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.status = Some(self.ctx.status.register(ProxyStatus {
+            connection_id: self.id,
+            identity: identity.clone(),
+            protocol: self.protocol,
+            connected_at_unix,
+            mesh_version: self.generation.version,
+            types: BTreeMap::new(),
+        }));
+        self.ctx.metrics.connected_proxies.inc();
+        self.identity = Some(identity);
+        Ok(())
+    }
+
+    /// The snapshot of this proxy's view for the current generation; `None`
+    /// before the proxy identified itself.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        let identity = self.identity.as_ref()?;
+        let view = view_for(identity, &self.generation.inbound);
+        Some(self.ctx.cache.snapshot(&self.generation, &view))
+    }
+
+    /// A nonce unique on this server: connection id and response count.
+    pub fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        format!("{}-{}", self.id, self.nonce)
+    }
+
+    pub fn record_ack(&self, ty: XdsType, version: &str) {
+        self.update_status(ty, |s| s.acked_version = Some(version.to_string()));
+    }
+
+    pub fn record_nack(&self, ty: XdsType, version: &str, message: &str) {
+        let node = self
+            .identity
+            .as_ref()
+            .map(|i| i.node_id.as_str())
+            .unwrap_or_default();
+        // Logged once per rejected response; the same content is not re-sent.
+        tracing::warn!(
+            node,
+            r#type = ty.short(),
+            rejected_version = version,
+            error = message,
+            "proxy rejected config (NACK)"
+        );
+        self.ctx
+            .metrics
+            .nacks
+            .get_or_create(&type_label(ty.short()))
+            .inc();
+        self.update_status(ty, |s| {
+            s.last_nack = Some(message.to_string());
+            s.nacks += 1;
+        });
+    }
+
+    /// Records a response about to be sent; `names` are the resources of the
+    /// type the proxy holds once it applies the response.
+    pub fn record_push(&self, ty: XdsType, version: &str, nonce: &str, names: Vec<String>) {
+        tracing::debug!(connection = self.id, node = ?self.identity.as_ref().map(|i| &i.node_id), r#type = ty.short(), %version, resources = names.len(), "push");
+        self.ctx
+            .metrics
+            .pushes
+            .get_or_create(&type_label(ty.short()))
+            .inc();
+        self.update_status(ty, |s| {
+            s.sent_version = Some(version.to_string());
+            s.sent_nonce = Some(nonce.to_string());
+            s.pushes += 1;
+            s.resource_names = names;
+        });
+    }
+
+    /// Records the resources of a type the proxy holds after it changed its
+    /// subscription (an unsubscribe is not answered, so no push records it).
+    pub fn record_names(&self, ty: XdsType, names: Vec<String>) {
+        self.update_status(ty, |s| s.resource_names = names);
+    }
+
+    /// Records that every type is up to date with the current generation.
+    pub fn record_generation(&self) {
+        if let Some(status) = &self.status {
+            status
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .mesh_version = self.generation.version;
+        }
+    }
+
+    fn update_status(&self, ty: XdsType, f: impl FnOnce(&mut TypeStatus)) {
+        if let Some(status) = &self.status {
+            let mut status = status.lock().unwrap_or_else(|p| p.into_inner());
+            f(status.types.entry(ty).or_default());
+        }
+    }
+
+    pub async fn send(&self, response: R) -> Result<(), Status> {
+        self.tx
+            .send(Ok(response))
+            .await
+            .map_err(|_| Status::cancelled("stream closed"))
+    }
+
+    fn close(&self) {
+        if let Some(identity) = &self.identity {
+            tracing::info!(connection = self.id, node = %identity.node_id, "proxy disconnected");
+            self.ctx.status.remove(self.id);
+            self.ctx.metrics.connected_proxies.dec();
+        }
+    }
+}
+
+/// A protocol variant spoken on a [`Session`].
+pub trait Protocol: Send {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+
+    fn session(&mut self) -> &mut Session<Self::Response>;
+
+    /// Handles one request; an error closes the stream with that status.
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+    ) -> impl Future<Output = Result<(), Status>> + Send;
+
+    /// Pushes what changed with the session's (new) generation.
+    fn push_changed(&mut self) -> impl Future<Output = Result<(), Status>> + Send;
+}
+
+/// Serves one stream until the proxy or the server goes away: requests as
+/// they come, and a push per new mesh generation.
+pub async fn serve<P: Protocol>(
+    mut protocol: P,
+    mut requests: Streaming<P::Request>,
+    peer: Option<SocketAddr>,
+) {
+    let mut generations = protocol.session().ctx.generations.clone();
+    generations.mark_unchanged();
+    loop {
+        tokio::select! {
+            message = requests.message() => match message {
+                Ok(Some(request)) => {
+                    if let Err(status) = protocol.on_request(request).await {
+                        let session = protocol.session();
+                        tracing::warn!(connection = session.id, ?peer, error = %status.message(), "closing ADS stream");
+                        let _ = session.tx.send(Err(status)).await;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(connection = protocol.session().id, error = %e, "ADS stream ended");
+                    break;
+                }
+            },
+            changed = generations.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                protocol.session().generation = generations.borrow_and_update().clone();
+                if protocol.push_changed().await.is_err() {
+                    break;
+                }
+                protocol.session().record_generation();
+            }
+        }
+    }
+    protocol.session().close();
+}

@@ -26,6 +26,11 @@ pub struct BootstrapOptions {
     pub locality: Option<String>,
     /// The ADS variant Envoy speaks (`ads_config.api_type`).
     pub xds_protocol: XdsProtocol,
+    /// Istio's readiness port: `GET /healthz/ready` answers 200 once Envoy
+    /// has its initial configuration (its admin `/ready`). `None`: no listener.
+    pub health_port: Option<u16>,
+    /// Istio's Prometheus port: `GET /stats/prometheus`. `None`: no listener.
+    pub stats_port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -146,7 +151,75 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
     if let Some((region, zone, sub_zone)) = locality {
         out["node"]["locality"] = json!({"region": region, "zone": zone, "sub_zone": sub_zone});
     }
+    let admin_paths = [
+        (opts.health_port, "health", "/healthz/ready", "/ready"),
+        (
+            opts.stats_port,
+            "prometheus",
+            "/stats/prometheus",
+            "/stats/prometheus",
+        ),
+    ];
+    let listeners: Vec<Value> = admin_paths
+        .into_iter()
+        .filter_map(|(port, name, path, admin_path)| {
+            port.map(|port| admin_path_listener(name, port, path, admin_path))
+        })
+        .collect();
+    if !listeners.is_empty() {
+        out["static_resources"]["listeners"] = Value::Array(listeners);
+        if let Some(clusters) = out["static_resources"]["clusters"].as_array_mut() {
+            clusters.push(admin_cluster(opts.admin_port));
+        }
+    }
     Ok(out)
+}
+
+/// The admin interface as a cluster, so that a few of its read-only pages
+/// can be offered on other ports while admin itself stays on 127.0.0.1.
+const ADMIN_CLUSTER: &str = "envoy-admin";
+
+fn admin_cluster(admin_port: u16) -> Value {
+    json!({
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
+                "socket_address": {"address": "127.0.0.1", "port_value": admin_port},
+            }}}]}],
+        },
+    })
+}
+
+/// A listener on every address at `port` that answers `GET <path>` from
+/// the admin page `admin_path`, and 404 for anything else (the rest of the
+/// admin interface, which can change Envoy's state, is never exposed).
+fn admin_path_listener(name: &str, port: u16, path: &str, admin_path: &str) -> Value {
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "route_config": {"virtual_hosts": [{
+                    "name": name,
+                    "domains": ["*"],
+                    "routes": [{
+                        "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+                        "route": {"cluster": ADMIN_CLUSTER, "prefix_rewrite": admin_path},
+                    }],
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    })
 }
 
 /// `region/zone[/subzone]`, every given part non-empty.
@@ -183,7 +256,37 @@ mod tests {
             labels: BTreeMap::from([("app".into(), "reviews".into())]),
             locality: None,
             xds_protocol: XdsProtocol::Sotw,
+            health_port: Some(15021),
+            stats_port: Some(15090),
         }
+    }
+
+    #[test]
+    fn health_and_prometheus_ports_expose_two_admin_pages_only() {
+        let b = bootstrap(&options()).expect("valid");
+        let listeners = b["static_resources"]["listeners"]
+            .as_array()
+            .expect("listeners");
+        let ports: Vec<_> = listeners
+            .iter()
+            .map(|l| l["address"]["socket_address"]["port_value"].clone())
+            .collect();
+        assert_eq!(ports, [json!(15021), json!(15090)]);
+        let route = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]
+            ["virtual_hosts"][0]["routes"][0];
+        assert_eq!(route["match"]["path"], "/healthz/ready");
+        assert_eq!(route["route"]["prefix_rewrite"], "/ready");
+        let admin = &b["static_resources"]["clusters"][1];
+        assert_eq!(admin["name"], ADMIN_CLUSTER);
+        let mut o = options();
+        o.health_port = None;
+        o.stats_port = None;
+        let b = bootstrap(&o).expect("valid");
+        assert!(b["static_resources"].get("listeners").is_none());
+        assert_eq!(
+            b["static_resources"]["clusters"].as_array().map(Vec::len),
+            Some(1)
+        );
     }
 
     #[test]

@@ -191,6 +191,13 @@ struct BootstrapArgs {
     /// ADS variant: sotw (api_type GRPC) or delta (DELTA_GRPC, incremental).
     #[arg(long, value_enum, default_value = "sotw")]
     xds_protocol: XdsProtocolArg,
+    /// Port answering GET /healthz/ready from Envoy's /ready (Istio's 15021);
+    /// 0 for none.
+    #[arg(long, default_value_t = 15021)]
+    health_port: u16,
+    /// Port answering GET /stats/prometheus (Istio's 15090); 0 for none.
+    #[arg(long, default_value_t = 15090)]
+    stats_port: u16,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -295,6 +302,8 @@ fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         interception_mode: args.interception_mode,
         labels,
         locality: args.locality,
+        health_port: Some(args.health_port).filter(|p| *p != 0),
+        stats_port: Some(args.stats_port).filter(|p| *p != 0),
         xds_protocol: match args.xds_protocol {
             XdsProtocolArg::Sotw => XdsProtocol::Sotw,
             XdsProtocolArg::Delta => XdsProtocol::Delta,

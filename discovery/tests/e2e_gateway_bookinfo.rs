@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::config_dump;
 use support::gateway::{self, istio_sample, to_gateway, wait_gateway_serves};
+use support::http::control_get;
 use support::{PROPAGATION, wait_until};
 
 const SAMPLE: &str = "bookinfo-gateway.yaml";
@@ -67,6 +68,20 @@ fn bookinfo_gateway_sample_routes_its_paths_to_productpage_and_404s_the_rest() {
         pod.tally(N, &request)
             .assert_all("status 404", &format!("{request} is not in the sample"));
     }
+    // Istio's readiness and Prometheus pages, beside the admin port (15100
+    // in these tests: 15121 and 15190), and nothing else of admin.
+    let page = |port: u16, path: &str| {
+        pod.ns()
+            .run(|| control_get(&format!("127.0.0.1:{port}"), path))
+            .unwrap_or_else(|e| panic!(":{port}{path}: {e}"))
+    };
+    assert_eq!(page(15121, "/healthz/ready").0, 200);
+    let (status, metrics) = page(15190, "/stats/prometheus");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("envoy_cluster_upstream_rq"), "{metrics}");
+    assert_eq!(page(15121, "/quitquitquit").0, 404);
+    assert_eq!(page(15190, "/config_dump").0, 404);
+
     let productpage = pod.backends.at("127.0.0.10:9080");
     assert!(productpage.requests() >= (12 * N) as u64);
     gateway::assert_clean_gateway(&pod, &pod.envoy);

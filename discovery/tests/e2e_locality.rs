@@ -94,6 +94,7 @@ impl LocalityPod {
             .args(["--name", name, "--namespace", "default"])
             .args(["--admin-port", "15000", "--interception-mode", "REDIRECT"])
             .args(["--locality", locality]);
+        envoy::add_args(&mut cmd, &[]);
         let bootstrap = run_checked(&mut cmd);
         let parsed: Value = serde_json::from_str(&bootstrap).expect("bootstrap JSON");
         assert_eq!(parsed["node"]["locality"]["zone"], "zone-a");

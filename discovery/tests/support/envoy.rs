@@ -253,7 +253,9 @@ pub fn gateway_bootstrap(
     extra_args: &[String],
 ) -> String {
     let mut cmd = Command::new(super::pilotfish::binary());
-    let admin_port = admin_port.to_string();
+    // Health and Prometheus ports beside the admin port, as 15021 and 15090
+    // are beside 15000, so that a sidecar can share the namespace.
+    let ports = [admin_port, admin_port + 21, admin_port + 90].map(|p| p.to_string());
     cmd.args([
         "bootstrap",
         "--xds-address",
@@ -262,12 +264,27 @@ pub fn gateway_bootstrap(
         "router",
     ])
     .args(["--ip", POD_IP, "--name", name, "--namespace", "default"])
-    .args(["--admin-port", &admin_port, "--interception-mode", "NONE"]);
+    .args(["--admin-port", &ports[0], "--interception-mode", "NONE"])
+    .args(["--health-port", &ports[1], "--stats-port", &ports[2]]);
     for (key, value) in labels {
         cmd.args(["--label", &format!("{key}={value}")]);
     }
-    cmd.args(extra_args);
+    add_args(&mut cmd, extra_args);
     run_checked(&mut cmd)
+}
+
+/// Adds a test's own bootstrap arguments, and `--xds-protocol <p>` when
+/// `PILOTFISH_TEST_XDS_PROTOCOL` is set and the test did not choose: that
+/// runs the whole suite on one ADS variant (`sotw` or `delta`).
+pub fn add_args(cmd: &mut Command, extra_args: &[String]) {
+    cmd.args(extra_args);
+    let chosen = extra_args.iter().any(|a| a == "--xds-protocol");
+    match std::env::var("PILOTFISH_TEST_XDS_PROTOCOL") {
+        Ok(protocol) if !protocol.is_empty() && !chosen => {
+            cmd.args(["--xds-protocol", &protocol]);
+        }
+        _ => {}
+    }
 }
 
 /// `pilotfish bootstrap` for a sidecar called `name` in namespace default;
@@ -292,7 +309,7 @@ pub fn pilotfish_bootstrap(name: &str, xds_address: &str, extra_args: &[String])
         "15000",
         "--interception-mode",
         "REDIRECT",
-    ])
-    .args(extra_args);
+    ]);
+    add_args(&mut cmd, extra_args);
     run_checked(&mut cmd)
 }

@@ -608,7 +608,8 @@ pub fn metric_value(text: &str, name: &str, label: &str) -> Option<f64> {
 fn sidecar_bootstrap(pod: &MeshPod, xds: &str) -> String {
     let app = format!("app={}", pod.spec.service);
     let version = format!("version={}", pod.spec.version);
-    run_checked(std::process::Command::new(pilotfish::binary()).args([
+    let mut cmd = std::process::Command::new(pilotfish::binary());
+    cmd.args([
         "bootstrap",
         "--xds-address",
         xds,
@@ -628,5 +629,7 @@ fn sidecar_bootstrap(pod: &MeshPod, xds: &str) -> String {
         "15000",
         "--interception-mode",
         "REDIRECT",
-    ]))
+    ]);
+    super::envoy::add_args(&mut cmd, &[]);
+    run_checked(&mut cmd)
 }

@@ -188,8 +188,9 @@ struct BootstrapArgs {
     /// The proxy's locality, region/zone[/subzone] (Envoy node.locality).
     #[arg(long)]
     locality: Option<String>,
-    /// ADS variant: sotw (api_type GRPC) or delta (DELTA_GRPC, incremental).
-    #[arg(long, value_enum, default_value = "sotw")]
+    /// ADS variant: delta (DELTA_GRPC, incremental; Istio's default since
+    /// 1.22) or sotw (api_type GRPC, state of the world).
+    #[arg(long, value_enum, default_value = "delta")]
     xds_protocol: XdsProtocolArg,
     /// Port answering GET /healthz/ready from Envoy's /ready (Istio's 15021);
     /// 0 for none.

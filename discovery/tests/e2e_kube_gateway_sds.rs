@@ -6,6 +6,9 @@
 //!
 //! - SIMPLE: the Secret's certificate is presented for its host.
 //! - MUTUAL: the Secret's `ca.crt` verifies clients; no certificate, no entry.
+//! - DestinationRule `credentialName`: the gateway originates mutual TLS to
+//!   an external backend with the client certificate and CA of another
+//!   Secret (the egress side of the same mechanism).
 //! - Renewing the Secret (a certificate from a new CA) changes what Envoy
 //!   presents, without a restart; deleting it stops the server and is
 //!   reported naming the Gateway and field.
@@ -16,12 +19,12 @@ mod support;
 
 use std::time::Instant;
 
-use support::gateway::{INGRESS_LABELS, https_tally};
+use support::gateway::{INGRESS_LABELS, https_tally, to_gateway};
 use support::kube_apiserver::KubeApiServer;
 use support::kube_mesh::{
     KubePod, KubePodOptions, apply, apply_bookinfo_config, bookinfo_workloads, install_crds,
 };
-use support::tls::{Identity, TestCa};
+use support::tls::{ClientAuth, Identity, TestCa, TlsBackends};
 use support::traffic::ms;
 use support::{PROPAGATION, wait_until};
 
@@ -41,6 +44,8 @@ spec:
   - port: {number: 8443, name: mtls, protocol: HTTPS}
     hosts: [partner.example.com]
     tls: {mode: MUTUAL, credentialName: partner-cert}
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: [vault.example.com]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -50,6 +55,36 @@ spec:
   gateways: [secure]
   http:
   - route: [{destination: {host: productpage, port: {number: 9080}}}]
+---
+# An external service that demands a client certificate, reached from the
+# gateway with mutual TLS whose certificate and CA come from Secret
+# vault-client.
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vault, namespace: default}
+spec:
+  hosts: [vault.internal.example.com]
+  ports: [{number: 443, name: http, protocol: HTTP}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.71, ports: {http: 9443}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: vault, namespace: default}
+spec:
+  host: vault.internal.example.com
+  trafficPolicy:
+    tls: {mode: MUTUAL, credentialName: vault-client, sni: vault.internal.example.com}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vault, namespace: default}
+spec:
+  hosts: [vault.example.com]
+  gateways: [secure]
+  http:
+  - route: [{destination: {host: vault.internal.example.com, port: {number: 443}}}]
 "#;
 
 /// `kubectl create secret` for `identity`, optionally with the CA that
@@ -104,6 +139,15 @@ fn credential_name_secrets_reach_envoy_over_sds_and_follow_renewal_and_deletion(
             Some(&ca),
         ),
     );
+    apply(
+        &server,
+        &secret_yaml(
+            &server,
+            "vault-client",
+            &ca.issue("gateway.example.com"),
+            Some(&ca),
+        ),
+    );
     apply(&server, GATEWAY);
 
     let pod = KubePod::start(&server, KubePodOptions::new("kube-gw-sds"));
@@ -133,6 +177,30 @@ fn credential_name_secrets_reach_envoy_over_sds_and_follow_renewal_and_deletion(
         "productpage v1",
         "MUTUAL with a certificate the Secret's ca.crt verifies",
     );
+
+    // Origination: plaintext in, mutual TLS out with vault-client's
+    // certificate; the backend requires it and the gateway verifies the
+    // backend against the Secret's CA.
+    let mut tls_backends = TlsBackends::start(pod.ns());
+    let vault = tls_backends.add(
+        "127.0.0.71:9443",
+        "vault",
+        &ca.issue("vault.internal.example.com"),
+        &ca,
+        ClientAuth::Required,
+    );
+    gateway.wait_listener("0.0.0.0_8080");
+    let to_vault = to_gateway(8080, "vault.example.com", "/secret");
+    pod.tally(N, &to_vault)
+        .assert_all("vault", "mutual TLS from the gateway with vault-client");
+    // Envoy pools upstream connections: count handshakes, not requests.
+    assert!(vault.handshakes() >= 1);
+    assert_eq!(
+        vault.client_certs(),
+        vault.handshakes(),
+        "every handshake presented vault-client's certificate"
+    );
+    assert_eq!(vault.failed_handshakes(), 0);
 
     // Renewal: a certificate from another CA; clients trusting it get
     // through once Envoy presents it, without any restart.

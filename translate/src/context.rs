@@ -46,7 +46,8 @@ impl<'a> Context<'a> {
             proxy,
             services,
             lowercase,
-            destination_rules: DestinationRuleIndex::new(&mesh.config, proxy, suffix),
+            destination_rules: DestinationRuleIndex::new(&mesh.config, proxy, suffix)
+                .with_credentials(&mesh.credentials),
             virtual_services: VirtualServiceIndex::new(&mesh.config, proxy, suffix),
         }
     }

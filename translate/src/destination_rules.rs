@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 
 use pilotfish_crds::{
-    ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings, DestinationRuleSpec,
-    LoadBalancerSettings, LocalityLbSetting, OutlierDetection, PolicySections, Subset,
-    TrafficPolicy,
+    ClientTlsMode, ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings,
+    DestinationRuleSpec, LoadBalancerSettings, LocalityLbSetting, OutlierDetection, PolicySections,
+    Subset, TrafficPolicy,
 };
 
 use envoy_types::pb::google::protobuf::Duration;
@@ -14,9 +14,10 @@ use envoy_types::pb::google::protobuf::Duration;
 use crate::diagnostics::Diagnostic;
 use crate::hosts;
 use crate::locality::{self, Locality};
+use crate::mesh::{CredentialKey, TlsCredential};
 use crate::protobuf;
 use crate::proxy::ProxyView;
-use crate::upstream_tls;
+use crate::upstream_tls::{self, CredentialLookup, FoundCredential};
 use crate::visibility;
 
 /// A piece of config with the object and field path it came from, so that
@@ -84,6 +85,9 @@ pub struct EffectivePolicy<'a> {
     pub tls: Option<Sourced<'a, ClientTlsSettings>>,
     /// The proxy's own locality, for locality-aware load balancing.
     pub proxy_locality: Option<Locality>,
+    /// The credential `tls.credentialName` names, when the proxy's
+    /// namespace holds it.
+    pub tls_credential: Option<FoundCredential>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,6 +98,9 @@ pub struct DestinationRuleIndex<'a> {
     /// Wildcard hosts, most specific first.
     wildcards: Vec<String>,
     proxy_locality: Option<Locality>,
+    /// Credentials (`credentialName`) of the proxy's namespace.
+    credentials: Option<&'a BTreeMap<CredentialKey, TlsCredential>>,
+    proxy_namespace: String,
 }
 
 impl<'a> DestinationRuleIndex<'a> {
@@ -134,7 +141,57 @@ impl<'a> DestinationRuleIndex<'a> {
             by_host,
             wildcards,
             proxy_locality: proxy.locality.clone(),
+            credentials: None,
+            proxy_namespace: proxy.namespace.clone(),
         }
+    }
+
+    /// Resolves `credentialName`s against these credentials.
+    pub fn with_credentials(
+        mut self,
+        credentials: &'a BTreeMap<CredentialKey, TlsCredential>,
+    ) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// What the proxy's namespace holds for a section's `credentialName`.
+    fn credential(&self, tls: &ClientTlsSettings) -> Option<Result<FoundCredential, ()>> {
+        let name = tls
+            .credential_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())?;
+        let key = (self.proxy_namespace.clone(), name.to_string());
+        Some(
+            self.credentials
+                .and_then(|all| all.get(&key))
+                .map(|c| FoundCredential {
+                    name: name.to_string(),
+                    has_ca: c.ca_certificates.is_some(),
+                })
+                .ok_or(()),
+        )
+    }
+
+    /// The credentials visible rules name that the proxy's namespace holds,
+    /// by name (what the proxy gets over SDS for its clusters).
+    pub fn found_credentials(&self) -> Vec<FoundCredential> {
+        let mut out: Vec<FoundCredential> = self
+            .rules
+            .iter()
+            .flat_map(|(_, spec)| tls_sections(spec))
+            .filter(|(_, tls)| {
+                matches!(
+                    tls.mode,
+                    Some(ClientTlsMode::Simple | ClientTlsMode::Mutual)
+                )
+            })
+            .filter_map(|(_, tls)| self.credential(tls)?.ok())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out.dedup();
+        out
     }
 
     /// The rule for a service: an exact host match, else the most specific wildcard.
@@ -161,6 +218,10 @@ impl<'a> DestinationRuleIndex<'a> {
             .map(|rule| rule.policy(port, subset))
             .unwrap_or_default();
         policy.proxy_locality = self.proxy_locality.clone();
+        policy.tls_credential = policy
+            .tls
+            .as_ref()
+            .and_then(|tls| self.credential(tls.value)?.ok());
         policy
     }
 
@@ -176,7 +237,15 @@ impl<'a> DestinationRuleIndex<'a> {
                     .into_iter()
                     .map(move |field| Diagnostic::unsupported(name.clone(), field));
                 let tls = tls_sections(spec).into_iter().flat_map(|(path, tls)| {
-                    upstream_tls::diagnostics(&object.key().to_string(), &path, tls)
+                    let found = self.credential(tls);
+                    let lookup = match &found {
+                        None => CredentialLookup::NotNamed,
+                        Some(Ok(found)) => CredentialLookup::Found(found),
+                        Some(Err(())) => CredentialLookup::Missing {
+                            namespace: &self.proxy_namespace,
+                        },
+                    };
+                    upstream_tls::diagnostics(&object.key().to_string(), &path, tls, lookup)
                 });
                 let locality = locality_sections(spec).into_iter().flat_map(|(path, s)| {
                     locality::diagnostics(&object.key().to_string(), &path, s)

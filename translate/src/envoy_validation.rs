@@ -630,7 +630,8 @@ spec:
 /// Gateway servers of every kind: plaintext with merged VirtualServices and
 /// an HTTPS redirect, SIMPLE and MUTUAL termination from files (with CRL
 /// and SANs) and from a credential over SDS, passthrough by SNI, and TCP
-/// with a weighted split.
+/// with a weighted split; and a DestinationRule originating mutual TLS with
+/// a credential over SDS.
 #[test]
 fn envoy_accepts_gateway_servers_of_every_kind() {
     let (ca, crl) = (tls_fixture("ca.pem"), tls_fixture("crl.pem"));
@@ -685,6 +686,13 @@ spec:
   tls:
   - match: [{{sniHosts: [a.internal.example.com]}}]
     route: [{{destination: {{host: details}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: details-mtls, namespace: default}}
+spec:
+  host: details
+  trafficPolicy: {{tls: {{mode: MUTUAL, credentialName: vault-cert, sni: details.internal}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService

@@ -26,6 +26,7 @@ use crate::diagnostics::Diagnostic;
 use crate::gateway_servers::{self, CertificateSource, GatewayServer};
 use crate::names;
 use crate::protobuf;
+use crate::proxy::ProxyKind;
 use crate::upstream_tls;
 
 /// ALPN offered by terminated HTTPS servers.
@@ -137,53 +138,73 @@ fn protocol(v: TlsProtocol) -> tls_parameters::TlsProtocol {
     }
 }
 
-fn sds(name: String) -> SdsSecretConfig {
+pub(crate) fn sds(name: String) -> SdsSecretConfig {
     SdsSecretConfig {
         name,
         sds_config: Some(protobuf::ads_config_source()),
     }
 }
 
-/// The SDS secrets the proxy's terminated servers name, sorted by name.
+/// The credentials the proxy's terminated servers name (routers only).
+pub fn server_credentials(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<String> {
+    if ctx.proxy.kind != ProxyKind::Router {
+        return Vec::new();
+    }
+    gateway_servers::plan(ctx, diags)
+        .iter()
+        .flat_map(|port| &port.servers)
+        .filter_map(|server| match &server.certificate {
+            Some(CertificateSource::Credential { name, .. }) => Some(name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// SDS: the credentials the proxy's gateway servers and DestinationRules
+/// name, found in its namespace: `kubernetes://<name>` (certificate and
+/// key) and, when the Secret holds a CA, `kubernetes://<name>-cacert`.
+/// Sorted by name.
 pub fn secrets(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Secret> {
+    let mut names = server_credentials(ctx, diags);
+    names.extend(
+        ctx.destination_rules
+            .found_credentials()
+            .into_iter()
+            .map(|c| c.name),
+    );
     let mut out: BTreeMap<String, Secret> = BTreeMap::new();
-    for port in gateway_servers::plan(ctx, diags) {
-        for server in &port.servers {
-            let Some(CertificateSource::Credential { name, has_ca }) = &server.certificate else {
-                continue;
-            };
-            let key = (ctx.proxy.namespace.clone(), name.clone());
-            // The plan only keeps servers whose credential exists.
-            let Some(credential) = ctx.mesh.credentials.get(&key) else {
-                continue;
-            };
-            let certificate = secret::Type::TlsCertificate(TlsCertificate {
-                certificate_chain: Some(inline(&credential.certificate_chain)),
-                private_key: Some(inline(&credential.private_key)),
+    for name in names {
+        let key = (ctx.proxy.namespace.clone(), name.clone());
+        // Only credentials that exist are named by the plan and the rules.
+        let Some(credential) = ctx.mesh.credentials.get(&key) else {
+            continue;
+        };
+        let certificate = secret::Type::TlsCertificate(TlsCertificate {
+            certificate_chain: Some(inline(&credential.certificate_chain)),
+            private_key: Some(inline(&credential.private_key)),
+            ..Default::default()
+        });
+        let cert_name = certificate_secret_name(&name);
+        out.insert(
+            cert_name.clone(),
+            Secret {
+                name: cert_name,
+                r#type: Some(certificate),
+            },
+        );
+        if let Some(ca) = &credential.ca_certificates {
+            let validation = secret::Type::ValidationContext(CertificateValidationContext {
+                trusted_ca: Some(inline(ca)),
                 ..Default::default()
             });
-            let cert_name = certificate_secret_name(name);
+            let ca_name = ca_secret_name(&name);
             out.insert(
-                cert_name.clone(),
+                ca_name.clone(),
                 Secret {
-                    name: cert_name,
-                    r#type: Some(certificate),
+                    name: ca_name,
+                    r#type: Some(validation),
                 },
             );
-            if let (true, Some(ca)) = (*has_ca, &credential.ca_certificates) {
-                let validation = secret::Type::ValidationContext(CertificateValidationContext {
-                    trusted_ca: Some(inline(ca)),
-                    ..Default::default()
-                });
-                let ca_name = ca_secret_name(name);
-                out.insert(
-                    ca_name.clone(),
-                    Secret {
-                        name: ca_name,
-                        r#type: Some(validation),
-                    },
-                );
-            }
         }
     }
     out.into_values().collect()

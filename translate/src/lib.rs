@@ -61,9 +61,9 @@ pub use mesh::{CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsC
 pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use resources::{Translation, XdsResources};
 
-/// Builds every resource type for one proxy view: sidecars get clusters,
-/// endpoints, listeners and routes; gateways (routers) also the secrets
-/// their servers name.
+/// Builds every resource type for one proxy view: clusters, endpoints,
+/// listeners, routes (a sidecar's, or a gateway's from its Gateways) and
+/// the SDS secrets its gateway servers and DestinationRules name.
 pub fn translate(mesh: &MeshState, proxy: &ProxyView) -> Translation {
     let ctx = Context::new(mesh, proxy);
     let mut diagnostics = Vec::new();
@@ -72,10 +72,7 @@ pub fn translate(mesh: &MeshState, proxy: &ProxyView) -> Translation {
         endpoints: endpoints::build(&ctx),
         listeners: listeners::build(&ctx, &mut diagnostics),
         routes: routes::build(&ctx, &mut diagnostics),
-        secrets: match proxy.kind {
-            ProxyKind::Router => gateway_tls::secrets(&ctx, &mut diagnostics),
-            ProxyKind::Sidecar => Vec::new(),
-        },
+        secrets: gateway_tls::secrets(&ctx, &mut diagnostics),
     };
     diagnostics::normalize(&mut diagnostics);
     Translation {

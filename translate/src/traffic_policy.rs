@@ -87,7 +87,8 @@ pub fn apply(
     let mut options = http_protocol_options(protocol, http.as_ref(), diags);
     if let Some(tls) = &policy.tls {
         let upstream = upstream(protocol, http.as_ref().map(|h| h.value));
-        apply_tls(cluster, &mut options, tls.value, upstream);
+        let credential = policy.tls_credential.as_ref();
+        apply_tls(cluster, &mut options, tls.value, upstream, credential);
     }
     if let Some(options) = options {
         cluster.typed_extension_protocol_options.insert(
@@ -104,12 +105,13 @@ fn apply_tls(
     options: &mut Option<HttpProtocolOptions>,
     tls: &ClientTlsSettings,
     upstream: Option<Upstream>,
+    credential: Option<&upstream_tls::FoundCredential>,
 ) {
     let alpn: &[&str] = match upstream {
         Some(Upstream::Http2) => &["h2"],
         _ => &[],
     };
-    let Some(origination) = upstream_tls::origination(tls, alpn) else {
+    let Some(origination) = upstream_tls::origination(tls, alpn, credential) else {
         return;
     };
     cluster.transport_socket = Some(origination.transport_socket);

@@ -7,10 +7,14 @@
 //!   `subjectAltNames`; `sni` is sent as given, or, for HTTP clusters, taken
 //!   from each request's Host (Envoy's `auto_sni`), as Istio does.
 //! - `MUTUAL`: as SIMPLE, presenting `clientCertificate`/`privateKey`.
-//! - `ISTIO_MUTUAL` needs mesh certificates Pilotfish does not issue, and
-//!   client `credentialName` is not served over SDS (only gateway server
-//!   credentials are, see `gateway_tls`): reported, and the cluster stays
-//!   plaintext (ISTIO_MUTUAL) or uses only the file fields (credentialName).
+//! - `credentialName`: the client certificate (MUTUAL) and the CA (its
+//!   `ca.crt`, else `caCertificates`) come over SDS from the Kubernetes
+//!   Secret of that name in the proxy's namespace, as Istio's
+//!   `kubernetes://<name>` and `kubernetes://<name>-cacert`. A Secret the
+//!   proxy's namespace does not hold is reported; the cluster then uses the
+//!   file fields only.
+//! - `ISTIO_MUTUAL` needs mesh certificates Pilotfish does not issue:
+//!   reported, and the cluster stays plaintext.
 //!
 //! Problems are reported once per DestinationRule section
 //! ([`diagnostics`]), not once per cluster the section applies to.
@@ -31,6 +35,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use pilotfish_crds::{ClientTlsMode, ClientTlsSettings};
 
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
+use crate::gateway_tls;
 use crate::names;
 use crate::protobuf;
 
@@ -45,24 +50,62 @@ pub struct Origination {
     pub auto_san_validation: bool,
 }
 
+/// The `credentialName` of a `tls` section as found in the proxy's
+/// namespace; `None` when the section names none or it is missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundCredential {
+    pub name: String,
+    /// The Secret holds a CA (`ca.crt`/`cacert`) to verify servers with.
+    pub has_ca: bool,
+}
+
 /// The transport socket for `tls`, or `None` when the cluster stays
 /// plaintext (DISABLE, ISTIO_MUTUAL, MUTUAL without a client certificate).
 /// `alpn` is offered in the handshake (`h2` for HTTP/2 upstreams).
-pub fn origination(tls: &ClientTlsSettings, alpn: &[&str]) -> Option<Origination> {
+pub fn origination(
+    tls: &ClientTlsSettings,
+    alpn: &[&str],
+    credential: Option<&FoundCredential>,
+) -> Option<Origination> {
     let mode = tls.mode.unwrap_or(ClientTlsMode::Disable);
-    let client_certificate = match mode {
-        ClientTlsMode::Disable | ClientTlsMode::IstioMutual => return None,
-        ClientTlsMode::Simple => None,
-        ClientTlsMode::Mutual => Some(client_certificate(tls)?),
-    };
-    let validation = validation_context(tls);
-    let verifying = validation.is_some();
-    let common = CommonTlsContext {
-        tls_certificates: client_certificate.into_iter().collect(),
-        validation_context_type: validation
-            .map(common_tls_context::ValidationContextType::ValidationContext),
+    let mut common = CommonTlsContext {
         alpn_protocols: alpn.iter().map(|p| p.to_string()).collect(),
         ..Default::default()
+    };
+    match (mode, credential) {
+        (ClientTlsMode::Disable | ClientTlsMode::IstioMutual, _) => return None,
+        (ClientTlsMode::Simple, _) => {}
+        (ClientTlsMode::Mutual, Some(found)) => {
+            common.tls_certificate_sds_secret_configs = vec![gateway_tls::sds(
+                gateway_tls::certificate_secret_name(&found.name),
+            )];
+        }
+        (ClientTlsMode::Mutual, None) => common.tls_certificates = vec![client_certificate(tls)?],
+    }
+    let verifying = match credential.filter(|c| c.has_ca) {
+        Some(found) if tls.insecure_skip_verify != Some(true) => {
+            let combined = common_tls_context::CombinedCertificateValidationContext {
+                default_validation_context: Some(CertificateValidationContext {
+                    match_typed_subject_alt_names: san_matchers(tls),
+                    ..Default::default()
+                }),
+                validation_context_sds_secret_config: Some(gateway_tls::sds(
+                    gateway_tls::ca_secret_name(&found.name),
+                )),
+                ..Default::default()
+            };
+            common.validation_context_type = Some(
+                common_tls_context::ValidationContextType::CombinedValidationContext(combined),
+            );
+            true
+        }
+        _ => {
+            let validation = validation_context(tls);
+            let verifying = validation.is_some();
+            common.validation_context_type =
+                validation.map(common_tls_context::ValidationContextType::ValidationContext);
+            verifying
+        }
     };
     let sni = tls.sni.clone().unwrap_or_default();
     let context = UpstreamTlsContext {
@@ -113,14 +156,17 @@ fn validation_context(tls: &ClientTlsSettings) -> Option<CertificateValidationCo
     Some(CertificateValidationContext {
         trusted_ca: Some(file(ca)),
         crl: non_empty(&tls.ca_crl).map(file),
-        match_typed_subject_alt_names: tls
-            .subject_alt_names
-            .iter()
-            .filter(|san| !san.is_empty())
-            .map(|san| san_matcher(san))
-            .collect(),
+        match_typed_subject_alt_names: san_matchers(tls),
         ..Default::default()
     })
+}
+
+fn san_matchers(tls: &ClientTlsSettings) -> Vec<SubjectAltNameMatcher> {
+    tls.subject_alt_names
+        .iter()
+        .filter(|san| !san.is_empty())
+        .map(|san| san_matcher(san))
+        .collect()
 }
 
 /// `spiffe://...` and other URIs match URI SANs, IP literals IP SANs, the
@@ -143,8 +189,25 @@ pub(crate) fn san_matcher(san: &str) -> SubjectAltNameMatcher {
     }
 }
 
+/// What the proxy's namespace holds for a section's `credentialName`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialLookup<'c> {
+    /// The section names no credential.
+    NotNamed,
+    Found(&'c FoundCredential),
+    /// Named, but no such Secret in `namespace`.
+    Missing {
+        namespace: &'c str,
+    },
+}
+
 /// Problems of one `tls` section at `path` of DestinationRule `object`.
-pub fn diagnostics(object: &str, path: &str, tls: &ClientTlsSettings) -> Vec<Diagnostic> {
+pub fn diagnostics(
+    object: &str,
+    path: &str,
+    tls: &ClientTlsSettings,
+    credential: CredentialLookup,
+) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let unsupported = |field: &str, message: String| {
         Diagnostic::new(DiagnosticKind::Unsupported, object, message).at(format!("{path}.{field}"))
@@ -163,17 +226,26 @@ pub fn diagnostics(object: &str, path: &str, tls: &ClientTlsSettings) -> Vec<Dia
     }
     let has_files =
         non_empty(&tls.client_certificate).is_some() && non_empty(&tls.private_key).is_some();
-    if non_empty(&tls.credential_name).is_some() {
+    let found = match credential {
+        CredentialLookup::Found(found) => Some(found),
+        _ => None,
+    };
+    if let CredentialLookup::Missing { namespace } = credential {
         let consequence = if mode == ClientTlsMode::Mutual && !has_files {
             "the cluster stays plaintext"
         } else {
             "only the file fields (caCertificates, clientCertificate, privateKey) are used"
         };
-        out.push(unsupported(
-            "credentialName",
-            format!("credentialName on DestinationRules is not supported yet (SDS serves gateway server credentials only); {consequence}"),
-        ));
-    } else if mode == ClientTlsMode::Mutual && !has_files {
+        let name = non_empty(&tls.credential_name).unwrap_or_default();
+        out.push(
+            Diagnostic::new(
+                DiagnosticKind::MissingCredential,
+                object,
+                format!("no Secret {namespace}/{name} with a certificate and key (credentials are read from the proxy's namespace); {consequence}"),
+            )
+            .at(format!("{path}.credentialName")),
+        );
+    } else if mode == ClientTlsMode::Mutual && !has_files && found.is_none() {
         let field = if non_empty(&tls.client_certificate).is_none() {
             "clientCertificate"
         } else {
@@ -185,8 +257,9 @@ pub fn diagnostics(object: &str, path: &str, tls: &ClientTlsSettings) -> Vec<Dia
             "mode MUTUAL needs both clientCertificate and privateKey; the cluster stays plaintext",
         ));
     }
+    let has_files = has_files || found.is_some();
     let skip_verify = tls.insecure_skip_verify == Some(true);
-    let has_ca = non_empty(&tls.ca_certificates).is_some();
+    let has_ca = non_empty(&tls.ca_certificates).is_some() || found.is_some_and(|f| f.has_ca);
     if !skip_verify && !has_ca && (mode == ClientTlsMode::Simple || has_files) {
         out.push(unsupported(
             "caCertificates",
@@ -241,7 +314,7 @@ mod tests {
             r#"{"sni":"a.example.com"}"#,
             r#"{"mode":"MUTUAL","caCertificates":"/ca.pem"}"#,
         ] {
-            assert_eq!(origination(&settings(json), &[]), None, "{json}");
+            assert_eq!(origination(&settings(json), &[], None), None, "{json}");
         }
     }
 
@@ -250,7 +323,7 @@ mod tests {
         let tls = settings(
             r#"{"mode":"SIMPLE","caCertificates":"/etc/ca.pem","caCrl":"/etc/crl.pem","sni":"db.example.com","subjectAltNames":["db.example.com","spiffe://td/ns/x","10.0.0.1"]}"#,
         );
-        let o = origination(&tls, &["h2"]).unwrap();
+        let o = origination(&tls, &["h2"], None).unwrap();
         assert_eq!(o.transport_socket.name, "envoy.transport_sockets.tls");
         assert!(!o.auto_sni && !o.auto_san_validation);
         let c = context(&o);
@@ -283,7 +356,13 @@ mod tests {
             ]
         );
         assert!(
-            diagnostics("DestinationRule default/db", "spec.trafficPolicy.tls", &tls).is_empty()
+            diagnostics(
+                "DestinationRule default/db",
+                "spec.trafficPolicy.tls",
+                &tls,
+                CredentialLookup::NotNamed
+            )
+            .is_empty()
         );
     }
 
@@ -292,13 +371,14 @@ mod tests {
         let o = origination(
             &settings(r#"{"mode":"SIMPLE","caCertificates":"/ca.pem"}"#),
             &[],
+            None,
         )
         .unwrap();
         assert!(o.auto_sni && o.auto_san_validation);
         assert_eq!(context(&o).sni, "");
         let skip =
             settings(r#"{"mode":"SIMPLE","caCertificates":"/ca.pem","insecureSkipVerify":true}"#);
-        let o = origination(&skip, &[]).unwrap();
+        let o = origination(&skip, &[], None).unwrap();
         assert!(o.auto_sni && !o.auto_san_validation);
         assert_eq!(
             validation(&context(&o)),
@@ -312,17 +392,27 @@ mod tests {
         let tls = settings(
             r#"{"mode":"MUTUAL","clientCertificate":"/c.pem","privateKey":"/k.pem","caCertificates":"/ca.pem"}"#,
         );
-        let c = context(&origination(&tls, &[]).unwrap());
+        let c = context(&origination(&tls, &[], None).unwrap());
         let cert = &c.common_tls_context.unwrap().tls_certificates[0];
         assert_eq!(filename(&cert.certificate_chain).as_deref(), Some("/c.pem"));
         assert_eq!(filename(&cert.private_key).as_deref(), Some("/k.pem"));
     }
 
+    /// Diagnostics of `json`, whose `credentialName` (if any) the proxy's
+    /// namespace does not hold.
     fn fields(json: &str) -> Vec<(DiagnosticKind, String, String)> {
+        let tls = settings(json);
+        let lookup = match tls.credential_name {
+            Some(_) => CredentialLookup::Missing {
+                namespace: "default",
+            },
+            None => CredentialLookup::NotNamed,
+        };
         diagnostics(
             "DestinationRule default/r",
             "spec.trafficPolicy.tls",
-            &settings(json),
+            &tls,
+            lookup,
         )
         .into_iter()
         .map(|d| (d.kind, d.field.unwrap_or_default(), d.message))
@@ -352,7 +442,7 @@ mod tests {
             names,
             [
                 (
-                    DiagnosticKind::Unsupported,
+                    DiagnosticKind::MissingCredential,
                     "spec.trafficPolicy.tls.credentialName"
                 ),
                 (
@@ -369,5 +459,49 @@ mod tests {
         let f = fields(r#"{"mode":"SIMPLE","insecureSkipVerify":true,"caCrl":"/crl.pem"}"#);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].1, "spec.trafficPolicy.tls.caCrl");
+    }
+
+    #[test]
+    fn a_found_credential_comes_over_sds_with_its_ca() {
+        let tls = settings(
+            r#"{"mode":"MUTUAL","credentialName":"client","subjectAltNames":["db.example.com"]}"#,
+        );
+        let found = FoundCredential {
+            name: "client".into(),
+            has_ca: true,
+        };
+        let c = context(&origination(&tls, &[], Some(&found)).unwrap());
+        let common = c.common_tls_context.unwrap();
+        assert!(common.tls_certificates.is_empty());
+        assert_eq!(
+            common.tls_certificate_sds_secret_configs[0].name,
+            "kubernetes://client"
+        );
+        let Some(common_tls_context::ValidationContextType::CombinedValidationContext(v)) =
+            common.validation_context_type
+        else {
+            panic!("no combined validation context")
+        };
+        assert_eq!(
+            v.validation_context_sds_secret_config.unwrap().name,
+            "kubernetes://client-cacert"
+        );
+        assert_eq!(
+            v.default_validation_context
+                .unwrap()
+                .match_typed_subject_alt_names
+                .len(),
+            1
+        );
+        let lookup = CredentialLookup::Found(&found);
+        assert!(
+            diagnostics(
+                "DestinationRule default/r",
+                "spec.trafficPolicy.tls",
+                &tls,
+                lookup
+            )
+            .is_empty()
+        );
     }
 }

@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use pilotfish_translate::{
-    Context, Diagnostic, DiagnosticKind, MeshState, ProxyView, Translation, diagnostics, endpoints,
-    listeners, translate,
+    Context, Diagnostic, DiagnosticKind, ProxyView, diagnostics, endpoints, listeners, translate,
 };
 
 use crate::mesh_store::MeshGeneration;
@@ -22,27 +21,16 @@ struct Entry {
     diagnostics: Arc<Vec<Diagnostic>>,
 }
 
-/// Turns the mesh into one view's resources: [`translate`], or a stand-in
-/// where a test drives the serving layer with output the translator does
-/// not produce (yet).
-pub type Translator = fn(&MeshState, &ProxyView) -> Translation;
-
 pub struct SnapshotCache {
     entries: DashMap<ProxyView, Entry>,
     metrics: Arc<Metrics>,
-    translator: Translator,
 }
 
 impl SnapshotCache {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self::with_translator(metrics, translate)
-    }
-
-    pub fn with_translator(metrics: Arc<Metrics>, translator: Translator) -> Self {
         SnapshotCache {
             entries: DashMap::new(),
             metrics,
-            translator,
         }
     }
 
@@ -67,7 +55,7 @@ impl SnapshotCache {
             {
                 rebuild_endpoints(&mut entry, generation, view);
             } else {
-                let translation = (self.translator)(&generation.mesh, view);
+                let translation = translate(&generation.mesh, view);
                 let previous = Some(entry.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
                 entry.snapshot = Arc::new(Snapshot::build(
                     generation.version,

@@ -152,7 +152,7 @@ async fn delta_initial_wildcard_cds_and_lds_send_everything_once() {
 
 #[tokio::test]
 async fn delta_named_eds_and_rds_subscribe_and_unsubscribe() {
-    let mut h = start_with(pilotfish_translate::translate, TWO_SERVICES).await;
+    let mut h = start_with(TWO_SERVICES).await;
     let mut c = DeltaClient::connect(h.addr).await;
     let missing = "outbound|9080||nope.default.svc.cluster.local";
     let eds = c.subscribe(XdsType::Endpoint, &[REVIEWS, missing]).await;
@@ -190,7 +190,7 @@ async fn delta_named_eds_and_rds_subscribe_and_unsubscribe() {
 
 #[tokio::test]
 async fn delta_config_change_sends_only_the_changed_resource() {
-    let mut h = start_with(pilotfish_translate::translate, TWO_SERVICES).await;
+    let mut h = start_with(TWO_SERVICES).await;
     let mut c = DeltaClient::connect(h.addr).await;
     let cds = c.subscribe(XdsType::Cluster, &[]).await;
     c.ack(&cds).await;
@@ -220,7 +220,7 @@ async fn delta_config_change_sends_only_the_changed_resource() {
 
 #[tokio::test]
 async fn delta_removed_service_arrives_in_removed_resources() {
-    let mut h = start_with(pilotfish_translate::translate, TWO_SERVICES).await;
+    let mut h = start_with(TWO_SERVICES).await;
     let mut c = DeltaClient::connect(h.addr).await;
     let cds = c.subscribe(XdsType::Cluster, &[]).await;
     assert!(names(&cds).contains(&RATINGS));
@@ -256,7 +256,7 @@ async fn delta_removed_service_arrives_in_removed_resources() {
 
 #[tokio::test]
 async fn delta_reconnect_with_initial_versions_sends_only_what_differs() {
-    let mut h = start_with(pilotfish_translate::translate, TWO_SERVICES).await;
+    let mut h = start_with(TWO_SERVICES).await;
     let held = {
         let mut c = DeltaClient::connect(h.addr).await;
         let cds = c.subscribe(XdsType::Cluster, &[]).await;

@@ -9,7 +9,7 @@ mod ads_support;
 
 use std::time::Duration;
 
-use ads_support::{Harness, REVIEWS, expect_silence, next_message, node, start, start_with};
+use ads_support::{Harness, REVIEWS, expect_silence, next_message, node, start};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilotfish_discovery::mesh_store::Credentials;
 use pilotfish_discovery::xds_types::XdsType;
-use pilotfish_translate::{MeshState, ProxyView, TlsCredential, Translation};
+use pilotfish_translate::TlsCredential;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -196,28 +196,28 @@ async fn ads_rejects_a_stream_without_a_valid_node() {
     assert!(err.message().contains("not-istio-form"));
 }
 
-/// The translator plus what it will emit for gateways but does not yet: a
-/// `kubernetes://<name>` TlsCertificate secret per credential, so SDS can be
-/// driven over a real stream from the mesh's credentials.
-fn translate_with_credentials(mesh: &MeshState, view: &ProxyView) -> Translation {
-    let mut translation = pilotfish_translate::translate(mesh, view);
-    let inline = |bytes: &[u8]| DataSource {
-        specifier: Some(data_source::Specifier::InlineBytes(bytes.to_vec())),
-        ..Default::default()
-    };
-    translation.resources.secrets = mesh
-        .credentials
-        .iter()
-        .map(|((_, name), c)| Secret {
-            name: format!("kubernetes://{name}"),
-            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-                certificate_chain: Some(inline(&c.certificate_chain)),
-                private_key: Some(inline(&c.private_key)),
-                ..Default::default()
-            })),
-        })
-        .collect();
-    translation
+/// A Gateway for every gateway proxy whose HTTPS server takes its
+/// certificate from credential `gw-cert`.
+const GATEWAY_WITH_CREDENTIAL: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  servers:
+  - port: {number: 8443, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: gw-cert}
+"#;
+
+/// `request` from a gateway proxy (node type `router`).
+fn gateway_request(ty: XdsType, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        node: Some(Node {
+            id: "router~127.0.0.1~gw.default~default.svc.cluster.local".into(),
+            ..Default::default()
+        }),
+        ..request(ty, names, version, nonce)
+    }
 }
 
 fn set_credential(h: &mut Harness, chain: &str) {
@@ -253,18 +253,24 @@ fn certificate_chain(response: &DiscoveryResponse) -> Vec<u8> {
 
 #[tokio::test]
 async fn ads_serves_named_secrets_and_pushes_a_rotated_certificate() {
-    let mut h = start_with(translate_with_credentials, ads_support::REGISTRY).await;
+    let mut h = start().await;
+    h.set_config("gateway.yaml", GATEWAY_WITH_CREDENTIAL);
     set_credential(&mut h, "CERT-1");
     let mut c = Client::connect(h.addr).await;
 
     // SDS names its resources: an unknown name gets an empty answer, the
     // known one its secret.
-    c.send(request(XdsType::Secret, &["kubernetes://nope"], "", ""))
-        .await;
+    c.send(gateway_request(
+        XdsType::Secret,
+        &["kubernetes://nope"],
+        "",
+        "",
+    ))
+    .await;
     let empty = c.next().await;
     assert_eq!(empty.type_url, XdsType::Secret.type_url());
     assert!(empty.resources.is_empty());
-    c.send(request(
+    c.send(gateway_request(
         XdsType::Secret,
         &["kubernetes://gw-cert"],
         &empty.version_info,
@@ -273,7 +279,7 @@ async fn ads_serves_named_secrets_and_pushes_a_rotated_certificate() {
     .await;
     let sds = c.next().await;
     assert_eq!(certificate_chain(&sds), b"CERT-1");
-    c.send(request(
+    c.send(gateway_request(
         XdsType::Secret,
         &["kubernetes://gw-cert"],
         &sds.version_info,
@@ -296,7 +302,7 @@ async fn ads_serves_named_secrets_and_pushes_a_rotated_certificate() {
     assert_eq!(certificate_chain(&rotated), b"CERT-2");
 
     // A NACK of a secret is tracked like any other type's.
-    let mut nack = request(
+    let mut nack = gateway_request(
         XdsType::Secret,
         &["kubernetes://gw-cert"],
         "",

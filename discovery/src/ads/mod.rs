@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cache::{SnapshotCache, Translator};
+use crate::cache::SnapshotCache;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
 use crate::status::SyncStatus;
@@ -42,18 +42,8 @@ pub struct XdsContext {
 
 impl XdsContext {
     pub fn new(metrics: Arc<Metrics>, generations: watch::Receiver<Arc<MeshGeneration>>) -> Self {
-        Self::with_translator(metrics, generations, pilotfish_translate::translate)
-    }
-
-    /// A context whose snapshots come from `translator` (tests of the
-    /// serving layer).
-    pub fn with_translator(
-        metrics: Arc<Metrics>,
-        generations: watch::Receiver<Arc<MeshGeneration>>,
-        translator: Translator,
-    ) -> Self {
         XdsContext {
-            cache: SnapshotCache::with_translator(metrics.clone(), translator),
+            cache: SnapshotCache::new(metrics.clone()),
             status: SyncStatus::default(),
             metrics,
             generations,

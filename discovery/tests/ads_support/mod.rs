@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use pilotfish_discovery::ads::{AdsServer, XdsContext};
-use pilotfish_discovery::cache::Translator;
 use pilotfish_discovery::mesh_store::{MeshGeneration, MeshStore};
 use pilotfish_discovery::metrics::Metrics;
 use pilotfish_discovery::push::publish;
@@ -79,11 +78,11 @@ impl Drop for TempDir {
 }
 
 pub async fn start() -> Harness {
-    start_with(pilotfish_translate::translate, REGISTRY).await
+    start_with(REGISTRY).await
 }
 
-/// A harness on `registry` whose snapshots come from `translator`.
-pub async fn start_with(translator: Translator, registry_yaml: &str) -> Harness {
+/// A harness on the file registry `registry_yaml`.
+pub async fn start_with(registry_yaml: &str) -> Harness {
     let dir = std::env::temp_dir().join(format!(
         "pf-ads-{}-{:?}",
         std::process::id(),
@@ -99,11 +98,7 @@ pub async fn start_with(translator: Translator, registry_yaml: &str) -> Harness 
         MeshConfig::default(),
     );
     let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::with_translator(
-        Arc::new(Metrics::new()),
-        rx,
-        translator,
-    ));
+    let ctx = Arc::new(XdsContext::new(Arc::new(Metrics::new()), rx));
     publish(&mut store, &ctx, &tx);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

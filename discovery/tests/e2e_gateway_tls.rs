@@ -9,6 +9,8 @@
 //!   another CA) is refused; one with a certificate from the CA gets in.
 //! - `PASSTHROUGH`: connections go by SNI to two TLS backends, untouched
 //!   (the client verifies the backend's own certificate).
+//! - `protocol: TLS` with SIMPLE: TLS is terminated with the host's
+//!   certificate and the bytes forwarded per the VirtualService `tcp` rule.
 //! - `httpsRedirect`: plaintext requests get a 301 to https.
 
 mod support;
@@ -20,12 +22,14 @@ use support::{Pod, Tally, outbound_cluster};
 
 const HTTPS_PORT: u16 = 8443;
 const PASSTHROUGH_PORT: u16 = 9443;
+const TERMINATED_TCP_PORT: u16 = 9444;
 const N: usize = 20;
 
 /// The edge Gateway and its routes; certificate paths filled in per test.
 fn edge_config(ca: &TestCa) -> String {
     let shop = ca.issue("shop.example.com");
     let partner = ca.issue("partner.example.com");
+    let db = ca.issue("db.example.com");
     format!(
         r#"
 apiVersion: networking.istio.io/v1
@@ -50,6 +54,18 @@ spec:
   - port: {{number: {PASSTHROUGH_PORT}, name: tls, protocol: TLS}}
     hosts: ["*.internal.example.com"]
     tls: {{mode: PASSTHROUGH}}
+  - port: {{number: {TERMINATED_TCP_PORT}, name: tls-term, protocol: TLS}}
+    hosts: [db.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {db_cert}, privateKey: {db_key}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db}}
+spec:
+  hosts: [db.example.com]
+  gateways: [edge]
+  tcp:
+  - route: [{{destination: {{host: productpage, port: {{number: 9080}}}}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -94,6 +110,8 @@ spec:
         shop_key = shop.key.display(),
         partner_cert = partner.cert.display(),
         partner_key = partner.key.display(),
+        db_cert = db.cert.display(),
+        db_key = db.key.display(),
         ca_cert = ca.cert.display(),
     )
 }
@@ -228,5 +246,29 @@ fn https_redirect_answers_plaintext_with_301_to_https() {
         pod.send(&to_gateway(8080, "other.example.com", "/")).status,
         404
     );
+    gateway::assert_clean_gateway(&pod, &pod.envoy);
+}
+
+#[test]
+fn tls_server_terminates_and_forwards_the_bytes_over_tcp() {
+    let ca = TestCa::new("gw-tls-tcp");
+    let pod = edge_pod("gw-tls-tcp", &ca);
+    pod.envoy
+        .wait_listener(&format!("0.0.0.0_{TERMINATED_TCP_PORT}"));
+    // The client verifies the gateway's certificate for db.example.com;
+    // behind the gateway, productpage gets the request in plaintext.
+    gateway::https_tally(
+        pod.ns(),
+        TERMINATED_TCP_PORT,
+        "db.example.com",
+        &ca,
+        None,
+        N,
+    )
+    .assert_all("productpage v1", "TLS terminated, then TCP to productpage");
+    let handshakes = pod.envoy.stat(&format!(
+        "listener.0.0.0.0_{TERMINATED_TCP_PORT}.ssl.handshake"
+    ));
+    assert_eq!(handshakes, N as u64);
     gateway::assert_clean_gateway(&pod, &pod.envoy);
 }

@@ -663,6 +663,9 @@ spec:
     tls: {{mode: PASSTHROUGH}}
   - port: {{number: 9000, name: tcp, protocol: TCP}}
     hosts: ["*"]
+  - port: {{number: 9443, name: tls-term, protocol: TLS}}
+    hosts: [db.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -720,7 +723,7 @@ spec:
     let t = translate_for(&m, &proxy);
     assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
     assert_envoy_invariants(&t);
-    assert_eq!(t.resources.listeners.len(), 4);
+    assert_eq!(t.resources.listeners.len(), 5);
     assert_eq!(t.resources.secrets.len(), 2);
     envoy_validates(&t, "gateway");
 }

@@ -2,7 +2,8 @@
 //!
 //! - HTTP ports: one HCM, routes from `http.<port>`.
 //! - TLS ports: a chain per terminated server (its SNI names, its TLS
-//!   context, routes from its own route configuration) and a chain per SNI
+//!   context, then HTTP routes from its own route configuration for HTTPS,
+//!   or the first bound `tcp` rule for protocol TLS), and a chain per SNI
 //!   set of the VirtualService `tls` rules bound to passthrough servers
 //!   (tcp_proxy, TLS untouched). Unclaimed SNI is closed.
 //! - TCP ports: tcp_proxy per the first applicable VirtualService `tcp`
@@ -69,6 +70,9 @@ fn port_listener(
             for server in &port.servers {
                 match server.kind {
                     ServerKind::Https => listener.filter_chains.push(terminated_chain(server)),
+                    ServerKind::TlsTerminated => listener
+                        .filter_chains
+                        .extend(terminated_tcp_chain(ctx, index, server, diags)),
                     ServerKind::Passthrough => listener.filter_chains.extend(passthrough_chains(
                         ctx,
                         index,
@@ -113,6 +117,24 @@ fn terminated_chain(server: &GatewayServer) -> FilterChain {
         )],
         ..Default::default()
     }
+}
+
+/// TLS terminated with the server's certificate, then the bytes forwarded
+/// per the first bound `tcp` rule; without one, nothing is added and the
+/// port's default chain closes the connection.
+fn terminated_tcp_chain(
+    ctx: &Context,
+    index: &VirtualServiceIndex,
+    server: &GatewayServer,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<FilterChain> {
+    let mut chain = tcp_chain(ctx, index, server, diags)?;
+    chain.filter_chain_match = Some(FilterChainMatch {
+        server_names: server.server_names.clone(),
+        ..Default::default()
+    });
+    chain.transport_socket = gateway_tls::transport_socket(server);
+    Some(chain)
 }
 
 fn scope<'c, 'a>(

@@ -32,6 +32,8 @@ pub enum ServerKind {
     Https,
     /// TLS forwarded untouched, routed by SNI (VirtualService `tls`).
     Passthrough,
+    /// TLS terminated here, then forwarded as TCP (VirtualService `tcp`).
+    TlsTerminated,
     /// Opaque TCP (VirtualService `tcp`).
     Tcp,
 }
@@ -44,10 +46,17 @@ pub enum PortFamily {
 }
 
 impl ServerKind {
+    /// Servers that present a certificate and claim SNI names.
+    pub fn terminates_tls(self) -> bool {
+        matches!(self, ServerKind::Https | ServerKind::TlsTerminated)
+    }
+
     fn family(self) -> PortFamily {
         match self {
             ServerKind::Http => PortFamily::Http,
-            ServerKind::Https | ServerKind::Passthrough => PortFamily::Tls,
+            ServerKind::Https | ServerKind::Passthrough | ServerKind::TlsTerminated => {
+                PortFamily::Tls
+            }
             ServerKind::Tcp => PortFamily::Tcp,
         }
     }
@@ -269,6 +278,8 @@ fn admit<'a>(
                 ),
             ));
         }
+    }
+    if server.kind.terminates_tls() {
         claim_server_names(slot, &mut server, diags)?;
     }
     slot.servers.push(server);
@@ -364,7 +375,7 @@ fn gateway_server<'a>(
         .iter()
         .map(|h| ServerHost::parse(h, namespace))
         .collect();
-    let server_names = if kind == ServerKind::Https && !hosts.iter().any(|h| h.host == "*") {
+    let server_names = if kind.terminates_tls() && !hosts.iter().any(|h| h.host == "*") {
         let mut names: Vec<String> = hosts.iter().map(|h| h.host.clone()).collect();
         names.sort();
         names.dedup();
@@ -373,7 +384,9 @@ fn gateway_server<'a>(
         Vec::new()
     };
     let certificate = match kind {
-        ServerKind::Https => Some(certificate_source(ctx, &object, index, server)?),
+        ServerKind::Https | ServerKind::TlsTerminated => {
+            Some(certificate_source(ctx, &object, index, server)?)
+        }
         _ => None,
     };
     Ok(GatewayServer {
@@ -409,10 +422,12 @@ fn server_kind(object: &str, index: usize, server: &Server) -> Result<ServerKind
                 format!("a {protocol} server needs tls with a mode"),
             )),
             Some(ServerTlsMode::Passthrough) => Ok(ServerKind::Passthrough),
-            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
-                if protocol == "HTTPS" =>
-            {
-                Ok(ServerKind::Https)
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual) => {
+                Ok(if protocol == "HTTPS" {
+                    ServerKind::Https
+                } else {
+                    ServerKind::TlsTerminated
+                })
             }
             Some(_) => Err(Diagnostic::new(
                 DiagnosticKind::Unsupported,

@@ -711,3 +711,47 @@ spec:
     assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
     assert_envoy_invariants(&t);
 }
+
+#[test]
+fn tls_servers_terminate_and_forward_tcp() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  servers:
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: [db.example.com]
+    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem, caCertificates: /ca.pem}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  gateways: [edge]
+  tcp: [{route: [{destination: {host: ratings, port: {number: 9080}}}]}]
+"#;
+    let t = translate_for(&bookinfo(yaml), &gateway_proxy("default", &[]));
+    let chain = &listener_named(&t, "0.0.0.0_9443").filter_chains[0];
+    assert_eq!(
+        chain.filter_chain_match.as_ref().unwrap().server_names,
+        ["db.example.com"]
+    );
+    assert_eq!(
+        tcp_proxy_cluster(chain).as_deref(),
+        Some("outbound|9080||ratings.default.svc.cluster.local")
+    );
+    let tls = tls_context(chain);
+    assert_eq!(
+        tls.require_client_certificate,
+        Some(protobuf::bool_value(true))
+    );
+    assert!(
+        tls.common_tls_context.unwrap().alpn_protocols.is_empty(),
+        "opaque: no HTTP ALPN"
+    );
+    assert!(t.resources.routes.is_empty());
+    assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
+    assert_envoy_invariants(&t);
+}

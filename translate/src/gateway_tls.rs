@@ -23,7 +23,7 @@ use pilotfish_crds::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
 use crate::context::Context;
 use crate::diagnostics::Diagnostic;
-use crate::gateway_servers::{self, CertificateSource, GatewayServer};
+use crate::gateway_servers::{self, CertificateSource, GatewayServer, ServerKind};
 use crate::names;
 use crate::protobuf;
 use crate::proxy::ProxyKind;
@@ -43,7 +43,8 @@ pub fn ca_secret_name(credential: &str) -> String {
 }
 
 /// The TLS transport socket of a terminated server; `None` for servers that
-/// do not terminate TLS.
+/// do not terminate TLS. HTTPS servers offer HTTP ALPN; TLS servers in front
+/// of TCP offer none (their clients' protocol is opaque).
 pub fn transport_socket(server: &GatewayServer) -> Option<TransportSocket> {
     let source = server.certificate.as_ref()?;
     let tls = server.server.tls.as_ref()?;
@@ -51,7 +52,10 @@ pub fn transport_socket(server: &GatewayServer) -> Option<TransportSocket> {
     let verifies_clients = matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual);
     let mut common = CommonTlsContext {
         tls_params: tls_parameters(tls),
-        alpn_protocols: HTTPS_ALPN.iter().map(|p| p.to_string()).collect(),
+        alpn_protocols: match server.kind {
+            ServerKind::Https => HTTPS_ALPN.iter().map(|p| p.to_string()).collect(),
+            _ => Vec::new(),
+        },
         ..Default::default()
     };
     match source {

@@ -5,7 +5,8 @@
 //! the ingress gateway, and a real TLS client checks what it gets:
 //!
 //! - SIMPLE: the Secret's certificate is presented for its host.
-//! - MUTUAL: the Secret's `ca.crt` verifies clients; no certificate, no entry.
+//! - MUTUAL: the CA of Secret `<name>-cacert` (Istio's separate CA Secret)
+//!   verifies clients; no certificate, no entry.
 //! - DestinationRule `credentialName`: the gateway originates mutual TLS to
 //!   an external backend with the client certificate and CA of another
 //!   Secret (the egress side of the same mechanism).
@@ -130,15 +131,33 @@ fn credential_name_secrets_reach_envoy_over_sds_and_follow_renewal_and_deletion(
         &server,
         &secret_yaml(&server, "shop-cert", &ca.issue("shop.example.com"), None),
     );
+    // partner-cert's CA sits in its own Secret, `<name>-cacert`, as Istio allows.
     apply(
         &server,
         &secret_yaml(
             &server,
             "partner-cert",
             &ca.issue("partner.example.com"),
-            Some(&ca),
+            None,
         ),
     );
+    let ca_file = format!("--from-file=cacert={}", ca.cert.display());
+    let ca_secret = server
+        .kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "partner-cert-cacert",
+            "-n",
+            "default",
+            &ca_file,
+            "--dry-run=client",
+            "-o",
+            "yaml",
+        ])
+        .expect_success("kubectl create secret generic --dry-run")
+        .stdout;
+    apply(&server, &ca_secret);
     apply(
         &server,
         &secret_yaml(
@@ -175,7 +194,7 @@ fn credential_name_secrets_reach_envoy_over_sds_and_follow_renewal_and_deletion(
     let client = ca.issue("client.example.com");
     https_tally(pod.ns(), PORT, "partner.example.com", &ca, Some(&client), N).assert_all(
         "productpage v1",
-        "MUTUAL with a certificate the Secret's ca.crt verifies",
+        "MUTUAL with a certificate partner-cert-cacert verifies",
     );
 
     // Origination: plaintext in, mutual TLS out with vault-client's

@@ -104,12 +104,32 @@ pub fn credential(secret: &Secret) -> Result<Option<TlsCredential>, CredentialEr
     }))
 }
 
+/// The CA of a Secret that holds only a CA (`ca.crt` or `cacert`, no
+/// certificate): Istio's separate `<credentialName>-cacert` Secret.
+fn ca_only(secret: &Secret) -> Option<Vec<u8>> {
+    let data = secret.data.as_ref()?;
+    if LAYOUTS.iter().any(|l| data.contains_key(l.cert)) {
+        return None;
+    }
+    LAYOUTS.iter().find_map(|l| {
+        data.get(l.ca)
+            .map(|v| v.0.clone())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+/// Suffix of a Secret holding the CA for the credential named without it.
+const CA_SECRET_SUFFIX: &str = "-cacert";
+
 /// Converts the complete current set of Secrets: the credentials to serve,
-/// by namespace and name, and the problems to report (sorted).
+/// by namespace and name, and the problems to report (sorted). A CA-only
+/// Secret `<name>-cacert` gives credential `<name>` its CA when that
+/// credential's own Secret has none.
 pub fn convert<'a>(
     secrets: impl IntoIterator<Item = &'a Secret>,
 ) -> (Credentials, Vec<InputProblem>) {
     let mut credentials = Credentials::new();
+    let mut separate_cas = Vec::new();
     let mut problems = Vec::new();
     for secret in secrets {
         let namespace = secret.metadata.namespace.clone().unwrap_or_default();
@@ -118,13 +138,24 @@ pub fn convert<'a>(
             Ok(Some(credential)) => {
                 credentials.insert((namespace, name), credential);
             }
-            Ok(None) => {}
+            Ok(None) => {
+                if let (Some(base), Some(ca)) =
+                    (name.strip_suffix(CA_SECRET_SUFFIX), ca_only(secret))
+                {
+                    separate_cas.push(((namespace, base.to_string()), ca));
+                }
+            }
             Err(error) => problems.push(InputProblem {
                 source: ORIGIN.to_string(),
                 object: Some(format!("Secret {namespace}/{name}")),
                 field: Some(error.field()),
                 message: error.to_string(),
             }),
+        }
+    }
+    for (key, ca) in separate_cas {
+        if let Some(credential) = credentials.get_mut(&key) {
+            credential.ca_certificates.get_or_insert(ca);
         }
     }
     problems.sort();
@@ -279,6 +310,36 @@ mod tests {
         let (credentials, problems) = convert([&plain, &docker, &empty]);
         assert!(credentials.is_empty());
         assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn a_separate_cacert_secret_gives_its_credential_a_ca() {
+        let cert = secret(
+            "gw",
+            Some("kubernetes.io/tls"),
+            &[("tls.crt", "C"), ("tls.key", "K")],
+        );
+        let ca = secret("gw-cacert", Some("Opaque"), &[("cacert", "CA")]);
+        let own = secret(
+            "own",
+            None,
+            &[("tls.crt", "C"), ("tls.key", "K"), ("ca.crt", "OWN")],
+        );
+        let other = secret("own-cacert", None, &[("ca.crt", "OTHER")]);
+        let orphan = secret("nobody-cacert", None, &[("ca.crt", "CA")]);
+        let (credentials, problems) = convert([&ca, &cert, &own, &other, &orphan]);
+        assert!(problems.is_empty(), "{problems:?}");
+        let key = |name: &str| ("istio-system".to_string(), name.to_string());
+        assert_eq!(
+            credentials[&key("gw")].ca_certificates.as_deref(),
+            Some(&b"CA"[..])
+        );
+        assert_eq!(
+            credentials[&key("own")].ca_certificates.as_deref(),
+            Some(&b"OWN"[..]),
+            "a Secret's own CA wins"
+        );
+        assert_eq!(credentials.len(), 2, "CA-only Secrets are not credentials");
     }
 
     #[test]

@@ -171,33 +171,23 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         })
         .to_string()
     };
-    let deployment = server
-        .kubectl(&["get", "deployment/pilotfish", "-n", NAMESPACE, "-o", "json"])
-        .expect_success("get deployment");
-    let deployment: Value = serde_json::from_str(&deployment.stdout).unwrap();
-    server
-        .kubectl_stdin(
-            &["create", "--dry-run=server", "-f", "-"],
-            &pod_from(&deployment["spec"]["template"], "pilotfish-0"),
-        )
-        .expect_success("control-plane pod under enforce=restricted");
-    let gateway = server
-        .kubectl(&[
-            "get",
-            "deployment/pilotfish-ingressgateway",
-            "-n",
-            NAMESPACE,
-            "-o",
-            "json",
-        ])
-        .expect_success("get ingress gateway deployment");
-    let gateway: Value = serde_json::from_str(&gateway.stdout).unwrap();
-    server
-        .kubectl_stdin(
-            &["create", "--dry-run=server", "-f", "-"],
-            &pod_from(&gateway["spec"]["template"], "ingressgateway-0"),
-        )
-        .expect_success("ingress gateway pod under enforce=restricted");
+    // The control plane and the ingress gateway run unprivileged.
+    for (deployment, pod) in [
+        ("pilotfish", "pilotfish-0"),
+        ("pilotfish-ingressgateway", "ingressgateway-0"),
+    ] {
+        let object = format!("deployment/{deployment}");
+        let found = server
+            .kubectl(&["get", &object, "-n", NAMESPACE, "-o", "json"])
+            .expect_success(&format!("get {object}"));
+        let found: Value = serde_json::from_str(&found.stdout).unwrap();
+        server
+            .kubectl_stdin(
+                &["create", "--dry-run=server", "-f", "-"],
+                &pod_from(&found["spec"]["template"], pod),
+            )
+            .expect_success(&format!("{deployment} pod under enforce=restricted"));
+    }
     let sidecar = server
         .kubectl(&[
             "get",

@@ -3,7 +3,8 @@
 //! `istio=ingressgateway`): the sample's paths reach our productpage
 //! backend, others answer 404. A Gateway that selects other proxies
 //! changes nothing for this one (not even a push), and removing the
-//! Gateway removes its listener from Envoy.
+//! Gateway removes its listener from Envoy. Gateways sharing a port merge;
+//! one that claims the port for another protocol is reported, not served.
 
 mod support;
 
@@ -173,4 +174,76 @@ fn mesh_version(pod: &support::Pod) -> u64 {
     pod.pilotfish.syncz()["mesh_version"]
         .as_u64()
         .expect("syncz mesh_version")
+}
+
+/// Two Gateways share port 8080 (their servers merge into one listener and
+/// route configuration `http.8080`); a third claims the port for TCP and is
+/// reported, not served, while the others keep routing.
+const SHARED_PORT: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: [shop.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: blog, creationTimestamp: "2024-02-01T00:00:00Z"}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: web, protocol: HTTP}, hosts: [blog.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: raw, creationTimestamp: "2024-03-01T00:00:00Z"}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: tcp, protocol: TCP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop}
+spec:
+  hosts: [shop.example.com]
+  gateways: [shop]
+  http: [{route: [{destination: {host: productpage}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: blog}
+spec:
+  hosts: [blog.example.com]
+  gateways: [blog]
+  http: [{route: [{destination: {host: details}}]}]
+"#;
+
+#[test]
+fn gateways_sharing_a_port_merge_and_a_conflicting_server_is_reported() {
+    let pod = gateway::ingress_pod("gw-shared-port")
+        .config("shared.yaml", SHARED_PORT)
+        .start();
+    wait_gateway_serves(&pod, PORT, "productpage", "");
+    wait_gateway_serves(&pod, PORT, "details", "");
+    pod.envoy.wait_route_domain("http.8080", "blog.example.com");
+    pod.tally(N, &to_gateway(PORT, "shop.example.com", "/"))
+        .assert_all("productpage v1", "the shop Gateway's host");
+    pod.tally(N, &to_gateway(PORT, "blog.example.com:8080", "/"))
+        .assert_all("details v1", "the blog Gateway's host, same port");
+    pod.tally(N, &to_gateway(PORT, "other.example.com", "/"))
+        .assert_all("status 404", "a host no Gateway takes");
+    let reported = pod
+        .pilotfish
+        .wait_diagnostic("a port serves one protocol family");
+    assert!(
+        reported.contains("Gateway default/raw") && reported.contains("spec.servers[0]"),
+        "{reported}"
+    );
+    let metrics = pod.pilotfish.metrics();
+    assert!(
+        metrics.contains("pilotfish_listener_conflicts 1"),
+        "{metrics}"
+    );
+    pod.envoy.assert_no_rejected_updates();
+    pod.pilotfish.wait_synced_without_nack(pod.envoy.node_id());
 }

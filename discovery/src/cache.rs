@@ -46,27 +46,75 @@ impl SnapshotCache {
             snapshot: Arc::new(Snapshot::default()),
             diagnostics: Arc::default(),
         });
-        if entry.snapshot.mesh_version != generation.version || generation.version == 0 {
-            let started = Instant::now();
-            let previous_version = entry.snapshot.mesh_version;
-            if generation.endpoints_only
-                && previous_version > 0
-                && previous_version + 1 == generation.version
-            {
-                rebuild_endpoints(&mut entry, generation, view);
-            } else {
-                let translation = translate(&generation.mesh, view);
-                let previous = Some(entry.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
-                entry.snapshot = Arc::new(Snapshot::build(
-                    generation.version,
-                    translation.resources,
-                    previous,
-                ));
-                entry.diagnostics = Arc::new(translation.diagnostics);
-            }
-            self.metrics.observe_translation(started.elapsed());
+        if entry.snapshot.mesh_version == generation.version && generation.version != 0 {
+            return entry.snapshot.clone();
         }
-        entry.snapshot.clone()
+        let started = Instant::now();
+        let previous_version = entry.snapshot.mesh_version;
+        let previous_diagnostics = entry.diagnostics.clone();
+        if generation.endpoints_only
+            && previous_version > 0
+            && previous_version + 1 == generation.version
+        {
+            rebuild_endpoints(&mut entry, generation, view);
+        } else {
+            let translation = translate(&generation.mesh, view);
+            let previous = Some(entry.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
+            entry.snapshot = Arc::new(Snapshot::build(
+                generation.version,
+                translation.resources,
+                previous,
+            ));
+            entry.diagnostics = Arc::new(translation.diagnostics);
+        }
+        self.metrics.observe_translation(started.elapsed());
+        let (snapshot, diagnostics) = (entry.snapshot.clone(), entry.diagnostics.clone());
+        // Release the entry before reading the others (same map).
+        drop(entry);
+        self.report(
+            view,
+            generation.version,
+            &previous_diagnostics,
+            &diagnostics,
+        );
+        snapshot
+    }
+
+    /// Logs what a view's new snapshot found that its previous snapshot and
+    /// the other views of this generation did not, and recounts the
+    /// diagnostic gauges. Views are translated when a proxy first asks, so
+    /// reporting here covers every kind of proxy (a gateway's conflicts are
+    /// found only in a gateway's view).
+    fn report(
+        &self,
+        view: &ProxyView,
+        version: u64,
+        previous: &[Diagnostic],
+        current: &[Diagnostic],
+    ) {
+        let mut others = BTreeSet::new();
+        let mut all = BTreeSet::new();
+        for entry in self.entries.iter() {
+            if entry.snapshot.mesh_version != version {
+                continue;
+            }
+            all.extend(entry.diagnostics.iter().cloned());
+            if entry.key() != view {
+                others.extend(entry.diagnostics.iter().cloned());
+            }
+        }
+        for d in current
+            .iter()
+            .filter(|d| !previous.contains(d) && !others.contains(*d))
+        {
+            tracing::warn!(kind = ?d.kind, object = %d.object, field = ?d.field, "{}", d.message);
+        }
+        let conflicts = all
+            .iter()
+            .filter(|d| d.kind == DiagnosticKind::ListenerConflict)
+            .count();
+        self.metrics.listener_conflicts.set(conflicts as i64);
+        self.metrics.translation_diagnostics.set(all.len() as i64);
     }
 
     /// Drops snapshots older than the previous generation; called when a

@@ -1,13 +1,12 @@
 //! Push scheduling: change signals are debounced, the mesh is rebuilt once,
 //! and the new generation is published to every stream.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pilotfish_registries::RegistrySnapshot;
-use pilotfish_translate::{DiagnosticKind, MeshState, ProxyView};
+use pilotfish_translate::{MeshState, ProxyView};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -53,13 +52,8 @@ pub fn publish(
         .services
         .set(generation.mesh.services.len() as i64);
 
-    let old_diagnostics: BTreeSet<_> = ctx
-        .cache
-        .diagnostics(previous.version)
-        .into_iter()
-        .collect();
     // Translate a default sidecar view eagerly so conflicts and other
-    // diagnostics are reported even before any proxy connects.
+    // diagnostics are reported (by the cache) even before any proxy connects.
     let default_view = ProxyView {
         namespace: "default".into(),
         ..Default::default()
@@ -67,7 +61,6 @@ pub fn publish(
     ctx.cache.snapshot(&generation, &default_view);
     tx.send_replace(generation.clone());
     ctx.cache.prune(previous.version);
-    report_diagnostics(ctx, &old_diagnostics, generation.version);
     tracing::info!(
         version = generation.version,
         services = generation.mesh.services.len(),
@@ -93,25 +86,6 @@ fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
             tracing::warn!(source = %problem.source, object = ?problem.object, field = ?problem.field, "{}", problem.message);
         }
     }
-}
-
-fn report_diagnostics(
-    ctx: &XdsContext,
-    old: &BTreeSet<pilotfish_translate::Diagnostic>,
-    version: u64,
-) {
-    let current = ctx.cache.diagnostics(version);
-    for d in current.iter().filter(|d| !old.contains(d)) {
-        tracing::warn!(kind = ?d.kind, object = %d.object, field = ?d.field, "{}", d.message);
-    }
-    let conflicts = current
-        .iter()
-        .filter(|d| d.kind == DiagnosticKind::ListenerConflict)
-        .count();
-    ctx.metrics.listener_conflicts.set(conflicts as i64);
-    ctx.metrics
-        .translation_diagnostics
-        .set(current.len() as i64);
 }
 
 /// A change reported by a source.

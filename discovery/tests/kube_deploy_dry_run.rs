@@ -12,13 +12,12 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::process::Command;
 
 use serde_json::{Value, json};
 use support::kube_apiserver::KubeApiServer;
 use support::process::Process;
-use support::{repo_path, wait_until};
+use support::{free_loopback_address, repo_path, wait_until};
 
 const NAMESPACE: &str = "pilotfish-system";
 const SERVICE_ACCOUNT: &str = "pilotfish";
@@ -422,11 +421,6 @@ fn deploy_documents(file: &str) -> Vec<Value> {
     let path = repo_path(&format!("deploy/kubernetes/{file}"));
     let text = std::fs::read_to_string(&path).unwrap();
     pilotfish_crds::load::parse_documents(&text).unwrap()
-}
-
-fn free_loopback_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
 }
 
 /// The Deployment's own command line, with the ConfigMap's values put in as

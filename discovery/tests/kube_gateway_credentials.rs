@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use serde_json::Value;
@@ -21,7 +20,7 @@ use support::http::control_get;
 use support::kube_apiserver::KubeApiServer;
 use support::kube_mesh::{apply, install_crds};
 use support::process::Process;
-use support::{PROPAGATION, STARTUP, wait_until};
+use support::{PROPAGATION, STARTUP, free_loopback_address, wait_until};
 
 const NAMESPACE: &str = "istio-system";
 
@@ -36,11 +35,6 @@ fn opaque_secret(name: &str, data: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {NAMESPACE}}}\ntype: Opaque\nstringData: {{{data}}}\n"
     )
-}
-
-fn free_loopback_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").to_string()
 }
 
 struct Pilotfish {

@@ -65,17 +65,24 @@ impl Drop for TempDir {
     }
 }
 
-/// A loopback port free for TCP and UDP (Serf uses both).
+/// Loopback ports free for TCP and UDP (Serf uses both), handed out once
+/// per process from below Linux's ephemeral range (32768+): a port taken
+/// from the ephemeral range and released could be reused by any outgoing
+/// connection before Consul binds it.
 fn free_ports(n: usize) -> Vec<u16> {
-    let mut held = Vec::new();
-    while held.len() < n {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if let Ok(udp) = UdpSocket::bind(("127.0.0.1", port)) {
-            held.push((tcp, udp, port));
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 20_000 + (std::process::id() % 90) * 100;
+    let mut out = Vec::new();
+    while out.len() < n {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(start + offset % 3_000).expect("port in range");
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            out.push(port);
         }
     }
-    held.into_iter().map(|(_, _, p)| p).collect()
+    out
 }
 
 #[derive(Clone, Copy, PartialEq)]

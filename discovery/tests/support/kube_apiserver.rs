@@ -512,16 +512,16 @@ fn kubectl_run(
     }
 }
 
-/// Three distinct free loopback ports (bound together, then released).
+/// Three distinct free loopback ports (see [`super::free_loopback_address`]).
 fn free_ports() -> [u16; 3] {
-    let listeners: Vec<TcpListener> = (0..3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect();
-    [ports[0], ports[1], ports[2]]
+    let port = || {
+        let address = super::free_loopback_address();
+        address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("a port")
+    };
+    [port(), port(), port()]
 }
 
 struct Certificates {

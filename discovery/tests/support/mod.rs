@@ -88,3 +88,20 @@ pub fn repo_path(relative: &str) -> PathBuf {
 pub fn outbound_cluster(port: u16, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
+
+/// A loopback `127.0.0.1:<port>` for a process the test starts to listen
+/// on. Ports are handed out once per test process from below Linux's
+/// ephemeral range (32768+): a port taken from that range and released
+/// could be reused by any outgoing connection before the process binds it.
+pub fn free_loopback_address() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = 23_000 + (std::process::id() % 90) * 100;
+    loop {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = u16::try_from(start + offset % 800).expect("port in range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return format!("127.0.0.1:{port}");
+        }
+    }
+}

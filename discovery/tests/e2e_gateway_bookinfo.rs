@@ -8,8 +8,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use serde_json::Value;
 use support::config_dump;
 use support::gateway::{self, istio_sample, to_gateway, wait_gateway_serves};
@@ -105,33 +103,47 @@ fn gateway_for_other_proxies_changes_nothing_and_removal_removes_the_listener() 
         lds_updates(),
         rds_updates(),
         listeners(&pod.envoy.config_dump()),
+        pushes(&pod, &node),
     );
     assert!(
-        before.0 > 0 && before.1 > 0,
-        "LDS and RDS stats exist: {before:?}"
+        before.0 > 0 && before.1 > 0 && before.3 > 0,
+        "LDS and RDS stats and pilotfish's push count exist: {before:?}"
     );
 
-    // Pilotfish takes the new Gateway in (a new mesh generation) ...
+    // Pilotfish takes the new Gateway in (a new mesh generation), and this
+    // proxy's stream has handled that generation (syncz records it once the
+    // stream has sent whatever the generation changed for the proxy) ...
     let version = mesh_version(&pod);
     pod.write_config("elsewhere.yaml", OTHER_GATEWAY);
-    wait_until("pilotfish to load elsewhere.yaml", PROPAGATION, || {
-        if mesh_version(&pod) > version {
-            Ok(())
-        } else {
-            Err("same mesh version".to_string())
-        }
-    });
+    wait_until(
+        "the gateway's stream to handle the new generation",
+        PROPAGATION,
+        || {
+            let syncz = pod.pilotfish.syncz();
+            let handled = syncz["proxies"]
+                .as_array()
+                .and_then(|proxies| proxies.iter().find(|p| p["identity"]["node_id"] == node))
+                .and_then(|p| p["mesh_version"].as_u64())
+                .unwrap_or(0);
+            if mesh_version(&pod) > version && handled == mesh_version(&pod) {
+                Ok(())
+            } else {
+                Err(format!("stream at generation {handled}: {syncz}"))
+            }
+        },
+    );
     pod.pilotfish.wait_synced_without_nack(&node);
-    // ... but this proxy's resources are the same, so nothing is pushed.
-    // An absent push can only be observed over a window: give a push, had
-    // there been one, ample time to land (pushes land in milliseconds).
-    std::thread::sleep(Duration::from_millis(500));
+    // ... but this proxy's resources are the same, so nothing was pushed.
     let after = (
         lds_updates(),
         rds_updates(),
         listeners(&pod.envoy.config_dump()),
+        pushes(&pod, &node),
     );
-    assert_eq!(before, after, "(LDS updates, RDS updates, listeners)");
+    assert_eq!(
+        before, after,
+        "(LDS updates, RDS updates, listeners, pushes pilotfish sent)"
+    );
     assert!(!after.2.iter().any(|l| l == "0.0.0.0_9999"));
     pod.tally(N, &to_gateway(PORT, "x", "/productpage"))
         .assert_all("productpage v1", "the sample still routes");
@@ -168,6 +180,24 @@ fn listeners(dump: &Value) -> Vec<String> {
         .into_iter()
         .map(str::to_string)
         .collect()
+}
+
+/// Proxy `node`'s entry in `/debug/syncz` (null if it is not connected).
+fn proxy_status(pod: &support::Pod, node: &str) -> Value {
+    let syncz = pod.pilotfish.syncz();
+    syncz["proxies"]
+        .as_array()
+        .and_then(|proxies| proxies.iter().find(|p| p["identity"]["node_id"] == node))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Responses pilotfish has sent proxy `node`, all types together.
+fn pushes(pod: &support::Pod, node: &str) -> u64 {
+    proxy_status(pod, node)["types"]
+        .as_object()
+        .map(|types| types.values().filter_map(|t| t["pushes"].as_u64()).sum())
+        .unwrap_or(0)
 }
 
 fn mesh_version(pod: &support::Pod) -> u64 {

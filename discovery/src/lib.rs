@@ -12,6 +12,7 @@ pub mod node;
 pub mod problems;
 pub mod proxy_view;
 pub mod push;
+pub mod security;
 pub mod serve;
 pub mod snapshot;
 pub mod sources;

@@ -1,0 +1,1 @@
+//! Pilotfish's certificate authority (to be written).

@@ -1,0 +1,1 @@
+//! Istio's `IstioCertificateService/CreateCertificate` (to be written).

@@ -1,0 +1,13 @@
+//! Who is on the other end of an xDS connection, and what it may receive:
+//! workload identities (SPIFFE), Pilotfish's certificate authority, the TLS
+//! listener that verifies client certificates, and the authenticator that
+//! turns a connection (client certificate or ServiceAccount token) into a
+//! verified identity.
+
+pub mod authn;
+pub mod ca;
+pub mod csr;
+pub mod identity;
+
+pub use authn::{Authenticator, PeerInfo};
+pub use identity::WorkloadIdentity;

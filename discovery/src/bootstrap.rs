@@ -31,6 +31,33 @@ pub struct BootstrapOptions {
     pub health_port: Option<u16>,
     /// Istio's Prometheus port: `GET /stats/prometheus`. `None`: no listener.
     pub stats_port: Option<u16>,
+    /// Metadata `SERVICE_ACCOUNT`: checked against the proxy's verified identity.
+    pub service_account: Option<String>,
+    /// Connect to Pilotfish's secure port over TLS. `None`: plaintext.
+    pub xds_tls: Option<XdsTls>,
+}
+
+/// How Envoy reaches the secure xDS port and proves who it is.
+#[derive(Clone, Debug, Default)]
+pub struct XdsTls {
+    /// PEM file of the mesh CA root that signed Pilotfish's certificate.
+    pub root_cert: String,
+    /// The name Pilotfish's certificate must carry (SNI and SAN check).
+    pub server_name: String,
+    /// The proxy's own certificate (from the mesh CA), if it has one.
+    pub client_certificate: Option<ClientCertificate>,
+    /// A ServiceAccount token sent as `authorization: Bearer`, if no
+    /// certificate. It is written into the bootstrap: keep the file private.
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClientCertificate {
+    pub cert_chain: String,
+    pub private_key: String,
+    /// Envoy reloads both files when this directory is swapped (the
+    /// `..data` symlink layout `pilotfish certificate` writes).
+    pub watched_directory: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -148,6 +175,12 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
             }],
         },
     });
+    if let Some(sa) = &opts.service_account {
+        out["node"]["metadata"]["SERVICE_ACCOUNT"] = json!(sa);
+    }
+    if let Some(tls) = &opts.xds_tls {
+        add_xds_tls(&mut out, tls);
+    }
     if let Some((region, zone, sub_zone)) = locality {
         out["node"]["locality"] = json!({"region": region, "zone": zone, "sub_zone": sub_zone});
     }
@@ -173,6 +206,44 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
         }
     }
     Ok(out)
+}
+
+/// TLS to Pilotfish's secure port: the server's certificate is checked
+/// against the mesh root and `server_name`; the proxy proves itself with a
+/// client certificate or a token.
+fn add_xds_tls(out: &mut Value, tls: &XdsTls) {
+    let mut common = json!({
+        "alpn_protocols": ["h2"],
+        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+        "validation_context": {
+            "trusted_ca": {"filename": tls.root_cert},
+            "match_typed_subject_alt_names": [
+                {"san_type": "DNS", "matcher": {"exact": tls.server_name}},
+            ],
+        },
+    });
+    if let Some(cert) = &tls.client_certificate {
+        let mut certificate = json!({
+            "certificate_chain": {"filename": cert.cert_chain},
+            "private_key": {"filename": cert.private_key},
+        });
+        if let Some(dir) = &cert.watched_directory {
+            certificate["watched_directory"] = json!({"path": dir});
+        }
+        common["tls_certificates"] = json!([certificate]);
+    }
+    out["static_resources"]["clusters"][0]["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": tls.server_name,
+            "common_tls_context": common,
+        },
+    });
+    if let Some(token) = &tls.token {
+        out["dynamic_resources"]["ads_config"]["grpc_services"][0]["initial_metadata"] =
+            json!([{"key": "authorization", "value": format!("Bearer {token}")}]);
+    }
 }
 
 /// The admin interface as a cluster, so that a few of its read-only pages
@@ -258,7 +329,61 @@ mod tests {
             xds_protocol: XdsProtocol::Sotw,
             health_port: Some(15021),
             stats_port: Some(15090),
+            service_account: None,
+            xds_tls: None,
         }
+    }
+
+    #[test]
+    fn secure_xds_checks_the_server_and_presents_a_certificate_or_a_token() {
+        let mut o = options();
+        o.service_account = Some("reviews".into());
+        o.xds_tls = Some(XdsTls {
+            root_cert: "/etc/certs/root-cert.pem".into(),
+            server_name: "istiod.istio-system.svc".into(),
+            client_certificate: Some(ClientCertificate {
+                cert_chain: "/etc/certs/cert-chain.pem".into(),
+                private_key: "/etc/certs/key.pem".into(),
+                watched_directory: Some("/etc/certs".into()),
+            }),
+            token: None,
+        });
+        let b = bootstrap(&o).expect("valid");
+        assert_eq!(b["node"]["metadata"]["SERVICE_ACCOUNT"], "reviews");
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "istiod.istio-system.svc");
+        let common = &tls["common_tls_context"];
+        assert_eq!(
+            common["validation_context"]["trusted_ca"]["filename"],
+            "/etc/certs/root-cert.pem"
+        );
+        assert_eq!(
+            common["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "istiod.istio-system.svc"
+        );
+        assert_eq!(
+            common["tls_certificates"][0]["watched_directory"]["path"],
+            "/etc/certs"
+        );
+        let grpc = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
+        assert!(grpc.get("initial_metadata").is_none());
+
+        let mut o = options();
+        o.xds_tls = Some(XdsTls {
+            root_cert: "/r.pem".into(),
+            server_name: "pilotfish".into(),
+            client_certificate: None,
+            token: Some("tok".into()),
+        });
+        let b = bootstrap(&o).expect("valid");
+        let grpc = &b["dynamic_resources"]["ads_config"]["grpc_services"][0];
+        assert_eq!(grpc["initial_metadata"][0]["value"], "Bearer tok");
+        assert!(
+            b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]
+                ["common_tls_context"]
+                .get("tls_certificates")
+                .is_none()
+        );
     }
 
     #[test]

@@ -73,16 +73,27 @@ impl RegistryStatus {
     }
 }
 
+/// Everything: readiness, metrics and the debug pages (which describe every
+/// proxy and the whole config, so they stay on loopback by default).
 pub fn router(state: DebugState) -> Router {
-    Router::new()
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics))
+    probes()
         .route("/debug/syncz", get(syncz))
         .route("/debug/diagnostics", get(diagnostics))
         .route("/debug/config_dump", get(dump))
         .route("/debug/registries", get(registries))
         .route("/debug/credentials", get(credentials))
         .with_state(state)
+}
+
+/// Only readiness and metrics: what probes and scrapers on the network need.
+pub fn monitoring_router(state: DebugState) -> Router {
+    probes().with_state(state)
+}
+
+fn probes() -> Router<DebugState> {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
 }
 
 /// Ready after the first full sync. A registry outage later does not make

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod config_dump;
 pub mod debug;
+pub mod incoming;
 pub mod mesh_store;
 pub mod metrics;
 pub mod node;

@@ -1,14 +1,19 @@
 //! The `pilotfish` binary.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use pilotfish_discovery::bootstrap::{BootstrapOptions, bootstrap};
-use pilotfish_discovery::serve::{DynamicRegistry, KubernetesConfigOptions, ServeOptions, serve};
+use pilotfish_discovery::bootstrap::{BootstrapOptions, ClientCertificate, XdsTls, bootstrap};
+use pilotfish_discovery::incoming::IncomingLimits;
+use pilotfish_discovery::security::authn::DEFAULT_TOKEN_AUDIENCE;
+use pilotfish_discovery::serve::{
+    CaSource, DynamicRegistry, IdentityOptions, KubernetesConfigOptions, SecureXdsOptions,
+    ServeOptions, serve,
+};
 use pilotfish_discovery::xds_types::XdsProtocol;
 use pilotfish_registries::consul::ConsulConfig;
 use pilotfish_registries::kubernetes::KubernetesConfig;
@@ -57,12 +62,30 @@ struct ServeArgs {
     /// Registry file (services and endpoints); repeatable.
     #[arg(long = "registry-file")]
     registry_files: Vec<PathBuf>,
-    /// gRPC ADS listen address.
-    #[arg(long, default_value = "0.0.0.0:15010")]
-    xds_address: SocketAddr,
-    /// Debug, readiness and metrics listen address.
-    #[arg(long, default_value = "0.0.0.0:15014")]
+    /// Plaintext ADS listen address (config only, never secrets), or `off`.
+    #[arg(long, default_value = "0.0.0.0:15010", value_parser = optional_address)]
+    xds_address: OptionalAddress,
+    /// ADS and Istio's CreateCertificate over TLS, or `off`.
+    #[arg(long, default_value = "0.0.0.0:15012", value_parser = optional_address)]
+    secure_xds_address: OptionalAddress,
+    /// Debug pages, readiness and metrics. Config dumps and sync status
+    /// describe every proxy: keep this on loopback unless the network is trusted.
+    #[arg(long, default_value = "127.0.0.1:15014")]
     http_address: SocketAddr,
+    /// Also serve only /ready and /metrics here (probes, Prometheus).
+    #[arg(long)]
+    monitoring_address: Option<SocketAddr>,
+    /// Seconds SIGTERM may take: proxies are told to go, then the process exits.
+    #[arg(long, default_value_t = 10)]
+    shutdown_timeout_seconds: u64,
+    /// Open xDS connections allowed per client IP address (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    max_connections_per_peer: usize,
+    /// Seconds a client may take to complete its TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    tls_handshake_timeout_seconds: u64,
+    #[command(flatten)]
+    security: SecurityArgs,
     /// Quiet time after a change before pushing.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
@@ -94,6 +117,83 @@ struct ServeArgs {
     consul: ConsulArgs,
     #[command(flatten)]
     kube: KubeArgs,
+}
+
+/// A listen address, or `None` for `off`.
+type OptionalAddress = Option<SocketAddr>;
+
+fn optional_address(text: &str) -> Result<OptionalAddress, String> {
+    match text {
+        "off" | "" => Ok(None),
+        _ => text
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{text:?}: {e} (expected HOST:PORT or off)")),
+    }
+}
+
+#[derive(clap::Args)]
+struct SecurityArgs {
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// Accept Kubernetes ServiceAccount tokens (checked with TokenReview) on the TLS port.
+    #[arg(long)]
+    token_review: bool,
+    /// Audience a token must be for; repeatable.
+    #[arg(long = "token-audience", default_value = DEFAULT_TOKEN_AUDIENCE)]
+    token_audiences: Vec<String>,
+    /// Directory holding the mesh CA (ca-cert.pem, ca-key.pem); generated there at first start.
+    #[arg(long, conflicts_with = "ca_secret")]
+    ca_dir: Option<PathBuf>,
+    /// Kubernetes Secret NAMESPACE/NAME holding the mesh CA; created at first start.
+    #[arg(long)]
+    ca_secret: Option<String>,
+    /// Serving certificate chain for the TLS port (PEM; re-read when it changes).
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// DNS names of the CA-issued serving certificate; repeatable.
+    #[arg(long = "tls-dns-name", default_values_t = [
+        "istiod.istio-system.svc".to_string(),
+        "pilotfish.pilotfish-system.svc".to_string(),
+        "localhost".to_string(),
+    ])]
+    tls_dns_names: Vec<String>,
+    /// IP addresses of the CA-issued serving certificate; repeatable.
+    #[arg(long = "tls-ip", default_value = "127.0.0.1")]
+    tls_ips: Vec<IpAddr>,
+    /// Seconds between checks of the serving certificate files.
+    #[arg(long, default_value_t = 5)]
+    tls_reload_seconds: u64,
+    /// Default life of workload certificates (CreateCertificate), seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    workload_cert_ttl_seconds: u64,
+    /// Longest life a workload certificate may be asked for, seconds.
+    #[arg(long, default_value_t = 90 * 24 * 3600)]
+    max_workload_cert_ttl_seconds: u64,
+}
+
+impl SecurityArgs {
+    fn ca_source(&self) -> anyhow::Result<CaSource> {
+        if let Some(dir) = &self.ca_dir {
+            return Ok(CaSource::Dir(dir.clone()));
+        }
+        match &self.ca_secret {
+            Some(text) => {
+                let (namespace, name) = text
+                    .split_once('/')
+                    .filter(|(ns, n)| !ns.is_empty() && !n.is_empty())
+                    .with_context(|| format!("--ca-secret {text:?}: expected NAMESPACE/NAME"))?;
+                Ok(CaSource::Secret {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            None => Ok(CaSource::Ephemeral),
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -199,6 +299,23 @@ struct BootstrapArgs {
     /// Port answering GET /stats/prometheus (Istio's 15090); 0 for none.
     #[arg(long, default_value_t = 15090)]
     stats_port: u16,
+    /// The workload's service account (metadata SERVICE_ACCOUNT).
+    #[arg(long)]
+    service_account: Option<String>,
+    /// Mesh CA root (PEM file on the proxy): connect over TLS to the secure port.
+    #[arg(long)]
+    xds_root_cert: Option<String>,
+    /// Name Pilotfish's certificate must carry.
+    #[arg(long, default_value = "istiod.istio-system.svc")]
+    xds_server_name: String,
+    /// Directory with the proxy's cert-chain.pem and key.pem (as written by
+    /// `pilotfish certificate`); Envoy reloads them when it changes.
+    #[arg(long, requires = "xds_root_cert", conflicts_with = "token_file")]
+    cert_dir: Option<String>,
+    /// ServiceAccount token file, sent as `authorization: Bearer` (read now
+    /// and written into the bootstrap).
+    #[arg(long, requires = "xds_root_cert")]
+    token_file: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -251,11 +368,43 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             RegistryArg::File => unreachable!("filtered out above"),
         })
         .collect();
+    if args.xds_address.is_none() && args.secure_xds_address.is_none() {
+        bail!("--xds-address and --secure-xds-address are both off: nothing would serve xDS");
+    }
+    let security = &args.security;
+    let secure_xds = match args.secure_xds_address {
+        None => None,
+        Some(address) => Some(SecureXdsOptions {
+            address,
+            ca: security.ca_source()?,
+            serving_files: security
+                .tls_cert_file
+                .clone()
+                .zip(security.tls_key_file.clone()),
+            dns_names: security.tls_dns_names.clone(),
+            ips: security.tls_ips.clone(),
+            reload_interval: Duration::from_secs(security.tls_reload_seconds.max(1)),
+            workload_cert_ttl: Duration::from_secs(security.workload_cert_ttl_seconds),
+            max_workload_cert_ttl: Duration::from_secs(security.max_workload_cert_ttl_seconds),
+        }),
+    };
     let opts = ServeOptions {
         config_dirs: args.config_dirs,
         registry_files: args.registry_files,
         xds_address: args.xds_address,
+        secure_xds,
         http_address: args.http_address,
+        monitoring_address: args.monitoring_address,
+        shutdown_timeout: Duration::from_secs(args.shutdown_timeout_seconds),
+        incoming: IncomingLimits {
+            max_per_peer: Some(args.max_connections_per_peer).filter(|n| *n > 0),
+            handshake_timeout: Duration::from_secs(args.tls_handshake_timeout_seconds.max(1)),
+        },
+        identity: IdentityOptions {
+            trust_domain: args.security.trust_domain.clone(),
+            token_review: args.security.token_review,
+            token_audiences: args.security.token_audiences.clone(),
+        },
         debounce: Duration::from_millis(args.debounce_ms),
         mesh: MeshConfig {
             domain_suffix: args.domain_suffix,
@@ -274,7 +423,11 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         kubeconfig: args.kube.kubeconfig.clone(),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(serve(opts))
+    let result = runtime.block_on(serve(opts));
+    // Blocking threads (file watches, Kubernetes clients) must not hold up
+    // the exit that serve() has already bounded.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 impl ServeArgs {
@@ -284,6 +437,7 @@ impl ServeArgs {
 }
 
 fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
+    let xds_tls = xds_tls(&args)?;
     let mut labels = BTreeMap::new();
     for label in &args.labels {
         let (k, v) = label
@@ -309,10 +463,41 @@ fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
             XdsProtocolArg::Sotw => XdsProtocol::Sotw,
             XdsProtocolArg::Delta => XdsProtocol::Delta,
         },
+        service_account: args.service_account.clone(),
+        xds_tls,
     };
     let value = bootstrap(&opts)?;
     println!("{}", serde_json::to_string_pretty(&value)?);
     Ok(())
+}
+
+fn xds_tls(args: &BootstrapArgs) -> anyhow::Result<Option<XdsTls>> {
+    let Some(root_cert) = &args.xds_root_cert else {
+        return Ok(None);
+    };
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let client_certificate = args.cert_dir.as_ref().map(|dir| {
+        let dir = dir.trim_end_matches('/');
+        ClientCertificate {
+            cert_chain: format!("{dir}/cert-chain.pem"),
+            private_key: format!("{dir}/key.pem"),
+            watched_directory: Some(dir.to_string()),
+        }
+    });
+    Ok(Some(XdsTls {
+        root_cert: root_cert.clone(),
+        server_name: args.xds_server_name.clone(),
+        client_certificate,
+        token,
+    }))
 }
 
 fn init_tracing(json: bool) {

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::security::metrics::SecurityMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TypeLabel {
     pub r#type: String,
@@ -33,6 +35,7 @@ pub struct Metrics {
     translation_seconds: Histogram,
     registry_connected: Family<RegistryLabel, Gauge>,
     registry_failures: Family<RegistryLabel, Gauge>,
+    pub security: SecurityMetrics,
 }
 
 impl Default for Metrics {
@@ -57,7 +60,9 @@ impl Metrics {
             translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry_connected: Family::default(),
             registry_failures: Family::default(),
+            security: SecurityMetrics::default(),
         };
+        m.security.register(&mut registry);
         registry.register(
             "xds_pushes",
             "xDS responses sent, by type",

@@ -9,13 +9,50 @@ use envoy_types::pb::google::protobuf::{Struct, value::Kind};
 use pilotfish_translate::{InterceptionMode, Locality, ProxyKind, ProxyView};
 use serde::Serialize;
 
+use crate::security::WorkloadIdentity;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProxyIdentity {
     pub node_id: String,
     pub kind: ProxyKind,
     pub ip: Option<String>,
     pub pod: Option<String>,
+    /// The namespace written in the node id (`<pod>.<namespace>`), if any.
+    pub id_namespace: Option<String>,
+    /// Metadata `SERVICE_ACCOUNT`, if the proxy sent it.
+    pub service_account: Option<String>,
     pub view: ProxyView,
+}
+
+impl ProxyIdentity {
+    /// Checks what the node says about itself against what it proved: the
+    /// namespace it asks config (and secrets) for, the namespace in its id,
+    /// and its service account must all be the verified identity's.
+    pub fn matches(&self, verified: &WorkloadIdentity) -> Result<(), String> {
+        if self.view.namespace != verified.namespace {
+            return Err(format!(
+                "metadata NAMESPACE {:?} is not the authenticated namespace {:?}",
+                self.view.namespace, verified.namespace
+            ));
+        }
+        if let Some(ns) = self.id_namespace.as_ref().filter(|ns| **ns != verified.namespace) {
+            return Err(format!(
+                "the node id's namespace {ns:?} is not the authenticated namespace {:?}",
+                verified.namespace
+            ));
+        }
+        if let Some(sa) = self
+            .service_account
+            .as_ref()
+            .filter(|sa| **sa != verified.service_account)
+        {
+            return Err(format!(
+                "metadata SERVICE_ACCOUNT {sa:?} is not the authenticated service account {:?}",
+                verified.service_account
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -49,7 +86,7 @@ pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
     };
     let namespace = metadata
         .and_then(|m| string_field(m, "NAMESPACE"))
-        .or(id_namespace)
+        .or_else(|| id_namespace.clone())
         .or_else(|| domain.split('.').next().map(str::to_string))
         .filter(|ns| !ns.is_empty())
         .unwrap_or_else(|| "default".to_string());
@@ -64,6 +101,10 @@ pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
         kind,
         ip: Some(ip.to_string()).filter(|s| !s.is_empty()),
         pod,
+        id_namespace,
+        service_account: metadata
+            .and_then(|m| string_field(m, "SERVICE_ACCOUNT"))
+            .filter(|sa| !sa.is_empty()),
         view: ProxyView {
             kind,
             namespace,
@@ -155,6 +196,35 @@ mod tests {
         assert_eq!(view.locality, Locality::parse("us-east/zone-a"));
         node.locality = Some(Default::default());
         assert_eq!(identify(Some(&node)).unwrap().view.locality, None);
+    }
+
+    #[test]
+    fn node_claims_must_match_the_verified_identity() {
+        let node = |id: &str, ns: Option<&str>, sa: Option<&str>| {
+            let mut meta = Struct::default();
+            if let Some(ns) = ns {
+                meta.fields.insert("NAMESPACE".into(), string(ns));
+            }
+            if let Some(sa) = sa {
+                meta.fields.insert("SERVICE_ACCOUNT".into(), string(sa));
+            }
+            identify(Some(&Node {
+                id: id.into(),
+                metadata: Some(meta),
+                ..Default::default()
+            }))
+            .expect("valid node")
+        };
+        let verified = WorkloadIdentity::new("cluster.local", "shop", "gw");
+        let id = "router~10.0.0.1~gw-1.shop~shop.svc.cluster.local";
+        assert_eq!(node(id, Some("shop"), Some("gw")).matches(&verified), Ok(()));
+        assert_eq!(node(id, None, None).matches(&verified), Ok(()));
+        let claims_other = node(id, Some("istio-system"), None).matches(&verified);
+        assert!(claims_other.is_err_and(|e| e.contains("NAMESPACE \"istio-system\"")));
+        let other_id = "router~10.0.0.1~gw-1.prod~prod.svc.cluster.local";
+        assert!(node(other_id, Some("shop"), None).matches(&verified).is_err());
+        let other_sa = node(id, Some("shop"), Some("admin")).matches(&verified);
+        assert!(other_sa.is_err_and(|e| e.contains("SERVICE_ACCOUNT")));
     }
 
     #[test]

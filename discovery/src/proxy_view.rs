@@ -113,6 +113,8 @@ mod tests {
             kind: ProxyKind::Sidecar,
             ip: Some(ip.into()),
             pod: Some("x".into()),
+            id_namespace: Some("default".into()),
+            service_account: None,
             view: ProxyView::default(),
         }
     }

@@ -1,7 +1,8 @@
 //! `pilotfish serve`: wires sources, the push scheduler, the ADS server and
 //! the debug server together.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,9 +16,15 @@ use tokio::sync::{mpsc, watch};
 
 use crate::ads::{AdsServer, XdsContext};
 use crate::debug::{self, DebugState, RegistryStatus};
+use crate::incoming::{self, IncomingLimits};
 use crate::mesh_store::{MeshGeneration, MeshStore};
 use crate::metrics::Metrics;
 use crate::push::{self, Debounce};
+use crate::security::authn::{DEFAULT_TOKEN_AUDIENCE, TokenReviewer};
+use crate::security::ca::CertificateAuthority;
+// PKI-MERGE use crate::security::csr::CertificateService;
+use crate::security::server_tls::{self, ServingCertificate};
+use crate::security::Authenticator;
 use crate::sources;
 use crate::sources::config_dir::ConfigDirs;
 use crate::sources::registry_files::RegistryFiles;
@@ -26,8 +33,23 @@ use crate::sources::watch::watch_paths;
 pub struct ServeOptions {
     pub config_dirs: Vec<PathBuf>,
     pub registry_files: Vec<PathBuf>,
-    pub xds_address: SocketAddr,
+    /// Plaintext ADS (Istio's 15010): config for anyone who asks, never
+    /// secrets. `None`: off.
+    pub xds_address: Option<SocketAddr>,
+    /// ADS and the certificate service over TLS (Istio's 15012).
+    pub secure_xds: Option<SecureXdsOptions>,
+    /// Debug pages, readiness and metrics; loopback by default, since config
+    /// dumps and sync status describe every proxy.
     pub http_address: SocketAddr,
+    /// Only `/ready` and `/metrics`, for probes and scrapers from the network.
+    pub monitoring_address: Option<SocketAddr>,
+    /// How long SIGTERM may take: streams are told to go, then the process
+    /// exits even if some connection lingers.
+    pub shutdown_timeout: Duration,
+    /// Limits on what any client can make the xDS listeners hold.
+    pub incoming: IncomingLimits,
+    /// Who the mesh's workloads are: SPIFFE trust domain and token review.
+    pub identity: IdentityOptions,
     pub debounce: Duration,
     pub mesh: MeshConfig,
     pub default_namespace: String,
@@ -48,6 +70,50 @@ pub enum DynamicRegistry {
     Kubernetes(KubernetesConfig),
 }
 
+/// The secure xDS port.
+pub struct SecureXdsOptions {
+    pub address: SocketAddr,
+    pub ca: CaSource,
+    /// Serving certificate files; `None`: issued by the mesh CA for
+    /// `dns_names` and `ips`, renewed at half its life.
+    pub serving_files: Option<(PathBuf, PathBuf)>,
+    pub dns_names: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    /// How often serving certificate files are checked for changes.
+    pub reload_interval: Duration,
+    /// Workload certificates from CreateCertificate: default and maximum life.
+    pub workload_cert_ttl: Duration,
+    pub max_workload_cert_ttl: Duration,
+}
+
+/// Where the mesh CA's root and key come from.
+pub enum CaSource {
+    /// `ca-cert.pem` and `ca-key.pem` in a directory, generated there at
+    /// first start.
+    Dir(PathBuf),
+    /// A Kubernetes Secret (`ca-cert.pem`, `ca-key.pem`), created at first start.
+    Secret { namespace: String, name: String },
+    /// Generated in memory: certificates it issued die with the process.
+    Ephemeral,
+}
+
+pub struct IdentityOptions {
+    pub trust_domain: String,
+    /// Check ServiceAccount tokens with the Kubernetes API server.
+    pub token_review: bool,
+    pub token_audiences: Vec<String>,
+}
+
+impl Default for IdentityOptions {
+    fn default() -> Self {
+        IdentityOptions {
+            trust_domain: "cluster.local".into(),
+            token_review: false,
+            token_audiences: vec![DEFAULT_TOKEN_AUDIENCE.into()],
+        }
+    }
+}
+
 pub struct KubernetesConfigOptions {
     /// Namespaces to watch; empty means all.
     pub namespaces: std::collections::BTreeSet<String>,
@@ -61,7 +127,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.mesh,
     );
     let (generation_tx, generation_rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::new(metrics.clone(), generation_rx));
 
     // Watch before the first load so no edit falls between the two.
     let (change_tx, change_rx) = mpsc::unbounded_channel();
@@ -74,6 +139,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let mut registries = Vec::new();
     // One client for every Kubernetes watch, built only when one is asked for.
     let needs_kube = opts.kubernetes_config.is_some()
+        || opts.identity.token_review
+        || matches!(
+            opts.secure_xds.as_ref().map(|s| &s.ca),
+            Some(CaSource::Secret { .. })
+        )
         || opts
             .registries
             .iter()
@@ -85,6 +155,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 .context("cannot configure the Kubernetes client")?,
         ),
         false => None,
+    };
+    let reviewer = match (&kube, opts.identity.token_review) {
+        (Some(api), true) => Some(TokenReviewer::new(
+            api.client.clone(),
+            opts.identity.token_audiences.clone(),
+        )),
+        _ => None,
+    };
+    let authenticator = Arc::new(Authenticator::new(&opts.identity.trust_domain, reviewer));
+    let ctx = Arc::new(
+        XdsContext::new(metrics.clone(), generation_rx).with_authenticator(authenticator.clone()),
+    );
+    let ca = match &opts.secure_xds {
+        Some(secure) => Some(Arc::new(
+            load_ca(&secure.ca, kube.as_ref(), &opts.identity.trust_domain).await?,
+        )),
+        None => None,
     };
     // Kept alive for as long as the server runs: dropping stops the watches.
     let mut _consul = None;
@@ -157,31 +244,176 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ready.clone(),
     ));
 
-    let http_listener = tokio::net::TcpListener::bind(opts.http_address)
-        .await
-        .with_context(|| format!("cannot listen on {} (debug/metrics)", opts.http_address))?;
-    let http = axum::serve(
-        http_listener,
-        debug::router(DebugState {
-            ctx: ctx.clone(),
-            ready: ready.clone(),
-            registries: Arc::new(registries),
-        }),
-    );
-    tracing::info!(xds = %opts.xds_address, http = %opts.http_address, "pilotfish serving");
+    let debug_state = DebugState {
+        ctx: ctx.clone(),
+        ready: ready.clone(),
+        registries: Arc::new(registries),
+    };
+    let stop = ctx.shutdown.clone();
+    let mut servers: Vec<Server> = Vec::new();
+    servers.push(http_server(
+        "debug",
+        opts.http_address,
+        debug::router(debug_state.clone()),
+        stop.clone(),
+    )
+    .await?);
+    if let Some(address) = opts.monitoring_address {
+        servers.push(http_server(
+            "monitoring",
+            address,
+            debug::monitoring_router(debug_state),
+            stop.clone(),
+        )
+        .await?);
+    }
+    if let Some(address) = opts.xds_address {
+        let listener = incoming::bind(address)
+            .with_context(|| format!("cannot listen on {address} (plaintext xDS)"))?;
+        let connections = incoming::incoming(
+            listener,
+            None,
+            opts.incoming.clone(),
+            metrics.clone(),
+            stop.clone(),
+        );
+        let grpc = grpc_server()
+            .add_service(AdsServer::new(ctx.clone()).into_service())
+            .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned());
+        servers.push(named("plaintext xDS", async move {
+            grpc.await.map_err(anyhow::Error::from)
+        }));
+        tracing::info!(%address, "serving plaintext xDS (config only, never secrets)");
+    }
+    if let (Some(secure), Some(ca)) = (&opts.secure_xds, &ca) {
+        let source = match &secure.serving_files {
+            Some((cert_chain, private_key)) => ServingCertificate::Files {
+                cert_chain: cert_chain.clone(),
+                private_key: private_key.clone(),
+            },
+            None => ServingCertificate::Issued {
+                ca: ca.clone(),
+                dns_names: secure.dns_names.clone(),
+                ips: secure.ips.clone(),
+                ttl: SERVING_CERT_TTL,
+            },
+        };
+        let tls = server_tls::server_config(
+            source,
+            ca.root_pem(),
+            secure.reload_interval,
+            stop.clone(),
+        )
+        .context("cannot set up TLS for the secure xDS port")?;
+        let listener = incoming::bind(secure.address)
+            .with_context(|| format!("cannot listen on {} (secure xDS)", secure.address))?;
+        let connections = incoming::incoming(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+            opts.incoming.clone(),
+            metrics.clone(),
+            stop.clone(),
+        );
+        // PKI-MERGE let certificates = CertificateService::new(
+        // PKI-MERGE     ca.clone(),
+        // PKI-MERGE     authenticator.clone(),
+        // PKI-MERGE     secure.workload_cert_ttl,
+        // PKI-MERGE     secure.max_workload_cert_ttl,
+        // PKI-MERGE );
+        let grpc = grpc_server()
+            .add_service(AdsServer::new(ctx.clone()).into_service())
+            // PKI-MERGE .add_service(certificates)
+            .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned());
+        servers.push(named("secure xDS", async move {
+            grpc.await.map_err(anyhow::Error::from)
+        }));
+        tracing::info!(address = %secure.address, trust_domain = %opts.identity.trust_domain, "serving xDS and certificates over TLS");
+    }
+    tracing::info!(xds = ?opts.xds_address, secure_xds = ?opts.secure_xds.as_ref().map(|s| s.address), http = %opts.http_address, "pilotfish serving");
 
-    let grpc = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_service(AdsServer::new(ctx.clone()).into_service())
-        .serve_with_shutdown(opts.xds_address, shutdown_signal());
-
-    let result = tokio::select! {
-        r = grpc => r.context("xDS server failed"),
-        r = http => r.context("debug server failed"),
-        r = scheduler => r.context("push scheduler stopped").and(Ok(())),
+    let mut running = futures::future::select_all(servers);
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        (result, _, _) = &mut running => Some(result.err().unwrap_or_else(|| anyhow::anyhow!("a server stopped"))),
+        r = scheduler => Some(anyhow::anyhow!("push scheduler stopped: {r:?}")),
     };
     ready.store(false, Ordering::Release);
-    result
+    // Stop accepting, tell every proxy to go (GOAWAY, and UNAVAILABLE on its
+    // stream so it reconnects elsewhere), and give connections a bounded
+    // time to close.
+    stop.cancel();
+    let remaining = running.into_inner();
+    match tokio::time::timeout(opts.shutdown_timeout, futures::future::join_all(remaining)).await {
+        Ok(_) => tracing::info!("stopped"),
+        Err(_) => tracing::warn!(timeout = ?opts.shutdown_timeout, "connections still open at the shutdown deadline; exiting anyway"),
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// How long the mesh CA's certificate for the secure port lives (renewed at half).
+const SERVING_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
+
+type Server = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+fn named(
+    what: &'static str,
+    server: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> Server {
+    Box::pin(async move { server.await.with_context(|| format!("{what} server failed")) })
+}
+
+/// The gRPC server settings shared by both xDS ports.
+fn grpc_server() -> tonic::transport::Server {
+    tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)))
+}
+
+async fn http_server(
+    what: &'static str,
+    address: SocketAddr,
+    router: axum::Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Server> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({what})"))?;
+    if !address.ip().is_loopback() && what == "debug" {
+        tracing::warn!(%address, "debug pages (config dumps, proxy status) are open to the network");
+    }
+    Ok(named(what, async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .map_err(anyhow::Error::from)
+    }))
+}
+
+async fn load_ca(
+    source: &CaSource,
+    kube: Option<&ApiServer>,
+    trust_domain: &str,
+) -> anyhow::Result<CertificateAuthority> {
+    match source {
+        CaSource::Dir(dir) => CertificateAuthority::load_or_generate_dir(dir, trust_domain)
+            .with_context(|| format!("mesh CA in {}", dir.display())),
+        CaSource::Secret { namespace, name } => {
+            let api = kube.context("a CA Secret needs a Kubernetes API server")?;
+            CertificateAuthority::load_or_create_secret(
+                api.client.clone(),
+                namespace,
+                name,
+                trust_domain,
+            )
+            .await
+            .with_context(|| format!("mesh CA in Secret {namespace}/{name}"))
+        }
+        CaSource::Ephemeral => {
+            tracing::warn!("mesh CA generated in memory (no --ca-dir or --ca-secret): certificates it issues die with this process");
+            CertificateAuthority::generate(trust_domain).context("cannot generate the mesh CA")
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -26,6 +26,10 @@ pub struct ProxyStatus {
     pub connection_id: u64,
     pub identity: ProxyIdentity,
     pub protocol: XdsProtocol,
+    /// The SPIFFE id the proxy proved (client certificate or token), if any.
+    pub verified_identity: Option<String>,
+    /// Connected over TLS.
+    pub secure: bool,
     pub connected_at_unix: u64,
     pub mesh_version: u64,
     pub types: BTreeMap<XdsType, TypeStatus>,

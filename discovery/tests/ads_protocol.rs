@@ -9,7 +9,8 @@ mod ads_support;
 
 use std::time::Duration;
 
-use ads_support::{Harness, REVIEWS, expect_silence, next_message, node, start};
+use ads_support::{Credential, Harness, REVIEWS, expect_silence, next_message, node, start};
+use pilotfish_discovery::security::WorkloadIdentity;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -33,9 +34,16 @@ struct Client {
 
 impl Client {
     async fn connect(addr: std::net::SocketAddr) -> Client {
-        let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
             .await
             .expect("connect to ADS");
+        Client::on(channel).await
+    }
+
+    async fn on(channel: tonic::transport::Channel) -> Client {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (requests, rx) = mpsc::channel(16);
         let responses = client
             .stream_aggregated_resources(ReceiverStream::new(rx))
@@ -256,7 +264,13 @@ async fn ads_serves_named_secrets_and_pushes_a_rotated_certificate() {
     let mut h = start().await;
     h.set_config("gateway.yaml", GATEWAY_WITH_CREDENTIAL);
     set_credential(&mut h, "CERT-1");
-    let mut c = Client::connect(h.addr).await;
+    // Secrets go only to a proxy authenticated in their namespace.
+    let gateway = WorkloadIdentity::new("cluster.local", "default", "gw");
+    let channel = h
+        .secure_channel(Credential::Certificate(&gateway))
+        .await
+        .expect("TLS with a mesh certificate");
+    let mut c = Client::on(channel).await;
 
     // SDS names its resources: an unknown name gets an empty answer, the
     // known one its secret.

@@ -14,6 +14,10 @@
 //!   presents, without a restart; deleting it stops the server and is
 //!   reported naming the Gateway and field.
 //!
+//! The gateway connects to the secure xDS port (15012) with a ServiceAccount
+//! token (audience `istio-ca`) that pilotfish checks with the API server's
+//! TokenReview: secrets go only to a proxy authenticated in their namespace.
+//!
 //! Needs root (network namespaces) and scripts/install-kube-apiserver.sh.
 
 mod support;
@@ -24,6 +28,7 @@ use support::gateway::{INGRESS_LABELS, https_tally, to_gateway};
 use support::kube_apiserver::KubeApiServer;
 use support::kube_mesh::{
     KubePod, KubePodOptions, apply, apply_bookinfo_config, bookinfo_workloads, install_crds,
+    service_account_token,
 };
 use support::tls::{ClientAuth, Identity, TestCa, TlsBackends};
 use support::traffic::ms;
@@ -169,9 +174,16 @@ fn credential_name_secrets_reach_envoy_over_sds_and_follow_renewal_and_deletion(
     );
     apply(&server, GATEWAY);
 
-    let pod = KubePod::start(&server, KubePodOptions::new("kube-gw-sds"));
+    let pod = KubePod::start(
+        &server,
+        KubePodOptions {
+            secure_xds: true,
+            ..KubePodOptions::new("kube-gw-sds")
+        },
+    );
     pod.wait_bookinfo_served();
-    let gateway = pod.start_gateway("ingress", &INGRESS_LABELS);
+    let token = service_account_token(&server, "default", "ingress", "istio-ca");
+    let gateway = pod.start_gateway_with_token("ingress", &INGRESS_LABELS, &token);
     // The listener only warms once Envoy has both secrets over SDS.
     gateway.wait_listener("0.0.0.0_8443");
     let dump = gateway.config_dump().to_string();

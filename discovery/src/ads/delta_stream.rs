@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::XdsContext;
 use super::delta::{DeltaState, SubscriptionChange};
-use super::session::{Protocol, Session};
+use super::session::{Caller, Protocol, Session};
 use crate::xds_types::{XdsProtocol, XdsType};
 
 /// Unanswered responses kept per type; a proxy answers each in order, so
@@ -36,9 +36,10 @@ impl DeltaConnection {
         ctx: Arc<XdsContext>,
         id: u64,
         tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+        caller: Caller,
     ) -> Self {
         DeltaConnection {
-            session: Session::new(ctx, id, XdsProtocol::Delta, tx),
+            session: Session::new(ctx, id, XdsProtocol::Delta, tx, caller),
             types: BTreeMap::new(),
         }
     }
@@ -80,7 +81,7 @@ impl DeltaConnection {
         let Some(stream) = self.types.get_mut(&ty) else {
             return Ok(());
         };
-        let delta = stream.state.diff(snapshot.of(ty));
+        let delta = stream.state.diff(self.session.resources(&snapshot, ty));
         if delta.is_empty() && !always {
             return Ok(());
         }
@@ -148,6 +149,8 @@ impl Protocol for DeltaConnection {
             tracing::debug!(connection = self.session.id, type_url = %request.type_url, "ignoring request for a type Pilotfish does not serve");
             return Ok(());
         };
+        self.session
+            .note_request(ty, &request.resource_names_subscribe);
         if !request.response_nonce.is_empty() {
             self.on_reply(ty, &request);
         }

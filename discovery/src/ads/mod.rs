@@ -23,10 +23,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::cache::SnapshotCache;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
+use crate::security::{Authenticator, PeerInfo};
 use crate::status::SyncStatus;
+
+pub use session::Caller;
 
 /// Large delta and SotW requests list many resource names.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -37,6 +42,12 @@ pub struct XdsContext {
     pub status: SyncStatus,
     pub metrics: Arc<Metrics>,
     pub generations: watch::Receiver<Arc<MeshGeneration>>,
+    /// Who a stream's caller is (client certificate or token).
+    pub authenticator: Arc<Authenticator>,
+    /// Refuse streams on the TLS port that present no credential.
+    pub require_identity_on_tls: bool,
+    /// Cancelled on shutdown: every stream tells its proxy to go.
+    pub shutdown: CancellationToken,
     next_connection: AtomicU64,
 }
 
@@ -47,8 +58,49 @@ impl XdsContext {
             status: SyncStatus::default(),
             metrics,
             generations,
+            authenticator: Arc::new(Authenticator::new("cluster.local", None)),
+            require_identity_on_tls: true,
+            shutdown: CancellationToken::new(),
             next_connection: AtomicU64::new(1),
         }
+    }
+
+    /// Authenticates with `authenticator` instead of the default (trust
+    /// domain cluster.local, client certificates only).
+    pub fn with_authenticator(mut self, authenticator: Arc<Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
+    /// Who opened a stream: its address, whether it came over TLS, and its
+    /// verified identity. A credential that does not verify, or none on the
+    /// TLS port, refuses the stream.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        let peer = PeerInfo::of(request);
+        let remote = peer
+            .and_then(|p| p.remote_addr)
+            .or_else(|| request.remote_addr());
+        let secure = peer.is_some_and(|p| p.secure);
+        let identity = match self.authenticator.authenticate(request).await {
+            Ok(identity) => identity,
+            Err(status) => {
+                self.metrics.security.authentication_failed("bad_credential");
+                tracing::warn!(peer = ?remote, error = %status.message(), "xDS stream refused: credential does not verify");
+                return Err(status);
+            }
+        };
+        if secure && identity.is_none() && self.require_identity_on_tls {
+            self.metrics.security.authentication_failed("no_credential");
+            tracing::warn!(peer = ?remote, "xDS stream refused: no client certificate or token on the TLS port");
+            return Err(Status::unauthenticated(
+                "the secure xDS port needs a client certificate from the mesh CA or a ServiceAccount token (authorization: Bearer)",
+            ));
+        }
+        Ok(Caller {
+            remote,
+            secure,
+            identity,
+        })
     }
 
     fn connection_id(&self) -> u64 {
@@ -83,10 +135,11 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
+        let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(16);
-        let connection = stream::Connection::new(self.ctx.clone(), self.ctx.connection_id(), tx);
-        tokio::spawn(session::serve(connection, request.into_inner(), peer));
+        let connection =
+            stream::Connection::new(self.ctx.clone(), self.ctx.connection_id(), tx, caller);
+        tokio::spawn(session::serve(connection, request.into_inner()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -94,11 +147,15 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let peer = request.remote_addr();
+        let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(16);
-        let connection =
-            delta_stream::DeltaConnection::new(self.ctx.clone(), self.ctx.connection_id(), tx);
-        tokio::spawn(session::serve(connection, request.into_inner(), peer));
+        let connection = delta_stream::DeltaConnection::new(
+            self.ctx.clone(),
+            self.ctx.connection_id(),
+            tx,
+            caller,
+        );
+        tokio::spawn(session::serve(connection, request.into_inner()));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -18,15 +18,33 @@ use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
 use crate::proxy_view::view_for;
-use crate::snapshot::Snapshot;
+use crate::security::WorkloadIdentity;
+use crate::snapshot::{Snapshot, TypeResources};
 use crate::status::{ProxyStatus, TypeStatus};
 use crate::xds_types::{XdsProtocol, XdsType};
+
+/// Who opened a stream, as far as the server could verify.
+#[derive(Clone, Debug, Default)]
+pub struct Caller {
+    pub remote: Option<SocketAddr>,
+    /// Came over TLS.
+    pub secure: bool,
+    /// Verified by client certificate or token; `None` for an anonymous
+    /// (plaintext) caller.
+    pub identity: Option<WorkloadIdentity>,
+}
+
+/// What an anonymous caller gets instead of secrets.
+static NO_SECRETS: LazyLock<TypeResources> = LazyLock::new(TypeResources::default);
 
 /// One proxy's stream, independent of the protocol variant spoken on it.
 pub struct Session<R> {
     pub ctx: Arc<XdsContext>,
     pub id: u64,
     protocol: XdsProtocol,
+    caller: Caller,
+    /// A refused secret request was logged (once per stream; counted always).
+    refusal_logged: bool,
     tx: mpsc::Sender<Result<R, Status>>,
     identity: Option<ProxyIdentity>,
     status: Option<Arc<Mutex<ProxyStatus>>>,
@@ -40,12 +58,15 @@ impl<R> Session<R> {
         id: u64,
         protocol: XdsProtocol,
         tx: mpsc::Sender<Result<R, Status>>,
+        caller: Caller,
     ) -> Self {
         let generation = ctx.generations.borrow().clone();
         Session {
             ctx,
             id,
             protocol,
+            caller,
+            refusal_logged: false,
             tx,
             identity: None,
             status: None,
@@ -61,7 +82,20 @@ impl<R> Session<R> {
             return Ok(());
         }
         let identity = identify(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        tracing::info!(connection = self.id, node = %identity.node_id, namespace = %identity.view.namespace, protocol = ?self.protocol, "proxy connected");
+        if let Some(verified) = &self.caller.identity
+            && let Err(mismatch) = identity.matches(verified)
+        {
+            self.ctx
+                .metrics
+                .security
+                .authentication_failed("identity_mismatch");
+            tracing::warn!(connection = self.id, peer = ?self.caller.remote, node = %identity.node_id, identity = %verified, error = %mismatch, "xDS stream refused: node metadata disagrees with the verified identity");
+            return Err(Status::permission_denied(format!(
+                "node {:?}: {mismatch}; authenticated as {verified}",
+                identity.node_id
+            )));
+        }
+        tracing::info!(connection = self.id, node = %identity.node_id, namespace = %identity.view.namespace, protocol = ?self.protocol, peer = ?self.caller.remote, identity = ?self.caller.identity.as_ref().map(WorkloadIdentity::spiffe_uri), "proxy connected");
         let connected_at_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -70,6 +104,8 @@ impl<R> Session<R> {
             connection_id: self.id,
             identity: identity.clone(),
             protocol: self.protocol,
+            verified_identity: self.caller.identity.as_ref().map(WorkloadIdentity::spiffe_uri),
+            secure: self.caller.secure,
             connected_at_unix,
             mesh_version: self.generation.version,
             types: BTreeMap::new(),
@@ -85,6 +121,45 @@ impl<R> Session<R> {
         let identity = self.identity.as_ref()?;
         let view = view_for(identity, &self.generation.inbound);
         Some(self.ctx.cache.snapshot(&self.generation, &view))
+    }
+
+    /// The resources of `ty` this stream may receive from `snapshot`:
+    /// secrets only for a caller whose verified identity is of the proxy's
+    /// namespace (checked at registration), everything else for anyone.
+    pub fn resources<'a>(&self, snapshot: &'a Snapshot, ty: XdsType) -> &'a TypeResources {
+        if ty == XdsType::Secret && !self.may_hold_secrets() {
+            return &NO_SECRETS;
+        }
+        snapshot.of(ty)
+    }
+
+    fn may_hold_secrets(&self) -> bool {
+        self.caller.secure && self.caller.identity.is_some() && self.identity.is_some()
+    }
+
+    /// Logs (once per stream) and counts a secret request that will be
+    /// answered without secrets; names only, never key material.
+    pub fn note_request(&mut self, ty: XdsType, names: &[String]) {
+        if ty != XdsType::Secret || self.may_hold_secrets() {
+            return;
+        }
+        let reason = if self.caller.secure {
+            "unauthenticated"
+        } else {
+            "plaintext"
+        };
+        self.ctx.metrics.security.secret_refused(reason);
+        if !self.refusal_logged {
+            self.refusal_logged = true;
+            tracing::warn!(
+                connection = self.id,
+                peer = ?self.caller.remote,
+                node = ?self.identity.as_ref().map(|i| &i.node_id),
+                reason,
+                secrets = ?names,
+                "secrets refused: they are served only over TLS to a proxy authenticated in their namespace"
+            );
+        }
     }
 
     /// A nonce unique on this server: connection id and response count.
@@ -197,20 +272,24 @@ pub trait Protocol: Send {
 
 /// Serves one stream until the proxy or the server goes away: requests as
 /// they come, and a push per new mesh generation.
-pub async fn serve<P: Protocol>(
-    mut protocol: P,
-    mut requests: Streaming<P::Request>,
-    peer: Option<SocketAddr>,
-) {
+pub async fn serve<P: Protocol>(mut protocol: P, mut requests: Streaming<P::Request>) {
     let mut generations = protocol.session().ctx.generations.clone();
     generations.mark_unchanged();
+    let shutdown = protocol.session().ctx.shutdown.clone();
     loop {
         tokio::select! {
+            _ = shutdown.cancelled() => {
+                // UNAVAILABLE makes Envoy reconnect (to another replica),
+                // keeping the configuration it has meanwhile.
+                let session = protocol.session();
+                let _ = session.tx.try_send(Err(Status::unavailable("pilotfish is shutting down; reconnect")));
+                break;
+            }
             message = requests.message() => match message {
                 Ok(Some(request)) => {
                     if let Err(status) = protocol.on_request(request).await {
                         let session = protocol.session();
-                        tracing::warn!(connection = session.id, ?peer, error = %status.message(), "closing ADS stream");
+                        tracing::warn!(connection = session.id, peer = ?session.caller.remote, error = %status.message(), "closing ADS stream");
                         let _ = session.tx.send(Err(status)).await;
                         break;
                     }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::XdsContext;
-use super::session::{Protocol, Session};
+use super::session::{Caller, Protocol, Session};
 use crate::snapshot::content_version;
 use crate::xds_types::{XdsProtocol, XdsType};
 
@@ -31,9 +31,10 @@ impl Connection {
         ctx: Arc<XdsContext>,
         id: u64,
         tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        caller: Caller,
     ) -> Self {
         Connection {
-            session: Session::new(ctx, id, XdsProtocol::Sotw, tx),
+            session: Session::new(ctx, id, XdsProtocol::Sotw, tx, caller),
             subscriptions: BTreeMap::new(),
         }
     }
@@ -43,7 +44,7 @@ impl Connection {
             return Ok(());
         };
         let sub = self.subscriptions.entry(ty).or_default();
-        let selected = snapshot.of(ty).select(sub.names.as_ref());
+        let selected = self.session.resources(&snapshot, ty).select(sub.names.as_ref());
         let version = content_version(&selected);
         if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
             return Ok(());
@@ -81,6 +82,7 @@ impl Protocol for Connection {
             tracing::debug!(connection = self.session.id, type_url = %request.type_url, "ignoring request for a type Pilotfish does not serve");
             return Ok(());
         };
+        self.session.note_request(ty, &request.resource_names);
         let sub = self.subscriptions.entry(ty).or_default();
         let is_response_to_us = !request.response_nonce.is_empty();
         if is_response_to_us && sub.sent_nonce.as_deref() != Some(request.response_nonce.as_str()) {

@@ -8,6 +8,8 @@ pub mod authn;
 pub mod ca;
 pub mod csr;
 pub mod identity;
+pub mod metrics;
+pub mod server_tls;
 
 pub use authn::{Authenticator, PeerInfo};
 pub use identity::WorkloadIdentity;

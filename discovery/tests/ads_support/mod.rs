@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use pilotfish_discovery::ads::{AdsServer, XdsContext};
+use pilotfish_discovery::incoming::{self, IncomingLimits};
+use pilotfish_discovery::security::WorkloadIdentity;
+use pilotfish_discovery::security::ca::CertificateAuthority;
+use pilotfish_discovery::security::server_tls::{self, ServingCertificate};
 use pilotfish_discovery::mesh_store::{MeshGeneration, MeshStore};
 use pilotfish_discovery::metrics::Metrics;
 use pilotfish_discovery::push::publish;
@@ -15,8 +19,9 @@ use pilotfish_discovery::sources::config_dir::ConfigDirs;
 use pilotfish_discovery::sources::registry_files::RegistryFiles;
 use pilotfish_translate::MeshConfig;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 pub const REGISTRY: &str = r#"
 services:
@@ -46,7 +51,21 @@ pub struct Harness {
     pub store: MeshStore,
     pub ctx: Arc<XdsContext>,
     pub tx: watch::Sender<Arc<MeshGeneration>>,
+    /// Plaintext ADS (config only).
     pub addr: std::net::SocketAddr,
+    /// ADS over TLS, with client certificates from `ca`.
+    pub secure_addr: std::net::SocketAddr,
+    pub ca: Arc<CertificateAuthority>,
+    stop: CancellationToken,
+}
+
+/// How a test client proves who it is on the secure port.
+pub enum Credential<'a> {
+    None,
+    /// A workload certificate from the harness CA.
+    Certificate(&'a WorkloadIdentity),
+    /// A client certificate from another CA (refused in the handshake).
+    ForeignCertificate(&'a WorkloadIdentity),
 }
 
 impl Harness {
@@ -65,6 +84,55 @@ impl Harness {
     /// Publishes the current inputs; true when that made a new generation.
     pub fn publish(&mut self) -> bool {
         publish(&mut self.store, &self.ctx, &self.tx)
+    }
+
+    /// A channel to the plaintext port.
+    pub async fn plaintext_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to plaintext ADS")
+    }
+
+    /// A channel to the secure port presenting `credential`; the server is
+    /// verified against the harness CA as `localhost`.
+    pub async fn secure_channel(
+        &self,
+        credential: Credential<'_>,
+    ) -> Result<Channel, tonic::transport::Error> {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(self.ca.root_pem()))
+            .domain_name("localhost");
+        let issued = match credential {
+            Credential::None => None,
+            Credential::Certificate(id) => Some(
+                self.ca
+                    .issue_workload(id, Duration::from_secs(3600))
+                    .expect("issue"),
+            ),
+            Credential::ForeignCertificate(id) => Some(
+                CertificateAuthority::generate("cluster.local")
+                    .expect("another CA")
+                    .issue_workload(id, Duration::from_secs(3600))
+                    .expect("issue"),
+            ),
+        };
+        if let Some(issued) = issued {
+            tls = tls.identity(Identity::from_pem(issued.chain_pem, issued.key_pem));
+        }
+        Channel::from_shared(format!("https://{}", self.secure_addr))
+            .expect("uri")
+            .tls_config(tls)
+            .expect("tls config")
+            .connect()
+            .await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -100,16 +168,41 @@ pub async fn start_with(registry_yaml: &str) -> Harness {
     let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
     let ctx = Arc::new(XdsContext::new(Arc::new(Metrics::new()), rx));
     publish(&mut store, &ctx, &tx);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let service = AdsServer::new(ctx.clone()).into_service();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    // Both ports as `pilotfish serve` runs them: the same accept loops,
+    // the secure one with TLS from a mesh CA.
+    let stop = CancellationToken::new();
+    let ca = Arc::new(CertificateAuthority::generate("cluster.local").expect("mesh CA"));
+    let serve = |tls: Option<tokio_rustls::TlsAcceptor>| {
+        let listener = incoming::bind("127.0.0.1:0".parse().expect("address")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = incoming::incoming(
+            listener,
+            tls,
+            IncomingLimits::default(),
+            ctx.metrics.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(AdsServer::new(ctx.clone()).into_service())
+                .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned()),
+        );
+        addr
+    };
+    let addr = serve(None);
+    let tls = server_tls::server_config(
+        ServingCertificate::Issued {
+            ca: ca.clone(),
+            dns_names: vec!["localhost".into()],
+            ips: vec![],
+            ttl: Duration::from_secs(3600),
+        },
+        ca.root_pem(),
+        Duration::from_secs(5),
+        stop.clone(),
+    )
+    .expect("server TLS");
+    let secure_addr = serve(Some(tokio_rustls::TlsAcceptor::from(tls)));
     Harness {
         _dir: TempDir(dir),
         config_dir,
@@ -118,6 +211,9 @@ pub async fn start_with(registry_yaml: &str) -> Harness {
         ctx,
         tx,
         addr,
+        secure_addr,
+        ca,
+        stop,
     }
 }
 

@@ -66,14 +66,27 @@ pub fn assert_clean_gateway(pod: &Pod, envoy: &super::envoy::Envoy) {
 /// [`GATEWAY_ADMIN_PORT`]. Call it from the test's thread (Envoy dies with
 /// the thread that spawned it).
 pub fn start_envoy(ns: &Arc<Netns>, dir: &Path, name: &str, labels: &[(&str, &str)]) -> Envoy {
+    start_envoy_with(ns, dir, name, labels, pilotfish::XDS_ADDRESS, &[])
+}
+
+/// [`start_envoy`] on `xds_address` with more bootstrap arguments (e.g.
+/// the secure port's credentials, see [`super::secure_xds`]).
+pub fn start_envoy_with(
+    ns: &Arc<Netns>,
+    dir: &Path,
+    name: &str,
+    labels: &[(&str, &str)],
+    xds_address: &str,
+    bootstrap_args: &[String],
+) -> Envoy {
     let dir = dir.join(name);
     std::fs::create_dir_all(&dir).expect("create gateway dir");
     let bootstrap = gateway_bootstrap(
         name,
-        pilotfish::XDS_ADDRESS,
+        xds_address,
         labels,
         GATEWAY_ADMIN_PORT,
-        &[],
+        bootstrap_args,
     );
     Envoy::start_with_bootstrap(ns.clone(), &dir, &bootstrap)
 }

@@ -152,6 +152,37 @@ pub fn bookinfo_workloads() -> String {
 }
 
 /// `kubectl apply -f -` of `yaml`, which must succeed.
+/// A token of ServiceAccount `namespace/name` (created if missing) for
+/// `audience`, as a projected token volume would hold.
+pub fn service_account_token(
+    server: &KubeApiServer,
+    namespace: &str,
+    name: &str,
+    audience: &str,
+) -> String {
+    apply(
+        server,
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}, namespace: {namespace}}}\n"
+        ),
+    );
+    server
+        .kubectl(&[
+            "create",
+            "token",
+            name,
+            "-n",
+            namespace,
+            "--audience",
+            audience,
+            "--duration=1h",
+        ])
+        .expect_success(&format!("token for serviceaccount {namespace}/{name}"))
+        .stdout
+        .trim()
+        .to_string()
+}
+
 pub fn apply(server: &KubeApiServer, yaml: &str) -> String {
     server
         .kubectl_stdin(&["apply", "-f", "-"], yaml)
@@ -282,6 +313,9 @@ pub struct KubePodOptions<'a> {
     /// Start a Consul server on 127.0.0.1:8500 in the pod before pilotfish
     /// (give pilotfish `--registry consul` to use it).
     pub consul: bool,
+    /// Serve the secure xDS port with a mesh CA in the test directory and
+    /// ServiceAccount tokens checked by TokenReview.
+    pub secure_xds: bool,
 }
 
 impl<'a> KubePodOptions<'a> {
@@ -297,6 +331,7 @@ impl<'a> KubePodOptions<'a> {
             registry_file: String::new(),
             extra_ips: Vec::new(),
             consul: false,
+            secure_xds: false,
         }
     }
 }
@@ -343,6 +378,10 @@ impl KubePod {
             .consul
             .then(|| Consul::start(ns.clone(), dir.path(), "127.0.0.1"));
         let mut args = opts.pilotfish_args.clone();
+        if opts.secure_xds {
+            args.extend(super::secure_xds::pilotfish_args(dir.path()));
+            args.push("--token-review".into());
+        }
         args.push("--kubeconfig".into());
         args.push(server.kubeconfig().display().to_string());
         let pilotfish = Pilotfish::start(
@@ -371,6 +410,36 @@ impl KubePod {
     /// A gateway Envoy in this pod's namespace (see [`super::gateway::start_envoy`]).
     pub fn start_gateway(&self, name: &str, labels: &[(&str, &str)]) -> Envoy {
         super::gateway::start_envoy(&self.ns, self.dir.path(), name, labels)
+    }
+
+    /// A gateway Envoy on the secure xDS port, proving itself with `token`
+    /// (needs [`KubePodOptions::secure_xds`]).
+    pub fn start_gateway_with_token(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        token: &str,
+    ) -> Envoy {
+        let args = super::secure_xds::token_bootstrap_args(self.dir.path(), name, token);
+        self.start_secure_gateway(name, labels, &args)
+    }
+
+    /// A gateway Envoy on the secure xDS port with these credentials
+    /// (bootstrap arguments, see [`super::secure_xds`]).
+    pub fn start_secure_gateway(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        bootstrap_args: &[String],
+    ) -> Envoy {
+        super::gateway::start_envoy_with(
+            &self.ns,
+            self.dir.path(),
+            name,
+            labels,
+            super::secure_xds::SECURE_XDS_ADDRESS,
+            bootstrap_args,
+        )
     }
 
     pub fn path(&self) -> &Path {

@@ -27,6 +27,7 @@ pub mod pilotfish;
 pub mod pod;
 pub mod process;
 pub mod registry;
+pub mod secure_xds;
 pub mod tcp;
 pub mod testdir;
 pub mod tls;

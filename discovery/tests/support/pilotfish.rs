@@ -153,6 +153,15 @@ impl Pilotfish {
         self.process.log()
     }
 
+    /// SIGTERM; how long the process took to exit and its status, `None`
+    /// if it had not exited within `limit`.
+    pub fn terminate(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<(std::time::Duration, std::process::ExitStatus)> {
+        self.process.terminate(limit)
+    }
+
     pub fn assert_running(&mut self) {
         self.process.assert_running();
     }

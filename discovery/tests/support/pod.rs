@@ -12,6 +12,7 @@ use super::envoy::{Envoy, gateway_bootstrap, pilotfish_bootstrap};
 use super::http::{Request, Response};
 use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
+use super::secure_xds;
 use super::process::write_world_readable;
 use super::testdir::TestDir;
 use super::{repo_path, tcp, wait_until};
@@ -30,6 +31,8 @@ pub struct PodBuilder {
     gateway_labels: Option<Vec<(String, String)>>,
     /// Extra `pilotfish bootstrap` arguments for the pod's Envoy.
     bootstrap_args: Vec<String>,
+    /// Envoys use the secure xDS port (also with PILOTFISH_TEST_SECURE_XDS=1).
+    secure_xds: bool,
 }
 
 impl PodBuilder {
@@ -92,6 +95,13 @@ impl PodBuilder {
         self
     }
 
+    /// Envoy connects to the secure xDS port with a workload certificate
+    /// from pilotfish's CA (see [`super::secure_xds`]).
+    pub fn secure_xds(mut self) -> Self {
+        self.secure_xds = true;
+        self
+    }
+
     pub fn pilotfish_arg(mut self, arg: &str) -> Self {
         self.pilotfish_args.push(arg.to_string());
         self
@@ -111,17 +121,28 @@ impl PodBuilder {
             ns.capture_outbound();
         }
         let backends = Backends::start_for_registry(&ns, &self.registry);
+        let secure = self.secure_xds || secure_xds::enabled_for_suite();
+        let mut pilotfish_args = self.pilotfish_args.clone();
+        if secure {
+            pilotfish_args.extend(secure_xds::pilotfish_args(dir.path()));
+        }
         let pilotfish = Pilotfish::start(
             ns.clone(),
             &config_dir,
             &registry_file,
             &dir.path().join("pilotfish.log"),
-            &self.pilotfish_args,
+            &pilotfish_args,
         );
+        let (xds_address, mut bootstrap_args) = if secure {
+            let args = secure_xds::certificate_bootstrap_args(dir.path(), "default", &self.name);
+            (secure_xds::SECURE_XDS_ADDRESS, args)
+        } else {
+            (pilotfish::XDS_ADDRESS, Vec::new())
+        };
+        bootstrap_args.extend(self.bootstrap_args.iter().cloned());
         let envoy = match &self.gateway_labels {
             None => {
-                let bootstrap =
-                    pilotfish_bootstrap(&self.name, pilotfish::XDS_ADDRESS, &self.bootstrap_args);
+                let bootstrap = pilotfish_bootstrap(&self.name, xds_address, &bootstrap_args);
                 Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
             Some(labels) => {
@@ -131,10 +152,10 @@ impl PodBuilder {
                     .collect();
                 let bootstrap = gateway_bootstrap(
                     &self.name,
-                    pilotfish::XDS_ADDRESS,
+                    xds_address,
                     &labels,
                     GATEWAY_ADMIN_PORT,
-                    &self.bootstrap_args,
+                    &bootstrap_args,
                 );
                 Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
@@ -145,6 +166,9 @@ impl PodBuilder {
             backends,
             config_dir,
             registry_file,
+            pilotfish_args,
+            starts: 1,
+            secure,
             dir,
             ns,
         }
@@ -159,6 +183,11 @@ pub struct Pod {
     pub backends: Backends,
     config_dir: PathBuf,
     registry_file: PathBuf,
+    pilotfish_args: Vec<String>,
+    /// How many pilotfish processes this pod has started.
+    starts: usize,
+    /// Envoys of this pod use the secure xDS port.
+    secure: bool,
     dir: TestDir,
     ns: Arc<Netns>,
 }
@@ -258,7 +287,36 @@ impl Pod {
     /// this pod's namespace, fed by the same pilotfish: an egress gateway
     /// next to the sidecar. See [`super::gateway::start_envoy`].
     pub fn start_gateway(&self, name: &str, labels: &[(&str, &str)]) -> Envoy {
-        super::gateway::start_envoy(&self.ns, self.dir.path(), name, labels)
+        if !self.secure {
+            return super::gateway::start_envoy(&self.ns, self.dir.path(), name, labels);
+        }
+        let args = secure_xds::certificate_bootstrap_args(self.dir.path(), "default", name);
+        super::gateway::start_envoy_with(
+            &self.ns,
+            self.dir.path(),
+            name,
+            labels,
+            secure_xds::SECURE_XDS_ADDRESS,
+            &args,
+        )
+    }
+
+    /// Starts pilotfish again with the same arguments (the previous one
+    /// must have exited: it held the ports), as a replacement replica.
+    pub fn restart_pilotfish(&mut self) {
+        self.starts += 1;
+        self.pilotfish = Pilotfish::start(
+            self.ns.clone(),
+            &self.config_dir,
+            &self.registry_file,
+            &self.dir.path().join(format!("pilotfish-{}.log", self.starts)),
+            &self.pilotfish_args,
+        );
+    }
+
+    /// The pod's test directory (pilotfish's CA lives there on the secure port).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// Lets unprivileged processes (Envoy as uid 1337) bind ports below

@@ -60,6 +60,27 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the process to exit;
+    /// returns how long it took and its exit status, `None` if it was still
+    /// running at `limit` (it is killed on drop).
+    pub fn terminate(
+        &mut self,
+        limit: std::time::Duration,
+    ) -> Option<(std::time::Duration, std::process::ExitStatus)> {
+        let started = std::time::Instant::now();
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        while started.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some((started.elapsed(), status));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        None
+    }
+
     /// Panics, with the log, if the process has exited: waits on a dead
     /// process would otherwise only report a timeout.
     pub fn assert_running(&mut self) {

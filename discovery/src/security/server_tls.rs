@@ -1,0 +1,200 @@
+//! The secure xDS port's TLS: rustls (TLS 1.2 and 1.3, ring), a serving
+//! certificate that can change under a running server (files re-read when
+//! they change, or re-issued by the mesh CA before it expires), and client
+//! certificates verified against the mesh CA when a client presents one
+//! (a proxy may instead authenticate with a ServiceAccount token).
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_util::sync::CancellationToken;
+
+use super::ca::CertificateAuthority;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("serving certificate: {0}")]
+    Certificate(String),
+    #[error("mesh CA root: {0}")]
+    Roots(String),
+}
+
+/// Where the serving certificate comes from.
+pub enum ServingCertificate {
+    /// PEM files (e.g. a mounted Secret), re-read when they change.
+    Files { cert_chain: PathBuf, private_key: PathBuf },
+    /// Issued by the mesh CA for these names, re-issued at half its life.
+    Issued {
+        ca: Arc<CertificateAuthority>,
+        dns_names: Vec<String>,
+        ips: Vec<IpAddr>,
+        ttl: Duration,
+    },
+}
+
+/// The certificate the server presents; swapped whole on reload.
+#[derive(Debug)]
+pub struct ReloadingCertificate {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for ReloadingCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+impl ReloadingCertificate {
+    fn set(&self, key: CertifiedKey) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Parses a PEM chain and key into what rustls serves.
+pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Certificate(format!("certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(TlsError::Certificate("no certificate in the chain".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| TlsError::Certificate(format!("private key: {e}")))?;
+    let key = CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| TlsError::Certificate(format!("key does not fit the certificate: {e}")))?;
+    Ok(key)
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::File {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Builds the server config: `h2` only, TLS 1.2+, optional client
+/// certificates verified against `client_roots_pem`, and the serving
+/// certificate from `source`. Spawns the task that keeps the certificate
+/// fresh until `stop`.
+pub fn server_config(
+    source: ServingCertificate,
+    client_roots_pem: &str,
+    reload_interval: Duration,
+    stop: CancellationToken,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(client_roots_pem.as_bytes()) {
+        let cert = cert.map_err(|e| TlsError::Roots(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Roots(e.to_string()))?;
+    }
+    // A client without a certificate may still authenticate with a token;
+    // one that presents a certificate must present a valid one.
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Roots(e.to_string()))?;
+    let (first, refresh) = load(&source)?;
+    let resolver = Arc::new(ReloadingCertificate {
+        current: RwLock::new(Arc::new(first)),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Certificate(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver.clone());
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    tokio::spawn(keep_fresh(source, resolver, refresh, reload_interval, stop));
+    Ok(Arc::new(config))
+}
+
+/// When to look again: a file's modification stamp, or an issued
+/// certificate's renewal time.
+enum Refresh {
+    Files(Option<(SystemTime, SystemTime)>),
+    At(SystemTime),
+}
+
+fn load(source: &ServingCertificate) -> Result<(CertifiedKey, Refresh), TlsError> {
+    match source {
+        ServingCertificate::Files {
+            cert_chain,
+            private_key,
+        } => {
+            let stamp = stamps(cert_chain, private_key);
+            let key = certified_key(&read(cert_chain)?, &read(private_key)?)?;
+            Ok((key, Refresh::Files(stamp)))
+        }
+        ServingCertificate::Issued {
+            ca,
+            dns_names,
+            ips,
+            ttl,
+        } => {
+            let issued = ca
+                .issue_server(dns_names, ips, *ttl)
+                .map_err(|e| TlsError::Certificate(e.to_string()))?;
+            let key = certified_key(issued.chain_pem.as_bytes(), issued.key_pem.as_bytes())?;
+            let renew_at = SystemTime::now() + *ttl / 2;
+            Ok((key, Refresh::At(renew_at)))
+        }
+    }
+}
+
+fn stamps(a: &Path, b: &Path) -> Option<(SystemTime, SystemTime)> {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((modified(a)?, modified(b)?))
+}
+
+async fn keep_fresh(
+    source: ServingCertificate,
+    resolver: Arc<ReloadingCertificate>,
+    mut refresh: Refresh,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let due = match (&refresh, &source) {
+            (Refresh::At(when), _) => SystemTime::now() >= *when,
+            (
+                Refresh::Files(seen),
+                ServingCertificate::Files {
+                    cert_chain,
+                    private_key,
+                },
+            ) => stamps(cert_chain, private_key) != *seen,
+            (Refresh::Files(_), _) => false,
+        };
+        if !due {
+            continue;
+        }
+        match load(&source) {
+            Ok((key, next)) => {
+                resolver.set(key);
+                refresh = next;
+                tracing::info!("xDS serving certificate reloaded");
+            }
+            // Keep serving the last good certificate; try again next round.
+            Err(e) => tracing::warn!(error = %e, "cannot reload the xDS serving certificate; keeping the current one"),
+        }
+    }
+}

@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::push::{self, Debounce};
 use crate::security::authn::{DEFAULT_TOKEN_AUDIENCE, TokenReviewer};
 use crate::security::ca::CertificateAuthority;
-// PKI-MERGE use crate::security::csr::CertificateService;
+use crate::security::csr::CertificateService;
 use crate::security::server_tls::{self, ServingCertificate};
 use crate::security::Authenticator;
 use crate::sources;
@@ -314,15 +314,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             metrics.clone(),
             stop.clone(),
         );
-        // PKI-MERGE let certificates = CertificateService::new(
-        // PKI-MERGE     ca.clone(),
-        // PKI-MERGE     authenticator.clone(),
-        // PKI-MERGE     secure.workload_cert_ttl,
-        // PKI-MERGE     secure.max_workload_cert_ttl,
-        // PKI-MERGE );
+        let certificates = CertificateService::new(
+            ca.clone(),
+            authenticator.clone(),
+            secure.workload_cert_ttl,
+            secure.max_workload_cert_ttl,
+        );
         let grpc = grpc_server()
             .add_service(AdsServer::new(ctx.clone()).into_service())
-            // PKI-MERGE .add_service(certificates)
+            .add_service(certificates)
             .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned());
         servers.push(named("secure xDS", async move {
             grpc.await.map_err(anyhow::Error::from)

@@ -265,7 +265,7 @@ mod tests {
     fn service() -> CertificateService {
         CertificateService::new(
             Arc::new(CertificateAuthority::generate(TD).unwrap()),
-            Arc::new(Authenticator::new(TD)),
+            Arc::new(Authenticator::new(TD, None)),
             Duration::from_secs(3600),
             Duration::from_secs(7200),
         )

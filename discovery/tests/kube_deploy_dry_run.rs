@@ -58,11 +58,13 @@ fn prepare(server: &KubeApiServer) {
 }
 
 /// Every object deploy/kubernetes/ should create, as kubectl names them.
-const OBJECTS: [&str; 14] = [
+const OBJECTS: [&str; 16] = [
     "namespace/pilotfish-system",
     "serviceaccount/pilotfish",
     "clusterrole.rbac.authorization.k8s.io/pilotfish",
     "clusterrolebinding.rbac.authorization.k8s.io/pilotfish",
+    "role.rbac.authorization.k8s.io/pilotfish-ca",
+    "rolebinding.rbac.authorization.k8s.io/pilotfish-ca",
     "configmap/pilotfish-mesh",
     "customresourcedefinition.apiextensions.k8s.io/virtualservices.networking.istio.io",
     "customresourcedefinition.apiextensions.k8s.io/destinationrules.networking.istio.io",
@@ -479,7 +481,8 @@ stringData: {tls.crt: not-a-real-certificate, tls.key: not-a-real-key}
         .iter()
         .map(|e| e["name"].as_str().unwrap())
         .collect();
-    let (xds, http) = (free_loopback_address(), free_loopback_address());
+    let (xds, secure_xds) = (free_loopback_address(), free_loopback_address());
+    let (monitoring, http) = (free_loopback_address(), free_loopback_address());
     let args: Vec<String> = container["args"]
         .as_array()
         .unwrap()
@@ -493,7 +496,9 @@ stringData: {tls.crt: not-a-real-certificate, tls.key: not-a-real-key}
             assert!(!arg.contains("$("), "unexpanded {arg}");
             match arg.as_str() {
                 "0.0.0.0:15010" => xds.clone(),
-                "0.0.0.0:15014" => http.clone(),
+                "0.0.0.0:15012" => secure_xds.clone(),
+                "0.0.0.0:15014" => monitoring.clone(),
+                "127.0.0.1:8080" => http.clone(),
                 _ => arg,
             }
         })
@@ -510,7 +515,7 @@ stringData: {tls.crt: not-a-real-certificate, tls.key: not-a-real-key}
         std::time::Duration::from_secs(60),
         || {
             pilotfish.assert_running();
-            match support::http::control_get(&http, "/ready")? {
+            match support::http::control_get(&monitoring, "/ready")? {
                 (200, _) => Ok(()),
                 (status, body) => Err(format!("/ready answered {status}: {body}")),
             }
@@ -523,6 +528,14 @@ stringData: {tls.crt: not-a-real-certificate, tls.key: not-a-real-key}
         credentials.contains(r#""name":"gateway-cert""#) && !credentials.contains("not-a-real-key"),
         "{credentials}"
     );
+    // The monitoring port serves probes and metrics, not the debug pages.
+    let (status, _) = support::http::control_get(&monitoring, "/debug/config_dump")
+        .expect("monitoring port answers");
+    assert_eq!(status, 404, "debug pages on the monitoring port");
+    // The first replica created the mesh CA Secret, with its own RBAC.
+    server
+        .kubectl(&["get", "secret", "pilotfish-ca", "-n", NAMESPACE])
+        .expect_success("the mesh CA Secret exists");
     let log = pilotfish.log();
     assert!(
         !log.contains("Forbidden") && !log.contains("forbidden"),

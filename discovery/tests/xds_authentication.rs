@@ -130,6 +130,7 @@ async fn plaintext_stream_claiming_the_secret_namespace_gets_config_but_no_secre
         h.plaintext_channel().await,
         DiscoveryRequest {
             type_url: XdsType::Cluster.type_url(),
+            resource_names: vec![],
             ..sds_request("shop")
         },
     )

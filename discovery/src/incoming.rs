@@ -323,17 +323,33 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");
         let a = counts.take(ip, Some(2)).expect("first");
         let _b = counts.take(ip, Some(2)).expect("second");
-        assert!(counts.take(ip, Some(2)).is_none(), "third is over the limit");
-        assert!(counts.take("10.0.0.2".parse().expect("ip"), Some(2)).is_some());
+        assert!(
+            counts.take(ip, Some(2)).is_none(),
+            "third is over the limit"
+        );
+        assert!(
+            counts
+                .take("10.0.0.2".parse().expect("ip"), Some(2))
+                .is_some()
+        );
         drop(a);
-        assert!(counts.take(ip, Some(2)).is_some(), "a closed connection frees its slot");
+        assert!(
+            counts.take(ip, Some(2)).is_some(),
+            "a closed connection frees its slot"
+        );
         assert!(counts.take(ip, None).is_some(), "no limit");
     }
 
     #[test]
     fn running_out_of_descriptors_is_told_apart() {
-        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(libc::EMFILE)));
-        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(libc::ENFILE)));
-        assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(libc::ECONNABORTED)));
+        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(
+            libc::EMFILE
+        )));
+        assert!(is_resource_exhaustion(&io::Error::from_raw_os_error(
+            libc::ENFILE
+        )));
+        assert!(!is_resource_exhaustion(&io::Error::from_raw_os_error(
+            libc::ECONNABORTED
+        )));
     }
 }

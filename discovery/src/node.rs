@@ -35,7 +35,11 @@ impl ProxyIdentity {
                 self.view.namespace, verified.namespace
             ));
         }
-        if let Some(ns) = self.id_namespace.as_ref().filter(|ns| **ns != verified.namespace) {
+        if let Some(ns) = self
+            .id_namespace
+            .as_ref()
+            .filter(|ns| **ns != verified.namespace)
+        {
             return Err(format!(
                 "the node id's namespace {ns:?} is not the authenticated namespace {:?}",
                 verified.namespace
@@ -217,12 +221,19 @@ mod tests {
         };
         let verified = WorkloadIdentity::new("cluster.local", "shop", "gw");
         let id = "router~10.0.0.1~gw-1.shop~shop.svc.cluster.local";
-        assert_eq!(node(id, Some("shop"), Some("gw")).matches(&verified), Ok(()));
+        assert_eq!(
+            node(id, Some("shop"), Some("gw")).matches(&verified),
+            Ok(())
+        );
         assert_eq!(node(id, None, None).matches(&verified), Ok(()));
         let claims_other = node(id, Some("istio-system"), None).matches(&verified);
         assert!(claims_other.is_err_and(|e| e.contains("NAMESPACE \"istio-system\"")));
         let other_id = "router~10.0.0.1~gw-1.prod~prod.svc.cluster.local";
-        assert!(node(other_id, Some("shop"), None).matches(&verified).is_err());
+        assert!(
+            node(other_id, Some("shop"), None)
+                .matches(&verified)
+                .is_err()
+        );
         let other_sa = node(id, Some("shop"), Some("admin")).matches(&verified);
         assert!(other_sa.is_err_and(|e| e.contains("SERVICE_ACCOUNT")));
     }

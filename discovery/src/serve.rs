@@ -20,11 +20,11 @@ use crate::incoming::{self, IncomingLimits};
 use crate::mesh_store::{MeshGeneration, MeshStore};
 use crate::metrics::Metrics;
 use crate::push::{self, Debounce};
+use crate::security::Authenticator;
 use crate::security::authn::{DEFAULT_TOKEN_AUDIENCE, TokenReviewer};
 use crate::security::ca::CertificateAuthority;
 use crate::security::csr::CertificateService;
 use crate::security::server_tls::{self, ServingCertificate};
-use crate::security::Authenticator;
 use crate::sources;
 use crate::sources::config_dir::ConfigDirs;
 use crate::sources::registry_files::RegistryFiles;
@@ -251,21 +251,25 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let stop = ctx.shutdown.clone();
     let mut servers: Vec<Server> = Vec::new();
-    servers.push(http_server(
-        "debug",
-        opts.http_address,
-        debug::router(debug_state.clone()),
-        stop.clone(),
-    )
-    .await?);
-    if let Some(address) = opts.monitoring_address {
-        servers.push(http_server(
-            "monitoring",
-            address,
-            debug::monitoring_router(debug_state),
+    servers.push(
+        http_server(
+            "debug",
+            opts.http_address,
+            debug::router(debug_state.clone()),
             stop.clone(),
         )
-        .await?);
+        .await?,
+    );
+    if let Some(address) = opts.monitoring_address {
+        servers.push(
+            http_server(
+                "monitoring",
+                address,
+                debug::monitoring_router(debug_state),
+                stop.clone(),
+            )
+            .await?,
+        );
     }
     if let Some(address) = opts.xds_address {
         let listener = incoming::bind(address)
@@ -298,13 +302,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 ttl: SERVING_CERT_TTL,
             },
         };
-        let tls = server_tls::server_config(
-            source,
-            ca.root_pem(),
-            secure.reload_interval,
-            stop.clone(),
-        )
-        .context("cannot set up TLS for the secure xDS port")?;
+        let tls =
+            server_tls::server_config(source, ca.root_pem(), secure.reload_interval, stop.clone())
+                .context("cannot set up TLS for the secure xDS port")?;
         let listener = incoming::bind(secure.address)
             .with_context(|| format!("cannot listen on {} (secure xDS)", secure.address))?;
         let connections = incoming::incoming(
@@ -345,7 +345,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let remaining = running.into_inner();
     match tokio::time::timeout(opts.shutdown_timeout, futures::future::join_all(remaining)).await {
         Ok(_) => tracing::info!("stopped"),
-        Err(_) => tracing::warn!(timeout = ?opts.shutdown_timeout, "connections still open at the shutdown deadline; exiting anyway"),
+        Err(_) => {
+            tracing::warn!(timeout = ?opts.shutdown_timeout, "connections still open at the shutdown deadline; exiting anyway")
+        }
     }
     match failure {
         Some(e) => Err(e),
@@ -362,7 +364,11 @@ fn named(
     what: &'static str,
     server: impl Future<Output = anyhow::Result<()>> + Send + 'static,
 ) -> Server {
-    Box::pin(async move { server.await.with_context(|| format!("{what} server failed")) })
+    Box::pin(async move {
+        server
+            .await
+            .with_context(|| format!("{what} server failed"))
+    })
 }
 
 /// The gRPC server settings shared by both xDS ports.
@@ -410,7 +416,9 @@ async fn load_ca(
             .with_context(|| format!("mesh CA in Secret {namespace}/{name}"))
         }
         CaSource::Ephemeral => {
-            tracing::warn!("mesh CA generated in memory (no --ca-dir or --ca-secret): certificates it issues die with this process");
+            tracing::warn!(
+                "mesh CA generated in memory (no --ca-dir or --ca-secret): certificates it issues die with this process"
+            );
             CertificateAuthority::generate(trust_domain).context("cannot generate the mesh CA")
         }
     }

@@ -10,7 +10,6 @@ mod ads_support;
 use std::time::Duration;
 
 use ads_support::{Credential, Harness, REVIEWS, expect_silence, next_message, node, start};
-use pilotfish_discovery::security::WorkloadIdentity;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -20,6 +19,7 @@ use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilotfish_discovery::mesh_store::Credentials;
+use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::xds_types::XdsType;
 use pilotfish_translate::TlsCredential;
 use prost::Message;

@@ -29,9 +29,9 @@ use support::kube_mesh::{
     service_account_token,
 };
 use support::netns::Netns;
+use support::pilotfish;
 use support::secure_xds::{self, SECURE_XDS_ADDRESS};
 use support::tls::TestCa;
-use support::pilotfish;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
@@ -65,8 +65,17 @@ fn shop_secret(server: &KubeApiServer, ca: &TestCa) -> String {
     let key = format!("--key={}", identity.key.display());
     server
         .kubectl(&[
-            "create", "secret", "tls", "shop-cert", "-n", "default", &cert, &key,
-            "--dry-run=client", "-o", "yaml",
+            "create",
+            "secret",
+            "tls",
+            "shop-cert",
+            "-n",
+            "default",
+            &cert,
+            &key,
+            "--dry-run=client",
+            "-o",
+            "yaml",
         ])
         .expect_success("kubectl create secret tls --dry-run")
         .stdout
@@ -175,7 +184,9 @@ fn service_account_tokens_are_reviewed_and_secrets_go_only_to_their_namespace() 
         .expect_err("a token of namespace guest claiming default");
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(
-        refused.message().contains("spiffe://cluster.local/ns/guest/sa/ingress"),
+        refused
+            .message()
+            .contains("spiffe://cluster.local/ns/guest/sa/ingress"),
         "{refused:?}"
     );
     let refused = ask_for_the_secret(pod.ns(), pod.path(), Some(&other_audience), true)
@@ -209,7 +220,12 @@ fn service_account_tokens_are_reviewed_and_secrets_go_only_to_their_namespace() 
     let root = secure_xds::ca_dir(pod.path()).join("ca-cert.pem");
     let request = pod.ns().run(|| {
         Command::new(pilotfish::binary())
-            .args(["certificate", "request", "--xds-address", SECURE_XDS_ADDRESS])
+            .args([
+                "certificate",
+                "request",
+                "--xds-address",
+                SECURE_XDS_ADDRESS,
+            ])
             .args(["--root-cert", &root.display().to_string()])
             .args(["--token-file", &token_file.display().to_string()])
             .args(["--out-dir", &certs.display().to_string()])
@@ -232,8 +248,10 @@ fn service_account_tokens_are_reviewed_and_secrets_go_only_to_their_namespace() 
     ];
     let gateway = pod.start_secure_gateway("ingress", &INGRESS_LABELS, &bootstrap_args);
     gateway.wait_listener("0.0.0.0_8443");
-    https_tally(pod.ns(), 8443, "shop.example.com", &ca, None, 10)
-        .assert_all("productpage v1", "HTTPS with the Secret served to a certificate-authenticated gateway");
+    https_tally(pod.ns(), 8443, "shop.example.com", &ca, None, 10).assert_all(
+        "productpage v1",
+        "HTTPS with the Secret served to a certificate-authenticated gateway",
+    );
     gateway.assert_no_rejected_updates();
     let synced = pod.pilotfish.wait_synced_without_nack(gateway.node_id());
     assert!(

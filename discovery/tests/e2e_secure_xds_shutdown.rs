@@ -15,10 +15,10 @@ mod support;
 
 use std::time::Duration;
 
+use support::PROPAGATION;
 use support::bookinfo::{self, REVIEWS_VS_FILE};
 use support::gateway::{INGRESS_LABELS, to_gateway};
 use support::traffic::ms;
-use support::PROPAGATION;
 
 /// pilotfish's default --shutdown-timeout-seconds, plus start-up slack of
 /// a loaded 2-core machine for the signal to be handled.
@@ -75,7 +75,10 @@ fn envoys_on_the_secure_port_route_traffic_and_survive_sigterm_of_pilotfish() {
     println!("SIGTERM with two Envoys connected: exited in {}", ms(took));
     assert!(status.success(), "exit status {status}");
     let log = pod.pilotfish.log();
-    assert!(log.contains("shutting down") && log.contains("stopped"), "{log}");
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "{log}"
+    );
 
     // No control plane: the Envoys keep what they have.
     pod.tally(20, &reviews)
@@ -88,7 +91,10 @@ fn envoys_on_the_secure_port_route_traffic_and_survive_sigterm_of_pilotfish() {
     pod.write_config(REVIEWS_VS_FILE, &bookinfo::reviews_weighted(&[("v2", 100)]));
     pod.restart_pilotfish();
     let switched = pod.wait_for_switch(&reviews, "reviews v1", "reviews v2", PROPAGATION * 4);
-    println!("reconnected and switched {} after the restart", ms(switched));
+    println!(
+        "reconnected and switched {} after the restart",
+        ms(switched)
+    );
     pod.pilotfish.wait_synced_without_nack(pod.envoy.node_id());
     pod.pilotfish.wait_synced_without_nack(gateway.node_id());
     pod.envoy.assert_no_rejected_updates();

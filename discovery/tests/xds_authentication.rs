@@ -115,7 +115,10 @@ async fn authenticated_gateway_of_the_secret_namespace_receives_it_over_tls() {
         .expect("answered");
     assert_eq!(sds.resources.len(), 1, "{sds:?}");
     let syncz = serde_json::to_string(&h.ctx.status.list()[0].verified_identity).expect("json");
-    assert!(syncz.contains("spiffe://cluster.local/ns/shop/sa/gateway"), "{syncz}");
+    assert!(
+        syncz.contains("spiffe://cluster.local/ns/shop/sa/gateway"),
+        "{syncz}"
+    );
 }
 
 #[tokio::test]
@@ -185,10 +188,15 @@ async fn node_claiming_another_namespace_than_its_certificate_is_refused() {
                 .contains("spiffe://cluster.local/ns/guest/sa/gateway"),
         "{status:?}"
     );
-    assert!(h.ctx.status.list().is_empty(), "a refused stream holds no state");
+    assert!(
+        h.ctx.status.list().is_empty(),
+        "a refused stream holds no state"
+    );
     let metrics = h.ctx.metrics.encode();
     assert!(
-        metrics.contains(r#"pilotfish_xds_authentication_failures_total{reason="identity_mismatch"} 1"#),
+        metrics.contains(
+            r#"pilotfish_xds_authentication_failures_total{reason="identity_mismatch"} 1"#
+        ),
         "{metrics}"
     );
 }
@@ -210,13 +218,19 @@ async fn secure_port_refuses_a_stream_without_credential() {
 async fn certificate_from_another_ca_fails_the_handshake() {
     let h = shop_with_a_secret().await;
     let forged = shop_gateway();
-    let outcome = match h.secure_channel(Credential::ForeignCertificate(&forged)).await {
+    let outcome = match h
+        .secure_channel(Credential::ForeignCertificate(&forged))
+        .await
+    {
         Err(e) => Err(e.to_string()),
         Ok(channel) => first_answer(channel, sds_request("shop"))
             .await
             .map_err(|s| s.to_string()),
     };
-    assert!(outcome.is_err(), "a forged certificate got through: {outcome:?}");
+    assert!(
+        outcome.is_err(),
+        "a forged certificate got through: {outcome:?}"
+    );
     assert!(h.ctx.status.list().is_empty());
 }
 

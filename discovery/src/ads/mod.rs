@@ -84,7 +84,9 @@ impl XdsContext {
         let identity = match self.authenticator.authenticate(request).await {
             Ok(identity) => identity,
             Err(status) => {
-                self.metrics.security.authentication_failed("bad_credential");
+                self.metrics
+                    .security
+                    .authentication_failed("bad_credential");
                 tracing::warn!(peer = ?remote, error = %status.message(), "xDS stream refused: credential does not verify");
                 return Err(status);
             }

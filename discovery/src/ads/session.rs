@@ -100,16 +100,22 @@ impl<R> Session<R> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        self.status = Some(self.ctx.status.register(ProxyStatus {
-            connection_id: self.id,
-            identity: identity.clone(),
-            protocol: self.protocol,
-            verified_identity: self.caller.identity.as_ref().map(WorkloadIdentity::spiffe_uri),
-            secure: self.caller.secure,
-            connected_at_unix,
-            mesh_version: self.generation.version,
-            types: BTreeMap::new(),
-        }));
+        self.status = Some(
+            self.ctx.status.register(ProxyStatus {
+                connection_id: self.id,
+                identity: identity.clone(),
+                protocol: self.protocol,
+                verified_identity: self
+                    .caller
+                    .identity
+                    .as_ref()
+                    .map(WorkloadIdentity::spiffe_uri),
+                secure: self.caller.secure,
+                connected_at_unix,
+                mesh_version: self.generation.version,
+                types: BTreeMap::new(),
+            }),
+        );
         self.ctx.metrics.connected_proxies.inc();
         self.identity = Some(identity);
         Ok(())

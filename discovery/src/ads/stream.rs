@@ -44,7 +44,10 @@ impl Connection {
             return Ok(());
         };
         let sub = self.subscriptions.entry(ty).or_default();
-        let selected = self.session.resources(&snapshot, ty).select(sub.names.as_ref());
+        let selected = self
+            .session
+            .resources(&snapshot, ty)
+            .select(sub.names.as_ref());
         let version = content_version(&selected);
         if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
             return Ok(());

@@ -14,7 +14,9 @@ pub struct WorkloadIdentity {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum IdentityError {
-    #[error("{0:?} is not a SPIFFE id of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    #[error(
+        "{0:?} is not a SPIFFE id of the form spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>"
+    )]
     NotSpiffe(String),
     #[error("{0:?} is not a ServiceAccount user name (system:serviceaccount:<namespace>:<name>)")]
     NotServiceAccount(String),
@@ -42,7 +44,9 @@ impl WorkloadIdentity {
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
             [td, "ns", ns, "sa", sa]
-                if [td, ns, sa].iter().all(|p| !p.is_empty() && !p.contains(':')) =>
+                if [td, ns, sa]
+                    .iter()
+                    .all(|p| !p.is_empty() && !p.contains(':')) =>
             {
                 Ok(WorkloadIdentity::new(td, ns, sa))
             }
@@ -104,7 +108,11 @@ mod tests {
             ),
             Ok(WorkloadIdentity::new("cluster.local", "shop", "gw"))
         );
-        for bad in ["admin", "system:serviceaccount:shop", "system:serviceaccount::gw"] {
+        for bad in [
+            "admin",
+            "system:serviceaccount:shop",
+            "system:serviceaccount::gw",
+        ] {
             assert!(
                 WorkloadIdentity::from_service_account_user("cluster.local", bad).is_err(),
                 "{bad}"

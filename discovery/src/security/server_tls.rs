@@ -32,7 +32,10 @@ pub enum TlsError {
 /// Where the serving certificate comes from.
 pub enum ServingCertificate {
     /// PEM files (e.g. a mounted Secret), re-read when they change.
-    Files { cert_chain: PathBuf, private_key: PathBuf },
+    Files {
+        cert_chain: PathBuf,
+        private_key: PathBuf,
+    },
     /// Issued by the mesh CA for these names, re-issued at half its life.
     Issued {
         ca: Arc<CertificateAuthority>,
@@ -50,7 +53,12 @@ pub struct ReloadingCertificate {
 
 impl ResolvesServerCert for ReloadingCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|p| p.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
     }
 }
 
@@ -194,7 +202,99 @@ async fn keep_fresh(
                 tracing::info!("xDS serving certificate reloaded");
             }
             // Keep serving the last good certificate; try again next round.
-            Err(e) => tracing::warn!(error = %e, "cannot reload the xDS serving certificate; keeping the current one"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the xDS serving certificate; keeping the current one")
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use rustls::pki_types::ServerName;
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+    use super::*;
+
+    /// The leaf certificate the server at `address` presents.
+    async fn presented(address: std::net::SocketAddr, root_pem: &str) -> Vec<u8> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+            roots.add(cert.expect("root")).expect("add root");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tcp = TcpStream::connect(address).await.expect("connect");
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(ServerName::try_from("localhost").expect("name"), tcp)
+            .await
+            .expect("handshake");
+        tls.get_ref().1.peer_certificates().expect("certificates")[0].to_vec()
+    }
+
+    #[tokio::test]
+    async fn serving_certificate_files_are_reloaded_without_a_restart() {
+        let ca = Arc::new(CertificateAuthority::generate("cluster.local").expect("CA"));
+        let dir = std::env::temp_dir().join(format!("pf-tls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (chain, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let write = |issued: &super::super::ca::IssuedCertificate| {
+            std::fs::write(&chain, &issued.chain_pem).expect("write chain");
+            std::fs::write(&key, &issued.key_pem).expect("write key");
+        };
+        let localhost = vec!["localhost".to_string()];
+        write(
+            &ca.issue_server(&localhost, &[], Duration::from_secs(3600))
+                .expect("first"),
+        );
+        let stop = CancellationToken::new();
+        let config = server_config(
+            ServingCertificate::Files {
+                cert_chain: chain.clone(),
+                private_key: key.clone(),
+            },
+            ca.root_pem(),
+            Duration::from_millis(20),
+            stop.clone(),
+        )
+        .expect("server config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let acceptor = TlsAcceptor::from(config);
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = acceptor.accept(tcp).await;
+                });
+            }
+        });
+        let first = presented(address, ca.root_pem()).await;
+
+        // A broken write is not served; the last good certificate stays.
+        std::fs::write(&chain, "not a certificate").expect("break");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(presented(address, ca.root_pem()).await, first);
+
+        write(
+            &ca.issue_server(&localhost, &[], Duration::from_secs(3600))
+                .expect("second"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while presented(address, ca.root_pem()).await == first {
+            assert!(
+                Instant::now() < deadline,
+                "the renewed certificate was never served"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -153,6 +153,10 @@ impl Pilotfish {
         self.process.log()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// SIGTERM; how long the process took to exit and its status, `None`
     /// if it had not exited within `limit`.
     pub fn terminate(

@@ -12,8 +12,8 @@ use super::envoy::{Envoy, gateway_bootstrap, pilotfish_bootstrap};
 use super::http::{Request, Response};
 use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
-use super::secure_xds;
 use super::process::write_world_readable;
+use super::secure_xds;
 use super::testdir::TestDir;
 use super::{repo_path, tcp, wait_until};
 
@@ -309,7 +309,10 @@ impl Pod {
             self.ns.clone(),
             &self.config_dir,
             &self.registry_file,
-            &self.dir.path().join(format!("pilotfish-{}.log", self.starts)),
+            &self
+                .dir
+                .path()
+                .join(format!("pilotfish-{}.log", self.starts)),
             &self.pilotfish_args,
         );
     }

@@ -60,6 +60,10 @@ impl Process {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits up to `limit` for the process to exit;
     /// returns how long it took and its exit status, `None` if it was still
     /// running at `limit` (it is killed on drop).

@@ -4,6 +4,7 @@
 pub mod ads;
 pub mod bootstrap;
 pub mod cache;
+pub mod certificate_client;
 pub mod config_dump;
 pub mod debug;
 pub mod incoming;

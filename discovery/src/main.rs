@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use pilotfish_discovery::bootstrap::{BootstrapOptions, ClientCertificate, XdsTls, bootstrap};
+use pilotfish_discovery::bootstrap::{self, BootstrapOptions, XdsTls, bootstrap};
+use pilotfish_discovery::certificate_client::{
+    ClientCertificate, RequestOptions, issue_offline, renew_until_cancelled, request_once,
+};
 use pilotfish_discovery::incoming::IncomingLimits;
+use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::security::authn::DEFAULT_TOKEN_AUDIENCE;
+use pilotfish_discovery::security::ca::CertificateAuthority;
 use pilotfish_discovery::serve::{
     CaSource, DynamicRegistry, IdentityOptions, KubernetesConfigOptions, SecureXdsOptions,
     ServeOptions, serve,
@@ -36,6 +41,71 @@ enum Command {
     Serve(ServeArgs),
     /// Print an Envoy bootstrap (JSON) that points a proxy at Pilotfish.
     Bootstrap(BootstrapArgs),
+    /// Get (or issue offline) a workload certificate as files for Envoy.
+    Certificate {
+        #[command(subcommand)]
+        command: CertificateCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertificateCommand {
+    /// Ask Pilotfish's CreateCertificate for a certificate and write
+    /// cert-chain.pem, key.pem and root-cert.pem (atomically, via a `..data`
+    /// symlink that Envoy's watched_directory notices).
+    Request(CertificateRequestArgs),
+    /// Issue a certificate with the CA key itself (VMs, Consul, tests).
+    Issue(CertificateIssueArgs),
+}
+
+#[derive(clap::Args)]
+struct CertificateRequestArgs {
+    /// Pilotfish's secure address, HOST:PORT.
+    #[arg(long)]
+    xds_address: String,
+    /// The mesh root certificate to verify Pilotfish with.
+    #[arg(long)]
+    root_cert: PathBuf,
+    /// The name Pilotfish's serving certificate carries.
+    #[arg(long, default_value = "istiod.istio-system.svc")]
+    server_name: String,
+    /// ServiceAccount token (audience istio-ca) to authenticate with.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Authenticate with an existing certificate (renewal); needs --private-key.
+    #[arg(long, requires = "private_key")]
+    cert_chain: Option<PathBuf>,
+    #[arg(long, requires = "cert_chain")]
+    private_key: Option<PathBuf>,
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Requested lifetime in seconds (the server may grant less).
+    #[arg(long, default_value_t = 86400)]
+    ttl: u64,
+    /// Keep running: renew at half the lifetime until SIGTERM or SIGINT.
+    #[arg(long)]
+    renew: bool,
+}
+
+#[derive(clap::Args)]
+struct CertificateIssueArgs {
+    /// Directory with ca-cert.pem and ca-key.pem (Istio's cacerts layout).
+    #[arg(long)]
+    ca_dir: PathBuf,
+    /// Generate a new CA in --ca-dir when it holds none.
+    #[arg(long)]
+    generate_ca: bool,
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    #[arg(long)]
+    namespace: String,
+    #[arg(long)]
+    service_account: String,
+    #[arg(long)]
+    out_dir: PathBuf,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86400)]
+    ttl: u64,
 }
 
 /// `--xds-protocol`: which ADS variant the bootstrapped Envoy speaks.
@@ -323,6 +393,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => run_serve(args),
         Command::Bootstrap(args) => run_bootstrap(args),
+        Command::Certificate { command } => run_certificate(command),
     }
 }
 
@@ -486,7 +557,7 @@ fn xds_tls(args: &BootstrapArgs) -> anyhow::Result<Option<XdsTls>> {
     };
     let client_certificate = args.cert_dir.as_ref().map(|dir| {
         let dir = dir.trim_end_matches('/');
-        ClientCertificate {
+        bootstrap::ClientCertificate {
             cert_chain: format!("{dir}/cert-chain.pem"),
             private_key: format!("{dir}/key.pem"),
             watched_directory: Some(dir.to_string()),
@@ -498,6 +569,67 @@ fn xds_tls(args: &BootstrapArgs) -> anyhow::Result<Option<XdsTls>> {
         client_certificate,
         token,
     }))
+}
+
+fn run_certificate(command: CertificateCommand) -> anyhow::Result<()> {
+    init_tracing(false);
+    // One crypto provider for every rustls user in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match command {
+        CertificateCommand::Request(args) => {
+            let opts = RequestOptions {
+                xds_address: args.xds_address,
+                root_cert: args.root_cert,
+                server_name: args.server_name,
+                token_file: args.token_file,
+                client_certificate: args.cert_chain.zip(args.private_key).map(
+                    |(cert_chain, private_key)| ClientCertificate {
+                        cert_chain,
+                        private_key,
+                    },
+                ),
+                out_dir: args.out_dir,
+                ttl: Duration::from_secs(args.ttl),
+            };
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(async move {
+                if !args.renew {
+                    request_once(&opts).await?;
+                    return Ok(());
+                }
+                let cancel = tokio_util::sync::CancellationToken::new();
+                let on_signal = cancel.clone();
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .context("cannot watch SIGTERM")?;
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    tracing::info!("stopping certificate renewal");
+                    on_signal.cancel();
+                });
+                renew_until_cancelled(opts, cancel).await?;
+                Ok(())
+            })
+        }
+        CertificateCommand::Issue(args) => {
+            let ca = if args.generate_ca {
+                CertificateAuthority::load_or_generate_dir(&args.ca_dir, &args.trust_domain)?
+            } else {
+                CertificateAuthority::load_dir(&args.ca_dir, &args.trust_domain)
+                    .context("no usable CA there (--generate-ca creates one)")?
+            };
+            let identity =
+                WorkloadIdentity::new(&args.trust_domain, &args.namespace, &args.service_account);
+            WorkloadIdentity::parse_spiffe(&identity.spiffe_uri())
+                .with_context(|| format!("--namespace/--service-account: {identity}"))?;
+            issue_offline(&ca, &identity, Duration::from_secs(args.ttl), &args.out_dir)?;
+            Ok(())
+        }
+    }
 }
 
 fn init_tracing(json: bool) {

@@ -1050,4 +1050,207 @@ mod tests {
             .unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A stand-in API server holding at most one Secret. With `rival` set,
+    /// the first create answers 409 after storing the rival's Secret, as
+    /// when another replica wins the race.
+    #[derive(Clone, Default)]
+    struct FakeSecrets {
+        state: Arc<std::sync::Mutex<FakeState>>,
+    }
+
+    #[derive(Default)]
+    struct FakeState {
+        stored: Option<serde_json::Value>,
+        rival: Option<serde_json::Value>,
+        creates: usize,
+    }
+
+    fn json_response(code: u16, body: &serde_json::Value) -> http::Response<kube::client::Body> {
+        http::Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(kube::client::Body::from(body.to_string().into_bytes()))
+            .expect("valid response")
+    }
+
+    async fn body_bytes(mut body: kube::client::Body) -> Vec<u8> {
+        use tonic::codegen::Body as _;
+        let mut bytes = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+        {
+            if let Ok(data) = frame.expect("body frame").into_data() {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        bytes
+    }
+
+    impl tonic::codegen::Service<http::Request<kube::client::Body>> for FakeSecrets {
+        type Response = http::Response<kube::client::Body>;
+        type Error = std::convert::Infallible;
+        type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+        fn poll_ready(
+            &mut self,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<kube::client::Body>) -> Self::Future {
+            let state = self.state.clone();
+            Box::pin(async move {
+                let not_found = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "NotFound", "code": 404,
+                    "message": "secrets \"istio-ca-secret\" not found"
+                });
+                let conflict = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "AlreadyExists", "code": 409,
+                    "message": "secrets \"istio-ca-secret\" already exists"
+                });
+                let method = request.method().clone();
+                let path = request.uri().path().to_string();
+                let body = body_bytes(request.into_body()).await;
+                let mut state = state.lock().expect("state");
+                let response = match method.as_str() {
+                    "GET" if path == "/api/v1/namespaces/istio-system/secrets/istio-ca-secret" => {
+                        match &state.stored {
+                            Some(secret) => json_response(200, secret),
+                            None => json_response(404, &not_found),
+                        }
+                    }
+                    "POST" if path == "/api/v1/namespaces/istio-system/secrets" => {
+                        state.creates += 1;
+                        if let Some(rival) = state.rival.take() {
+                            state.stored = Some(rival);
+                            json_response(409, &conflict)
+                        } else {
+                            let secret: serde_json::Value =
+                                serde_json::from_slice(&body).expect("JSON Secret");
+                            state.stored = Some(secret.clone());
+                            json_response(201, &secret)
+                        }
+                    }
+                    _ => json_response(404, &not_found),
+                };
+                Ok(response)
+            })
+        }
+    }
+
+    fn secret_json(ca_cert: &str, ca_key: Option<&str>) -> serde_json::Value {
+        let mut data = BTreeMap::from([(
+            CA_CERT_FILE.to_string(),
+            ByteString(ca_cert.as_bytes().to_vec()),
+        )]);
+        if let Some(key) = ca_key {
+            data.insert(CA_KEY_FILE.to_string(), ByteString(key.as_bytes().to_vec()));
+        }
+        serde_json::to_value(Secret {
+            metadata: ObjectMeta {
+                name: Some("istio-ca-secret".to_string()),
+                namespace: Some("istio-system".to_string()),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..Secret::default()
+        })
+        .expect("Secret JSON")
+    }
+
+    async fn from_fake(fake: &FakeSecrets) -> Result<CertificateAuthority, CaError> {
+        let client = kube::Client::new(fake.clone(), "default");
+        CertificateAuthority::load_or_create_secret(client, "istio-system", "istio-ca-secret", TD)
+            .await
+    }
+
+    #[tokio::test]
+    async fn secret_ca_is_created_once_then_read_back() {
+        let fake = FakeSecrets::default();
+        let first = from_fake(&fake).await.unwrap();
+        {
+            let state = fake.state.lock().unwrap();
+            assert_eq!(state.creates, 1);
+            let stored = state.stored.as_ref().unwrap();
+            assert_eq!(stored["type"], CA_SECRET_TYPE);
+            let secret: Secret = serde_json::from_value(stored.clone()).unwrap();
+            let data = secret.data.unwrap();
+            assert_eq!(data[CA_CERT_FILE].0, first.root_pem().as_bytes());
+            assert!(data.contains_key(CA_KEY_FILE));
+        }
+        let second = from_fake(&fake).await.unwrap();
+        assert_eq!(second.root_pem(), first.root_pem());
+        assert_eq!(fake.state.lock().unwrap().creates, 1);
+    }
+
+    #[tokio::test]
+    async fn losing_the_create_race_uses_the_winners_ca() {
+        let (rival, rival_key) = CertificateAuthority::generate_with_key(TD).unwrap();
+        let fake = FakeSecrets::default();
+        fake.state.lock().unwrap().rival = Some(secret_json(rival.root_pem(), Some(&rival_key)));
+        let ca = from_fake(&fake).await.unwrap();
+        assert_eq!(ca.root_pem(), rival.root_pem());
+        assert_eq!(fake.state.lock().unwrap().creates, 1);
+    }
+
+    #[tokio::test]
+    async fn a_secret_without_its_key_is_reported_by_name() {
+        let ca = CertificateAuthority::generate(TD).unwrap();
+        let fake = FakeSecrets::default();
+        fake.state.lock().unwrap().stored = Some(secret_json(ca.root_pem(), None));
+        let err = from_fake(&fake).await.unwrap_err();
+        assert!(matches!(err, CaError::SecretMissingKey { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("Secret istio-system/istio-ca-secret"),
+            "{message}"
+        );
+        assert!(message.contains(CA_KEY_FILE), "{message}");
+    }
+
+    /// An RSA-2048 CSR as istio-agent sends by default (made with openssl,
+    /// asking for default/default, with key usages in its extensions).
+    const RSA_CSR: &str = "-----BEGIN CERTIFICATE REQUEST-----\n\
+MIIC0zCCAbsCAQAwGDEWMBQGA1UECgwNY2x1c3Rlci5sb2NhbDCCASIwDQYJKoZI\n\
+hvcNAQEBBQADggEPADCCAQoCggEBALJ+JzOR3dhxuA7GzlEOCKBWZNXJzwym4oR+\n\
+j7SVQcMhG5X25x4HcyYjb/qt74yXtKUhWf4egmVb4h00QuOtEMzgas/06AEJV14x\n\
+vHWM6pXiWYqPvdsjDnockkBwQettS8QRDl4g5f7n6xh+rRVM0HfpZcqHcoXi+xHZ\n\
+s9Q2gW+hfBghluf8EP9wzdXIWBMl1gPv77K2Wa+5P0a69TPVkwePmkQ7Rn8bw3xh\n\
+kWa2/hGKAxF/3p/IMNqOJar4HWA3x7IPlXBnTIeEa/KzyQNUpZxgVyMKUhb3OlmO\n\
+tKZ8W+DMe25CVzakP0jQ38T7amMTSO4deKrU2HwSfaMiCpWHqWsCAwEAAaB2MHQG\n\
+CSqGSIb3DQEJDjFnMGUwNwYDVR0RBDAwLoYsc3BpZmZlOi8vY2x1c3Rlci5sb2Nh\n\
+bC9ucy9kZWZhdWx0L3NhL2RlZmF1bHQwCwYDVR0PBAQDAgWgMB0GA1UdJQQWMBQG\n\
+CCsGAQUFBwMBBggrBgEFBQcDAjANBgkqhkiG9w0BAQsFAAOCAQEAsT3kFCpMdxV9\n\
+WbUUjAsA1uBOR4c7VsPtmHYLRyPCTSbzCbro8iQUlNu2Z/MZ6m1bvyckHQr3v/G4\n\
+Jv36awPHRypYnH+xO/j8bXaZ40FVKbhy78X44Rp0pWl2Bal0nugSKm+Hv6T9IQxG\n\
+7aCi8WSl5C8fVuTJWNZUsI4Ylx0B1VZwtqxIRqqlvVKlXuJ97vNVI3TArPT3tCcQ\n\
+VReG0u7WUu898CDFgJh8PU1hUtZur5RWGWH+wwHrJ/qyj2tOhv2VaZr6FHmtWhtv\n\
+nUZK/BntSamjEAze6SAuefiyZgoO82lzm7L7y8lZkwTx8+zwWB67eA+RaIzC5o0y\n\
+O2b4k5vKTg==\n\
+-----END CERTIFICATE REQUEST-----";
+
+    #[test]
+    fn sign_csr_accepts_an_rsa_request_with_extensions() {
+        let ca = CertificateAuthority::generate(TD).unwrap();
+        let caller = WorkloadIdentity::new(TD, "shop", "cart");
+        let chain = ca
+            .sign_csr(RSA_CSR, &caller, Duration::from_secs(600))
+            .unwrap();
+        let leaf = ders(&chain[0]).remove(0);
+        assert_eq!(spiffe_identity_of(&leaf).unwrap(), caller);
+        let csr_der = CertificateSigningRequestDer::from_pem_slice(RSA_CSR.as_bytes()).unwrap();
+        let (_, csr) = X509CertificationRequest::from_der(&csr_der).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+        assert_eq!(
+            cert.public_key().raw,
+            csr.certification_request_info.subject_pki.raw
+        );
+        client_verifier(&ca)
+            .verify_client_cert(&leaf, &[], UnixTime::now())
+            .unwrap();
+    }
 }

@@ -121,6 +121,16 @@ impl CertificateService {
             }
             Err(status) => return Err(self.refuse(remote, status)),
         };
+        if identity.trust_domain != self.inner.ca.trust_domain() {
+            // The mesh CA vouches only for its own trust domain.
+            return Err(self.refuse(
+                remote,
+                Status::permission_denied(format!(
+                    "{identity} is not in trust domain {}",
+                    self.inner.ca.trust_domain()
+                )),
+            ));
+        }
         let ttl = self.granted_ttl(request.get_ref().validity_duration);
         match self
             .inner
@@ -371,8 +381,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 
+        // An identity of another trust domain: not ours to vouch for.
+        let mut request = tonic::Request::new(IstioCertificateRequest {
+            csr: csr.clone(),
+            validity_duration: 0,
+            metadata: None,
+        });
+        request.metadata_mut().insert(
+            "x-test-identity",
+            MetadataValue::try_from("spiffe://other.domain/ns/shop/sa/cart").unwrap(),
+        );
+        grpc.ready().await.unwrap();
+        let err = grpc
+            .unary::<_, IstioCertificateResponse, _>(
+                request,
+                http::uri::PathAndQuery::from_static(PATH),
+                ProstCodec::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
         assert_eq!(service.issued_count(), 1);
-        assert_eq!(service.refused_count(), 2);
+        assert_eq!(service.refused_count(), 3);
         server.abort();
     }
 }

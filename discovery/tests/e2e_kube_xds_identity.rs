@@ -115,11 +115,18 @@ fn ask_for_the_secret(
                     .await
             }
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let text = |v: &str| Value {
+                kind: Some(Kind::StringValue(v.into())),
+            };
+            // A gateway the Gateway selects, so its view holds the secret.
+            let mut labels = Struct::default();
+            labels.fields.insert("istio".into(), text("ingressgateway"));
             let mut metadata = Struct::default();
+            metadata.fields.insert("NAMESPACE".into(), text("default"));
             metadata.fields.insert(
-                "NAMESPACE".into(),
+                "LABELS".into(),
                 Value {
-                    kind: Some(Kind::StringValue("default".into())),
+                    kind: Some(Kind::StructValue(labels)),
                 },
             );
             let (tx, rx) = mpsc::channel(2);

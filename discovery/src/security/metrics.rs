@@ -18,7 +18,6 @@ pub struct SecurityMetrics {
     pub tls_handshake_failures: Counter,
     pub authentication_failures: Family<ReasonLabel, Counter>,
     pub secret_refusals: Family<ReasonLabel, Counter>,
-    pub certificates_issued: Counter,
 }
 
 impl SecurityMetrics {
@@ -47,11 +46,6 @@ impl SecurityMetrics {
             "sds_refusals",
             "Secret (SDS) requests answered without secrets, by reason",
             self.secret_refusals.clone(),
-        );
-        registry.register(
-            "certificates_issued",
-            "Workload certificates signed by the mesh CA",
-            self.certificates_issued.clone(),
         );
     }
 

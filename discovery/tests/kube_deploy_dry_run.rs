@@ -375,7 +375,13 @@ fn sidecar_template_merges_into_a_deployment() {
     };
     assert_eq!(
         names(&spec["initContainers"]),
-        ["pilotfish-init", "pilotfish-bootstrap", "pilotfish-proxy"]
+        [
+            "pilotfish-init",
+            "pilotfish-certificate",
+            "pilotfish-certificate-renewer",
+            "pilotfish-bootstrap",
+            "pilotfish-proxy"
+        ]
     );
     assert_eq!(
         names(&spec["containers"]),

@@ -58,7 +58,7 @@ fn prepare(server: &KubeApiServer) {
 }
 
 /// Every object deploy/kubernetes/ should create, as kubectl names them.
-const OBJECTS: [&str; 16] = [
+const OBJECTS: [&str; 17] = [
     "namespace/pilotfish-system",
     "serviceaccount/pilotfish",
     "clusterrole.rbac.authorization.k8s.io/pilotfish",
@@ -72,6 +72,7 @@ const OBJECTS: [&str; 16] = [
     "deployment.apps/pilotfish",
     "service/pilotfish",
     "podtemplate/pilotfish-sidecar",
+    "serviceaccount/pilotfish-ingressgateway",
     "deployment.apps/pilotfish-ingressgateway",
     "service/pilotfish-ingressgateway",
     "customresourcedefinition.apiextensions.k8s.io/serviceentries.networking.istio.io",
@@ -200,10 +201,13 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         ])
         .expect_success("get podtemplate");
     let sidecar: Value = serde_json::from_str(&sidecar.stdout).unwrap();
+    // ServiceAccount admission (off here) would name the account.
+    let mut template = sidecar["template"].clone();
+    template["spec"]["serviceAccountName"] = json!("default");
     let refused = server
         .kubectl_stdin(
             &["create", "--dry-run=server", "-f", "-"],
-            &pod_from(&sidecar["template"], "sidecar-0"),
+            &pod_from(&template, "sidecar-0"),
         )
         .expect_failure("a privileged pod in pilotfish-system");
     assert!(
@@ -392,9 +396,16 @@ fn sidecar_template_merges_into_a_deployment() {
     volumes.sort();
     assert_eq!(
         volumes,
-        ["pilotfish-init-run", "pilotfish-podinfo", "pilotfish-proxy"]
+        [
+            "pilotfish-certs",
+            "pilotfish-init-run",
+            "pilotfish-podinfo",
+            "pilotfish-proxy",
+            "pilotfish-root",
+            "pilotfish-token"
+        ]
     );
-    let proxy = &spec["initContainers"][2];
+    let proxy = &spec["initContainers"][4];
     assert_eq!(
         proxy["restartPolicy"], "Always",
         "Envoy is a native sidecar"
@@ -405,15 +416,22 @@ fn sidecar_template_merges_into_a_deployment() {
         init["securityContext"]["capabilities"]["add"],
         json!(["NET_ADMIN", "NET_RAW"])
     );
-    let bootstrap = spec["initContainers"][1]["args"][0].as_str().unwrap();
+    let renewer = &spec["initContainers"][2];
+    assert_eq!(renewer["restartPolicy"], "Always", "the renewer runs beside Envoy");
+    assert!(renewer["args"].to_string().contains("--renew"));
+    let bootstrap = spec["initContainers"][3]["args"][0].as_str().unwrap();
     assert!(
-        bootstrap.contains("--xds-address pilotfish.pilotfish-system.svc:15010")
+        bootstrap.contains("--xds-address pilotfish.pilotfish-system.svc:15012")
+            && bootstrap.contains("--cert-dir /etc/pilotfish/certs")
             && bootstrap.contains(r#"--ip "$(POD_IP)""#),
         "{bootstrap}"
     );
 
     // A Pod with that spec is valid too (and admitted: ServiceAccount
-    // admission is off, no controller needed).
+    // admission is off, no controller needed; it would name the account
+    // the projected token is for, as here).
+    let mut spec = spec.clone();
+    spec["serviceAccountName"] = json!("default");
     let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "reviews-0", "namespace": "shop", "labels": {"app": "reviews"}},

@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve xDS to Envoy proxies from config directories and registries.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print an Envoy bootstrap (JSON) that points a proxy at Pilotfish.
     Bootstrap(BootstrapArgs),
     /// Get (or issue offline) a workload certificate as files for Envoy.
@@ -391,7 +391,7 @@ struct BootstrapArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(args) => run_serve(*args),
         Command::Bootstrap(args) => run_bootstrap(args),
         Command::Certificate { command } => run_certificate(command),
     }

@@ -174,13 +174,7 @@ fn credential_name_secrets_reach_envoy_over_sds_and_follow_renewal_and_deletion(
     );
     apply(&server, GATEWAY);
 
-    let pod = KubePod::start(
-        &server,
-        KubePodOptions {
-            secure_xds: true,
-            ..KubePodOptions::new("kube-gw-sds")
-        },
-    );
+    let pod = KubePod::start(&server, KubePodOptions::secure("kube-gw-sds"));
     pod.wait_bookinfo_served();
     let token = service_account_token(&server, "default", "ingress", "istio-ca");
     let gateway = pod.start_gateway_with_token("ingress", &INGRESS_LABELS, &token);

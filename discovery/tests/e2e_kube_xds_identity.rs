@@ -170,13 +170,7 @@ fn service_account_tokens_are_reviewed_and_secrets_go_only_to_their_namespace() 
     let ca = TestCa::new("kube-xds-identity");
     apply(&server, &shop_secret(&server, &ca));
     apply(&server, GATEWAY);
-    let pod = KubePod::start(
-        &server,
-        KubePodOptions {
-            secure_xds: true,
-            ..KubePodOptions::new("kube-xds-id")
-        },
-    );
+    let pod = KubePod::start(&server, KubePodOptions::secure("kube-xds-id"));
     pod.wait_bookinfo_served();
 
     let ours = service_account_token(&server, "default", "ingress", "istio-ca");

@@ -319,6 +319,14 @@ pub struct KubePodOptions<'a> {
 }
 
 impl<'a> KubePodOptions<'a> {
+    /// [`KubePodOptions::new`] with the secure xDS port and token review on.
+    pub fn secure(name: &'a str) -> Self {
+        KubePodOptions {
+            secure_xds: true,
+            ..KubePodOptions::new(name)
+        }
+    }
+
     pub fn new(name: &'a str) -> Self {
         KubePodOptions {
             name,

@@ -13,7 +13,8 @@ use pilotfish_registries::kubernetes::{ApiServer, KubernetesConfig};
 use pilotfish_translate::MeshConfig;
 use tokio::sync::{mpsc, watch};
 
-use crate::ads::{AdsServer, XdsContext};
+use crate::ads::limits::with_http2_limits;
+use crate::ads::{AdsServer, XdsContext, XdsLimits};
 use crate::debug::{self, DebugState, RegistryStatus};
 use crate::mesh_store::{MeshGeneration, MeshStore};
 use crate::metrics::Metrics;
@@ -40,6 +41,8 @@ pub struct ServeOptions {
     /// Kubeconfig for the Kubernetes registry and config source; `None`:
     /// KUBECONFIG, ~/.kube/config, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
+    /// What one xDS client can make the server hold.
+    pub limits: XdsLimits,
 }
 
 /// A registry that pushes snapshots.
@@ -61,7 +64,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         opts.mesh,
     );
     let (generation_tx, generation_rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::new(metrics.clone(), generation_rx));
+    let ctx = Arc::new(XdsContext::with_limits(
+        metrics.clone(),
+        generation_rx,
+        opts.limits.clone(),
+    ));
 
     // Watch before the first load so no edit falls between the two.
     let (change_tx, change_rx) = mpsc::unbounded_channel();
@@ -170,8 +177,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     );
     tracing::info!(xds = %opts.xds_address, http = %opts.http_address, "pilotfish serving");
 
-    let grpc = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+    let grpc = with_http2_limits(tonic::transport::Server::builder())
         .add_service(AdsServer::new(ctx.clone()).into_service())
         .serve_with_shutdown(opts.xds_address, shutdown_signal());
 

@@ -5,6 +5,7 @@
 
 pub mod delta;
 mod delta_stream;
+pub mod limits;
 mod session;
 mod stream;
 
@@ -27,9 +28,11 @@ use crate::cache::SnapshotCache;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
 use crate::status::SyncStatus;
+pub use limits::XdsLimits;
 
-/// Large delta and SotW requests list many resource names.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Responses are ours and may be large (every cluster of a big mesh); the
+/// size of requests, which clients choose, is bounded by [`XdsLimits`].
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// State shared by all streams.
 pub struct XdsContext {
@@ -37,16 +40,26 @@ pub struct XdsContext {
     pub status: SyncStatus,
     pub metrics: Arc<Metrics>,
     pub generations: watch::Receiver<Arc<MeshGeneration>>,
+    pub limits: XdsLimits,
     next_connection: AtomicU64,
 }
 
 impl XdsContext {
     pub fn new(metrics: Arc<Metrics>, generations: watch::Receiver<Arc<MeshGeneration>>) -> Self {
+        Self::with_limits(metrics, generations, XdsLimits::default())
+    }
+
+    pub fn with_limits(
+        metrics: Arc<Metrics>,
+        generations: watch::Receiver<Arc<MeshGeneration>>,
+        limits: XdsLimits,
+    ) -> Self {
         XdsContext {
-            cache: SnapshotCache::new(metrics.clone()),
+            cache: SnapshotCache::with_max_views(metrics.clone(), limits.max_views),
             status: SyncStatus::default(),
             metrics,
             generations,
+            limits,
             next_connection: AtomicU64::new(1),
         }
     }
@@ -66,9 +79,10 @@ impl AdsServer {
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        let max_request_bytes = self.ctx.limits.max_request_bytes;
         AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max_request_bytes)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 }
 
@@ -84,7 +98,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = request.remote_addr();
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection = stream::Connection::new(self.ctx.clone(), self.ctx.connection_id(), tx);
         tokio::spawn(session::serve(connection, request.into_inner(), peer));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -95,7 +109,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let peer = request.remote_addr();
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection =
             delta_stream::DeltaConnection::new(self.ctx.clone(), self.ctx.connection_id(), tx);
         tokio::spawn(session::serve(connection, request.into_inner(), peer));

@@ -61,44 +61,33 @@ fn main() -> Result<(), BoxError> {
     runtime.block_on(run(&binary))
 }
 
+/// Each scenario gets a fresh server, so that what one leaves behind
+/// (or frees for reuse) does not blur the next one's numbers.
 async fn run(binary: &Path) -> Result<(), BoxError> {
-    let server = Server::start(binary)?;
-    let healthy = Healthy::connect(server.xds).await?;
-    println!(
-        "pilotfish {} (pid {}), {SERVICES} services; RSS at start {}",
-        binary.display(),
-        server.pid(),
-        mb(server.memory()?.rss_kb)
-    );
-    let mut rows = Vec::new();
-    let xds = server.xds;
-    rows.push(
+    println!("pilotfish {}, {SERVICES} services", binary.display());
+    let rows = vec![
         measure(
-            &server,
-            &healthy,
+            binary,
             "a) 3,000 short streams, unique LABELS",
-            |mid| unique_labels(xds, 3_000, Duration::from_secs(300), mid),
+            3,
+            |xds, phases| unique_labels(xds, 3_000, Duration::from_secs(300), phases),
         )
         .await?,
-    );
-    rows.push(
         measure(
-            &server,
-            &healthy,
+            binary,
             "b) 20 streams, 10 MB node metadata",
-            |mid| huge_nodes(xds, 20, 10 * 1024 * 1024, mid),
+            3,
+            |xds, phases| huge_nodes(xds, 20, 10 * 1024 * 1024, phases),
         )
         .await?,
-    );
-    rows.push(
         measure(
-            &server,
-            &healthy,
+            binary,
             "c) 1,000 streams that never read",
-            |mid| never_read(xds, 1_000, Duration::from_secs(25), mid),
+            10,
+            |xds, phases| never_read(xds, 1_000, Duration::from_secs(25), phases),
         )
         .await?,
-    );
+    ];
     print_table(&rows);
     Ok(())
 }
@@ -109,12 +98,18 @@ struct Server {
     child: Child,
     dir: PathBuf,
     xds: SocketAddr,
+    http: SocketAddr,
     edits: AtomicU64,
 }
 
 impl Server {
     fn start(binary: &Path) -> Result<Server, BoxError> {
-        let dir = std::env::temp_dir().join(format!("pf-hostile-{}", std::process::id()));
+        static STARTED: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "pf-hostile-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         let config = dir.join("config");
         std::fs::create_dir_all(&config)?;
         std::fs::write(dir.join("registry.yaml"), registry(SERVICES))?;
@@ -137,6 +132,7 @@ impl Server {
             child,
             dir,
             xds,
+            http,
             edits: AtomicU64::new(0),
         })
     }
@@ -147,6 +143,20 @@ impl Server {
 
     fn memory(&self) -> Result<Memory, BoxError> {
         Memory::of(self.pid())
+    }
+
+    /// The value of each of `names` on `/metrics` ("-" when absent).
+    async fn metrics(&self, names: &[&str]) -> Vec<String> {
+        let text = http_get(self.http, "/metrics").await.unwrap_or_default();
+        names
+            .iter()
+            .map(|name| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                    .unwrap_or("-")
+                    .to_string()
+            })
+            .collect()
     }
 
     /// Edits a DestinationRule, which changes every proxy's clusters.
@@ -163,6 +173,18 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A plain HTTP/1.0 GET on loopback (no client library for one request).
+async fn http_get(addr: SocketAddr, path: &str) -> Result<String, BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut body = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body)).await??;
+    Ok(body)
 }
 
 fn free_loopback_port() -> Result<SocketAddr, BoxError> {
@@ -487,22 +509,32 @@ struct Row {
     after: Memory,
     push: Result<Duration, String>,
     alive: bool,
+    /// Server metrics 3 s after: views, stalled streams, connected proxies.
+    metrics: Vec<String>,
 }
 
-/// Runs one attack, sampling the server's RSS, changing the config in the
-/// middle of it (and twice more for slow readers to fall behind), and
-/// checking the healthy client's pushes.
+const REPORTED_METRICS: [&str; 3] = [
+    "pilotfish_views",
+    "pilotfish_xds_stalled_streams_total",
+    "pilotfish_xds_connected_proxies",
+];
+
+/// Runs one attack against a fresh server, sampling its RSS, changing the
+/// config `edits` times in the middle of the attack (more pushes for slow
+/// readers to fall behind on), and checking the healthy client's pushes.
 async fn measure<F, Fut>(
-    server: &Server,
-    healthy: &Healthy,
+    binary: &Path,
     scenario: &'static str,
+    edits: usize,
     attack: F,
 ) -> Result<Row, BoxError>
 where
-    F: FnOnce(Phases) -> Fut,
+    F: FnOnce(SocketAddr, Phases) -> Fut,
     Fut: Future<Output = Result<usize, BoxError>> + Send + 'static,
 {
     println!("running {scenario} ...");
+    let server = Server::start(binary)?;
+    let healthy = Healthy::connect(server.xds).await?;
     let pid = server.pid();
     let before = server.memory()?;
     Memory::reset_peak(pid);
@@ -510,15 +542,18 @@ where
     let sampler = tokio::spawn(sample_peak(pid, peak.clone()));
     let (mid_tx, mid_rx) = tokio::sync::oneshot::channel();
     let (release_tx, release_rx) = tokio::sync::oneshot::channel();
-    let attack = tokio::spawn(attack(Phases {
-        midpoint: Some(mid_tx),
-        release: release_rx,
-    }));
+    let attack = tokio::spawn(attack(
+        server.xds,
+        Phases {
+            midpoint: Some(mid_tx),
+            release: release_rx,
+        },
+    ));
     let _ = mid_rx.await;
-    let mut push = healthy.push_after_edit(server).await;
-    for _ in 0..2 {
+    let mut push = healthy.push_after_edit(&server).await;
+    for _ in 1..edits {
         if push.is_ok() {
-            push = healthy.push_after_edit(server).await;
+            push = healthy.push_after_edit(&server).await;
         }
     }
     let _ = release_tx.send(());
@@ -527,7 +562,8 @@ where
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = server.memory()?;
     let peak_kb = peak.load(Ordering::Relaxed).max(after.hwm_kb);
-    let alive = healthy.push_after_edit(server).await.is_ok();
+    let metrics = server.metrics(&REPORTED_METRICS).await;
+    let alive = healthy.push_after_edit(&server).await.is_ok();
     Ok(Row {
         scenario,
         streams,
@@ -536,6 +572,7 @@ where
         after,
         push: push.map_err(|e| e.to_string()),
         alive,
+        metrics,
     })
 }
 
@@ -552,23 +589,24 @@ async fn sample_peak(pid: u32, peak: Arc<AtomicU64>) {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| scenario | streams | RSS before | peak RSS | RSS 3 s after | healthy push during attack | healthy push after |"
+        "| scenario | streams | RSS before | peak RSS | RSS 3 s after | healthy push during attack | healthy push after | views, stalled, connected after |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---|---|");
     for r in rows {
         let push = match &r.push {
             Ok(d) => format!("{:.0} ms", d.as_secs_f64() * 1000.0),
             Err(e) => format!("FAILED ({e})"),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.streams,
             mb(r.before.rss_kb),
             mb(r.peak_kb),
             mb(r.after.rss_kb),
             push,
-            if r.alive { "yes" } else { "NO" }
+            if r.alive { "yes" } else { "NO" },
+            r.metrics.join(", ")
         );
     }
 }

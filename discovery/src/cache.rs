@@ -1,9 +1,14 @@
 //! The snapshot cache: one built snapshot per distinct proxy view and mesh
 //! generation. Streams never translate; they ask the cache, and proxies with
 //! the same view share the same `Arc<Snapshot>`.
+//!
+//! Clients choose their views, so the cache is bounded twice over: a view
+//! is keyed only by labels that some config reads, and beyond `max_views`
+//! the least recently used views are evicted.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -15,37 +20,56 @@ use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 
+/// Views kept when no limit is given.
+pub const DEFAULT_MAX_VIEWS: usize = 10_000;
+
 #[derive(Debug)]
 struct Entry {
     snapshot: Arc<Snapshot>,
     diagnostics: Arc<Vec<Diagnostic>>,
+    /// Tick of the cache clock at the last lookup, for LRU eviction.
+    last_used: AtomicU64,
 }
 
 pub struct SnapshotCache {
     entries: DashMap<ProxyView, Entry>,
     metrics: Arc<Metrics>,
+    max_views: usize,
+    clock: AtomicU64,
 }
 
 impl SnapshotCache {
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_max_views(metrics, DEFAULT_MAX_VIEWS)
+    }
+
+    pub fn with_max_views(metrics: Arc<Metrics>, max_views: usize) -> Self {
         SnapshotCache {
             entries: DashMap::new(),
             metrics,
+            max_views: max_views.max(1),
+            clock: AtomicU64::new(0),
         }
     }
 
-    /// The snapshot of `view` for `generation`, built on first use.
+    /// The snapshot of `view` for `generation`, built on first use. Labels
+    /// no config of the generation reads are left out of the key.
     pub fn snapshot(&self, generation: &MeshGeneration, view: &ProxyView) -> Arc<Snapshot> {
+        let view = &generation.referenced_labels().project_view(view);
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
         if let Some(entry) = self.entries.get(view)
             && entry.snapshot.mesh_version == generation.version
         {
+            entry.last_used.store(now, Ordering::Relaxed);
             return entry.snapshot.clone();
         }
         // The entry lock serialises builders of one view: built once, not per stream.
         let mut entry = self.entries.entry(view.clone()).or_insert_with(|| Entry {
             snapshot: Arc::new(Snapshot::default()),
             diagnostics: Arc::default(),
+            last_used: AtomicU64::new(now),
         });
+        entry.last_used.store(now, Ordering::Relaxed);
         if entry.snapshot.mesh_version == generation.version && generation.version != 0 {
             return entry.snapshot.clone();
         }
@@ -77,7 +101,30 @@ impl SnapshotCache {
             &previous_diagnostics,
             &diagnostics,
         );
+        self.evict_over_limit(generation.version, view);
         snapshot
+    }
+
+    /// Evicts views until at most `max_views` remain: least recently used
+    /// first among views not of the current generation, then among all.
+    /// `keep` (the view just built) is never evicted.
+    fn evict_over_limit(&self, current_version: u64, keep: &ProxyView) {
+        while self.entries.len() > self.max_views {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|e| e.key() != keep)
+                .min_by_key(|e| {
+                    let current = e.snapshot.mesh_version == current_version;
+                    (current, e.last_used.load(Ordering::Relaxed))
+                })
+                .map(|e| e.key().clone());
+            let Some(victim) = victim else { break };
+            if self.entries.remove(&victim).is_some() {
+                self.metrics.view_cache_evictions.inc();
+            }
+        }
+        self.metrics.views.set(self.entries.len() as i64);
     }
 
     /// Logs what a view's new snapshot found that its previous snapshot and
@@ -123,6 +170,7 @@ impl SnapshotCache {
     pub fn prune(&self, keep_from_version: u64) {
         self.entries
             .retain(|_, e| e.snapshot.mesh_version >= keep_from_version);
+        self.metrics.views.set(self.entries.len() as i64);
     }
 
     /// Every translation diagnostic of the current generation, across views.
@@ -261,5 +309,103 @@ mod tests {
         assert_eq!(versions(&partial), versions(&full));
         // The VIP-less TCP service is matched by endpoint address, so LDS changed too.
         assert_ne!(versions(&before)[2], versions(&partial)[2]);
+    }
+
+    /// Routes web's callers by their `app` label.
+    const BY_CALLER: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-by-caller, namespace: default}
+spec:
+  hosts: [web.service.consul]
+  http:
+  - match: [{sourceLabels: {app: batch}}]
+    route: [{destination: {host: db.service.consul}}]
+  - route: [{destination: {host: web.service.consul}}]
+"#;
+
+    fn generation(version: u64, config: &str) -> MeshGeneration {
+        let loaded = pilotfish_crds::load_yaml("test.yaml", config, "default");
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let mut mesh = (*mesh(&["10.0.0.1"])).clone();
+        mesh.config = loaded.objects;
+        MeshGeneration {
+            version,
+            mesh: Arc::new(mesh),
+            ..Default::default()
+        }
+    }
+
+    fn labelled(labels: &[(&str, &str)]) -> ProxyView {
+        ProxyView {
+            namespace: "default".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn views_differing_only_in_labels_no_config_reads_share_a_snapshot() {
+        let metrics = Arc::new(Metrics::new());
+        let cache = SnapshotCache::new(metrics.clone());
+        let generation = generation(1, BY_CALLER);
+        let a = cache.snapshot(&generation, &labelled(&[("app", "web"), ("pod", "a-1")]));
+        let b = cache.snapshot(&generation, &labelled(&[("app", "web"), ("pod", "b-2")]));
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the unread `pod` label is not part of the key"
+        );
+        let batch = cache.snapshot(&generation, &labelled(&[("app", "batch"), ("pod", "c")]));
+        assert!(!Arc::ptr_eq(&a, &batch), "`app` is read by sourceLabels");
+        assert_ne!(versions(&a), versions(&batch));
+        assert_eq!(cache.views(), 2);
+        assert_eq!(metrics.views.get(), 2);
+    }
+
+    #[test]
+    fn beyond_max_views_evicts_older_generations_first_then_least_recently_used() {
+        let metrics = Arc::new(Metrics::new());
+        let cache = SnapshotCache::with_max_views(metrics.clone(), 3);
+        let (old, current) = (generation(1, BY_CALLER), generation(2, BY_CALLER));
+        let view = |app: &str| labelled(&[("app", app)]);
+        cache.snapshot(&old, &view("stale"));
+        cache.snapshot(&current, &view("a"));
+        cache.snapshot(&current, &view("b"));
+        // `stale` was used least recently but `a` before `b`: a new view
+        // evicts the old generation's view although it is not the LRU one.
+        cache.snapshot(&old, &view("stale"));
+        cache.snapshot(&current, &view("c"));
+        assert_eq!(cache.views(), 3);
+        assert_eq!(metrics.view_cache_evictions.get(), 1);
+        let keys = |cache: &SnapshotCache| {
+            let mut apps: Vec<String> = cache
+                .entries
+                .iter()
+                .map(|e| e.key().labels["app"].clone())
+                .collect();
+            apps.sort();
+            apps
+        };
+        assert_eq!(keys(&cache), ["a", "b", "c"]);
+        // All of the current generation now: the least recently used goes.
+        cache.snapshot(&current, &view("a"));
+        cache.snapshot(&current, &view("d"));
+        assert_eq!(keys(&cache), ["a", "c", "d"]);
+        assert_eq!(metrics.view_cache_evictions.get(), 2);
+        assert_eq!(metrics.views.get(), 3);
+    }
+
+    #[test]
+    fn views_whose_proxies_left_are_pruned_with_their_generation() {
+        let metrics = Arc::new(Metrics::new());
+        let cache = SnapshotCache::new(metrics.clone());
+        cache.snapshot(&generation(1, BY_CALLER), &labelled(&[("app", "gone")]));
+        cache.snapshot(&generation(3, BY_CALLER), &labelled(&[]));
+        cache.prune(2);
+        assert_eq!(cache.views(), 1);
+        assert_eq!(metrics.views.get(), 1);
     }
 }

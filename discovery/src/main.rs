@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use pilotfish_discovery::ads::XdsLimits;
 use pilotfish_discovery::bootstrap::{self, BootstrapOptions, XdsTls, bootstrap};
 use pilotfish_discovery::certificate_client::{
     ClientCertificate, RequestOptions, issue_offline, renew_until_cancelled, request_once,
@@ -187,6 +188,36 @@ struct ServeArgs {
     consul: ConsulArgs,
     #[command(flatten)]
     kube: KubeArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Bounds on what one xDS client can make the server hold.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Distinct proxy views whose snapshots are cached; least recently used beyond.
+    #[arg(long, default_value_t = 10_000)]
+    max_views: usize,
+    /// Largest Envoy node (id, metadata, labels) accepted, encoded, in bytes.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_node_bytes: usize,
+    /// Largest ADS request message, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// How long a push waits for a proxy to read before its stream is closed ("20s", "500ms").
+    #[arg(long, default_value = "20s", value_parser = pilotfish_crds::duration::parse_duration)]
+    stream_send_timeout: Duration,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> XdsLimits {
+        XdsLimits {
+            max_views: self.max_views,
+            max_node_bytes: self.max_node_bytes,
+            max_request_bytes: self.max_request_bytes,
+            stream_send_timeout: self.stream_send_timeout,
+        }
+    }
 }
 
 /// A listen address, or `None` for `off`.
@@ -492,6 +523,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             namespaces: namespaces.clone(),
         }),
         kubeconfig: args.kube.kubeconfig.clone(),
+        limits: args.limits.limits(),
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(serve(opts));

@@ -2,12 +2,12 @@
 //! config are merged here, once, before any per-proxy work.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use pilotfish_crds::{ConfigKey, ConfigObject, ConfigSpec};
 use pilotfish_registries::RegistrySnapshot;
 use pilotfish_registries::service_entry::add_service_entry;
-use pilotfish_translate::{CredentialKey, MeshConfig, MeshState, TlsCredential};
+use pilotfish_translate::{CredentialKey, MeshConfig, MeshState, ReferencedLabels, TlsCredential};
 
 use crate::problems::InputProblem;
 use crate::proxy_view::InboundIndex;
@@ -26,6 +26,17 @@ pub struct MeshGeneration {
     pub endpoints_only: bool,
     /// Each workload IP's own ports, for sidecars' inbound side.
     pub inbound: InboundIndex,
+    /// Proxy label keys some config reads; see [`MeshGeneration::referenced_labels`].
+    pub referenced_labels: OnceLock<ReferencedLabels>,
+}
+
+impl MeshGeneration {
+    /// The label keys the config of this generation matches proxies on,
+    /// computed once (eagerly by [`MeshStore::rebuild`]).
+    pub fn referenced_labels(&self) -> &ReferencedLabels {
+        self.referenced_labels
+            .get_or_init(|| ReferencedLabels::of(&self.mesh))
+    }
 }
 
 pub struct MeshStore {
@@ -228,6 +239,7 @@ impl MeshStore {
         MeshGeneration {
             version: 0,
             inbound: InboundIndex::build(&mesh),
+            referenced_labels: OnceLock::from(ReferencedLabels::of(&mesh)),
             mesh: Arc::new(mesh),
             problems,
             endpoints_only: false,

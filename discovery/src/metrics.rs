@@ -32,6 +32,10 @@ pub struct Metrics {
     pub translation_diagnostics: Gauge,
     pub mesh_generation: Gauge,
     pub services: Gauge,
+    /// Distinct proxy views in the snapshot cache.
+    pub views: Gauge,
+    pub view_cache_evictions: Counter,
+    pub stalled_streams: Counter,
     translation_seconds: Histogram,
     registry_connected: Family<RegistryLabel, Gauge>,
     registry_failures: Family<RegistryLabel, Gauge>,
@@ -57,6 +61,9 @@ impl Metrics {
             translation_diagnostics: Gauge::default(),
             mesh_generation: Gauge::default(),
             services: Gauge::default(),
+            views: Gauge::default(),
+            view_cache_evictions: Counter::default(),
+            stalled_streams: Counter::default(),
             translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry_connected: Family::default(),
             registry_failures: Family::default(),
@@ -102,6 +109,21 @@ impl Metrics {
             "services",
             "Services in the merged registry",
             m.services.clone(),
+        );
+        registry.register(
+            "views",
+            "Distinct proxy views with a cached snapshot",
+            m.views.clone(),
+        );
+        registry.register(
+            "view_cache_evictions",
+            "Views evicted from the snapshot cache to stay within --max-views",
+            m.view_cache_evictions.clone(),
+        );
+        registry.register(
+            "xds_stalled_streams",
+            "ADS streams closed because the proxy left responses unread past --stream-send-timeout",
+            m.stalled_streams.clone(),
         );
         registry.register(
             "translation_duration_seconds",

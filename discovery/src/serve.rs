@@ -14,7 +14,8 @@ use pilotfish_registries::kubernetes::{ApiServer, KubernetesConfig};
 use pilotfish_translate::MeshConfig;
 use tokio::sync::{mpsc, watch};
 
-use crate::ads::{AdsServer, XdsContext};
+use crate::ads::limits::with_http2_limits;
+use crate::ads::{AdsServer, XdsContext, XdsLimits};
 use crate::debug::{self, DebugState, RegistryStatus};
 use crate::incoming::{self, IncomingLimits};
 use crate::mesh_store::{MeshGeneration, MeshStore};
@@ -62,6 +63,8 @@ pub struct ServeOptions {
     /// Kubeconfig for the Kubernetes registry and config source; `None`:
     /// KUBECONFIG, ~/.kube/config, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
+    /// What one xDS client can make the server hold.
+    pub limits: XdsLimits,
 }
 
 /// A registry that pushes snapshots.
@@ -165,7 +168,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let authenticator = Arc::new(Authenticator::new(&opts.identity.trust_domain, reviewer));
     let ctx = Arc::new(
-        XdsContext::new(metrics.clone(), generation_rx).with_authenticator(authenticator.clone()),
+        XdsContext::with_limits(metrics.clone(), generation_rx, opts.limits.clone())
+            .with_authenticator(authenticator.clone()),
     );
     let ca = match &opts.secure_xds {
         Some(secure) => Some(Arc::new(
@@ -373,7 +377,7 @@ fn named(
 
 /// The gRPC server settings shared by both xDS ports.
 fn grpc_server() -> tonic::transport::Server {
-    tonic::transport::Server::builder().http2_keepalive_interval(Some(Duration::from_secs(30)))
+    with_http2_limits(tonic::transport::Server::builder())
 }
 
 async fn http_server(

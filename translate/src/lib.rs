@@ -33,6 +33,7 @@ pub mod mesh;
 pub mod names;
 pub mod protobuf;
 pub mod proxy;
+pub mod referenced_labels;
 pub mod resources;
 pub mod route_destinations;
 pub mod route_match;
@@ -59,6 +60,7 @@ pub use context::Context;
 pub use diagnostics::{Diagnostic, DiagnosticKind, Severity};
 pub use mesh::{CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsCredential};
 pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
+pub use referenced_labels::ReferencedLabels;
 pub use resources::{Translation, XdsResources};
 
 /// Builds every resource type for one proxy view: clusters, endpoints,

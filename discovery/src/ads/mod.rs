@@ -5,6 +5,7 @@
 
 pub mod delta;
 mod delta_stream;
+pub mod limits;
 mod session;
 mod stream;
 
@@ -30,11 +31,13 @@ use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
 use crate::security::{Authenticator, PeerInfo};
 use crate::status::SyncStatus;
+pub use limits::XdsLimits;
 
 pub use session::Caller;
 
-/// Large delta and SotW requests list many resource names.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Responses are ours and may be large (every cluster of a big mesh); the
+/// size of requests, which clients choose, is bounded by [`XdsLimits`].
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// State shared by all streams.
 pub struct XdsContext {
@@ -48,19 +51,29 @@ pub struct XdsContext {
     pub require_identity_on_tls: bool,
     /// Cancelled on shutdown: every stream tells its proxy to go.
     pub shutdown: CancellationToken,
+    pub limits: XdsLimits,
     next_connection: AtomicU64,
 }
 
 impl XdsContext {
     pub fn new(metrics: Arc<Metrics>, generations: watch::Receiver<Arc<MeshGeneration>>) -> Self {
+        Self::with_limits(metrics, generations, XdsLimits::default())
+    }
+
+    pub fn with_limits(
+        metrics: Arc<Metrics>,
+        generations: watch::Receiver<Arc<MeshGeneration>>,
+        limits: XdsLimits,
+    ) -> Self {
         XdsContext {
-            cache: SnapshotCache::new(metrics.clone()),
+            cache: SnapshotCache::with_max_views(metrics.clone(), limits.max_views),
             status: SyncStatus::default(),
             metrics,
             generations,
             authenticator: Arc::new(Authenticator::new("cluster.local", None)),
             require_identity_on_tls: true,
             shutdown: CancellationToken::new(),
+            limits,
             next_connection: AtomicU64::new(1),
         }
     }
@@ -120,9 +133,10 @@ impl AdsServer {
     }
 
     pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        let max_request_bytes = self.ctx.limits.max_request_bytes;
         AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(max_request_bytes)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
     }
 }
 
@@ -138,7 +152,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let caller = self.ctx.caller(&request).await?;
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection =
             stream::Connection::new(self.ctx.clone(), self.ctx.connection_id(), tx, caller);
         tokio::spawn(session::serve(connection, request.into_inner()));
@@ -150,7 +164,7 @@ impl AggregatedDiscoveryService for AdsServer {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let caller = self.ctx.caller(&request).await?;
-        let (tx, rx) = mpsc::channel(16);
+        let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection = delta_stream::DeltaConnection::new(
             self.ctx.clone(),
             self.ctx.connection_id(),

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tonic::{Status, Streaming};
 
 use super::XdsContext;
+use super::limits::check_node_size;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
@@ -81,6 +82,8 @@ impl<R> Session<R> {
         if self.identity.is_some() {
             return Ok(());
         }
+        check_node_size(node, self.ctx.limits.max_node_bytes)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let identity = identify(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(verified) = &self.caller.identity
             && let Err(mismatch) = identity.matches(verified)
@@ -243,11 +246,27 @@ impl<R> Session<R> {
         }
     }
 
+    /// Queues a response; a proxy that leaves it unread for longer than
+    /// the send timeout is stalled, and its stream is closed.
     pub async fn send(&self, response: R) -> Result<(), Status> {
-        self.tx
-            .send(Ok(response))
-            .await
-            .map_err(|_| Status::cancelled("stream closed"))
+        let timeout = self.ctx.limits.stream_send_timeout;
+        match tokio::time::timeout(timeout, self.tx.send(Ok(response))).await {
+            Ok(sent) => sent.map_err(|_| Status::cancelled("stream closed")),
+            Err(_) => Err(self.stalled()),
+        }
+    }
+
+    fn stalled(&self) -> Status {
+        let node = self.identity.as_ref().map(|i| i.node_id.as_str());
+        let timeout = self.ctx.limits.stream_send_timeout;
+        tracing::warn!(
+            connection = self.id,
+            node,
+            ?timeout,
+            "proxy does not read its responses; closing the stream"
+        );
+        self.ctx.metrics.stalled_streams.inc();
+        Status::deadline_exceeded(format!("responses unread for {timeout:?}"))
     }
 
     fn close(&self) {
@@ -296,13 +315,16 @@ pub async fn serve<P: Protocol>(mut protocol: P, mut requests: Streaming<P::Requ
                     if let Err(status) = protocol.on_request(request).await {
                         let session = protocol.session();
                         tracing::warn!(connection = session.id, peer = ?session.caller.remote, error = %status.message(), "closing ADS stream");
-                        let _ = session.tx.send(Err(status)).await;
+                        // Never waits: the buffer may be full of unread responses.
+                        let _ = session.tx.try_send(Err(status));
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(connection = protocol.session().id, error = %e, "ADS stream ended");
+                    // Tells a client whose request was refused (too large) why.
+                    let _ = protocol.session().tx.try_send(Err(e));
                     break;
                 }
             },

@@ -7,7 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use pilotfish_discovery::ads::{AdsServer, XdsContext};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use pilotfish_discovery::ads::limits::with_http2_limits;
+use pilotfish_discovery::ads::{AdsServer, XdsContext, XdsLimits};
 use pilotfish_discovery::incoming::{self, IncomingLimits};
 use pilotfish_discovery::mesh_store::{MeshGeneration, MeshStore};
 use pilotfish_discovery::metrics::Metrics;
@@ -151,6 +156,12 @@ pub async fn start() -> Harness {
 
 /// A harness on the file registry `registry_yaml`.
 pub async fn start_with(registry_yaml: &str) -> Harness {
+    start_with_limits(registry_yaml, XdsLimits::default()).await
+}
+
+/// A harness on the file registry `registry_yaml`, serving with `limits`
+/// and the HTTP/2 settings of `pilotfish serve`.
+pub async fn start_with_limits(registry_yaml: &str, limits: XdsLimits) -> Harness {
     let dir = std::env::temp_dir().join(format!(
         "pf-ads-{}-{:?}",
         std::process::id(),
@@ -166,7 +177,11 @@ pub async fn start_with(registry_yaml: &str) -> Harness {
         MeshConfig::default(),
     );
     let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::new(Arc::new(Metrics::new()), rx));
+    let ctx = Arc::new(XdsContext::with_limits(
+        Arc::new(Metrics::new()),
+        rx,
+        limits,
+    ));
     publish(&mut store, &ctx, &tx);
     // Both ports as `pilotfish serve` runs them: the same accept loops,
     // the secure one with TLS from a mesh CA.
@@ -183,7 +198,7 @@ pub async fn start_with(registry_yaml: &str) -> Harness {
             stop.clone(),
         );
         tokio::spawn(
-            tonic::transport::Server::builder()
+            with_http2_limits(tonic::transport::Server::builder())
                 .add_service(AdsServer::new(ctx.clone()).into_service())
                 .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned()),
         );
@@ -230,5 +245,73 @@ pub async fn next_message<T>(responses: &mut Streaming<T>) -> T {
 pub async fn expect_silence<T: std::fmt::Debug>(responses: &mut Streaming<T>, wait: Duration) {
     if let Ok(msg) = tokio::time::timeout(wait, responses.message()).await {
         panic!("expected no response, got {msg:?}");
+    }
+}
+
+/// A stream's request sender and its responses.
+pub type Stream<Req, Resp> = (tokio::sync::mpsc::Sender<Req>, Streaming<Resp>);
+
+/// A connection to the harness, as Envoy opens one.
+pub async fn channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    endpoint(addr).connect().await.expect("connect to ADS")
+}
+
+/// A connection with the smallest HTTP/2 receive windows, so that not
+/// reading its responses soon stops the server from sending.
+pub async fn narrow_channel(addr: std::net::SocketAddr) -> tonic::transport::Channel {
+    endpoint(addr)
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .expect("connect to ADS")
+}
+
+fn endpoint(addr: std::net::SocketAddr) -> tonic::transport::Endpoint {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint address")
+}
+
+/// Opens a state-of-the-world ADS stream on `channel`.
+pub async fn open_sotw(
+    channel: tonic::transport::Channel,
+) -> Result<Stream<DiscoveryRequest, DiscoveryResponse>, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let responses = AggregatedDiscoveryServiceClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, responses))
+}
+
+/// Opens an incremental ADS stream on `channel`.
+pub async fn open_delta(
+    channel: tonic::transport::Channel,
+) -> Result<Stream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>, tonic::Status> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let responses = AggregatedDiscoveryServiceClient::new(channel)
+        .max_encoding_message_size(usize::MAX)
+        .delta_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    Ok((tx, responses))
+}
+
+/// Polls `probe` until it succeeds, panicking with its last reason after
+/// `timeout` (the async form of the e2e support's `wait_until`).
+pub async fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = tokio::time::Instant::now();
+    loop {
+        match probe() {
+            Ok(value) => return value,
+            Err(reason) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last: {reason}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
 }

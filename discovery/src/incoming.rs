@@ -28,11 +28,16 @@ use crate::security::ca::spiffe_identity_of;
 /// of proxies reconnecting at once (as istiod's 4096).
 const LISTEN_BACKLOG: u32 = 4096;
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+/// Connections one listener keeps open: ten times the proxies a replica is
+/// sized for, far below what descriptors and memory allow.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
 #[derive(Clone, Debug)]
 pub struct IncomingLimits {
     /// Open connections per client IP; `None` for no limit.
     pub max_per_peer: Option<usize>,
+    /// Open connections in all, on one listener.
+    pub max_total: usize,
     /// How long a client may take to finish its TLS handshake.
     pub handshake_timeout: Duration,
 }
@@ -41,6 +46,7 @@ impl Default for IncomingLimits {
     fn default() -> Self {
         IncomingLimits {
             max_per_peer: None,
+            max_total: DEFAULT_MAX_CONNECTIONS,
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -108,9 +114,9 @@ async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = per_peer.take(remote.ip(), limits.max_per_peer) else {
+        let Some(slot) = per_peer.take(remote.ip(), limits.max_per_peer, limits.max_total) else {
             metrics.security.refused_connections.inc();
-            tracing::debug!(peer = %remote, "too many connections from this address; refused");
+            tracing::debug!(peer = %remote, "too many connections (from this address or in all); refused");
             continue;
         };
         let _ = tcp.set_nodelay(true);
@@ -198,9 +204,15 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     )
 }
 
-/// Open connections per client address.
+/// Open connections per client address, and in all.
 #[derive(Clone, Default)]
-struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+struct PeerCounts(Arc<Mutex<Counts>>);
+
+#[derive(Default)]
+struct Counts {
+    by_ip: HashMap<IpAddr, usize>,
+    total: usize,
+}
 
 /// One counted connection; uncounted when dropped (the connection closed).
 struct PeerSlot {
@@ -209,13 +221,17 @@ struct PeerSlot {
 }
 
 impl PeerCounts {
-    fn take(&self, ip: IpAddr, max: Option<usize>) -> Option<PeerSlot> {
+    fn take(&self, ip: IpAddr, max: Option<usize>, max_total: usize) -> Option<PeerSlot> {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let count = counts.entry(ip).or_default();
+        if counts.total >= max_total {
+            return None;
+        }
+        let count = counts.by_ip.entry(ip).or_default();
         if max.is_some_and(|max| *count >= max) {
             return None;
         }
         *count += 1;
+        counts.total += 1;
         Some(PeerSlot {
             counts: self.clone(),
             ip,
@@ -226,10 +242,11 @@ impl PeerCounts {
 impl Drop for PeerSlot {
     fn drop(&mut self) {
         let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(count) = counts.by_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.ip);
+                counts.by_ip.remove(&self.ip);
             }
         }
     }
@@ -318,26 +335,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn connections_per_address_are_counted_and_released() {
+    fn connections_per_address_and_in_all_are_counted_and_released() {
         let counts = PeerCounts::default();
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");
-        let a = counts.take(ip, Some(2)).expect("first");
-        let _b = counts.take(ip, Some(2)).expect("second");
+        let a = counts.take(ip, Some(2), 10).expect("first");
+        let _b = counts.take(ip, Some(2), 10).expect("second");
         assert!(
-            counts.take(ip, Some(2)).is_none(),
+            counts.take(ip, Some(2), 10).is_none(),
             "third is over the limit"
         );
-        assert!(
-            counts
-                .take("10.0.0.2".parse().expect("ip"), Some(2))
-                .is_some()
-        );
+        let other: IpAddr = "10.0.0.2".parse().expect("ip");
+        let _c = counts.take(other, Some(2), 10).expect("another address");
         drop(a);
+        let _d = counts
+            .take(ip, Some(2), 10)
+            .expect("a closed connection frees its slot");
+        let _e = counts.take(ip, None, 10).expect("no per-address limit");
         assert!(
-            counts.take(ip, Some(2)).is_some(),
-            "a closed connection frees its slot"
+            counts.take(other, None, 4).is_none(),
+            "four open: the total is reached"
         );
-        assert!(counts.take(ip, None).is_some(), "no limit");
     }
 
     #[test]

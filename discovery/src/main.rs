@@ -12,7 +12,7 @@ use pilotfish_discovery::bootstrap::{self, BootstrapOptions, XdsTls, bootstrap};
 use pilotfish_discovery::certificate_client::{
     ClientCertificate, RequestOptions, issue_offline, renew_until_cancelled, request_once,
 };
-use pilotfish_discovery::incoming::IncomingLimits;
+use pilotfish_discovery::incoming::{DEFAULT_MAX_CONNECTIONS, IncomingLimits};
 use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::security::authn::DEFAULT_TOKEN_AUDIENCE;
 use pilotfish_discovery::security::ca::CertificateAuthority;
@@ -152,6 +152,9 @@ struct ServeArgs {
     /// Open xDS connections allowed per client IP address (0: no limit).
     #[arg(long, default_value_t = 0)]
     max_connections_per_peer: usize,
+    /// Open xDS connections allowed in all, per xDS port.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
     /// Seconds a client may take to complete its TLS handshake.
     #[arg(long, default_value_t = 10)]
     tls_handshake_timeout_seconds: u64,
@@ -500,6 +503,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         shutdown_timeout: Duration::from_secs(args.shutdown_timeout_seconds),
         incoming: IncomingLimits {
             max_per_peer: Some(args.max_connections_per_peer).filter(|n| *n > 0),
+            max_total: args.max_connections.max(1),
             handshake_timeout: Duration::from_secs(args.tls_handshake_timeout_seconds.max(1)),
         },
         identity: IdentityOptions {

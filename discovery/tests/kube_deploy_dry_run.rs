@@ -417,7 +417,10 @@ fn sidecar_template_merges_into_a_deployment() {
         json!(["NET_ADMIN", "NET_RAW"])
     );
     let renewer = &spec["initContainers"][2];
-    assert_eq!(renewer["restartPolicy"], "Always", "the renewer runs beside Envoy");
+    assert_eq!(
+        renewer["restartPolicy"], "Always",
+        "the renewer runs beside Envoy"
+    );
     assert!(renewer["args"].to_string().contains("--renew"));
     let bootstrap = spec["initContainers"][3]["args"][0].as_str().unwrap();
     assert!(

@@ -20,6 +20,9 @@ pub struct TypeResources {
     /// Per-resource versions for incremental xDS, computed once per encoding
     /// rather than per stream and push.
     versions: BTreeMap<String, String>,
+    /// Version of the whole set, for wildcard subscriptions: computed once
+    /// here, not per stream and push.
+    full_version: String,
 }
 
 impl TypeResources {
@@ -54,19 +57,35 @@ impl TypeResources {
     }
 
     pub fn new(resources: BTreeMap<String, Arc<Any>>) -> Self {
-        let versions = resources
+        let versions: BTreeMap<String, String> = resources
             .iter()
             .map(|(name, any)| (name.clone(), resource_version(any)))
             .collect();
+        let full_version = selection_version(versions.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         TypeResources {
             resources,
             versions,
+            full_version,
         }
     }
 
     /// The version of one resource (incremental xDS), if it exists.
     pub fn version(&self, name: &str) -> Option<&str> {
         self.versions.get(name).map(String::as_str)
+    }
+
+    /// The version of what `names` selects (all for `None`): a hash of the
+    /// selected names and their per-resource versions, so equal content has
+    /// an equal version without hashing resource bytes per stream.
+    pub fn selection_version(&self, names: Option<&BTreeSet<String>>) -> String {
+        match names {
+            None => self.full_version.clone(),
+            Some(names) => selection_version(
+                names
+                    .iter()
+                    .filter_map(|n| Some((n.as_str(), self.version(n)?))),
+            ),
+        }
     }
 
     /// The resources a subscription selects: all of them for a wildcard
@@ -80,6 +99,16 @@ impl TypeResources {
                 .collect(),
         }
     }
+}
+
+fn selection_version<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut hasher = Sha256::new();
+    for (name, version) in items {
+        hasher.update((name.len() as u64).to_le_bytes());
+        hasher.update(name.as_bytes());
+        hasher.update(version.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
 }
 
 /// Content version of a set of resources: equal content, equal version, so a
@@ -168,7 +197,8 @@ impl Snapshot {
         }
     }
 
-    pub fn of(&self, ty: XdsType) -> &TypeResources {
+    /// [`Snapshot::of`], shared: a stream keeps what it last sent.
+    pub fn of_shared(&self, ty: XdsType) -> &Arc<TypeResources> {
         match ty {
             XdsType::Cluster => &self.clusters,
             XdsType::Endpoint => &self.endpoints,
@@ -176,6 +206,10 @@ impl Snapshot {
             XdsType::Route => &self.routes,
             XdsType::Secret => &self.secrets,
         }
+    }
+
+    pub fn of(&self, ty: XdsType) -> &TypeResources {
+        self.of_shared(ty)
     }
 }
 

@@ -36,7 +36,7 @@ pub struct Caller {
 }
 
 /// What an anonymous caller gets instead of secrets.
-static NO_SECRETS: LazyLock<TypeResources> = LazyLock::new(TypeResources::default);
+static NO_SECRETS: LazyLock<Arc<TypeResources>> = LazyLock::new(Arc::default);
 
 /// One proxy's stream, independent of the protocol variant spoken on it.
 pub struct Session<R> {
@@ -135,11 +135,11 @@ impl<R> Session<R> {
     /// The resources of `ty` this stream may receive from `snapshot`:
     /// secrets only for a caller whose verified identity is of the proxy's
     /// namespace (checked at registration), everything else for anyone.
-    pub fn resources<'a>(&self, snapshot: &'a Snapshot, ty: XdsType) -> &'a TypeResources {
+    pub fn resources<'a>(&self, snapshot: &'a Snapshot, ty: XdsType) -> &'a Arc<TypeResources> {
         if ty == XdsType::Secret && !self.may_hold_secrets() {
             return &NO_SECRETS;
         }
-        snapshot.of(ty)
+        snapshot.of_shared(ty)
     }
 
     fn may_hold_secrets(&self) -> bool {

@@ -10,15 +10,33 @@ use tonic::Status;
 
 use super::XdsContext;
 use super::session::{Caller, Protocol, Session};
-use crate::snapshot::content_version;
+use envoy_types::pb::google::protobuf::Any;
+
+use crate::snapshot::TypeResources;
 use crate::xds_types::{XdsProtocol, XdsType};
 
 #[derive(Default)]
 struct Subscription {
     /// `None` is a wildcard subscription (all resources of the type).
     names: Option<BTreeSet<String>>,
+    /// What the proxy holds of this type since our last response: the
+    /// snapshot's own (shared) resources, not a copy per stream.
+    sent: Option<Arc<TypeResources>>,
+    /// The names subscribed when we last answered.
+    sent_names: Option<BTreeSet<String>>,
     sent_version: Option<String>,
     sent_nonce: Option<String>,
+    /// Unchanged resources to send again: the assignments of clusters just
+    /// updated (Envoy warms an updated cluster only on a fresh one).
+    resend: BTreeSet<String>,
+}
+
+/// ClusterLoadAssignments and RouteConfigurations are not wildcard types:
+/// in state of the world a response need only carry the ones that changed
+/// (Envoy keeps the others), so one service's endpoint change costs each
+/// proxy that one assignment, not all of them.
+fn sends_only_changes(ty: XdsType) -> bool {
+    matches!(ty, XdsType::Endpoint | XdsType::Route)
 }
 
 pub struct Connection {
@@ -43,29 +61,63 @@ impl Connection {
         let Some(snapshot) = self.session.snapshot() else {
             return Ok(());
         };
-        let sub = self.subscriptions.entry(ty).or_default();
-        let selected = self
-            .session
-            .resources(&snapshot, ty)
-            .select(sub.names.as_ref());
-        let version = content_version(&selected);
-        if !force && sub.sent_version.as_deref() == Some(version.as_str()) {
+        let current = self.session.resources(&snapshot, ty).clone();
+        // Only what the proxy subscribed to (a request made the entry).
+        let Some(sub) = self.subscriptions.get_mut(&ty) else {
+            return Ok(());
+        };
+        let version = current.selection_version(sub.names.as_ref());
+        let selected = current.select(sub.names.as_ref());
+        let to_send: Vec<(&String, &Arc<Any>)> = match (&sub.sent, sends_only_changes(ty)) {
+            (Some(sent), true) => {
+                let before = sub.sent_names.as_ref();
+                selected
+                    .iter()
+                    .filter(|(name, _)| {
+                        sub.resend.contains(*name)
+                            || !before.is_some_and(|b| b.contains(*name))
+                            || sent.version(name) != current.version(name)
+                    })
+                    .copied()
+                    .collect()
+            }
+            _ => selected.clone(),
+        };
+        // Nothing new needs no answer, unless the proxy asked anew (a first
+        // request must be answered, even with nothing in it).
+        let nothing_new = if sends_only_changes(ty) {
+            to_send.is_empty()
+        } else {
+            sub.sent_version.as_deref() == Some(version.as_str())
+        };
+        if !force && nothing_new {
             return Ok(());
         }
         let nonce = self.session.next_nonce();
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: selected
-                .iter()
-                .map(|(_, any)| any.as_ref().clone())
-                .collect(),
+            resources: to_send.iter().map(|(_, any)| any.as_ref().clone()).collect(),
             type_url: ty.type_url(),
             nonce: nonce.clone(),
             ..Default::default()
         };
         let names: Vec<String> = selected.iter().map(|(n, _)| (*n).clone()).collect();
+        let updated: Vec<String> = if ty == XdsType::Cluster {
+            updated_names(sub.sent.as_deref(), &current, &selected)
+        } else {
+            Vec::new()
+        };
+        sub.sent = Some(current.clone());
+        sub.sent_names = sub.names.clone();
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = Some(nonce.clone());
+        sub.resend.clear();
+        if let Some(eds) = self.subscriptions.get_mut(&XdsType::Endpoint)
+            && let Some(subscribed) = &eds.names
+        {
+            eds.resend
+                .extend(updated.into_iter().filter(|n| subscribed.contains(n)));
+        }
         self.session.record_push(ty, &version, &nonce, names);
         self.session.send(response).await
     }
@@ -106,6 +158,10 @@ impl Protocol for Connection {
         sub.names = names;
         if changed {
             self.push(ty, true).await?;
+            if ty == XdsType::Cluster {
+                // Assignments of the clusters just updated go out at once.
+                self.push(XdsType::Endpoint, false).await?;
+            }
         }
         Ok(())
     }
@@ -119,6 +175,20 @@ impl Protocol for Connection {
         }
         Ok(())
     }
+}
+
+/// Resources of `selected` whose version differs from what `sent` held
+/// (all of them when nothing was sent).
+fn updated_names(
+    sent: Option<&TypeResources>,
+    current: &TypeResources,
+    selected: &[(&String, &Arc<Any>)],
+) -> Vec<String> {
+    selected
+        .iter()
+        .filter(|(name, _)| sent.is_none_or(|s| s.version(name) != current.version(name)))
+        .map(|(name, _)| (*name).clone())
+        .collect()
 }
 
 /// CDS and LDS requests with no names (or `*`) subscribe to everything.

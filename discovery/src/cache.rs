@@ -7,8 +7,8 @@
 //! the least recently used views are evicted.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dashmap::DashMap;
@@ -23,16 +23,45 @@ use crate::snapshot::Snapshot;
 /// Views kept when no limit is given.
 pub const DEFAULT_MAX_VIEWS: usize = 10_000;
 
-#[derive(Debug)]
-struct Entry {
+/// One view's snapshot and what its translation found, replaced whole.
+#[derive(Clone, Debug, Default)]
+struct Built {
     snapshot: Arc<Snapshot>,
     diagnostics: Arc<Vec<Diagnostic>>,
+}
+
+/// A view's place in the cache. The map's own locks are held only to find
+/// or add a slot, never while translating: the slot serialises builders of
+/// its view, so each view is built once per generation however many
+/// proxies ask.
+#[derive(Debug, Default)]
+struct Slot {
+    built: Mutex<Built>,
+    /// Held by the one builder of this view (on whatever thread builds).
+    building: Mutex<()>,
+    /// Held by an async asker while the build it started runs on the
+    /// blocking pool; other async askers wait here without a thread.
+    asking: tokio::sync::Mutex<()>,
     /// Tick of the cache clock at the last lookup, for LRU eviction.
     last_used: AtomicU64,
 }
 
+impl Slot {
+    fn built(&self) -> Built {
+        self.built.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn version(&self) -> u64 {
+        self.built
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .snapshot
+            .mesh_version
+    }
+}
+
 pub struct SnapshotCache {
-    entries: DashMap<ProxyView, Entry>,
+    entries: DashMap<ProxyView, Arc<Slot>>,
     metrics: Arc<Metrics>,
     max_views: usize,
     clock: AtomicU64,
@@ -52,57 +81,96 @@ impl SnapshotCache {
         }
     }
 
-    /// The snapshot of `view` for `generation`, built on first use. Labels
-    /// no config of the generation reads are left out of the key.
+    /// The slot of `view` (projected), and whether it holds `version` built.
+    fn slot(&self, view: &ProxyView) -> Arc<Slot> {
+        let now = self.clock.fetch_add(1, Ordering::Relaxed);
+        let slot = match self.entries.get(view) {
+            Some(slot) => slot.clone(),
+            None => self.entries.entry(view.clone()).or_default().clone(),
+        };
+        slot.last_used.store(now, Ordering::Relaxed);
+        slot
+    }
+
+    /// The snapshot of `view` for `generation`, built on first use, on the
+    /// calling thread. Labels no config of the generation reads are left
+    /// out of the key.
     pub fn snapshot(&self, generation: &MeshGeneration, view: &ProxyView) -> Arc<Snapshot> {
         let view = &generation.referenced_labels().project_view(view);
-        let now = self.clock.fetch_add(1, Ordering::Relaxed);
-        if let Some(entry) = self.entries.get(view)
-            && entry.snapshot.mesh_version == generation.version
-        {
-            entry.last_used.store(now, Ordering::Relaxed);
-            return entry.snapshot.clone();
+        let slot = self.slot(view);
+        self.build(&slot, generation, view)
+    }
+
+    /// [`SnapshotCache::snapshot`] for async callers: a snapshot already
+    /// built is returned at once; otherwise one asker per view builds it on
+    /// the blocking pool (translation never runs on the async workers) and
+    /// the others wait for it without holding a thread.
+    pub async fn snapshot_async(
+        self: &Arc<Self>,
+        generation: &Arc<MeshGeneration>,
+        view: &ProxyView,
+    ) -> Arc<Snapshot> {
+        let view = generation.referenced_labels().project_view(view);
+        let slot = self.slot(&view);
+        let ready = |slot: &Slot| {
+            let built = slot.built();
+            (built.snapshot.mesh_version == generation.version && generation.version != 0)
+                .then_some(built.snapshot)
+        };
+        if let Some(snapshot) = ready(&slot) {
+            return snapshot;
         }
-        // The entry lock serialises builders of one view: built once, not per stream.
-        let mut entry = self.entries.entry(view.clone()).or_insert_with(|| Entry {
-            snapshot: Arc::new(Snapshot::default()),
-            diagnostics: Arc::default(),
-            last_used: AtomicU64::new(now),
-        });
-        entry.last_used.store(now, Ordering::Relaxed);
-        if entry.snapshot.mesh_version == generation.version && generation.version != 0 {
-            return entry.snapshot.clone();
+        let _asking = slot.asking.lock().await;
+        if let Some(snapshot) = ready(&slot) {
+            return snapshot;
+        }
+        let (cache, generation) = (self.clone(), generation.clone());
+        let task_slot = slot.clone();
+        let built =
+            tokio::task::spawn_blocking(move || cache.build(&task_slot, &generation, &view)).await;
+        match built {
+            Ok(snapshot) => snapshot,
+            // The build panicked (a translator bug): serve what was there.
+            Err(_) => slot.built().snapshot,
+        }
+    }
+
+    /// Builds `slot`'s snapshot for `generation` unless a builder already
+    /// did; reports and evicts afterwards.
+    fn build(&self, slot: &Slot, generation: &MeshGeneration, view: &ProxyView) -> Arc<Snapshot> {
+        let _building = slot.building.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = slot.built();
+        if previous.snapshot.mesh_version == generation.version && generation.version != 0 {
+            return previous.snapshot;
         }
         let started = Instant::now();
-        let previous_version = entry.snapshot.mesh_version;
-        let previous_diagnostics = entry.diagnostics.clone();
-        if generation.endpoints_only
-            && previous_version > 0
-            && previous_version + 1 == generation.version
+        let built = if generation.endpoints_only
+            && previous.snapshot.mesh_version > 0
+            && previous.snapshot.mesh_version + 1 == generation.version
         {
-            rebuild_endpoints(&mut entry, generation, view);
+            rebuild_endpoints(&previous, generation, view)
         } else {
             let translation = translate(&generation.mesh, view);
-            let previous = Some(entry.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
-            entry.snapshot = Arc::new(Snapshot::build(
-                generation.version,
-                translation.resources,
-                previous,
-            ));
-            entry.diagnostics = Arc::new(translation.diagnostics);
-        }
+            let reuse = Some(previous.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
+            Built {
+                snapshot: Arc::new(Snapshot::build(
+                    generation.version,
+                    translation.resources,
+                    reuse,
+                )),
+                diagnostics: Arc::new(translation.diagnostics),
+            }
+        };
         self.metrics.observe_translation(started.elapsed());
-        let (snapshot, diagnostics) = (entry.snapshot.clone(), entry.diagnostics.clone());
-        // Release the entry before reading the others (same map).
-        drop(entry);
+        *slot.built.lock().unwrap_or_else(|p| p.into_inner()) = built.clone();
         self.report(
             view,
             generation.version,
-            &previous_diagnostics,
-            &diagnostics,
+            &previous.diagnostics,
+            &built.diagnostics,
         );
         self.evict_over_limit(generation.version, view);
-        snapshot
+        built.snapshot
     }
 
     /// Evicts views until at most `max_views` remain: least recently used
@@ -115,7 +183,7 @@ impl SnapshotCache {
                 .iter()
                 .filter(|e| e.key() != keep)
                 .min_by_key(|e| {
-                    let current = e.snapshot.mesh_version == current_version;
+                    let current = e.version() == current_version;
                     (current, e.last_used.load(Ordering::Relaxed))
                 })
                 .map(|e| e.key().clone());
@@ -142,12 +210,13 @@ impl SnapshotCache {
         let mut others = BTreeSet::new();
         let mut all = BTreeSet::new();
         for entry in self.entries.iter() {
-            if entry.snapshot.mesh_version != version {
+            let built = entry.built();
+            if built.snapshot.mesh_version != version {
                 continue;
             }
-            all.extend(entry.diagnostics.iter().cloned());
+            all.extend(built.diagnostics.iter().cloned());
             if entry.key() != view {
-                others.extend(entry.diagnostics.iter().cloned());
+                others.extend(built.diagnostics.iter().cloned());
             }
         }
         for d in current
@@ -168,8 +237,7 @@ impl SnapshotCache {
     /// generation is published, so views nobody uses any more do not pile up,
     /// while views in use keep one older snapshot to reuse encodings from.
     pub fn prune(&self, keep_from_version: u64) {
-        self.entries
-            .retain(|_, e| e.snapshot.mesh_version >= keep_from_version);
+        self.entries.retain(|_, e| e.version() >= keep_from_version);
         self.metrics.views.set(self.entries.len() as i64);
     }
 
@@ -177,8 +245,9 @@ impl SnapshotCache {
     pub fn diagnostics(&self, current_version: u64) -> Vec<Diagnostic> {
         let mut all = BTreeSet::new();
         for entry in self.entries.iter() {
-            if entry.snapshot.mesh_version == current_version {
-                all.extend(entry.diagnostics.iter().cloned());
+            let built = entry.built();
+            if built.snapshot.mesh_version == current_version {
+                all.extend(built.diagnostics.iter().cloned());
             }
         }
         all.into_iter().collect()
@@ -192,18 +261,18 @@ impl SnapshotCache {
 /// Endpoints-only generation: rebuild EDS and LDS (VIP-less services are
 /// matched by endpoint address), share clusters and routes, and refresh the
 /// diagnostics that listener building produces.
-fn rebuild_endpoints(entry: &mut Entry, generation: &MeshGeneration, view: &ProxyView) {
+fn rebuild_endpoints(previous: &Built, generation: &MeshGeneration, view: &ProxyView) -> Built {
     let ctx = Context::new(&generation.mesh, view);
     let mut listener_diagnostics = Vec::new();
     let listeners = listeners::build(&ctx, &mut listener_diagnostics);
     let endpoints = endpoints::build(&ctx);
-    entry.snapshot = Arc::new(Snapshot::with_endpoints(
+    let snapshot = Arc::new(Snapshot::with_endpoints(
         generation.version,
-        &entry.snapshot,
+        &previous.snapshot,
         endpoints,
         listeners,
     ));
-    let mut diagnostics: Vec<Diagnostic> = entry
+    let mut diagnostics: Vec<Diagnostic> = previous
         .diagnostics
         .iter()
         .filter(|d| !is_listener_diagnostic(d))
@@ -211,7 +280,10 @@ fn rebuild_endpoints(entry: &mut Entry, generation: &MeshGeneration, view: &Prox
         .collect();
     diagnostics.extend(listener_diagnostics);
     diagnostics::normalize(&mut diagnostics);
-    entry.diagnostics = Arc::new(diagnostics);
+    Built {
+        snapshot,
+        diagnostics: Arc::new(diagnostics),
+    }
 }
 
 fn is_listener_diagnostic(d: &Diagnostic) -> bool {
@@ -280,6 +352,37 @@ mod tests {
             .iter()
             .map(|t| content_version(&s.of(*t).select(None)))
             .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_async_askers_of_one_view_share_one_build_made_off_the_workers() {
+        let metrics = Arc::new(Metrics::new());
+        let cache = Arc::new(SnapshotCache::new(metrics.clone()));
+        let generation = Arc::new(MeshGeneration {
+            version: 1,
+            mesh: mesh(&["10.0.0.1", "10.0.0.2"]),
+            ..Default::default()
+        });
+        let askers: Vec<_> = (0..64)
+            .map(|_| {
+                let (cache, generation) = (cache.clone(), generation.clone());
+                tokio::spawn(async move {
+                    cache
+                        .snapshot_async(&generation, &ProxyView::default())
+                        .await
+                })
+            })
+            .collect();
+        let mut snapshots = Vec::new();
+        for asker in askers {
+            snapshots.push(asker.await.expect("asker"));
+        }
+        assert!(snapshots.iter().all(|s| Arc::ptr_eq(s, &snapshots[0])));
+        let text = metrics.encode();
+        assert!(
+            text.contains("pilotfish_translation_duration_seconds_count 1\n"),
+            "translated more than once: {text}"
+        );
     }
 
     #[test]

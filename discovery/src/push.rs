@@ -140,7 +140,22 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        publish(&mut store, &ctx, &tx);
+        // Re-reading sources, merging and translating the eager view are
+        // heavy: they run on the blocking pool, not on the async workers
+        // that serve the streams.
+        let (ctx_for_build, tx_for_build) = (ctx.clone(), tx.clone());
+        store = match tokio::task::spawn_blocking(move || {
+            publish(&mut store, &ctx_for_build, &tx_for_build);
+            store
+        })
+        .await
+        {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::error!(error = %e, "rebuilding the mesh failed; the push scheduler stops");
+                return;
+            }
+        };
         if store.all_synced() && !ready.swap(true, Ordering::AcqRel) {
             tracing::info!("every registry and config source synced; ready");
         }

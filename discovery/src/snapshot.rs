@@ -61,7 +61,8 @@ impl TypeResources {
             .iter()
             .map(|(name, any)| (name.clone(), resource_version(any)))
             .collect();
-        let full_version = selection_version(versions.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let full_version =
+            selection_version(versions.iter().map(|(n, v)| (n.as_str(), v.as_str())));
         TypeResources {
             resources,
             versions,

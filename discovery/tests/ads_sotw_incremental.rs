@@ -106,7 +106,8 @@ impl Proxy {
         self.ask(XdsType::Route, &["9080", "8080"], None).await;
         let rds = self.next().await;
         assert_eq!(rds.resources.len(), 2);
-        self.ask(XdsType::Route, &["9080", "8080"], Some(&rds)).await;
+        self.ask(XdsType::Route, &["9080", "8080"], Some(&rds))
+            .await;
         expect_silence(&mut self.responses, Duration::from_millis(200)).await;
     }
 
@@ -195,7 +196,10 @@ spec:
     );
     let cds = proxy.next().await;
     assert_eq!(cds.type_url, XdsType::Cluster.type_url());
-    assert!(cds.resources.len() > 3, "CDS is state of the world: every cluster");
+    assert!(
+        cds.resources.len() > 3,
+        "CDS is state of the world: every cluster"
+    );
     let eds = proxy.next().await;
     assert_eq!(eds.type_url, XdsType::Endpoint.type_url());
     assert_eq!(

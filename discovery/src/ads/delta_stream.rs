@@ -75,7 +75,7 @@ impl DeltaConnection {
     /// Sends `ty`'s delta; an empty one only when `always` (the first
     /// request of a type, whose initial fetch waits for an answer).
     async fn push(&mut self, ty: XdsType, always: bool) -> Result<(), Status> {
-        let Some(snapshot) = self.session.snapshot() else {
+        let Some(snapshot) = self.session.snapshot().await else {
             return Ok(());
         };
         let Some(stream) = self.types.get_mut(&ty) else {

@@ -41,7 +41,7 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
 /// State shared by all streams.
 pub struct XdsContext {
-    pub cache: SnapshotCache,
+    pub cache: Arc<SnapshotCache>,
     pub status: SyncStatus,
     pub metrics: Arc<Metrics>,
     pub generations: watch::Receiver<Arc<MeshGeneration>>,
@@ -66,7 +66,10 @@ impl XdsContext {
         limits: XdsLimits,
     ) -> Self {
         XdsContext {
-            cache: SnapshotCache::with_max_views(metrics.clone(), limits.max_views),
+            cache: Arc::new(SnapshotCache::with_max_views(
+                metrics.clone(),
+                limits.max_views,
+            )),
             status: SyncStatus::default(),
             metrics,
             generations,

@@ -125,11 +125,11 @@ impl<R> Session<R> {
     }
 
     /// The snapshot of this proxy's view for the current generation; `None`
-    /// before the proxy identified itself.
-    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+    /// before the proxy identified itself. Built off the async workers.
+    pub async fn snapshot(&self) -> Option<Arc<Snapshot>> {
         let identity = self.identity.as_ref()?;
         let view = view_for(identity, &self.generation.inbound);
-        Some(self.ctx.cache.snapshot(&self.generation, &view))
+        Some(self.ctx.cache.snapshot_async(&self.generation, &view).await)
     }
 
     /// The resources of `ty` this stream may receive from `snapshot`:

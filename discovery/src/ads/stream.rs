@@ -58,7 +58,7 @@ impl Connection {
     }
 
     async fn push(&mut self, ty: XdsType, force: bool) -> Result<(), Status> {
-        let Some(snapshot) = self.session.snapshot() else {
+        let Some(snapshot) = self.session.snapshot().await else {
             return Ok(());
         };
         let current = self.session.resources(&snapshot, ty).clone();
@@ -96,7 +96,10 @@ impl Connection {
         let nonce = self.session.next_nonce();
         let response = DiscoveryResponse {
             version_info: version.clone(),
-            resources: to_send.iter().map(|(_, any)| any.as_ref().clone()).collect(),
+            resources: to_send
+                .iter()
+                .map(|(_, any)| any.as_ref().clone())
+                .collect(),
             type_url: ty.type_url(),
             nonce: nonce.clone(),
             ..Default::default()

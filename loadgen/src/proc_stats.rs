@@ -67,6 +67,16 @@ pub fn own_cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
+/// The machine's one-minute load average (how busy the shared cores were).
+pub fn load_average() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Raises the soft open-file limit to the hard one (inherited by a server
 /// we spawn); returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {

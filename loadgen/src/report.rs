@@ -20,6 +20,16 @@ pub struct Spread {
 }
 
 impl Spread {
+    /// "p50 / p99 / max" with each value formatted by `f`.
+    fn format(&self, f: impl Fn(f64) -> String) -> String {
+        format!("{} / {} / {}", f(self.p50), f(self.p99), f(self.max))
+    }
+
+    /// "p50 / max" in bytes.
+    fn format_bytes(&self) -> String {
+        format!("{} / {}", bytes(self.p50), bytes(self.max))
+    }
+
     pub fn of(mut values: Vec<f64>) -> Spread {
         if values.is_empty() {
             return Spread::default();
@@ -90,6 +100,8 @@ pub struct Report {
     pub connect_errors: u64,
     pub stream_errors: u64,
     pub loadgen_cpu_s: f64,
+    /// One-minute load average before the streams connected and at the end.
+    pub load_average: (Option<f64>, Option<f64>),
 }
 
 /// What the driver measured around one change round.
@@ -208,32 +220,35 @@ impl Report {
             out,
             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {:.2} s | {:.0} / {:.0} / {:.0} ms | {} / {} | {:.2} s | {:.0} / {:.0} / {:.0} MiB | {:.0} MiB | {} / {} | {:.2} s |",
-            self.proxies,
-            self.protocol.label(),
-            self.views,
-            sync.synced,
-            sync.wall_s,
-            sync.sync_ms.p50,
-            sync.sync_ms.p99,
-            sync.sync_ms.max,
-            bytes(sync.bytes_per_proxy.p50),
-            bytes(sync.bytes_per_proxy.max),
-            sync.server_cpu_s,
-            s.rss_idle_mib,
-            s.rss_peak_mib,
-            s.rss_after_disconnect_mib,
-            s.hwm_mib,
-            self.connect_errors,
-            self.stream_errors,
-            self.loadgen_cpu_s,
-        );
+        let row = [
+            self.proxies.to_string(),
+            self.protocol.label().to_string(),
+            self.views.to_string(),
+            sync.synced.to_string(),
+            format!("{:.2} s", sync.wall_s),
+            format!("{} ms", sync.sync_ms.format(|v| format!("{v:.0}"))),
+            sync.bytes_per_proxy.format_bytes(),
+            format!("{:.2} s", sync.server_cpu_s),
+            format!(
+                "{:.0} / {:.0} / {:.0} MiB",
+                s.rss_idle_mib, s.rss_peak_mib, s.rss_after_disconnect_mib
+            ),
+            format!("{:.0} MiB", s.hwm_mib),
+            format!("{} / {}", self.connect_errors, self.stream_errors),
+            format!("{:.2} s", self.loadgen_cpu_s),
+        ];
+        let _ = writeln!(out, "| {} |", row.join(" | "));
         let _ = writeln!(
             out,
             "\nInitial sync responses per proxy: {}\n",
             responses(sync.responses, sync.synced)
+        );
+        let load = |l: Option<f64>| l.map_or("?".into(), |l| format!("{l:.2}"));
+        let _ = writeln!(
+            out,
+            "Machine load average (1 min) before / after: {} / {}\n",
+            load(self.load_average.0),
+            load(self.load_average.1)
         );
         let _ = writeln!(
             out,
@@ -241,21 +256,16 @@ impl Report {
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---|---:|");
         for c in &self.changes {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} / {} | {:.0} / {:.0} / {:.0} ms | {} / {} | {} | {:.2} s |",
-                c.kind.label(),
-                c.round,
-                c.received,
-                c.expected,
-                c.fanout_ms.p50,
-                c.fanout_ms.p99,
-                c.fanout_ms.max,
-                bytes(c.bytes_per_proxy.p50),
-                bytes(c.bytes_per_proxy.max),
+            let row = [
+                c.kind.label().to_string(),
+                c.round.to_string(),
+                format!("{} / {}", c.received, c.expected),
+                format!("{} ms", c.fanout_ms.format(|v| format!("{v:.0}"))),
+                c.bytes_per_proxy.format_bytes(),
                 responses(c.responses, c.expected),
-                c.server_cpu_s,
-            );
+                format!("{:.2} s", c.server_cpu_s),
+            ];
+            let _ = writeln!(out, "| {} |", row.join(" | "));
         }
         out
     }

@@ -210,6 +210,7 @@ async fn measure(
         deadline,
     });
 
+    let load_before = proc_stats::load_average();
     let own_cpu_start = proc_stats::own_cpu_seconds();
     let cpu_start = cpu(pid);
     let connect_start = Instant::now();
@@ -279,6 +280,7 @@ async fn measure(
         connect_errors: records.iter().map(|r| u64::from(r.connect_errors)).sum(),
         stream_errors: records.iter().filter(|r| r.error.is_some()).count() as u64,
         loadgen_cpu_s,
+        load_average: (load_before, proc_stats::load_average()),
     })
 }
 

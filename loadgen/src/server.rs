@@ -30,8 +30,8 @@ pub enum ServerError {
     Spawn { path: PathBuf, source: io::Error },
     #[error("{0}")]
     Io(#[from] io::Error),
-    #[error("pilotfish exited before it was ready ({0}); see {1}")]
-    Exited(String, PathBuf),
+    #[error("pilotfish exited before it was ready ({0}); {1} ends with:\n{2}")]
+    Exited(String, PathBuf, String),
     #[error("pilotfish was not ready within {0:?}; see {1}")]
     NotReady(Duration, PathBuf),
     #[error("pid {0} is not a running process")]
@@ -99,9 +99,9 @@ impl Server {
             path: binary.to_path_buf(),
             source,
         })?;
-        let pid = child
-            .id()
-            .ok_or_else(|| ServerError::Exited("no pid".into(), log.to_path_buf()))?;
+        let pid = child.id().ok_or_else(|| {
+            ServerError::Exited("no pid".into(), log.to_path_buf(), log_tail(log))
+        })?;
         let mut server = Server {
             xds,
             pid,
@@ -118,7 +118,11 @@ impl Server {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                return Err(ServerError::Exited(status.to_string(), log.to_path_buf()));
+                return Err(ServerError::Exited(
+                    status.to_string(),
+                    log.to_path_buf(),
+                    log_tail(log),
+                ));
             }
             if matches!(http_get(http, "/ready").await, Ok((200, _))) {
                 tracing::info!(pid = self.pid, xds = %self.xds, elapsed = ?started.elapsed(), "pilotfish ready");
@@ -167,6 +171,13 @@ async fn fetch_problems(http: SocketAddr) -> Result<Vec<String>, ServerError> {
         .as_array()
         .map(|problems| problems.iter().map(|p| p.to_string()).collect())
         .unwrap_or_default())
+}
+
+/// The last lines of the server's log, to say why it failed.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
 }
 
 /// A port on 127.0.0.1 nobody listens on right now.

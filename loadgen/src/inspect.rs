@@ -26,7 +26,9 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 
-/// The xDS types a sidecar subscribes to, in Envoy's order.
+/// The xDS types a sidecar subscribes to, in Envoy's order. Our own rather
+/// than the server's `xds_types`: the load generator checks the server from
+/// the outside, as Envoy does, and does not link it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum XdsType {
     Cluster,

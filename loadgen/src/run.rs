@@ -27,6 +27,8 @@ const POLL: Duration = Duration::from_millis(20);
 const IDLE_SETTLE: Duration = Duration::from_secs(1);
 /// When the memory is read after every stream disconnected.
 const AFTER_DISCONNECT: Duration = Duration::from_secs(3);
+/// Beyond `--timeout-s`, time to disconnect and read the final memory.
+const GRACE: Duration = Duration::from_secs(45);
 /// How long stopped streams may take to finish.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -117,6 +119,10 @@ pub async fn run(args: Args) -> anyhow::Result<Option<Report>> {
     for change in &args.changes {
         change.check(shape)?;
     }
+    if let Some(target) = &args.target {
+        // Refuse a non-loopback target before anything is written or started.
+        crate::server::loopback_address(target)?;
+    }
     if args.proxies == 0 || args.views == 0 {
         bail!("--proxies and --views must be at least 1");
     }
@@ -144,7 +150,10 @@ pub async fn run(args: Args) -> anyhow::Result<Option<Report>> {
         (None, Some(target), Some(pid)) => Server::attach(target, pid)?,
         _ => bail!("say which server to load: --pilotfish BIN, or --target ADDR --pid PID"),
     };
-    let outcome = measure(&args, &mesh, &server, deadline).await;
+    let outcome =
+        tokio::time::timeout_at(deadline + GRACE, measure(&args, &mesh, &server, deadline))
+            .await
+            .unwrap_or_else(|_| bail_timeout(args.timeout_s));
     server.stop().await?;
     let report = outcome?;
     print!("{}", report.to_markdown());
@@ -153,6 +162,10 @@ pub async fn run(args: Args) -> anyhow::Result<Option<Report>> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(Some(report))
+}
+
+fn bail_timeout(seconds: u64) -> anyhow::Result<Report> {
+    bail!("the run did not finish within --timeout-s {seconds} (plus {GRACE:?} to disconnect)")
 }
 
 /// Waits until `done` holds, polling; false if `limit` passed first.

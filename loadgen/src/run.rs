@@ -150,10 +150,13 @@ pub async fn run(args: Args) -> anyhow::Result<Option<Report>> {
         (None, Some(target), Some(pid)) => Server::attach(target, pid)?,
         _ => bail!("say which server to load: --pilotfish BIN, or --target ADDR --pid PID"),
     };
-    let outcome =
-        tokio::time::timeout_at(deadline + GRACE, measure(&args, &mesh, &server, deadline))
-            .await
-            .unwrap_or_else(|_| bail_timeout(args.timeout_s));
+    // Interrupted or not, the server we started is stopped below.
+    let bounded =
+        tokio::time::timeout_at(deadline + GRACE, measure(&args, &mesh, &server, deadline));
+    let outcome = tokio::select! {
+        outcome = bounded => outcome.unwrap_or_else(|_| bail_timeout(args.timeout_s)),
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     server.stop().await?;
     let report = outcome?;
     print!("{}", report.to_markdown());

@@ -1,0 +1,205 @@
+//! One simulated sidecar: its own HTTP/2 connection and ADS stream, the
+//! subscriptions Envoy makes, an ACK for every response, and a record of
+//! what arrived when. The protocol variants differ only in message shapes
+//! (see `variants`).
+
+pub mod follow;
+pub mod record;
+mod variants;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::google::protobuf::Any;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::inspect::{Inspector, XdsType, content_key};
+use follow::{Follower, Step, Update};
+use record::Recorder;
+pub use record::{ActiveChange, ChangeWatch, Progress, StreamRecord};
+
+/// Envoy's default HTTP/2 windows for its gRPC clients (256 MiB), so large
+/// state-of-the-world responses are not throttled by flow control.
+const WINDOW_BYTES: u32 = 256 * 1024 * 1024;
+/// Responses can be large (every cluster of a big mesh in one message).
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_ATTEMPTS: u32 = 5;
+const REQUEST_QUEUE: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// State of the world (Envoy's `api_type: GRPC`).
+    Sotw,
+    /// Incremental (`DELTA_GRPC`).
+    Delta,
+}
+
+impl Protocol {
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Sotw => "SotW",
+            Protocol::Delta => "delta",
+        }
+    }
+}
+
+/// What every client shares.
+pub struct Shared {
+    pub target: SocketAddr,
+    pub protocol: Protocol,
+    pub views: usize,
+    pub rounds: usize,
+    pub inspector: Inspector,
+    pub progress: Arc<Progress>,
+    pub change: ChangeWatch,
+    pub stop: watch::Receiver<bool>,
+    /// No stream outlives this.
+    pub deadline: Instant,
+}
+
+/// Runs proxy `index` until told to stop, the deadline, or a stream error.
+pub async fn run(index: usize, shared: Arc<Shared>) -> StreamRecord {
+    let mut recorder = Recorder::new(
+        shared.rounds,
+        shared.progress.clone(),
+        shared.change.clone(),
+    );
+    recorder.start();
+    let node = crate::node::sidecar_node(index, shared.views);
+    let outcome = match shared.protocol {
+        Protocol::Sotw => drive(variants::Sotw::default(), node, &shared, &mut recorder).await,
+        Protocol::Delta => drive(variants::Delta::default(), node, &shared, &mut recorder).await,
+    };
+    if let Err(error) = outcome {
+        tracing::debug!(proxy = index, %error, "stream ended");
+        recorder.record.error = Some(error);
+        shared.progress.note_ended();
+    }
+    recorder.record
+}
+
+/// A response as the protocol-independent part of a client needs it.
+pub struct Received<'a> {
+    pub ty: XdsType,
+    pub bytes: usize,
+    /// Identifies the content (see [`content_key`]).
+    pub key: u64,
+    pub resources: Vec<&'a Any>,
+    /// `None` for state of the world (the response replaces everything).
+    pub removed: Option<&'a [String]>,
+}
+
+/// An ADS protocol variant: how steps become requests and responses are read.
+pub trait Variant: Send {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+
+    fn request(&self, step: &Step, follower: &Follower, node: Option<Node>) -> Self::Request;
+
+    /// Reads a response (and remembers its nonce and version for the ACK).
+    fn read<'a>(&mut self, response: &'a Self::Response) -> Option<Received<'a>>;
+
+    fn open(
+        client: AggregatedDiscoveryServiceClient<Channel>,
+        requests: ReceiverStream<Self::Request>,
+    ) -> impl Future<Output = Result<Streaming<Self::Response>, tonic::Status>> + Send;
+}
+
+/// Connects with a few retries (as Envoy would retry), counting failures.
+async fn connect(target: SocketAddr, recorder: &mut Recorder) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{target}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(WINDOW_BYTES)
+        .initial_connection_window_size(WINDOW_BYTES);
+    let mut last_error = String::new();
+    for attempt in 1..=CONNECT_ATTEMPTS {
+        match endpoint.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(error) => {
+                recorder.record.connect_errors += 1;
+                last_error = format!("connect: {error}");
+                tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// The stream's life: connect, subscribe as Envoy does, ACK everything,
+/// record, until stopped (`Ok`) or failed (`Err`).
+async fn drive<V: Variant>(
+    mut variant: V,
+    node: Node,
+    shared: &Shared,
+    recorder: &mut Recorder,
+) -> Result<(), String> {
+    let channel = connect(shared.target, recorder).await?;
+    let client = AggregatedDiscoveryServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut follower = Follower::default();
+    let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
+    // Envoy sets the node on the first request of a stream only.
+    let first = variant.request(&follower.start(), &follower, Some(node));
+    requests
+        .send(first)
+        .await
+        .map_err(|_| "request queue closed")?;
+    let mut responses = V::open(client, ReceiverStream::new(queue))
+        .await
+        .map_err(|status| format!("open stream: {status}"))?;
+    let mut stop = shared.stop.clone();
+    loop {
+        let response = tokio::select! {
+            _ = stop.changed() => return Ok(()),
+            _ = tokio::time::sleep_until(shared.deadline) => return Err("deadline reached".into()),
+            message = responses.message() => match message {
+                Ok(Some(response)) => response,
+                Ok(None) => return Err("server closed the stream".into()),
+                Err(status) => return Err(format!("stream reset: {status}")),
+            },
+        };
+        let Some(received) = variant.read(&response) else {
+            continue;
+        };
+        let inspector = &shared.inspector;
+        let (key, ty) = (received.key, received.ty);
+        recorder.received(ty, received.bytes, |probe| {
+            inspector.shows(key, probe, received.resources.iter().copied())
+        });
+        let references = inspector.references(key, ty, received.resources.iter().copied());
+        let update = match received.removed {
+            None => Update::Replace(&references),
+            Some(removed) => Update::Merge {
+                changed: &references,
+                removed,
+            },
+        };
+        for step in follower.on_response(ty, update) {
+            let request = variant.request(&step, &follower, None);
+            requests
+                .send(request)
+                .await
+                .map_err(|_| "request queue closed")?;
+        }
+        recorder.check_synced(follower.synced());
+    }
+}
+
+/// Content key of a state-of-the-world response: the server's version is
+/// a hash of the content it sent.
+fn sotw_key(type_url: &str, version: &str) -> u64 {
+    content_key(type_url, version, std::iter::empty(), &[])
+}

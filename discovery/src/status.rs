@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use dashmap::DashMap;
 use serde::Serialize;
 
+use crate::ads::interned::NameSet;
 use crate::node::ProxyIdentity;
+use crate::snapshot::TypeResources;
 use crate::xds_types::{XdsProtocol, XdsType};
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -18,7 +20,43 @@ pub struct TypeStatus {
     pub last_nack: Option<String>,
     pub pushes: u64,
     pub nacks: u64,
-    pub resource_names: Vec<String>,
+    pub resource_names: ResourceNames,
+}
+
+/// The resources of a type a proxy holds, kept as the shared data they come
+/// from (the snapshot's resources and the stream's interned subscription),
+/// not as a copy of every name per stream and push.
+#[derive(Clone, Debug, Default)]
+pub enum ResourceNames {
+    #[default]
+    Unknown,
+    /// What `names` selects of `resources` (all of them for `None`).
+    Selected {
+        resources: Arc<TypeResources>,
+        names: Option<NameSet>,
+    },
+    /// An explicit list.
+    Listed(Vec<String>),
+}
+
+impl ResourceNames {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            ResourceNames::Unknown => Vec::new(),
+            ResourceNames::Selected { resources, names } => resources
+                .select(names.as_deref())
+                .into_iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+            ResourceNames::Listed(names) => names.clone(),
+        }
+    }
+}
+
+impl Serialize for ResourceNames {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_vec().serialize(serializer)
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -185,7 +185,7 @@ async fn delta_named_eds_and_rds_subscribe_and_unsubscribe() {
     h.set_registry(&TWO_SERVICES.replace("127.0.0.11", "127.0.0.12"));
     c.expect_silence().await;
     let status = &h.ctx.status.list()[0].types[&XdsType::Endpoint];
-    assert_eq!(status.resource_names, [RATINGS]);
+    assert_eq!(status.resource_names.to_vec(), [RATINGS]);
 }
 
 #[tokio::test]
@@ -251,7 +251,7 @@ async fn delta_removed_service_arrives_in_removed_resources() {
     assert_eq!(eds_update.removed_resources, [RATINGS]);
     assert!(eds_update.resources.is_empty());
     let status = &h.ctx.status.list()[0].types[&XdsType::Cluster];
-    assert!(!status.resource_names.iter().any(|n| n == RATINGS));
+    assert!(!status.resource_names.to_vec().iter().any(|n| n == RATINGS));
 }
 
 #[tokio::test]

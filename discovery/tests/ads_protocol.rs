@@ -306,7 +306,7 @@ async fn ads_serves_named_secrets_and_pushes_a_rotated_certificate() {
         status.acked_version.as_deref(),
         Some(sds.version_info.as_str())
     );
-    assert_eq!(status.resource_names, ["kubernetes://gw-cert"]);
+    assert_eq!(status.resource_names.to_vec(), ["kubernetes://gw-cert"]);
 
     // The Secret is renewed: a new generation pushes the new certificate.
     set_credential(&mut h, "CERT-2");

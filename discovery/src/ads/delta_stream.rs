@@ -13,6 +13,7 @@ use tonic::Status;
 use super::XdsContext;
 use super::delta::{DeltaState, SubscriptionChange};
 use super::session::{Caller, Protocol, Session};
+use crate::status::ResourceNames;
 use crate::xds_types::{XdsProtocol, XdsType};
 
 /// Unanswered responses kept per type; a proxy answers each in order, so
@@ -96,7 +97,7 @@ impl DeltaConnection {
             ty,
             &delta.system_version,
             &nonce,
-            stream.state.known_names(),
+            ResourceNames::Listed(stream.state.known_names()),
         );
         if ty == XdsType::Cluster
             && let Some(eds) = self.types.get_mut(&XdsType::Endpoint)
@@ -166,7 +167,8 @@ impl Protocol for DeltaConnection {
             initial_versions: Some(&request.initial_resource_versions),
         });
         if !request.resource_names_unsubscribe.is_empty() {
-            self.session.record_names(ty, stream.state.known_names());
+            self.session
+                .record_names(ty, ResourceNames::Listed(stream.state.known_names()));
         }
         self.push(ty, first).await?;
         if ty == XdsType::Cluster {

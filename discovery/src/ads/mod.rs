@@ -5,6 +5,7 @@
 
 pub mod delta;
 mod delta_stream;
+pub mod interned;
 pub mod limits;
 mod session;
 mod stream;
@@ -52,6 +53,8 @@ pub struct XdsContext {
     /// Cancelled on shutdown: every stream tells its proxy to go.
     pub shutdown: CancellationToken,
     pub limits: XdsLimits,
+    /// Subscription name sets, shared by the streams that hold equal ones.
+    pub name_sets: interned::NameSets,
     next_connection: AtomicU64,
 }
 
@@ -77,6 +80,7 @@ impl XdsContext {
             require_identity_on_tls: true,
             shutdown: CancellationToken::new(),
             limits,
+            name_sets: interned::NameSets::default(),
             next_connection: AtomicU64::new(1),
         }
     }

@@ -21,7 +21,7 @@ use crate::node::{ProxyIdentity, identify};
 use crate::proxy_view::view_for;
 use crate::security::WorkloadIdentity;
 use crate::snapshot::{Snapshot, TypeResources};
-use crate::status::{ProxyStatus, TypeStatus};
+use crate::status::{ProxyStatus, ResourceNames, TypeStatus};
 use crate::xds_types::{XdsProtocol, XdsType};
 
 /// Who opened a stream, as far as the server could verify.
@@ -208,8 +208,8 @@ impl<R> Session<R> {
 
     /// Records a response about to be sent; `names` are the resources of the
     /// type the proxy holds once it applies the response.
-    pub fn record_push(&self, ty: XdsType, version: &str, nonce: &str, names: Vec<String>) {
-        tracing::debug!(connection = self.id, node = ?self.identity.as_ref().map(|i| &i.node_id), r#type = ty.short(), %version, resources = names.len(), "push");
+    pub fn record_push(&self, ty: XdsType, version: &str, nonce: &str, names: ResourceNames) {
+        tracing::debug!(connection = self.id, node = ?self.identity.as_ref().map(|i| &i.node_id), r#type = ty.short(), %version, "push");
         self.ctx
             .metrics
             .pushes
@@ -225,7 +225,7 @@ impl<R> Session<R> {
 
     /// Records the resources of a type the proxy holds after it changed its
     /// subscription (an unsubscribe is not answered, so no push records it).
-    pub fn record_names(&self, ty: XdsType, names: Vec<String>) {
+    pub fn record_names(&self, ty: XdsType, names: ResourceNames) {
         self.update_status(ty, |s| s.resource_names = names);
     }
 

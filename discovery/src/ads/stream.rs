@@ -9,25 +9,27 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::XdsContext;
+use super::interned::NameSet;
 use super::session::{Caller, Protocol, Session};
 use envoy_types::pb::google::protobuf::Any;
 
 use crate::snapshot::TypeResources;
+use crate::status::ResourceNames;
 use crate::xds_types::{XdsProtocol, XdsType};
 
 #[derive(Default)]
 struct Subscription {
-    /// `None` is a wildcard subscription (all resources of the type).
-    names: Option<BTreeSet<String>>,
+    /// `None` is a wildcard subscription (all resources of the type); a
+    /// named one shares its set with the streams that ask the same.
+    names: Option<NameSet>,
     /// What the proxy holds of this type since our last response: the
     /// snapshot's own (shared) resources, not a copy per stream.
     sent: Option<Arc<TypeResources>>,
-    /// The names subscribed when we last answered.
-    sent_names: Option<BTreeSet<String>>,
     sent_version: Option<String>,
     sent_nonce: Option<String>,
-    /// Unchanged resources to send again: the assignments of clusters just
-    /// updated (Envoy warms an updated cluster only on a fresh one).
+    /// Unchanged resources to send again: names just subscribed, and the
+    /// assignments of clusters just updated (Envoy warms an updated cluster
+    /// only on a fresh one).
     resend: BTreeSet<String>,
 }
 
@@ -66,21 +68,17 @@ impl Connection {
         let Some(sub) = self.subscriptions.get_mut(&ty) else {
             return Ok(());
         };
-        let version = current.selection_version(sub.names.as_ref());
-        let selected = current.select(sub.names.as_ref());
+        let names = sub.names.as_deref();
+        let version = current.selection_version(names);
+        let selected = current.select(names);
         let to_send: Vec<(&String, &Arc<Any>)> = match (&sub.sent, sends_only_changes(ty)) {
-            (Some(sent), true) => {
-                let before = sub.sent_names.as_ref();
-                selected
-                    .iter()
-                    .filter(|(name, _)| {
-                        sub.resend.contains(*name)
-                            || !before.is_some_and(|b| b.contains(*name))
-                            || sent.version(name) != current.version(name)
-                    })
-                    .copied()
-                    .collect()
-            }
+            (Some(sent), true) => selected
+                .iter()
+                .filter(|(name, _)| {
+                    sub.resend.contains(*name) || sent.version(name) != current.version(name)
+                })
+                .copied()
+                .collect(),
             _ => selected.clone(),
         };
         // Nothing new needs no answer, unless the proxy asked anew (a first
@@ -104,24 +102,26 @@ impl Connection {
             nonce: nonce.clone(),
             ..Default::default()
         };
-        let names: Vec<String> = selected.iter().map(|(n, _)| (*n).clone()).collect();
         let updated: Vec<String> = if ty == XdsType::Cluster {
             updated_names(sub.sent.as_deref(), &current, &selected)
         } else {
             Vec::new()
         };
         sub.sent = Some(current.clone());
-        sub.sent_names = sub.names.clone();
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = Some(nonce.clone());
         sub.resend.clear();
+        let held = ResourceNames::Selected {
+            resources: current.clone(),
+            names: sub.names.clone(),
+        };
         if let Some(eds) = self.subscriptions.get_mut(&XdsType::Endpoint)
             && let Some(subscribed) = &eds.names
         {
             eds.resend
                 .extend(updated.into_iter().filter(|n| subscribed.contains(n)));
         }
-        self.session.record_push(ty, &version, &nonce, names);
+        self.session.record_push(ty, &version, &nonce, held);
         self.session.send(response).await
     }
 }
@@ -157,8 +157,15 @@ impl Protocol for Connection {
         }
         let names = requested_names(ty, &request.resource_names);
         let sub = self.subscriptions.entry(ty).or_default();
-        let changed = sub.names != names || sub.sent_nonce.is_none();
-        sub.names = names;
+        let changed = sub.names.as_deref() != names.as_ref() || sub.sent_nonce.is_none();
+        if changed {
+            // Names new to the subscription are answered even if the proxy
+            // held them before (it may have dropped them meanwhile).
+            if let (Some(before), Some(after)) = (&sub.names, &names) {
+                sub.resend.extend(after.difference(before).cloned());
+            }
+            sub.names = names.map(|n| self.session.ctx.name_sets.intern(n));
+        }
         if changed {
             self.push(ty, true).await?;
             if ty == XdsType::Cluster {

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::google::protobuf::Any;
@@ -11,6 +12,7 @@ use envoy_types::util::pack_any;
 use pilotfish_translate::XdsResources;
 use sha2::{Digest, Sha256};
 
+use crate::ads::encoded::{delta_entry, sotw_entry};
 use crate::xds_types::XdsType;
 
 /// Resources of one type, by name.
@@ -23,6 +25,10 @@ pub struct TypeResources {
     /// Version of the whole set, for wildcard subscriptions: computed once
     /// here, not per stream and push.
     full_version: String,
+    /// Each resource's response entry, encoded once for every stream that
+    /// sends it (state of the world, and delta with its version).
+    sotw_entries: BTreeMap<String, Bytes>,
+    delta_entries: BTreeMap<String, Bytes>,
 }
 
 impl TypeResources {
@@ -63,11 +69,34 @@ impl TypeResources {
             .collect();
         let full_version =
             selection_version(versions.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+        let sotw_entries = resources
+            .iter()
+            .map(|(name, any)| (name.clone(), sotw_entry(any)))
+            .collect();
+        let delta_entries = resources
+            .iter()
+            .map(|(name, any)| {
+                let version = versions.get(name).map(String::as_str).unwrap_or_default();
+                (name.clone(), delta_entry(name, version, any))
+            })
+            .collect();
         TypeResources {
             resources,
             versions,
             full_version,
+            sotw_entries,
+            delta_entries,
         }
+    }
+
+    /// A resource's encoded state-of-the-world response entry.
+    pub fn sotw_entry(&self, name: &str) -> Option<&Bytes> {
+        self.sotw_entries.get(name)
+    }
+
+    /// A resource's encoded delta response entry (with its version).
+    pub fn delta_entry(&self, name: &str) -> Option<&Bytes> {
+        self.delta_entries.get(name)
     }
 
     /// The version of one resource (incremental xDS), if it exists.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 
-use crate::snapshot::{TypeResources, content_version};
+use crate::snapshot::TypeResources;
 use crate::xds_types::XdsType;
 
 /// What one response carries.
@@ -142,13 +142,12 @@ impl DeltaState {
     }
 
     /// What the proxy needs to match `resources`; records it as sent.
+    /// Work per call is the subscription's size, with map lookups only:
+    /// no hashing of resource bytes, no scan per name.
     pub fn diff(&mut self, resources: &TypeResources) -> Delta {
-        let selected = if self.wildcard {
-            resources.select(None)
-        } else {
-            resources.select(Some(&self.names))
-        };
-        let system_version = content_version(&selected);
+        let names = (!self.wildcard).then_some(&self.names);
+        let selected = resources.select(names);
+        let system_version = resources.selection_version(names);
         let mut updated = Vec::new();
         for (name, any) in &selected {
             let version = resources.version(name).unwrap_or_default();
@@ -157,7 +156,9 @@ impl DeltaState {
                 updated.push(((*name).clone(), version.to_string(), Arc::clone(any)));
             }
         }
-        let exists = |name: &String| selected.iter().any(|(n, _)| *n == name);
+        let exists = |name: &String| {
+            resources.resources.contains_key(name) && (self.wildcard || self.names.contains(name))
+        };
         let removed: Vec<String> = self
             .known
             .keys()

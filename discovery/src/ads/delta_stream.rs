@@ -4,14 +4,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::XdsContext;
 use super::delta::{DeltaState, SubscriptionChange};
+use super::encoded::{EncodedResponse, delta_entry};
 use super::session::{Caller, Protocol, Session};
 use crate::status::ResourceNames;
 use crate::xds_types::{XdsProtocol, XdsType};
@@ -28,7 +27,7 @@ struct TypeStream {
 }
 
 pub struct DeltaConnection {
-    session: Session<DeltaDiscoveryResponse>,
+    session: Session<EncodedResponse>,
     types: BTreeMap<XdsType, TypeStream>,
 }
 
@@ -36,7 +35,7 @@ impl DeltaConnection {
     pub fn new(
         ctx: Arc<XdsContext>,
         id: u64,
-        tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+        tx: mpsc::Sender<Result<EncodedResponse, Status>>,
         caller: Caller,
     ) -> Self {
         DeltaConnection {
@@ -82,7 +81,8 @@ impl DeltaConnection {
         let Some(stream) = self.types.get_mut(&ty) else {
             return Ok(());
         };
-        let delta = stream.state.diff(self.session.resources(&snapshot, ty));
+        let resources = self.session.resources(&snapshot, ty).clone();
+        let delta = stream.state.diff(&resources);
         if delta.is_empty() && !always {
             return Ok(());
         }
@@ -115,32 +115,33 @@ impl DeltaConnection {
             removed = delta.removed.len(),
             "delta push"
         );
-        let response = DeltaDiscoveryResponse {
-            system_version_info: delta.system_version,
-            resources: delta
-                .updated
-                .into_iter()
-                .map(|(name, version, any)| Resource {
-                    name,
-                    version,
-                    resource: Some(any.as_ref().clone()),
-                    ..Default::default()
-                })
-                .collect(),
-            type_url: ty.type_url(),
-            removed_resources: delta.removed,
+        // The snapshot's own encoded entries: shared, not copied per stream.
+        let entries: Vec<_> = delta
+            .updated
+            .iter()
+            .map(|(name, version, any)| {
+                resources
+                    .delta_entry(name)
+                    .cloned()
+                    .unwrap_or_else(|| delta_entry(name, version, any))
+            })
+            .collect();
+        let response = EncodedResponse::delta(
+            delta.system_version,
+            ty.type_url(),
             nonce,
-            ..Default::default()
-        };
+            delta.removed,
+            entries,
+        );
         self.session.send(response).await
     }
 }
 
 impl Protocol for DeltaConnection {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = EncodedResponse;
 
-    fn session(&mut self) -> &mut Session<DeltaDiscoveryResponse> {
+    fn session(&mut self) -> &mut Session<EncodedResponse> {
         &mut self.session
     }
 

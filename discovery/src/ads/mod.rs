@@ -5,8 +5,10 @@
 
 pub mod delta;
 mod delta_stream;
+pub mod encoded;
 pub mod interned;
 pub mod limits;
+mod service;
 mod session;
 mod stream;
 
@@ -14,12 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,6 +29,7 @@ use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
 use crate::security::{Authenticator, PeerInfo};
 use crate::status::SyncStatus;
+use encoded::EncodedResponse;
 pub use limits::XdsLimits;
 
 pub use session::Caller;
@@ -139,25 +137,20 @@ impl AdsServer {
         AdsServer { ctx }
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+    pub fn into_service(self) -> service::AdsService {
         let max_request_bytes = self.ctx.limits.max_request_bytes;
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(max_request_bytes)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+        service::AdsService::new(self, max_request_bytes, MAX_RESPONSE_BYTES)
     }
 }
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
+impl AdsServer {
+    /// State of the world (`StreamAggregatedResources`).
     async fn stream_aggregated_resources(
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection =
@@ -166,10 +159,11 @@ impl AggregatedDiscoveryService for AdsServer {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    /// Incremental (`DeltaAggregatedResources`).
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+    ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection = delta_stream::DeltaConnection::new(

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::XdsContext;
+use super::encoded::EncodedResponse;
 use super::interned::NameSet;
 use super::session::{Caller, Protocol, Session};
 use envoy_types::pb::google::protobuf::Any;
@@ -42,7 +43,7 @@ fn sends_only_changes(ty: XdsType) -> bool {
 }
 
 pub struct Connection {
-    session: Session<DiscoveryResponse>,
+    session: Session<EncodedResponse>,
     subscriptions: BTreeMap<XdsType, Subscription>,
 }
 
@@ -50,7 +51,7 @@ impl Connection {
     pub fn new(
         ctx: Arc<XdsContext>,
         id: u64,
-        tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+        tx: mpsc::Sender<Result<EncodedResponse, Status>>,
         caller: Caller,
     ) -> Self {
         Connection {
@@ -92,16 +93,15 @@ impl Connection {
             return Ok(());
         }
         let nonce = self.session.next_nonce();
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
-            resources: to_send
+        // The snapshot's own encoded entries: shared, not copied per stream.
+        let response = EncodedResponse::sotw(
+            version.clone(),
+            ty.type_url(),
+            nonce.clone(),
+            to_send
                 .iter()
-                .map(|(_, any)| any.as_ref().clone())
-                .collect(),
-            type_url: ty.type_url(),
-            nonce: nonce.clone(),
-            ..Default::default()
-        };
+                .filter_map(|(name, _)| current.sotw_entry(name).cloned()),
+        );
         let updated: Vec<String> = if ty == XdsType::Cluster {
             updated_names(sub.sent.as_deref(), &current, &selected)
         } else {
@@ -128,9 +128,9 @@ impl Connection {
 
 impl Protocol for Connection {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = EncodedResponse;
 
-    fn session(&mut self) -> &mut Session<DiscoveryResponse> {
+    fn session(&mut self) -> &mut Session<EncodedResponse> {
         &mut self.session
     }
 

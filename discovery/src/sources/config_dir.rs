@@ -1,7 +1,9 @@
 //! Istio config from directories of YAML files.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use pilotfish_crds::{ConfigKey, ConfigObject, load_yaml};
 
@@ -11,10 +13,38 @@ use crate::problems::InputProblem;
 #[derive(Debug, Default, Clone)]
 struct FileState {
     objects: Vec<ConfigObject>,
+    problems: Vec<InputProblem>,
+    /// What the file looked like when read; `None` when it may change
+    /// again unseen (read too soon after its last write), so it is re-read.
+    stamp: Option<FileStamp>,
 }
 
-/// All config directories; re-read as a whole on every change (config files
-/// are small), keeping per-file last-good objects.
+/// A file's identity and last change, as the file system reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    modified: SystemTime,
+    changed: (i64, i64),
+    len: u64,
+    inode: u64,
+}
+
+/// A file written this recently may be written again within the same
+/// timestamp tick; it is read again next time instead of trusted.
+const SETTLE: Duration = Duration::from_secs(2);
+
+fn stamp(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some(FileStamp {
+        modified: meta.modified().ok()?,
+        changed: (meta.ctime(), meta.ctime_nsec()),
+        len: meta.len(),
+        inode: meta.ino(),
+    })
+}
+
+/// All config directories, listed on every change; a file is parsed again
+/// only when its stamp changed (a registry event re-reads nothing), and
+/// each file keeps its last-good objects.
 #[derive(Debug)]
 pub struct ConfigDirs {
     dirs: Vec<PathBuf>,
@@ -82,8 +112,31 @@ impl ConfigDirs {
     }
 
     fn load_file(&self, path: &Path, problems: &mut Vec<InputProblem>) -> FileState {
-        let source = path.display().to_string();
         let previous = self.files.get(path);
+        let before = stamp(path);
+        if let Some(previous) = previous
+            && previous.stamp.is_some()
+            && previous.stamp == before
+        {
+            problems.extend(previous.problems.iter().cloned());
+            return previous.clone();
+        }
+        let mut found = Vec::new();
+        let mut state = self.parse_file(path, previous, &mut found);
+        let settled = before.is_some_and(|s| s.modified.elapsed().is_ok_and(|age| age >= SETTLE));
+        state.stamp = before.filter(|_| settled && stamp(path) == before);
+        state.problems = found.clone();
+        problems.extend(found);
+        state
+    }
+
+    fn parse_file(
+        &self,
+        path: &Path,
+        previous: Option<&FileState>,
+        problems: &mut Vec<InputProblem>,
+    ) -> FileState {
+        let source = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -126,7 +179,10 @@ impl ConfigDirs {
                 objects.push(old.clone());
             }
         }
-        FileState { objects }
+        FileState {
+            objects,
+            ..FileState::default()
+        }
     }
 }
 
@@ -145,4 +201,56 @@ fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: NAME}\nspec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}\n";
+
+    fn settle(path: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_modified(old))
+            .expect("set mtime");
+    }
+
+    fn names(load: &ConfigLoad) -> Vec<String> {
+        load.objects.iter().map(|o| o.key().to_string()).collect()
+    }
+
+    #[test]
+    fn settled_files_are_not_parsed_again_and_keep_reporting_their_problems() {
+        let dir = std::env::temp_dir().join(format!("pf-config-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let good = dir.join("a.yaml");
+        let bad = dir.join("b.yaml");
+        std::fs::write(&good, VS.replace("NAME", "one")).expect("write");
+        std::fs::write(&bad, "kind: [unclosed").expect("write");
+        settle(&good);
+        settle(&bad);
+        let mut dirs = ConfigDirs::new(vec![dir.clone()], "default");
+        let first = dirs.load();
+        assert_eq!(names(&first), ["VirtualService default/one"]);
+        assert_eq!(first.problems.len(), 1, "{:?}", first.problems);
+        let stamped = |dirs: &ConfigDirs, p: &Path| dirs.files[p].stamp.is_some();
+        assert!(stamped(&dirs, &good) && stamped(&dirs, &bad));
+
+        let again = dirs.load();
+        assert_eq!(names(&again), names(&first));
+        assert_eq!(
+            again.problems, first.problems,
+            "a cached file still reports"
+        );
+
+        // An edit changes the stamp (ctime at least), so the file is read.
+        std::fs::write(&good, VS.replace("NAME", "two")).expect("rewrite");
+        let edited = dirs.load();
+        assert_eq!(names(&edited), ["VirtualService default/two"]);
+        assert!(!stamped(&dirs, &good), "just written: read again next time");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

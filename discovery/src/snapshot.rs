@@ -2,7 +2,7 @@
 //! shared (via `Arc`) by every stream that serves that view.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
@@ -29,6 +29,41 @@ pub struct TypeResources {
     /// sends it (state of the world, and delta with its version).
     sotw_entries: BTreeMap<String, Bytes>,
     delta_entries: BTreeMap<String, Bytes>,
+    /// Work every stream would otherwise repeat: what changed since a
+    /// previous set, and the version of a shared subscription.
+    memo: Memo,
+}
+
+/// Results computed by the first stream that needs them and reused by the
+/// others: keyed by the (shared) previous set or name set, a few entries.
+#[derive(Debug, Default)]
+struct Memo {
+    changed: Mutex<Vec<(Weak<TypeResources>, Arc<BTreeSet<String>>)>>,
+    versions: Mutex<Vec<(Weak<BTreeSet<String>>, String)>>,
+}
+
+/// Entries kept per memo: streams move from the same few previous sets.
+const MEMO_ENTRIES: usize = 4;
+
+fn memoized<K, V: Clone>(
+    memo: &Mutex<Vec<(Weak<K>, V)>>,
+    key: &Arc<K>,
+    compute: impl FnOnce() -> V,
+) -> V {
+    let mut entries = memo.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, value)) = entries
+        .iter()
+        .find(|(k, _)| std::ptr::eq(k.as_ptr(), Arc::as_ptr(key)))
+    {
+        return value.clone();
+    }
+    let value = compute();
+    entries.retain(|(k, _)| k.strong_count() > 0);
+    if entries.len() >= MEMO_ENTRIES {
+        entries.remove(0);
+    }
+    entries.push((Arc::downgrade(key), value.clone()));
+    value
 }
 
 impl TypeResources {
@@ -86,6 +121,35 @@ impl TypeResources {
             full_version,
             sotw_entries,
             delta_entries,
+            memo: Memo::default(),
+        }
+    }
+
+    /// Names whose resource is new or differs from `previous`'s: computed
+    /// once for all the streams that move from `previous` to this set.
+    pub fn changed_since(self: &Arc<Self>, previous: &Arc<TypeResources>) -> Arc<BTreeSet<String>> {
+        if Arc::ptr_eq(self, previous) {
+            return Arc::default();
+        }
+        memoized(&self.memo.changed, previous, || {
+            Arc::new(
+                self.versions
+                    .iter()
+                    .filter(|(name, version)| previous.version(name) != Some(version.as_str()))
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            )
+        })
+    }
+
+    /// [`TypeResources::selection_version`] of a shared name set, computed
+    /// once for all the streams that subscribe to the same set.
+    pub fn shared_selection_version(&self, names: Option<&Arc<BTreeSet<String>>>) -> String {
+        match names {
+            None => self.full_version.clone(),
+            Some(names) => memoized(&self.memo.versions, names, || {
+                self.selection_version(Some(names))
+            }),
         }
     }
 
@@ -378,5 +442,44 @@ mod tests {
         let names = BTreeSet::from(["9080".to_string(), "9999".to_string()]);
         let selected = snap.routes.select(Some(&names));
         assert_eq!(selected.len(), 1);
+    }
+
+    fn set(entries: &[(&str, &[u8])]) -> Arc<TypeResources> {
+        Arc::new(TypeResources::new(
+            entries
+                .iter()
+                .map(|(name, value)| {
+                    let any = Any {
+                        type_url: "t".into(),
+                        value: value.to_vec(),
+                    };
+                    (name.to_string(), Arc::new(any))
+                })
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn what_changed_is_computed_once_per_previous_set_and_shared() {
+        let before = set(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
+        let after = set(&[("a", b"1"), ("b", b"two"), ("d", b"4")]);
+        let changed = after.changed_since(&before);
+        assert_eq!(
+            changed.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["b", "d"],
+            "changed and new; removed ones are CDS's business"
+        );
+        assert!(Arc::ptr_eq(&changed, &after.changed_since(&before)));
+        assert!(after.changed_since(&after).is_empty());
+
+        let names = Arc::new(BTreeSet::from(["a".to_string(), "b".to_string()]));
+        assert_eq!(
+            after.shared_selection_version(Some(&names)),
+            after.selection_version(Some(&names))
+        );
+        assert_eq!(
+            after.shared_selection_version(None),
+            after.selection_version(None)
+        );
     }
 }

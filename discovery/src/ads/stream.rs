@@ -70,17 +70,24 @@ impl Connection {
             return Ok(());
         };
         let names = sub.names.as_deref();
-        let version = current.selection_version(names);
-        let selected = current.select(names);
+        let version = current.shared_selection_version(sub.names.as_ref());
         let to_send: Vec<(&String, &Arc<Any>)> = match (&sub.sent, sends_only_changes(ty)) {
-            (Some(sent), true) => selected
-                .iter()
-                .filter(|(name, _)| {
-                    sub.resend.contains(*name) || sent.version(name) != current.version(name)
-                })
-                .copied()
-                .collect(),
-            _ => selected.clone(),
+            (Some(sent), true) => {
+                // What changed is worked out once for every stream moving
+                // from the same previous set; each stream only filters it.
+                let changed = current.changed_since(sent);
+                let wanted = |name: &String| names.is_none_or(|n| n.contains(name));
+                let names: BTreeSet<&String> = changed
+                    .iter()
+                    .chain(sub.resend.iter())
+                    .filter(|name| wanted(name))
+                    .collect();
+                names
+                    .into_iter()
+                    .filter_map(|name| current.resources.get_key_value(name))
+                    .collect()
+            }
+            _ => current.select(names),
         };
         // Nothing new needs no answer, unless the proxy asked anew (a first
         // request must be answered, even with nothing in it).
@@ -103,7 +110,7 @@ impl Connection {
                 .filter_map(|(name, _)| current.sotw_entry(name).cloned()),
         );
         let updated: Vec<String> = if ty == XdsType::Cluster {
-            updated_names(sub.sent.as_deref(), &current, &selected)
+            updated_names(sub.sent.as_deref(), &current, &to_send)
         } else {
             Vec::new()
         };

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use envoy_types::pb::google::protobuf::Any;
 
+use super::interned::{NameSet, NameSets};
 use crate::snapshot::TypeResources;
+use crate::status::ResourceNames;
 use crate::xds_types::XdsType;
 
 /// What one response carries.
@@ -36,6 +38,62 @@ pub struct SubscriptionChange<'a> {
     pub initial_versions: Option<&'a HashMap<String, String>>,
 }
 
+/// What a proxy holds of one type.
+#[derive(Debug)]
+enum Known {
+    /// Name by name: its initial versions, or what remains after it
+    /// unsubscribed.
+    Listed(BTreeMap<String, String>),
+    /// Exactly what `names` selected of `resources` (all for `None`) when
+    /// last sent: the snapshot's own set, not a copy per stream.
+    Sent {
+        resources: Arc<TypeResources>,
+        names: Option<NameSet>,
+    },
+}
+
+impl Known {
+    fn version(&self, name: &str) -> Option<&str> {
+        match self {
+            Known::Listed(map) => map.get(name).map(String::as_str),
+            Known::Sent { resources, names } => {
+                if names.as_ref().is_none_or(|n| n.contains(name)) {
+                    resources.version(name)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Known::Listed(map) => map.keys().cloned().collect(),
+            Known::Sent { resources, names } => resources
+                .select(names.as_deref())
+                .into_iter()
+                .map(|(name, _)| name.clone())
+                .collect(),
+        }
+    }
+
+    /// Name by name, for the rare edits (unsubscribes) of what is held.
+    fn listed(&mut self) -> &mut BTreeMap<String, String> {
+        if let Known::Sent { resources, names } = self {
+            let map = resources
+                .select(names.as_deref())
+                .into_iter()
+                .filter_map(|(name, _)| Some((name.clone(), resources.version(name)?.to_string())))
+                .collect();
+            *self = Known::Listed(map);
+        }
+        match self {
+            Known::Listed(map) => map,
+            Known::Sent { .. } => unreachable!("made Listed above"),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct DeltaState {
     ty: XdsType,
@@ -45,12 +103,13 @@ pub struct DeltaState {
     /// Subscribed to every resource: `*`, or (legacy) a first request that
     /// named nothing.
     wildcard: bool,
-    /// Explicitly subscribed names.
-    names: BTreeSet<String>,
+    /// Explicitly subscribed names; shared with the streams that subscribe
+    /// to the same (see [`DeltaState::intern_names`]).
+    names: NameSet,
     /// What the proxy holds, name → version: its `initial_resource_versions`,
     /// then what was sent to it. Updated when sent, not when ACKed, so a
     /// NACKed resource is not resent until its content changes.
-    known: BTreeMap<String, String>,
+    known: Known,
     /// Names whose state must be sent even if `known` says the proxy has it:
     /// a subscribe may come from a proxy that forgot the resource.
     forced: BTreeSet<String>,
@@ -62,8 +121,8 @@ impl DeltaState {
             ty,
             started: false,
             wildcard: false,
-            names: BTreeSet::new(),
-            known: BTreeMap::new(),
+            names: NameSet::default(),
+            known: Known::Listed(BTreeMap::new()),
             forced: BTreeSet::new(),
         }
     }
@@ -74,7 +133,24 @@ impl DeltaState {
 
     /// Names of the resources the proxy holds, once it applied what was sent.
     pub fn known_names(&self) -> Vec<String> {
-        self.known.keys().cloned().collect()
+        self.known.names()
+    }
+
+    /// What the proxy holds, for the sync status: shared, not copied.
+    pub fn held(&self) -> ResourceNames {
+        match &self.known {
+            Known::Listed(map) => ResourceNames::Listed(map.keys().cloned().collect()),
+            Known::Sent { resources, names } => ResourceNames::Selected {
+                resources: resources.clone(),
+                names: names.clone(),
+            },
+        }
+    }
+
+    /// Replaces the subscribed names by the shared set equal to them.
+    pub fn intern_names(&mut self, sets: &NameSets) {
+        let names = std::mem::take(&mut self.names);
+        self.names = sets.intern(Arc::unwrap_or_clone(names));
     }
 
     /// Applies a request's subscription changes. Returns whether it was the
@@ -85,6 +161,7 @@ impl DeltaState {
         if first {
             if let Some(initial) = change.initial_versions {
                 self.known
+                    .listed()
                     .extend(initial.iter().map(|(n, v)| (n.clone(), v.clone())));
             }
             // Legacy wildcard: a first request naming nothing means `*`.
@@ -103,7 +180,7 @@ impl DeltaState {
                 self.wildcard = true;
                 continue;
             }
-            self.names.insert(name.clone());
+            Arc::make_mut(&mut self.names).insert(name.clone());
             // Resent even if unchanged, unless the proxy just said which
             // version it holds (a reconnect).
             if first && told(name) {
@@ -116,17 +193,17 @@ impl DeltaState {
                 self.wildcard = false;
                 // The proxy drops what it held only through the wildcard.
                 let names = &self.names;
-                self.known.retain(|n, _| names.contains(n));
+                self.known.listed().retain(|n, _| names.contains(n));
                 continue;
             }
-            self.names.remove(name);
+            Arc::make_mut(&mut self.names).remove(name);
             if self.wildcard {
                 // It may or may not still be covered by the wildcard: the
                 // proxy cannot tell, so it is sent again or removed.
                 self.forced.insert(name.clone());
             } else {
                 self.forced.remove(name);
-                self.known.remove(name);
+                self.known.listed().remove(name);
             }
         }
         first
@@ -144,14 +221,14 @@ impl DeltaState {
     /// What the proxy needs to match `resources`; records it as sent.
     /// Work per call is the subscription's size, with map lookups only:
     /// no hashing of resource bytes, no scan per name.
-    pub fn diff(&mut self, resources: &TypeResources) -> Delta {
+    pub fn diff(&mut self, resources: &Arc<TypeResources>) -> Delta {
         let names = (!self.wildcard).then_some(&self.names);
-        let selected = resources.select(names);
-        let system_version = resources.selection_version(names);
+        let selected = resources.select(names.map(|n| &**n));
+        let system_version = resources.shared_selection_version(names);
         let mut updated = Vec::new();
         for (name, any) in &selected {
             let version = resources.version(name).unwrap_or_default();
-            let current = self.known.get(*name).map(String::as_str) == Some(version);
+            let current = self.known.version(name) == Some(version);
             if !current || self.forced.contains(*name) {
                 updated.push(((*name).clone(), version.to_string(), Arc::clone(any)));
             }
@@ -161,19 +238,18 @@ impl DeltaState {
         };
         let removed: Vec<String> = self
             .known
-            .keys()
-            .chain(self.forced.iter())
+            .names()
+            .into_iter()
+            .chain(self.forced.iter().cloned())
             .filter(|n| !exists(n))
-            .cloned()
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        for (name, version, _) in &updated {
-            self.known.insert(name.clone(), version.clone());
-        }
-        for name in &removed {
-            self.known.remove(name);
-        }
+        // The proxy now holds exactly the selection at these versions.
+        self.known = Known::Sent {
+            resources: resources.clone(),
+            names: names.cloned(),
+        };
         self.forced.clear();
         Delta {
             updated,
@@ -191,8 +267,8 @@ impl DeltaState {
 mod tests {
     use super::*;
 
-    fn resources(entries: &[(&str, &[u8])]) -> TypeResources {
-        TypeResources::new(
+    fn resources(entries: &[(&str, &[u8])]) -> Arc<TypeResources> {
+        Arc::new(TypeResources::new(
             entries
                 .iter()
                 .map(|(name, value)| {
@@ -203,7 +279,7 @@ mod tests {
                     (name.to_string(), Arc::new(any))
                 })
                 .collect(),
-        )
+        ))
     }
 
     fn names(list: &[&str]) -> Vec<String> {

@@ -12,7 +12,6 @@ use super::XdsContext;
 use super::delta::{DeltaState, SubscriptionChange};
 use super::encoded::{EncodedResponse, delta_entry};
 use super::session::{Caller, Protocol, Session};
-use crate::status::ResourceNames;
 use crate::xds_types::{XdsProtocol, XdsType};
 
 /// Unanswered responses kept per type; a proxy answers each in order, so
@@ -93,12 +92,8 @@ impl DeltaConnection {
         if stream.in_flight.len() > MAX_IN_FLIGHT {
             stream.in_flight.pop_front();
         }
-        self.session.record_push(
-            ty,
-            &delta.system_version,
-            &nonce,
-            ResourceNames::Listed(stream.state.known_names()),
-        );
+        self.session
+            .record_push(ty, &delta.system_version, &nonce, stream.state.held());
         if ty == XdsType::Cluster
             && let Some(eds) = self.types.get_mut(&XdsType::Endpoint)
         {
@@ -167,9 +162,13 @@ impl Protocol for DeltaConnection {
             unsubscribe: &request.resource_names_unsubscribe,
             initial_versions: Some(&request.initial_resource_versions),
         });
+        if !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty()
+        {
+            stream.state.intern_names(&self.session.ctx.name_sets);
+        }
         if !request.resource_names_unsubscribe.is_empty() {
-            self.session
-                .record_names(ty, ResourceNames::Listed(stream.state.known_names()));
+            self.session.record_names(ty, stream.state.held());
         }
         self.push(ty, first).await?;
         if ty == XdsType::Cluster {

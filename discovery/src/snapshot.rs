@@ -38,8 +38,17 @@ pub struct TypeResources {
 /// others: keyed by the (shared) previous set or name set, a few entries.
 #[derive(Debug, Default)]
 struct Memo {
-    changed: Mutex<Vec<(Weak<TypeResources>, Arc<BTreeSet<String>>)>>,
+    changed: Mutex<Vec<(Weak<TypeResources>, Arc<Changes>)>>,
     versions: Mutex<Vec<(Weak<BTreeSet<String>>, String)>>,
+}
+
+/// How a set differs from a previous one.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Names new or at another version.
+    pub changed: BTreeSet<String>,
+    /// Names the previous set had and this one lacks.
+    pub removed: BTreeSet<String>,
 }
 
 /// Entries kept per memo: streams move from the same few previous sets.
@@ -125,20 +134,27 @@ impl TypeResources {
         }
     }
 
-    /// Names whose resource is new or differs from `previous`'s: computed
-    /// once for all the streams that move from `previous` to this set.
-    pub fn changed_since(self: &Arc<Self>, previous: &Arc<TypeResources>) -> Arc<BTreeSet<String>> {
+    /// How this set differs from `previous`: computed once for all the
+    /// streams that move from `previous` to this set.
+    pub fn changed_since(self: &Arc<Self>, previous: &Arc<TypeResources>) -> Arc<Changes> {
         if Arc::ptr_eq(self, previous) {
             return Arc::default();
         }
         memoized(&self.memo.changed, previous, || {
-            Arc::new(
-                self.versions
+            Arc::new(Changes {
+                changed: self
+                    .versions
                     .iter()
                     .filter(|(name, version)| previous.version(name) != Some(version.as_str()))
                     .map(|(name, _)| name.clone())
                     .collect(),
-            )
+                removed: previous
+                    .versions
+                    .keys()
+                    .filter(|name| !self.versions.contains_key(*name))
+                    .cloned()
+                    .collect(),
+            })
         })
     }
 
@@ -463,14 +479,25 @@ mod tests {
     fn what_changed_is_computed_once_per_previous_set_and_shared() {
         let before = set(&[("a", b"1"), ("b", b"2"), ("c", b"3")]);
         let after = set(&[("a", b"1"), ("b", b"two"), ("d", b"4")]);
-        let changed = after.changed_since(&before);
+        let changes = after.changed_since(&before);
         assert_eq!(
-            changed.iter().map(String::as_str).collect::<Vec<_>>(),
-            ["b", "d"],
-            "changed and new; removed ones are CDS's business"
+            changes
+                .changed
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["b", "d"]
         );
-        assert!(Arc::ptr_eq(&changed, &after.changed_since(&before)));
-        assert!(after.changed_since(&after).is_empty());
+        assert_eq!(
+            changes
+                .removed
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["c"]
+        );
+        assert!(Arc::ptr_eq(&changes, &after.changed_since(&before)));
+        assert!(after.changed_since(&after).changed.is_empty());
 
         let names = Arc::new(BTreeSet::from(["a".to_string(), "b".to_string()]));
         assert_eq!(

@@ -222,9 +222,13 @@ impl DeltaState {
     /// Work per call is the subscription's size, with map lookups only:
     /// no hashing of resource bytes, no scan per name.
     pub fn diff(&mut self, resources: &Arc<TypeResources>) -> Delta {
-        let names = (!self.wildcard).then_some(&self.names);
-        let selected = resources.select(names.map(|n| &**n));
+        let subscription = (!self.wildcard).then(|| self.names.clone());
+        let names = subscription.as_ref();
         let system_version = resources.shared_selection_version(names);
+        if let Some(delta) = self.diff_from_sent(resources, names, &system_version) {
+            return delta;
+        }
+        let selected = resources.select(names.map(|n| &**n));
         let mut updated = Vec::new();
         for (name, any) in &selected {
             let version = resources.version(name).unwrap_or_default();
@@ -256,6 +260,59 @@ impl DeltaState {
             removed,
             system_version,
         }
+    }
+
+    /// The common case: the proxy holds what was last sent and its
+    /// subscription is the same; the delta is the sets' difference,
+    /// computed once for every stream, filtered by this subscription.
+    fn diff_from_sent(
+        &mut self,
+        resources: &Arc<TypeResources>,
+        names: Option<&NameSet>,
+        system_version: &str,
+    ) -> Option<Delta> {
+        let Known::Sent {
+            resources: previous,
+            names: sent_names,
+        } = &self.known
+        else {
+            return None;
+        };
+        let same_subscription = match (sent_names, names) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !same_subscription || !self.forced.is_empty() {
+            return None;
+        }
+        let changes = resources.changed_since(previous);
+        let wanted = |name: &String| names.is_none_or(|n| n.contains(name));
+        let updated = changes
+            .changed
+            .iter()
+            .filter(|name| wanted(name))
+            .filter_map(|name| {
+                let any = resources.resources.get(name)?;
+                let version = resources.version(name)?;
+                Some((name.clone(), version.to_string(), Arc::clone(any)))
+            })
+            .collect();
+        let removed = changes
+            .removed
+            .iter()
+            .filter(|name| wanted(name))
+            .cloned()
+            .collect();
+        self.known = Known::Sent {
+            resources: resources.clone(),
+            names: names.cloned(),
+        };
+        Some(Delta {
+            updated,
+            removed,
+            system_version: system_version.to_string(),
+        })
     }
 
     fn is_wildcard_name(&self, name: &str) -> bool {

@@ -78,6 +78,7 @@ impl Connection {
                 let changed = current.changed_since(sent);
                 let wanted = |name: &String| names.is_none_or(|n| n.contains(name));
                 let names: BTreeSet<&String> = changed
+                    .changed
                     .iter()
                     .chain(sub.resend.iter())
                     .filter(|name| wanted(name))

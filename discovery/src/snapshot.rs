@@ -338,6 +338,23 @@ fn listener_resources(items: Vec<Listener>, previous: Option<&Snapshot>) -> Type
     TypeResources::encode(items, |l| l.name.clone(), previous.map(|p| &*p.listeners))
 }
 
+/// A set of resources `name → bytes` (type URL `t`), for tests.
+#[cfg(test)]
+pub(crate) fn test_set(entries: &[(&str, &[u8])]) -> Arc<TypeResources> {
+    Arc::new(TypeResources::new(
+        entries
+            .iter()
+            .map(|(name, value)| {
+                let any = Any {
+                    type_url: "t".into(),
+                    value: value.to_vec(),
+                };
+                (name.to_string(), Arc::new(any))
+            })
+            .collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,20 +477,7 @@ mod tests {
         assert_eq!(selected.len(), 1);
     }
 
-    fn set(entries: &[(&str, &[u8])]) -> Arc<TypeResources> {
-        Arc::new(TypeResources::new(
-            entries
-                .iter()
-                .map(|(name, value)| {
-                    let any = Any {
-                        type_url: "t".into(),
-                        value: value.to_vec(),
-                    };
-                    (name.to_string(), Arc::new(any))
-                })
-                .collect(),
-        ))
-    }
+    use super::test_set as set;
 
     #[test]
     fn what_changed_is_computed_once_per_previous_set_and_shared() {

@@ -324,20 +324,7 @@ impl DeltaState {
 mod tests {
     use super::*;
 
-    fn resources(entries: &[(&str, &[u8])]) -> Arc<TypeResources> {
-        Arc::new(TypeResources::new(
-            entries
-                .iter()
-                .map(|(name, value)| {
-                    let any = Any {
-                        type_url: "t".into(),
-                        value: value.to_vec(),
-                    };
-                    (name.to_string(), Arc::new(any))
-                })
-                .collect(),
-        ))
-    }
+    use crate::snapshot::test_set as resources;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()

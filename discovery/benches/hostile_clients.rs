@@ -96,6 +96,7 @@ async fn run(binary: &Path) -> Result<(), BoxError> {
 
 struct Server {
     child: Child,
+    binary: PathBuf,
     dir: PathBuf,
     xds: SocketAddr,
     http: SocketAddr,
@@ -122,6 +123,7 @@ impl Server {
             .arg("--registry-file")
             .arg(dir.join("registry.yaml"))
             .args(["--xds-address", &xds.to_string()])
+            .args(["--secure-xds-address", "off"])
             .args(["--http-address", &http.to_string()])
             .args(["--debounce-ms", "50"])
             .env("RUST_LOG", "error")
@@ -130,6 +132,7 @@ impl Server {
             .spawn()?;
         Ok(Server {
             child,
+            binary: binary.to_path_buf(),
             dir,
             xds,
             http,
@@ -175,12 +178,15 @@ impl Drop for Server {
     }
 }
 
-/// A plain HTTP/1.0 GET on loopback (no client library for one request).
+/// A plain HTTP/1.1 GET on loopback, one request per connection (no client
+/// library for that; Envoy's admin refuses HTTP/1.0).
 async fn http_get(addr: SocketAddr, path: &str) -> Result<String, BoxError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await?;
     let mut body = String::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut body)).await??;
@@ -509,6 +515,9 @@ struct Row {
     after: Memory,
     push: Result<Duration, String>,
     alive: bool,
+    /// A real Envoy on the same server applied every change made during
+    /// the attack ("-" without an Envoy binary).
+    envoy: Option<Result<u64, String>>,
     /// Server metrics 3 s after: views, stalled streams, connected proxies.
     metrics: Vec<String>,
 }
@@ -535,6 +544,11 @@ where
     println!("running {scenario} ...");
     let server = Server::start(binary)?;
     let healthy = Healthy::connect(server.xds).await?;
+    let envoy = HealthyEnvoy::start(&server).await?;
+    let envoy_before = match &envoy {
+        Some(e) => e.cds_updates().await?,
+        None => 0,
+    };
     let pid = server.pid();
     let before = server.memory()?;
     Memory::reset_peak(pid);
@@ -556,6 +570,10 @@ where
             push = healthy.push_after_edit(&server).await;
         }
     }
+    let envoy_result = match &envoy {
+        Some(e) => Some(e.wait_updates(envoy_before + edits as u64).await),
+        None => None,
+    };
     let _ = release_tx.send(());
     let streams = attack.await??;
     sampler.abort();
@@ -572,8 +590,108 @@ where
         after,
         push: push.map_err(|e| e.to_string()),
         alive,
+        envoy: envoy_result.map(|r| r.map(|n| n - envoy_before)),
         metrics,
     })
+}
+
+/// A stock Envoy sidecar on the server under attack (REDIRECT mode, so its
+/// listeners bind nothing but 15001/15006 on loopback-only admin ports): its
+/// own CDS update counter shows whether it kept getting pushes.
+struct HealthyEnvoy {
+    child: Child,
+    admin: SocketAddr,
+    _dir: PathBuf,
+}
+
+impl HealthyEnvoy {
+    /// `None` when no Envoy binary is installed (scripts/setup.sh puts one
+    /// at /opt/pilotfish-test/bin/envoy).
+    async fn start(server: &Server) -> Result<Option<HealthyEnvoy>, BoxError> {
+        let binary = std::env::var_os("PILOTFISH_ENVOY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/opt/pilotfish-test/bin/envoy"));
+        if !binary.exists() {
+            println!(
+                "  (no Envoy at {}: the Envoy column is skipped)",
+                binary.display()
+            );
+            return Ok(None);
+        }
+        let admin = free_loopback_port()?;
+        let dir = server.dir.join("envoy");
+        std::fs::create_dir_all(&dir)?;
+        let bootstrap = Command::new(&server.binary)
+            .args(["bootstrap", "--xds-address", &server.xds.to_string()])
+            .args(["--name", "envoy-healthy", "--ip", "127.8.0.2"])
+            .args(["--admin-port", &admin.port().to_string()])
+            .args(["--health-port", "0", "--stats-port", "0"])
+            .output()?;
+        if !bootstrap.status.success() {
+            return Err(String::from_utf8_lossy(&bootstrap.stderr)
+                .into_owned()
+                .into());
+        }
+        std::fs::write(dir.join("bootstrap.json"), &bootstrap.stdout)?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(dir.join("bootstrap.json"))
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "error",
+            ])
+            .args(["--base-id", &admin.port().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let envoy = HealthyEnvoy {
+            child,
+            admin,
+            _dir: dir,
+        };
+        envoy.wait_updates(1).await?;
+        Ok(Some(envoy))
+    }
+
+    async fn cds_updates(&self) -> Result<u64, BoxError> {
+        let body = http_get(
+            self.admin,
+            "/stats?filter=cluster_manager.cds.update_success",
+        )
+        .await?;
+        Ok(body
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster_manager.cds.update_success: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Waits (bounded) until Envoy applied `count` CDS updates in all.
+    async fn wait_updates(&self, count: u64) -> Result<u64, String> {
+        let deadline = tokio::time::Instant::now() + PUSH_DEADLINE;
+        loop {
+            let seen = self.cds_updates().await.unwrap_or(0);
+            if seen >= count {
+                return Ok(seen);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "Envoy applied {seen} CDS updates, expected {count}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for HealthyEnvoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 async fn sample_peak(pid: u32, peak: Arc<AtomicU64>) {
@@ -589,16 +707,21 @@ async fn sample_peak(pid: u32, peak: Arc<AtomicU64>) {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "| scenario | streams | RSS before | peak RSS | RSS 3 s after | healthy push during attack | healthy push after | views, stalled, connected after |"
+        "| scenario | streams | RSS before | peak RSS | RSS 3 s after | healthy push during attack | healthy push after | real Envoy: changes applied during attack | views, stalled, connected after |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    println!("|---|---:|---:|---:|---:|---:|---|---|---|");
     for r in rows {
         let push = match &r.push {
             Ok(d) => format!("{:.0} ms", d.as_secs_f64() * 1000.0),
             Err(e) => format!("FAILED ({e})"),
         };
+        let envoy = match &r.envoy {
+            None => "-".to_string(),
+            Some(Ok(n)) => format!("{n} of {n}"),
+            Some(Err(e)) => format!("FAILED ({e})"),
+        };
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.scenario,
             r.streams,
             mb(r.before.rss_kb),
@@ -606,6 +729,7 @@ fn print_table(rows: &[Row]) {
             mb(r.after.rss_kb),
             push,
             if r.alive { "yes" } else { "NO" },
+            envoy,
             r.metrics.join(", ")
         );
     }

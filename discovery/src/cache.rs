@@ -303,7 +303,6 @@ mod tests {
     use pilotfish_translate::MeshState;
 
     use super::*;
-    use crate::snapshot::content_version;
     use crate::xds_types::XdsType;
 
     fn mesh(endpoint_ips: &[&str]) -> Arc<MeshState> {
@@ -350,7 +349,7 @@ mod tests {
     fn versions(s: &Snapshot) -> Vec<String> {
         XdsType::ALL
             .iter()
-            .map(|t| content_version(&s.of(*t).select(None)))
+            .map(|t| s.of(*t).selection_version(None))
             .collect()
     }
 

@@ -17,20 +17,21 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::snapshot::{Snapshot, content_version};
+use crate::snapshot::Snapshot;
 use crate::xds_types::XdsType;
 
 pub fn config_dump(snapshot: &Snapshot) -> Value {
     let mut types = serde_json::Map::new();
     for ty in XdsType::ALL {
-        let selected = snapshot.of(ty).select(None);
+        let of_type = snapshot.of(ty);
+        let selected = of_type.select(None);
         let resources: Vec<Value> = selected
             .iter()
             .map(|(name, any)| json!({"name": name, "bytes": any.value.len(), "resource": describe(ty, any)}))
             .collect();
         types.insert(
             ty.short().to_string(),
-            json!({"type_url": ty.type_url(), "version": content_version(&selected), "resources": resources}),
+            json!({"type_url": ty.type_url(), "version": of_type.selection_version(None), "resources": resources}),
         );
     }
     json!({"mesh_version": snapshot.mesh_version, "types": types})

@@ -221,19 +221,6 @@ fn selection_version<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> Str
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// Content version of a set of resources: equal content, equal version, so a
-/// rebuild that changes nothing sends nothing.
-pub fn content_version(selected: &[(&String, &Arc<Any>)]) -> String {
-    let mut hasher = Sha256::new();
-    for (name, any) in selected {
-        hasher.update((name.len() as u64).to_le_bytes());
-        hasher.update(name.as_bytes());
-        hasher.update((any.value.len() as u64).to_le_bytes());
-        hasher.update(&any.value);
-    }
-    hex::encode(&hasher.finalize()[..8])
-}
-
 /// Version of one resource: a short hash of its encoding. Encodings of equal
 /// resources are reused across generations, so an unchanged resource keeps
 /// its version and is not resent over incremental xDS.
@@ -405,8 +392,8 @@ mod tests {
             "an equal resource reuses the previous encoding"
         );
         assert_eq!(
-            content_version(&first.routes.select(None)),
-            content_version(&second.routes.select(None))
+            first.routes.selection_version(None),
+            second.routes.selection_version(None)
         );
     }
 
@@ -456,8 +443,8 @@ mod tests {
         ));
         let renewed = Snapshot::build(3, secrets(b"CERT2"), Some(&second));
         assert_ne!(
-            content_version(&second.secrets.select(None)),
-            content_version(&renewed.secrets.select(None)),
+            second.secrets.selection_version(None),
+            renewed.secrets.selection_version(None),
             "a renewed certificate is a new SDS version"
         );
 

@@ -9,13 +9,12 @@ mod ads_support;
 
 use std::time::Duration;
 
-use ads_support::{Credential, Harness, REVIEWS, expect_silence, next_message, node, start};
+use ads_support::{Credential, Harness, REVIEWS, SotwClient, node, start};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     Secret, TlsCertificate, secret,
 };
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use pilotfish_discovery::mesh_store::Credentials;
@@ -23,47 +22,10 @@ use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::xds_types::XdsType;
 use pilotfish_translate::TlsCredential;
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
-struct Client {
-    requests: mpsc::Sender<DiscoveryRequest>,
-    responses: Streaming<DiscoveryResponse>,
-}
+type Client = SotwClient;
 
-impl Client {
-    async fn connect(addr: std::net::SocketAddr) -> Client {
-        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-            .expect("uri")
-            .connect()
-            .await
-            .expect("connect to ADS");
-        Client::on(channel).await
-    }
-
-    async fn on(channel: tonic::transport::Channel) -> Client {
-        let mut client = AggregatedDiscoveryServiceClient::new(channel);
-        let (requests, rx) = mpsc::channel(16);
-        let responses = client
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .expect("open stream")
-            .into_inner();
-        Client {
-            requests,
-            responses,
-        }
-    }
-
-    async fn send(&self, request: DiscoveryRequest) {
-        self.requests.send(request).await.expect("send request");
-    }
-
-    async fn next(&mut self) -> DiscoveryResponse {
-        next_message(&mut self.responses).await
-    }
-
+impl SotwClient {
     /// Subscribes to CDS and ACKs it, then subscribes to the reviews
     /// cluster's endpoints, as Envoy does while a cluster warms.
     async fn cds_then_eds(&mut self) -> (DiscoveryResponse, DiscoveryResponse) {
@@ -80,11 +42,6 @@ impl Client {
             .await;
         let eds = self.next().await;
         (cds, eds)
-    }
-
-    /// Asserts nothing arrives for a while (bounded: proving a negative).
-    async fn expect_silence(&mut self, wait: Duration) {
-        expect_silence(&mut self.responses, wait).await
     }
 }
 

@@ -11,16 +11,12 @@ mod ads_support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use ads_support::{expect_silence, next_message, node, start_with};
+use ads_support::{SotwClient, node, start_with};
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use pilotfish_discovery::xds_types::XdsType;
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
 const REGISTRY: &str = r#"
 services:
@@ -42,11 +38,6 @@ const REVIEWS: &str = "outbound|9080||reviews.default.svc.cluster.local";
 const RATINGS: &str = "outbound|9080||ratings.default.svc.cluster.local";
 const WEB: &str = "outbound|8080||web.default.svc.cluster.local";
 
-struct Proxy {
-    requests: mpsc::Sender<DiscoveryRequest>,
-    responses: Streaming<DiscoveryResponse>,
-}
-
 fn request(ty: XdsType, names: &[&str], ack: Option<&DiscoveryResponse>) -> DiscoveryRequest {
     DiscoveryRequest {
         node: node(),
@@ -58,31 +49,9 @@ fn request(ty: XdsType, names: &[&str], ack: Option<&DiscoveryResponse>) -> Disc
     }
 }
 
-impl Proxy {
-    async fn connect(addr: std::net::SocketAddr) -> Proxy {
-        let (requests, rx) = mpsc::channel(16);
-        let responses = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}"))
-            .await
-            .expect("connect")
-            .stream_aggregated_resources(ReceiverStream::new(rx))
-            .await
-            .expect("stream")
-            .into_inner();
-        Proxy {
-            requests,
-            responses,
-        }
-    }
-
+impl SotwClient {
     async fn ask(&mut self, ty: XdsType, names: &[&str], ack: Option<&DiscoveryResponse>) {
-        self.requests
-            .send(request(ty, names, ack))
-            .await
-            .expect("send");
-    }
-
-    async fn next(&mut self) -> DiscoveryResponse {
-        next_message(&mut self.responses).await
+        self.send(request(ty, names, ack)).await;
     }
 
     /// As Envoy: clusters, their endpoints, listeners, their routes; every
@@ -108,7 +77,7 @@ impl Proxy {
         assert_eq!(rds.resources.len(), 2);
         self.ask(XdsType::Route, &["9080", "8080"], Some(&rds))
             .await;
-        expect_silence(&mut self.responses, Duration::from_millis(200)).await;
+        self.expect_silence(Duration::from_millis(200)).await;
     }
 
     /// ACKs `response` as Envoy would, with its own subscription.
@@ -133,7 +102,7 @@ fn assignment_names(response: &DiscoveryResponse) -> BTreeSet<String> {
 #[tokio::test]
 async fn endpoint_change_of_one_service_sends_only_its_assignment() {
     let mut h = start_with(REGISTRY).await;
-    let mut proxy = Proxy::connect(h.addr).await;
+    let mut proxy = SotwClient::connect(h.addr).await;
     proxy.sync().await;
     h.set_registry(&REGISTRY.replace("127.0.0.21", "127.0.0.22"));
     let eds = proxy.next().await;
@@ -144,13 +113,13 @@ async fn endpoint_change_of_one_service_sends_only_its_assignment() {
         "only ratings changed"
     );
     proxy.ack(&eds, &[REVIEWS, RATINGS, WEB]).await;
-    expect_silence(&mut proxy.responses, Duration::from_millis(300)).await;
+    proxy.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
 async fn route_change_on_one_port_sends_only_that_route_configuration() {
     let mut h = start_with(REGISTRY).await;
-    let mut proxy = Proxy::connect(h.addr).await;
+    let mut proxy = SotwClient::connect(h.addr).await;
     proxy.sync().await;
     h.set_config(
         "web.yaml",
@@ -174,13 +143,13 @@ spec:
     .expect("a route configuration");
     assert_eq!(route.name, "8080");
     proxy.ack(&rds, &["9080", "8080"]).await;
-    expect_silence(&mut proxy.responses, Duration::from_millis(300)).await;
+    proxy.expect_silence(Duration::from_millis(300)).await;
 }
 
 #[tokio::test]
 async fn updated_cluster_gets_its_unchanged_assignment_again() {
     let mut h = start_with(REGISTRY).await;
-    let mut proxy = Proxy::connect(h.addr).await;
+    let mut proxy = SotwClient::connect(h.addr).await;
     proxy.sync().await;
     // A DestinationRule changes the reviews cluster, not its endpoints.
     h.set_config(

@@ -28,9 +28,9 @@ use support::gateway::{INGRESS_LABELS, https_tally, to_gateway};
 use support::kube_apiserver::KubeApiServer;
 use support::kube_mesh::{
     KubePod, KubePodOptions, apply, apply_bookinfo_config, bookinfo_workloads, install_crds,
-    service_account_token,
+    secret_yaml, service_account_token,
 };
-use support::tls::{ClientAuth, Identity, TestCa, TlsBackends};
+use support::tls::{ClientAuth, TestCa, TlsBackends};
 use support::traffic::ms;
 use support::{PROPAGATION, wait_until};
 
@@ -92,38 +92,6 @@ spec:
   http:
   - route: [{destination: {host: vault.internal.example.com, port: {number: 443}}}]
 "#;
-
-/// `kubectl create secret` for `identity`, optionally with the CA that
-/// verifies clients, as YAML to apply (so it can also renew).
-fn secret_yaml(
-    server: &KubeApiServer,
-    name: &str,
-    identity: &Identity,
-    ca: Option<&TestCa>,
-) -> String {
-    let mut args = vec![
-        "create".to_string(),
-        "secret".into(),
-        "generic".into(),
-        name.into(),
-        "-n".into(),
-        "default".into(),
-        "--type=kubernetes.io/tls".into(),
-        format!("--from-file=tls.crt={}", identity.cert.display()),
-        format!("--from-file=tls.key={}", identity.key.display()),
-        "--dry-run=client".into(),
-        "-o".into(),
-        "yaml".into(),
-    ];
-    if let Some(ca) = ca {
-        args.push(format!("--from-file=ca.crt={}", ca.cert.display()));
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    server
-        .kubectl(&args)
-        .expect_success("kubectl create secret --dry-run")
-        .stdout
-}
 
 #[test]
 fn credential_name_secrets_reach_envoy_over_sds_and_follow_renewal_and_deletion() {

@@ -26,7 +26,7 @@ use support::gateway::{INGRESS_LABELS, https_tally};
 use support::kube_apiserver::KubeApiServer;
 use support::kube_mesh::{
     KubePod, KubePodOptions, apply, apply_bookinfo_config, bookinfo_workloads, install_crds,
-    service_account_token,
+    secret_yaml, service_account_token,
 };
 use support::netns::Netns;
 use support::pilotfish;
@@ -58,28 +58,6 @@ spec:
 "#;
 
 const SECRET: &str = "kubernetes://shop-cert";
-
-fn shop_secret(server: &KubeApiServer, ca: &TestCa) -> String {
-    let identity = ca.issue("shop.example.com");
-    let cert = format!("--cert={}", identity.cert.display());
-    let key = format!("--key={}", identity.key.display());
-    server
-        .kubectl(&[
-            "create",
-            "secret",
-            "tls",
-            "shop-cert",
-            "-n",
-            "default",
-            &cert,
-            &key,
-            "--dry-run=client",
-            "-o",
-            "yaml",
-        ])
-        .expect_success("kubectl create secret tls --dry-run")
-        .stdout
-}
 
 /// An SDS request for the shop certificate from a gateway that says it is
 /// in namespace `default`, sent with `token` over TLS (or plaintext);
@@ -168,7 +146,8 @@ fn service_account_tokens_are_reviewed_and_secrets_go_only_to_their_namespace() 
     apply(&server, &bookinfo_workloads());
     apply_bookinfo_config(&server);
     let ca = TestCa::new("kube-xds-identity");
-    apply(&server, &shop_secret(&server, &ca));
+    let shop = ca.issue("shop.example.com");
+    apply(&server, &secret_yaml(&server, "shop-cert", &shop, None));
     apply(&server, GATEWAY);
     let pod = KubePod::start(&server, KubePodOptions::secure("kube-xds-id"));
     pod.wait_bookinfo_served();

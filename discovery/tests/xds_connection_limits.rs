@@ -144,6 +144,7 @@ fn accept_backs_off_instead_of_spinning_when_file_descriptors_run_out() {
                 .then_some(())
                 .ok_or("no back-off logged yet".to_string())
         });
+        // Not a wait for a condition: the window the CPU use is measured over.
         let before = cpu_ticks(pid);
         std::thread::sleep(Duration::from_secs(2));
         let used = cpu_ticks(pid) - before;

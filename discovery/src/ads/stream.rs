@@ -110,10 +110,17 @@ impl Connection {
                 .iter()
                 .filter_map(|(name, _)| current.sotw_entry(name).cloned()),
         );
-        let updated: Vec<String> = if ty == XdsType::Cluster {
-            updated_names(sub.sent.as_deref(), &current, &to_send)
-        } else {
-            Vec::new()
+        // Clusters new or changed since the last push: the shared
+        // difference, not a comparison per stream.
+        let updated: Vec<String> = match (ty, &sub.sent) {
+            (XdsType::Cluster, Some(sent)) => current
+                .changed_since(sent)
+                .changed
+                .iter()
+                .cloned()
+                .collect(),
+            (XdsType::Cluster, None) => to_send.iter().map(|(n, _)| (*n).clone()).collect(),
+            _ => Vec::new(),
         };
         sub.sent = Some(current.clone());
         sub.sent_version = Some(version.clone());
@@ -193,20 +200,6 @@ impl Protocol for Connection {
         }
         Ok(())
     }
-}
-
-/// Resources of `selected` whose version differs from what `sent` held
-/// (all of them when nothing was sent).
-fn updated_names(
-    sent: Option<&TypeResources>,
-    current: &TypeResources,
-    selected: &[(&String, &Arc<Any>)],
-) -> Vec<String> {
-    selected
-        .iter()
-        .filter(|(name, _)| sent.is_none_or(|s| s.version(name) != current.version(name)))
-        .map(|(name, _)| (*name).clone())
-        .collect()
 }
 
 /// CDS and LDS requests with no names (or `*`) subscribe to everything.

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -49,6 +50,8 @@ pub enum ServingCertificate {
 #[derive(Debug)]
 pub struct ReloadingCertificate {
     current: RwLock<Arc<CertifiedKey>>,
+    /// Reloads that failed (the current certificate was kept).
+    failed_reloads: AtomicU64,
 }
 
 impl ResolvesServerCert for ReloadingCertificate {
@@ -104,6 +107,17 @@ pub fn server_config(
     reload_interval: Duration,
     stop: CancellationToken,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    server_config_and_certificate(source, client_roots_pem, reload_interval, stop)
+        .map(|(config, _)| config)
+}
+
+/// [`server_config`] and the certificate it serves.
+fn server_config_and_certificate(
+    source: ServingCertificate,
+    client_roots_pem: &str,
+    reload_interval: Duration,
+    stop: CancellationToken,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ReloadingCertificate>), TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(client_roots_pem.as_bytes()) {
         let cert = cert.map_err(|e| TlsError::Roots(e.to_string()))?;
@@ -120,6 +134,7 @@ pub fn server_config(
     let (first, refresh) = load(&source)?;
     let resolver = Arc::new(ReloadingCertificate {
         current: RwLock::new(Arc::new(first)),
+        failed_reloads: AtomicU64::new(0),
     });
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -127,8 +142,14 @@ pub fn server_config(
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(resolver.clone());
     config.alpn_protocols = vec![b"h2".to_vec()];
-    tokio::spawn(keep_fresh(source, resolver, refresh, reload_interval, stop));
-    Ok(Arc::new(config))
+    tokio::spawn(keep_fresh(
+        source,
+        resolver.clone(),
+        refresh,
+        reload_interval,
+        stop,
+    ));
+    Ok((Arc::new(config), resolver))
 }
 
 /// When to look again: a file's modification stamp, or an issued
@@ -203,7 +224,8 @@ async fn keep_fresh(
             }
             // Keep serving the last good certificate; try again next round.
             Err(e) => {
-                tracing::warn!(error = %e, "cannot reload the xDS serving certificate; keeping the current one")
+                resolver.failed_reloads.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "cannot reload the xDS serving certificate; keeping the current one");
             }
         }
     }
@@ -254,7 +276,7 @@ mod tests {
                 .expect("first"),
         );
         let stop = CancellationToken::new();
-        let config = server_config(
+        let (config, certificate) = server_config_and_certificate(
             ServingCertificate::Files {
                 cert_chain: chain.clone(),
                 private_key: key.clone(),
@@ -279,7 +301,14 @@ mod tests {
 
         // A broken write is not served; the last good certificate stays.
         std::fs::write(&chain, "not a certificate").expect("break");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while certificate.failed_reloads.load(Ordering::Relaxed) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the broken write was never tried"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(presented(address, ca.root_pem()).await, first);
 
         write(

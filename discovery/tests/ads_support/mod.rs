@@ -315,3 +315,48 @@ pub async fn wait_for<T>(
         }
     }
 }
+
+/// A state-of-the-world ADS stream, as a test client playing Envoy.
+pub struct SotwClient {
+    pub requests: tokio::sync::mpsc::Sender<DiscoveryRequest>,
+    pub responses: Streaming<DiscoveryResponse>,
+}
+
+impl SotwClient {
+    /// A stream over plaintext to `addr`.
+    pub async fn connect(addr: std::net::SocketAddr) -> SotwClient {
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to ADS");
+        SotwClient::on(channel).await
+    }
+
+    /// A stream on `channel` (e.g. a TLS one).
+    pub async fn on(channel: Channel) -> SotwClient {
+        let (requests, rx) = tokio::sync::mpsc::channel(16);
+        let responses = AggregatedDiscoveryServiceClient::new(channel)
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open stream")
+            .into_inner();
+        SotwClient {
+            requests,
+            responses,
+        }
+    }
+
+    pub async fn send(&self, request: DiscoveryRequest) {
+        self.requests.send(request).await.expect("send request");
+    }
+
+    pub async fn next(&mut self) -> DiscoveryResponse {
+        next_message(&mut self.responses).await
+    }
+
+    /// Asserts nothing arrives for a while (bounded: proving a negative).
+    pub async fn expect_silence(&mut self, wait: Duration) {
+        expect_silence(&mut self.responses, wait).await
+    }
+}

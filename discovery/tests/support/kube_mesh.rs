@@ -43,6 +43,7 @@ use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
 use super::process::write_world_readable;
 use super::testdir::TestDir;
+use super::tls::{Identity, TestCa};
 use super::{PROPAGATION, Tally, outbound_cluster, repo_path, run_checked, wait_until};
 
 pub const PORT: u16 = 9080;
@@ -181,6 +182,38 @@ pub fn service_account_token(
         .stdout
         .trim()
         .to_string()
+}
+
+/// `kubectl create secret` for `identity`, optionally with the CA that
+/// verifies clients, as YAML to apply (so it can also renew).
+pub fn secret_yaml(
+    server: &KubeApiServer,
+    name: &str,
+    identity: &Identity,
+    ca: Option<&TestCa>,
+) -> String {
+    let mut args = vec![
+        "create".to_string(),
+        "secret".into(),
+        "generic".into(),
+        name.into(),
+        "-n".into(),
+        "default".into(),
+        "--type=kubernetes.io/tls".into(),
+        format!("--from-file=tls.crt={}", identity.cert.display()),
+        format!("--from-file=tls.key={}", identity.key.display()),
+        "--dry-run=client".into(),
+        "-o".into(),
+        "yaml".into(),
+    ];
+    if let Some(ca) = ca {
+        args.push(format!("--from-file=ca.crt={}", ca.cert.display()));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    server
+        .kubectl(&args)
+        .expect_success("kubectl create secret --dry-run")
+        .stdout
 }
 
 pub fn apply(server: &KubeApiServer, yaml: &str) -> String {

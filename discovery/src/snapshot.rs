@@ -12,7 +12,7 @@ use envoy_types::util::pack_any;
 use pilotfish_translate::XdsResources;
 use sha2::{Digest, Sha256};
 
-use crate::ads::encoded::{delta_entry, sotw_entry};
+use crate::ads::encoded::{EntryBuffer, delta_entry, write_delta_entry, write_sotw_entry};
 use crate::xds_types::XdsType;
 
 /// Resources of one type, by name.
@@ -27,8 +27,8 @@ pub struct TypeResources {
     full_version: String,
     /// Each resource's response entry, encoded once for every stream that
     /// sends it (state of the world, and delta with its version).
-    sotw_entries: BTreeMap<String, Bytes>,
-    delta_entries: BTreeMap<String, Bytes>,
+    sotw_entries: EntryBuffer,
+    delta_entries: EntryBuffer,
     /// Work every stream would otherwise repeat: what changed since a
     /// previous set, and the version of a shared subscription.
     memo: Memo,
@@ -113,17 +113,12 @@ impl TypeResources {
             .collect();
         let full_version =
             selection_version(versions.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        let sotw_entries = resources
-            .iter()
-            .map(|(name, any)| (name.clone(), sotw_entry(any)))
-            .collect();
-        let delta_entries = resources
-            .iter()
-            .map(|(name, any)| {
-                let version = versions.get(name).map(String::as_str).unwrap_or_default();
-                (name.clone(), delta_entry(name, version, any))
-            })
-            .collect();
+        let sotw_entries =
+            EntryBuffer::build(resources.iter(), |_, any, buf| write_sotw_entry(any, buf));
+        let delta_entries = EntryBuffer::build(resources.iter(), |name, any, buf| {
+            let version = versions.get(name).map(String::as_str).unwrap_or_default();
+            write_delta_entry(name, version, any, buf)
+        });
         TypeResources {
             resources,
             versions,
@@ -169,14 +164,19 @@ impl TypeResources {
         }
     }
 
-    /// A resource's encoded state-of-the-world response entry.
-    pub fn sotw_entry(&self, name: &str) -> Option<&Bytes> {
-        self.sotw_entries.get(name)
+    /// The encoded state-of-the-world entries of `names` (in name order,
+    /// so neighbours share one slice); names absent here are left out.
+    pub fn sotw_parts<'a>(&self, names: impl IntoIterator<Item = &'a String>) -> Vec<Bytes> {
+        self.sotw_entries.parts(names, |n| n.as_str(), |_| None)
     }
 
-    /// A resource's encoded delta response entry (with its version).
-    pub fn delta_entry(&self, name: &str) -> Option<&Bytes> {
-        self.delta_entries.get(name)
+    /// The encoded delta entries (with versions) of `updated`, in order.
+    pub fn delta_parts(&self, updated: &[(String, String, Arc<Any>)]) -> Vec<Bytes> {
+        self.delta_entries.parts(
+            updated,
+            |(name, _, _)| name.as_str(),
+            |(name, version, any)| Some(delta_entry(name, version, any)),
+        )
     }
 
     /// The version of one resource (incremental xDS), if it exists.

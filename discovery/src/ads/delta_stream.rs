@@ -10,7 +10,7 @@ use tonic::Status;
 
 use super::XdsContext;
 use super::delta::{DeltaState, SubscriptionChange};
-use super::encoded::{EncodedResponse, delta_entry};
+use super::encoded::EncodedResponse;
 use super::session::{Caller, Protocol, Session};
 use crate::xds_types::{XdsProtocol, XdsType};
 
@@ -111,16 +111,7 @@ impl DeltaConnection {
             "delta push"
         );
         // The snapshot's own encoded entries: shared, not copied per stream.
-        let entries: Vec<_> = delta
-            .updated
-            .iter()
-            .map(|(name, version, any)| {
-                resources
-                    .delta_entry(name)
-                    .cloned()
-                    .unwrap_or_else(|| delta_entry(name, version, any))
-            })
-            .collect();
+        let entries = resources.delta_parts(&delta.updated);
         let response = EncodedResponse::delta(
             delta.system_version,
             ty.type_url(),

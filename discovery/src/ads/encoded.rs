@@ -8,9 +8,12 @@
 //! separate runs, so a header encoded alone followed by entries encoded
 //! alone is one valid `DiscoveryResponse` (or `DeltaDiscoveryResponse`).
 
-use bytes::{Buf, BufMut, Bytes};
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryResponse, DiscoveryResponse, Resource,
+    DeltaDiscoveryResponse, DiscoveryResponse,
 };
 use envoy_types::pb::google::protobuf::Any;
 use prost::encoding::{DecodeContext, WireType};
@@ -58,6 +61,11 @@ impl EncodedResponse {
         Self::assemble(header.encode_to_vec(), entries)
     }
 
+    /// The parts to send, in order: the header, then the entries.
+    pub fn into_parts(self) -> Vec<Bytes> {
+        self.parts
+    }
+
     fn assemble(header: Vec<u8>, entries: impl IntoIterator<Item = Bytes>) -> Self {
         let mut parts = vec![Bytes::from(header)];
         parts.extend(entries);
@@ -65,31 +73,143 @@ impl EncodedResponse {
     }
 }
 
-/// A resource's entry in a state-of-the-world response (field
+/// Writes a resource's entry in a state-of-the-world response (field
 /// `resources`).
-pub fn sotw_entry(any: &Any) -> Bytes {
-    DiscoveryResponse {
-        resources: vec![any.clone()],
-        ..Default::default()
-    }
-    .encode_to_vec()
-    .into()
+pub fn write_sotw_entry(any: &Any, buf: &mut impl BufMut) {
+    prost::encoding::message::encode(SOTW_RESOURCES, any, buf);
 }
 
-/// A resource's entry in a delta response (a `Resource` with its name and
-/// version, field `resources`).
-pub fn delta_entry(name: &str, version: &str, any: &Any) -> Bytes {
-    DeltaDiscoveryResponse {
-        resources: vec![Resource {
-            name: name.to_string(),
-            version: version.to_string(),
-            resource: Some(any.clone()),
-            ..Default::default()
-        }],
-        ..Default::default()
+/// Writes a resource's entry in a delta response: a `Resource` with its
+/// name and version (field `resources`), without copying the `Any`.
+pub fn write_delta_entry(name: &str, version: &str, any: &Any, buf: &mut impl BufMut) {
+    use prost::encoding::{encode_key, encode_varint, message};
+    let len = text_field_len(RESOURCE_VERSION, version)
+        + message::encoded_len(RESOURCE_RESOURCE, any)
+        + text_field_len(RESOURCE_NAME, name);
+    encode_key(DELTA_RESOURCES, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    write_text_field(RESOURCE_VERSION, version, buf);
+    message::encode(RESOURCE_RESOURCE, any, buf);
+    write_text_field(RESOURCE_NAME, name, buf);
+}
+
+/// A string field as prost writes it (omitted when empty, as proto3 does).
+fn write_text_field(tag: u32, value: &str, buf: &mut impl BufMut) {
+    if !value.is_empty() {
+        prost::encoding::encode_key(tag, WireType::LengthDelimited, buf);
+        prost::encoding::encode_varint(value.len() as u64, buf);
+        buf.put_slice(value.as_bytes());
     }
-    .encode_to_vec()
-    .into()
+}
+
+fn text_field_len(tag: u32, value: &str) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        prost::encoding::key_len(tag)
+            + prost::encoding::encoded_len_varint(value.len() as u64)
+            + value.len()
+    }
+}
+
+// Field numbers in envoy/service/discovery/v3/discovery.proto.
+const SOTW_RESOURCES: u32 = 2;
+const DELTA_RESOURCES: u32 = 2;
+const RESOURCE_VERSION: u32 = 1;
+const RESOURCE_RESOURCE: u32 = 2;
+const RESOURCE_NAME: u32 = 3;
+
+/// A resource's entry in a state-of-the-world response, alone.
+pub fn sotw_entry(any: &Any) -> Bytes {
+    let mut buf = BytesMut::new();
+    write_sotw_entry(any, &mut buf);
+    buf.freeze()
+}
+
+/// A resource's entry in a delta response, alone.
+pub fn delta_entry(name: &str, version: &str, any: &Any) -> Bytes {
+    let mut buf = BytesMut::new();
+    write_delta_entry(name, version, any, &mut buf);
+    buf.freeze()
+}
+
+/// The response entries of one resource set, encoded into one buffer in
+/// name order. A response selecting neighbouring entries sends one slice
+/// of it (a full set is a single slice), so what a stream queues and what
+/// HTTP/2 holds until the socket takes it are reference counts into this
+/// buffer, however many streams send it.
+#[derive(Debug, Default)]
+pub struct EntryBuffer {
+    buffer: Bytes,
+    ranges: BTreeMap<String, Range<usize>>,
+}
+
+impl EntryBuffer {
+    /// Encodes one entry per name, in the iterator's order.
+    pub fn build<'a, T: 'a>(
+        items: impl IntoIterator<Item = (&'a String, T)>,
+        write: impl Fn(&str, T, &mut BytesMut),
+    ) -> Self {
+        let mut buffer = BytesMut::new();
+        let mut ranges = BTreeMap::new();
+        for (name, item) in items {
+            let start = buffer.len();
+            write(name, item, &mut buffer);
+            ranges.insert(name.clone(), start..buffer.len());
+        }
+        EntryBuffer {
+            buffer: buffer.freeze(),
+            ranges,
+        }
+    }
+
+    /// One entry, alone.
+    pub fn get(&self, name: &str) -> Option<Bytes> {
+        self.ranges.get(name).map(|r| self.buffer.slice(r.clone()))
+    }
+
+    /// The entries of `items` as few slices as their order allows; an item
+    /// this buffer lacks is encoded on its own by `missing` (or left out).
+    pub fn parts<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        name: impl Fn(&T) -> &str,
+        missing: impl Fn(&T) -> Option<Bytes>,
+    ) -> Vec<Bytes> {
+        let mut parts = Vec::new();
+        let mut run: Option<Range<usize>> = None;
+        for item in items {
+            match self.ranges.get(name(&item)) {
+                Some(range) => match &mut run {
+                    Some(current) if current.end == range.start => current.end = range.end,
+                    _ => {
+                        if let Some(done) = run.replace(range.clone()) {
+                            parts.push(self.buffer.slice(done));
+                        }
+                    }
+                },
+                None => {
+                    if let Some(own) = missing(&item) {
+                        if let Some(done) = run.take() {
+                            parts.push(self.buffer.slice(done));
+                        }
+                        parts.push(own);
+                    }
+                }
+            }
+        }
+        parts.extend(run.map(|done| self.buffer.slice(done)));
+        parts
+    }
+
+    /// Bytes held, for the debug and memory reports.
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
 }
 
 /// Encoding writes the parts as they are; the server never decodes one.
@@ -173,6 +293,62 @@ mod tests {
         assert_eq!(decoded.resources[0].name, "a");
         assert_eq!(decoded.resources[0].version, "va");
         assert_eq!(decoded.resources[0].resource.as_ref(), Some(&a));
+    }
+
+    fn buffer_of(names: &[&str]) -> (BTreeMap<String, Any>, EntryBuffer) {
+        let resources: BTreeMap<String, Any> = names
+            .iter()
+            .map(|n| (n.to_string(), any("t/x", n.as_bytes())))
+            .collect();
+        let buffer = EntryBuffer::build(resources.iter(), |_, any, buf| {
+            write_sotw_entry(any, buf)
+        });
+        (resources, buffer)
+    }
+
+    #[test]
+    fn neighbouring_entries_go_out_as_one_slice_of_the_shared_buffer() {
+        let (resources, buffer) = buffer_of(&["a", "b", "c", "d"]);
+        let all = buffer.parts(resources.keys(), |n| n.as_str(), |_| None);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].len(), buffer.len());
+        let gaps = buffer.parts(["a", "b", "d"], |n| n, |_| None);
+        assert_eq!(gaps.len(), 2);
+        let joined: Vec<u8> = gaps.concat();
+        let expected: Vec<u8> = [&resources["a"], &resources["b"], &resources["d"]]
+            .iter()
+            .flat_map(|a| sotw_entry(a).to_vec())
+            .collect();
+        assert_eq!(joined, expected);
+    }
+
+    #[test]
+    fn entries_missing_from_the_buffer_are_encoded_alone_in_order() {
+        let (_, buffer) = buffer_of(&["a", "c"]);
+        let extra = any("t/x", b"b");
+        let parts = buffer.parts(
+            ["a", "b", "c"],
+            |n| n,
+            |n| (*n == "b").then(|| sotw_entry(&extra)),
+        );
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[1], sotw_entry(&extra));
+    }
+
+    #[test]
+    fn delta_entry_without_a_copy_matches_prost() {
+        let a = any("t/a", b"AAA");
+        let expected = DeltaDiscoveryResponse {
+            resources: vec![envoy_types::pb::envoy::service::discovery::v3::Resource {
+                name: "a".into(),
+                version: "va".into(),
+                resource: Some(a.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        assert_eq!(delta_entry("a", "va", &a).to_vec(), expected);
     }
 
     #[test]

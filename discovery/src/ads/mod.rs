@@ -8,6 +8,7 @@ mod delta_stream;
 pub mod encoded;
 pub mod interned;
 pub mod limits;
+mod response_body;
 mod service;
 mod session;
 mod stream;

@@ -2,19 +2,21 @@
 //! generated server: that server only sends whole `DiscoveryResponse`
 //! messages, which would make every stream own a copy of every resource it
 //! sends. Here responses are [`EncodedResponse`]s built from the snapshot's
-//! shared bytes; requests decode as usual.
+//! shared bytes, written by [`ResponseBody`]; requests decode as usual.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use tonic::codec::Codec;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
-use tonic::server::{Grpc, NamedService, StreamingService};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
 use super::encoded::EncodedResponse;
+use super::response_body::ResponseBody;
 use super::{AdsServer, ResponseStream};
 
 const SOTW_PATH: &str =
@@ -44,31 +46,6 @@ impl NamedService for AdsService {
     const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 }
 
-struct Sotw(Arc<AdsServer>);
-struct Delta(Arc<AdsServer>);
-
-impl StreamingService<DiscoveryRequest> for Sotw {
-    type Response = EncodedResponse;
-    type ResponseStream = ResponseStream<EncodedResponse>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<DiscoveryRequest>>) -> Self::Future {
-        let server = self.0.clone();
-        Box::pin(async move { server.stream_aggregated_resources(request).await })
-    }
-}
-
-impl StreamingService<DeltaDiscoveryRequest> for Delta {
-    type Response = EncodedResponse;
-    type ResponseStream = ResponseStream<EncodedResponse>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<DeltaDiscoveryRequest>>) -> Self::Future {
-        let server = self.0.clone();
-        Box::pin(async move { server.delta_aggregated_resources(request).await })
-    }
-}
-
 impl<B> Service<http::Request<B>> for AdsService
 where
     B: tonic::codegen::Body + Send + 'static,
@@ -84,21 +61,58 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let server = self.server.clone();
-        let limits = (Some(self.max_request_bytes), Some(self.max_response_bytes));
+        let (max_request, max_response) = (self.max_request_bytes, self.max_response_bytes);
         match request.uri().path() {
             SOTW_PATH => Box::pin(async move {
-                let codec = ProstCodec::<EncodedResponse, DiscoveryRequest>::default();
-                let mut grpc = Grpc::new(codec).apply_max_message_size_config(limits.0, limits.1);
-                Ok(grpc.streaming(Sotw(server), request).await)
+                let request = decoded::<DiscoveryRequest, B>(request, max_request);
+                let response = server.stream_aggregated_resources(request).await;
+                Ok(into_http(response, max_response))
             }),
             DELTA_PATH => Box::pin(async move {
-                let codec = ProstCodec::<EncodedResponse, DeltaDiscoveryRequest>::default();
-                let mut grpc = Grpc::new(codec).apply_max_message_size_config(limits.0, limits.1);
-                Ok(grpc.streaming(Delta(server), request).await)
+                let request = decoded::<DeltaDiscoveryRequest, B>(request, max_request);
+                let response = server.delta_aggregated_resources(request).await;
+                Ok(into_http(response, max_response))
             }),
             _ => {
                 Box::pin(async move { Ok(Status::unimplemented("no such ADS method").into_http()) })
             }
         }
+    }
+}
+
+/// The request side as tonic decodes it (uncompressed: Envoy does not
+/// compress xDS requests, and a compressed one fails to decode).
+fn decoded<T, B>(request: http::Request<B>, max_request_bytes: usize) -> Request<Streaming<T>>
+where
+    T: prost::Message + Default + Send + 'static,
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    let decoder = ProstCodec::<EncodedResponse, T>::default().decoder();
+    Request::from_http(
+        request.map(|body| Streaming::new_request(decoder, body, None, Some(max_request_bytes))),
+    )
+}
+
+fn into_http(
+    response: Result<Response<ResponseStream<EncodedResponse>>, Status>,
+    max_response_bytes: usize,
+) -> http::Response<tonic::body::Body> {
+    match response {
+        Ok(response) => {
+            let (metadata, responses, extensions) = response.into_parts();
+            let mut http = http::Response::new(tonic::body::Body::new(ResponseBody::new(
+                responses,
+                max_response_bytes,
+            )));
+            *http.headers_mut() = metadata.into_headers();
+            *http.extensions_mut() = extensions;
+            http.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            http
+        }
+        Err(status) => status.into_http(),
     }
 }

@@ -106,9 +106,7 @@ impl Connection {
             version.clone(),
             ty.type_url(),
             nonce.clone(),
-            to_send
-                .iter()
-                .filter_map(|(name, _)| current.sotw_entry(name).cloned()),
+            current.sotw_parts(to_send.iter().map(|(name, _)| *name)),
         );
         // Clusters new or changed since the last push: the shared
         // difference, not a comparison per stream.

@@ -8,6 +8,7 @@ pub mod certificate_client;
 pub mod config_dump;
 pub mod debug;
 pub mod incoming;
+pub mod memory;
 pub mod mesh_store;
 pub mod metrics;
 pub mod node;

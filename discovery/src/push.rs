@@ -61,6 +61,7 @@ pub fn publish(
     ctx.cache.snapshot(&generation, &default_view);
     tx.send_replace(generation.clone());
     ctx.cache.prune(previous.version);
+    crate::memory::note_release();
     tracing::info!(
         version = generation.version,
         services = generation.mesh.services.len(),

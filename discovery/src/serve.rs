@@ -248,6 +248,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         ready.clone(),
     ));
 
+    tokio::spawn(crate::memory::trim_after_releases(ctx.shutdown.clone()));
+
     let debug_state = DebugState {
         ctx: ctx.clone(),
         ready: ready.clone(),

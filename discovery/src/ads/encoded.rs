@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryResponse, DiscoveryResponse,
-};
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::Any;
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
@@ -300,9 +298,7 @@ mod tests {
             .iter()
             .map(|n| (n.to_string(), any("t/x", n.as_bytes())))
             .collect();
-        let buffer = EntryBuffer::build(resources.iter(), |_, any, buf| {
-            write_sotw_entry(any, buf)
-        });
+        let buffer = EntryBuffer::build(resources.iter(), |_, any, buf| write_sotw_entry(any, buf));
         (resources, buffer)
     }
 

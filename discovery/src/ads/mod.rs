@@ -8,6 +8,7 @@ mod delta_stream;
 pub mod encoded;
 pub mod interned;
 pub mod limits;
+mod request_stream;
 mod response_body;
 mod service;
 mod session;
@@ -21,7 +22,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, Disc
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
+
+use request_stream::RequestStream;
 
 use tokio_util::sync::CancellationToken;
 
@@ -150,7 +153,7 @@ impl AdsServer {
     /// State of the world (`StreamAggregatedResources`).
     async fn stream_aggregated_resources(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
+        request: Request<RequestStream<DiscoveryRequest>>,
     ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
@@ -163,7 +166,7 @@ impl AdsServer {
     /// Incremental (`DeltaAggregatedResources`).
     async fn delta_aggregated_resources(
         &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<RequestStream<DeltaDiscoveryRequest>>,
     ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);

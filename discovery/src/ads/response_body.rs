@@ -54,8 +54,7 @@ impl ResponseBody {
                 self.max_message_bytes
             )));
         }
-        let len = u32::try_from(len)
-            .map_err(|_| Status::out_of_range("response exceeds 4 GiB"))?;
+        let len = u32::try_from(len).map_err(|_| Status::out_of_range("response exceeds 4 GiB"))?;
         let mut parts = response.into_parts().into_iter();
         let header = parts.next().unwrap_or_default();
         let mut first = BytesMut::with_capacity(PREFIX_BYTES + header.len());
@@ -182,7 +181,10 @@ mod tests {
     async fn an_error_or_an_oversized_message_ends_the_stream_with_its_status() {
         let (data, trailers) = frames(vec![Err(Status::unavailable("shutting down"))], 1024).await;
         assert!(data.is_empty());
-        assert_eq!(trailers["grpc-status"], (tonic::Code::Unavailable as i32).to_string());
+        assert_eq!(
+            trailers["grpc-status"],
+            (tonic::Code::Unavailable as i32).to_string()
+        );
 
         let big = sotw_entry(&Any {
             type_url: "t/a".into(),

@@ -9,13 +9,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
-use tonic::codec::Codec;
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
-use tonic::{Request, Response, Status, Streaming};
-use tonic_prost::ProstCodec;
+use tonic::{Request, Response, Status};
 
 use super::encoded::EncodedResponse;
+use super::request_stream::RequestStream;
 use super::response_body::ResponseBody;
 use super::{AdsServer, ResponseStream};
 
@@ -80,18 +79,15 @@ where
     }
 }
 
-/// The request side as tonic decodes it (uncompressed: Envoy does not
-/// compress xDS requests, and a compressed one fails to decode).
-fn decoded<T, B>(request: http::Request<B>, max_request_bytes: usize) -> Request<Streaming<T>>
+/// The request side, decoded as it arrives (uncompressed: Envoy does not
+/// compress xDS requests, and a compressed one is refused).
+fn decoded<T, B>(request: http::Request<B>, max_request_bytes: usize) -> Request<RequestStream<T>>
 where
-    T: prost::Message + Default + Send + 'static,
+    T: prost::Message + Default,
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
-    let decoder = ProstCodec::<EncodedResponse, T>::default().decoder();
-    Request::from_http(
-        request.map(|body| Streaming::new_request(decoder, body, None, Some(max_request_bytes))),
-    )
+    Request::from_http(request.map(|body| RequestStream::new(body, max_request_bytes)))
 }
 
 fn into_http(

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::mpsc;
-use tonic::{Status, Streaming};
+use tonic::Status;
+
+use super::request_stream::RequestStream;
 
 use super::XdsContext;
 use super::limits::check_node_size;
@@ -275,12 +277,13 @@ impl<R> Session<R> {
             self.ctx.status.remove(self.id);
             self.ctx.metrics.connected_proxies.dec();
         }
+        crate::memory::note_release();
     }
 }
 
 /// A protocol variant spoken on a [`Session`].
 pub trait Protocol: Send {
-    type Request: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
     type Response: Send + 'static;
 
     fn session(&mut self) -> &mut Session<Self::Response>;
@@ -297,7 +300,7 @@ pub trait Protocol: Send {
 
 /// Serves one stream until the proxy or the server goes away: requests as
 /// they come, and a push per new mesh generation.
-pub async fn serve<P: Protocol>(mut protocol: P, mut requests: Streaming<P::Request>) {
+pub async fn serve<P: Protocol>(mut protocol: P, mut requests: RequestStream<P::Request>) {
     let mut generations = protocol.session().ctx.generations.clone();
     generations.mark_unchanged();
     let shutdown = protocol.session().ctx.shutdown.clone();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+use super::requests::DeltaRequest;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -44,7 +44,7 @@ impl DeltaConnection {
     }
 
     /// Records the ACK or NACK of a response sent on this stream.
-    fn on_reply(&mut self, ty: XdsType, request: &DeltaDiscoveryRequest) {
+    fn on_reply(&mut self, ty: XdsType, request: &DeltaRequest) {
         let Some(stream) = self.types.get_mut(&ty) else {
             return;
         };
@@ -124,14 +124,14 @@ impl DeltaConnection {
 }
 
 impl Protocol for DeltaConnection {
-    type Request = DeltaDiscoveryRequest;
+    type Request = DeltaRequest;
     type Response = EncodedResponse;
 
     fn session(&mut self) -> &mut Session<EncodedResponse> {
         &mut self.session
     }
 
-    async fn on_request(&mut self, request: DeltaDiscoveryRequest) -> Result<(), Status> {
+    async fn on_request(&mut self, request: DeltaRequest) -> Result<(), Status> {
         self.session.register(request.node.as_ref())?;
         let Some(ty) = XdsType::from_type_url(&request.type_url) else {
             tracing::debug!(connection = self.session.id, type_url = %request.type_url, "ignoring request for a type Pilotfish does not serve");

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use prost::Message;
 use tonic::transport::Server;
 
 /// Responses buffered per stream beyond the one being written: enough to
-/// pipeline a push of several types, small because each is a full copy.
+/// pipeline a push of several types, small so that a stream that stops
+/// reading is noticed (its responses share the snapshot's bytes, but a
+/// stalled stream should not pin old snapshots for long).
 pub const RESPONSE_BUFFER: usize = 2;
 
 /// Streams one HTTP/2 connection may open: an Envoy uses one ADS stream,
@@ -55,8 +55,7 @@ pub struct NodeTooLarge {
 }
 
 /// Refuses a node larger than `limit` once encoded, before any of it is kept.
-pub fn check_node_size(node: Option<&Node>, limit: usize) -> Result<(), NodeTooLarge> {
-    let size = node.map_or(0, Message::encoded_len);
+pub fn check_node_size(size: usize, limit: usize) -> Result<(), NodeTooLarge> {
     if size > limit {
         return Err(NodeTooLarge { size, limit });
     }
@@ -75,7 +74,9 @@ pub fn with_http2_limits<L>(server: Server<L>) -> Server<L> {
 
 #[cfg(test)]
 mod tests {
+    use envoy_types::pb::envoy::config::core::v3::Node;
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    use prost::Message;
     use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
     use super::*;
@@ -95,12 +96,12 @@ mod tests {
             ..Default::default()
         };
         let size = node.encoded_len();
-        assert_eq!(check_node_size(Some(&node), size), Ok(()));
-        let refused = check_node_size(Some(&node), size - 1).unwrap_err();
+        assert_eq!(check_node_size(size, size), Ok(()));
+        let refused = check_node_size(size, size - 1).unwrap_err();
         assert_eq!(refused.size, size);
         let message = refused.to_string();
         assert!(message.contains(&size.to_string()) && message.contains(&(size - 1).to_string()));
-        assert_eq!(check_node_size(None, 0), Ok(()));
+        assert_eq!(check_node_size(0, 0), Ok(()));
     }
 
     /// A delta request subscribing to ten thousand realistic EDS names

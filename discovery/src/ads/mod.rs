@@ -9,6 +9,7 @@ pub mod encoded;
 pub mod interned;
 pub mod limits;
 mod request_stream;
+pub mod requests;
 mod response_body;
 mod service;
 mod session;
@@ -18,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use requests::{DeltaRequest, SotwRequest};
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -153,7 +154,7 @@ impl AdsServer {
     /// State of the world (`StreamAggregatedResources`).
     async fn stream_aggregated_resources(
         &self,
-        request: Request<RequestStream<DiscoveryRequest>>,
+        request: Request<RequestStream<SotwRequest>>,
     ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
@@ -166,7 +167,7 @@ impl AdsServer {
     /// Incremental (`DeltaAggregatedResources`).
     async fn delta_aggregated_resources(
         &self,
-        request: Request<RequestStream<DeltaDiscoveryRequest>>,
+        request: Request<RequestStream<DeltaRequest>>,
     ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);

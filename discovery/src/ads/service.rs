@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use super::requests::{DeltaRequest, SotwRequest};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -63,12 +63,12 @@ where
         let (max_request, max_response) = (self.max_request_bytes, self.max_response_bytes);
         match request.uri().path() {
             SOTW_PATH => Box::pin(async move {
-                let request = decoded::<DiscoveryRequest, B>(request, max_request);
+                let request = decoded::<SotwRequest, B>(request, max_request);
                 let response = server.stream_aggregated_resources(request).await;
                 Ok(into_http(response, max_response))
             }),
             DELTA_PATH => Box::pin(async move {
-                let request = decoded::<DeltaDiscoveryRequest, B>(request, max_request);
+                let request = decoded::<DeltaRequest, B>(request, max_request);
                 let response = server.delta_aggregated_resources(request).await;
                 Ok(into_http(response, max_response))
             }),

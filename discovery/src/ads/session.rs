@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -17,6 +16,8 @@ use super::request_stream::RequestStream;
 
 use super::XdsContext;
 use super::limits::check_node_size;
+use super::requests::decode_node;
+use bytes::Bytes;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
@@ -80,12 +81,15 @@ impl<R> Session<R> {
 
     /// Identifies the proxy from the stream's first request (Envoy sets the
     /// node on the first message only).
-    pub fn register(&mut self, node: Option<&Node>) -> Result<(), Status> {
+    pub fn register(&mut self, node: Option<&Bytes>) -> Result<(), Status> {
         if self.identity.is_some() {
             return Ok(());
         }
-        check_node_size(node, self.ctx.limits.max_node_bytes)
+        // Measured encoded, before anything is decoded or kept.
+        check_node_size(node.map_or(0, Bytes::len), self.ctx.limits.max_node_bytes)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let node = decode_node(node)?;
+        let node = node.as_ref();
         let identity = identify(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(verified) = &self.caller.identity
             && let Err(mismatch) = identity.matches(verified)
@@ -150,7 +154,7 @@ impl<R> Session<R> {
 
     /// Logs (once per stream) and counts a secret request that will be
     /// answered without secrets; names only, never key material.
-    pub fn note_request(&mut self, ty: XdsType, names: &[String]) {
+    pub fn note_request<N: AsRef<[u8]>>(&mut self, ty: XdsType, names: &[N]) {
         if ty != XdsType::Secret || self.may_hold_secrets() {
             return;
         }
@@ -167,7 +171,7 @@ impl<R> Session<R> {
                 peer = ?self.caller.remote,
                 node = ?self.identity.as_ref().map(|i| &i.node_id),
                 reason,
-                secrets = ?names,
+                secrets = ?names.iter().map(|n| String::from_utf8_lossy(n.as_ref())).collect::<Vec<_>>(),
                 "secrets refused: they are served only over TLS to a proxy authenticated in their namespace"
             );
         }

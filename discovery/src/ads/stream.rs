@@ -4,13 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::XdsContext;
 use super::encoded::EncodedResponse;
 use super::interned::NameSet;
+use super::requests::{self, SotwRequest};
 use super::session::{Caller, Protocol, Session};
 use envoy_types::pb::google::protobuf::Any;
 
@@ -140,14 +141,14 @@ impl Connection {
 }
 
 impl Protocol for Connection {
-    type Request = DiscoveryRequest;
+    type Request = SotwRequest;
     type Response = EncodedResponse;
 
     fn session(&mut self) -> &mut Session<EncodedResponse> {
         &mut self.session
     }
 
-    async fn on_request(&mut self, request: DiscoveryRequest) -> Result<(), Status> {
+    async fn on_request(&mut self, request: SotwRequest) -> Result<(), Status> {
         self.session.register(request.node.as_ref())?;
         let Some(ty) = XdsType::from_type_url(&request.type_url) else {
             tracing::debug!(connection = self.session.id, type_url = %request.type_url, "ignoring request for a type Pilotfish does not serve");
@@ -168,10 +169,14 @@ impl Protocol for Connection {
         if is_response_to_us {
             self.session.record_ack(ty, &request.version_info);
         }
-        let names = requested_names(ty, &request.resource_names);
         let sub = self.subscriptions.entry(ty).or_default();
-        let changed = sub.names.as_deref() != names.as_ref() || sub.sent_nonce.is_none();
+        // Every SotW ACK repeats the whole subscription (an EDS ACK names
+        // every cluster): it is compared in place, and a set is built only
+        // when it changed.
+        let changed = sub.sent_nonce.is_none()
+            || !same_names(ty, sub.names.as_deref(), &request.resource_names);
         if changed {
+            let names = requested_names(ty, &request.resource_names)?;
             // Names new to the subscription are answered even if the proxy
             // held them before (it may have dropped them meanwhile).
             if let (Some(before), Some(after)) = (&sub.names, &names) {
@@ -201,10 +206,73 @@ impl Protocol for Connection {
 }
 
 /// CDS and LDS requests with no names (or `*`) subscribe to everything.
-fn requested_names(ty: XdsType, names: &[String]) -> Option<BTreeSet<String>> {
-    if ty.is_wildcard() && (names.is_empty() || names.iter().any(|n| n == XdsType::WILDCARD)) {
-        None
+fn requested_names(ty: XdsType, names: &[Bytes]) -> Result<Option<BTreeSet<String>>, Status> {
+    if is_wildcard_request(ty, names) {
+        Ok(None)
     } else {
-        Some(names.iter().cloned().collect())
+        Ok(Some(requests::names(names)?.into_iter().collect()))
+    }
+}
+
+fn is_wildcard_request(ty: XdsType, names: &[Bytes]) -> bool {
+    ty.is_wildcard()
+        && (names.is_empty() || names.iter().any(|n| n == XdsType::WILDCARD.as_bytes()))
+}
+
+/// Whether a request subscribes to exactly `current` (`None`: wildcard),
+/// without copying its names: they are sorted as references and walked
+/// beside the set.
+fn same_names(ty: XdsType, current: Option<&BTreeSet<String>>, names: &[Bytes]) -> bool {
+    match (current, is_wildcard_request(ty, names)) {
+        (None, wildcard) => wildcard,
+        (Some(_), true) => false,
+        (Some(current), false) => {
+            if names.len() < current.len() {
+                return false;
+            }
+            let mut sorted: Vec<&[u8]> = names.iter().map(|n| n.as_ref()).collect();
+            sorted.sort_unstable();
+            sorted.dedup();
+            sorted.len() == current.len()
+                && sorted.iter().zip(current).all(|(a, b)| *a == b.as_bytes())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn names(names: &[&str]) -> Vec<Bytes> {
+        names
+            .iter()
+            .map(|n| Bytes::copy_from_slice(n.as_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn a_repeated_subscription_is_the_same_in_any_order_or_with_duplicates() {
+        let current = set(&["a", "b", "c"]);
+        let eds = XdsType::Endpoint;
+        assert!(same_names(eds, Some(&current), &names(&["c", "a", "b"])));
+        assert!(same_names(eds, Some(&current), &names(&["a", "b", "b", "c"])));
+        assert!(!same_names(eds, Some(&current), &names(&["a", "b"])));
+        assert!(!same_names(eds, Some(&current), &names(&["a", "b", "d"])));
+        assert!(!same_names(eds, Some(&current), &names(&["a", "a", "b"])));
+        assert!(!same_names(eds, None, &names(&["a"])));
+    }
+
+    #[test]
+    fn wildcard_subscriptions_compare_as_wildcards() {
+        let cds = XdsType::Cluster;
+        assert!(same_names(cds, None, &[]));
+        assert!(same_names(cds, None, &names(&["*"])));
+        assert!(!same_names(cds, Some(&set(&["a"])), &[]));
+        assert!(!same_names(cds, None, &names(&["a"])));
+        assert!(same_names(cds, Some(&set(&["a"])), &names(&["a"])));
     }
 }

@@ -18,7 +18,7 @@ use pilotfish_translate::{
 
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{SharedSets, Snapshot};
 
 /// Views kept when no limit is given.
 pub const DEFAULT_MAX_VIEWS: usize = 10_000;
@@ -62,6 +62,11 @@ impl Slot {
 
 pub struct SnapshotCache {
     entries: DashMap<ProxyView, Arc<Slot>>,
+    /// Equal resource sets of different views, held once.
+    shared: SharedSets,
+    /// Builds running at once: one per core. More would only interleave
+    /// them, each holding its whole translation in memory meanwhile.
+    builders: tokio::sync::Semaphore,
     metrics: Arc<Metrics>,
     max_views: usize,
     clock: AtomicU64,
@@ -73,8 +78,11 @@ impl SnapshotCache {
     }
 
     pub fn with_max_views(metrics: Arc<Metrics>, max_views: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         SnapshotCache {
             entries: DashMap::new(),
+            shared: SharedSets::default(),
+            builders: tokio::sync::Semaphore::new(cores),
             metrics,
             max_views: max_views.max(1),
             clock: AtomicU64::new(0),
@@ -124,6 +132,9 @@ impl SnapshotCache {
         if let Some(snapshot) = ready(&slot) {
             return snapshot;
         }
+        let Ok(_builder) = self.builders.acquire().await else {
+            return slot.built().snapshot;
+        };
         let (cache, generation) = (self.clone(), generation.clone());
         let task_slot = slot.clone();
         let built =
@@ -148,16 +159,16 @@ impl SnapshotCache {
             && previous.snapshot.mesh_version > 0
             && previous.snapshot.mesh_version + 1 == generation.version
         {
-            rebuild_endpoints(&previous, generation, view)
+            rebuild_endpoints(&previous, generation, view, &self.shared)
         } else {
             let translation = translate(&generation.mesh, view);
             let reuse = Some(previous.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
             Built {
-                snapshot: Arc::new(Snapshot::build(
+                snapshot: Arc::new(self.shared.share(Snapshot::build(
                     generation.version,
                     translation.resources,
                     reuse,
-                )),
+                ))),
                 diagnostics: Arc::new(translation.diagnostics),
             }
         };
@@ -261,17 +272,22 @@ impl SnapshotCache {
 /// Endpoints-only generation: rebuild EDS and LDS (VIP-less services are
 /// matched by endpoint address), share clusters and routes, and refresh the
 /// diagnostics that listener building produces.
-fn rebuild_endpoints(previous: &Built, generation: &MeshGeneration, view: &ProxyView) -> Built {
+fn rebuild_endpoints(
+    previous: &Built,
+    generation: &MeshGeneration,
+    view: &ProxyView,
+    shared: &SharedSets,
+) -> Built {
     let ctx = Context::new(&generation.mesh, view);
     let mut listener_diagnostics = Vec::new();
     let listeners = listeners::build(&ctx, &mut listener_diagnostics);
     let endpoints = endpoints::build(&ctx);
-    let snapshot = Arc::new(Snapshot::with_endpoints(
+    let snapshot = Arc::new(shared.share(Snapshot::with_endpoints(
         generation.version,
         &previous.snapshot,
         endpoints,
         listeners,
-    ));
+    )));
     let mut diagnostics: Vec<Diagnostic> = previous
         .diagnostics
         .iter()

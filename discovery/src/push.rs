@@ -27,7 +27,9 @@ pub fn publish(
     ctx: &XdsContext,
     tx: &watch::Sender<Arc<MeshGeneration>>,
 ) -> bool {
+    let started = std::time::Instant::now();
     let mut generation = store.rebuild();
+    let rebuilt = started.elapsed();
     let previous = tx.borrow().clone();
     let unchanged = previous.version > 0
         && *generation.mesh == *previous.mesh
@@ -61,13 +63,14 @@ pub fn publish(
     ctx.cache.snapshot(&generation, &default_view);
     tx.send_replace(generation.clone());
     ctx.cache.prune(previous.version);
-    crate::memory::note_release();
     tracing::info!(
         version = generation.version,
         services = generation.mesh.services.len(),
         config_objects = generation.mesh.config.len(),
         credentials = generation.mesh.credentials.len(),
         problems = generation.problems.len(),
+        rebuild_ms = rebuilt.as_millis() as u64,
+        publish_ms = started.elapsed().as_millis() as u64,
         "published mesh generation"
     );
     true

@@ -1,7 +1,7 @@
 //! A snapshot: every resource of one proxy view, encoded once to `Any` and
 //! shared (via `Arc`) by every stream that serves that view.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -308,6 +308,16 @@ impl Snapshot {
     pub fn of(&self, ty: XdsType) -> &TypeResources {
         self.of_shared(ty)
     }
+
+    fn of_shared_mut(&mut self, ty: XdsType) -> &mut Arc<TypeResources> {
+        match ty {
+            XdsType::Cluster => &mut self.clusters,
+            XdsType::Endpoint => &mut self.endpoints,
+            XdsType::Listener => &mut self.listeners,
+            XdsType::Route => &mut self.routes,
+            XdsType::Secret => &mut self.secrets,
+        }
+    }
 }
 
 fn endpoint_resources(
@@ -323,6 +333,50 @@ fn endpoint_resources(
 
 fn listener_resources(items: Vec<Listener>, previous: Option<&Snapshot>) -> TypeResources {
     TypeResources::encode(items, |l| l.name.clone(), previous.map(|p| &*p.listeners))
+}
+
+/// Resource sets shared between views: views whose set of a type is equal
+/// (same names at the same versions) hold one `TypeResources`, so 100
+/// namespaces of sidecars that see the same clusters keep one copy of them
+/// and their encodings, not 100. Entries are weak: a set lives as long as
+/// some snapshot holds it.
+#[derive(Debug, Default)]
+pub struct SharedSets {
+    sets: Mutex<SharedSetMap>,
+}
+
+#[derive(Debug, Default)]
+struct SharedSetMap {
+    by_version: HashMap<(XdsType, String), Weak<TypeResources>>,
+    /// Size at which dead entries are swept next.
+    sweep_at: usize,
+}
+
+impl SharedSets {
+    /// `snapshot` with each set replaced by an equal one already shared.
+    pub fn share(&self, mut snapshot: Snapshot) -> Snapshot {
+        let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
+        for ty in XdsType::ALL {
+            let set = snapshot.of_shared_mut(ty);
+            *set = sets.share(ty, set.clone());
+        }
+        snapshot
+    }
+}
+
+impl SharedSetMap {
+    fn share(&mut self, ty: XdsType, set: Arc<TypeResources>) -> Arc<TypeResources> {
+        let key = (ty, set.full_version.clone());
+        if let Some(existing) = self.by_version.get(&key).and_then(Weak::upgrade) {
+            return existing;
+        }
+        if self.by_version.len() >= self.sweep_at {
+            self.by_version.retain(|_, set| set.strong_count() > 0);
+            self.sweep_at = (self.by_version.len() * 2).max(64);
+        }
+        self.by_version.insert(key, Arc::downgrade(&set));
+        set
+    }
 }
 
 /// A set of resources `name → bytes` (type URL `t`), for tests.
@@ -395,6 +449,20 @@ mod tests {
             first.routes.selection_version(None),
             second.routes.selection_version(None)
         );
+    }
+
+    #[test]
+    fn views_with_equal_sets_share_one_copy() {
+        let shared = SharedSets::default();
+        let first = shared.share(Snapshot::build(1, routes(), None));
+        // Another view's translation, encoded on its own.
+        let second = shared.share(Snapshot::build(1, routes(), Some(&first)));
+        assert!(Arc::ptr_eq(&first.routes, &second.routes));
+        let mut changed = routes();
+        changed.routes[0].virtual_hosts[0].domains.push("b".into());
+        let third = shared.share(Snapshot::build(1, changed, Some(&first)));
+        assert!(!Arc::ptr_eq(&first.routes, &third.routes));
+        assert!(Arc::ptr_eq(&first.clusters, &third.clusters), "both empty");
     }
 
     #[test]

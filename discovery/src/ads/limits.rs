@@ -76,8 +76,8 @@ pub fn with_http2_limits<L>(server: Server<L>) -> Server<L> {
 mod tests {
     use envoy_types::pb::envoy::config::core::v3::Node;
     use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-    use prost::Message;
     use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+    use prost::Message;
 
     use super::*;
 

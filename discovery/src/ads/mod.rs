@@ -19,8 +19,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use requests::{DeltaRequest, SotwRequest};
 use futures::Stream;
+use requests::{DeltaRequest, SotwRequest};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};

@@ -72,9 +72,7 @@ pub fn names(raw: &[Bytes]) -> Result<Vec<String>, Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::service::discovery::v3::{
-        DeltaDiscoveryRequest, DiscoveryRequest,
-    };
+    use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 
     fn node() -> Node {
         Node {
@@ -102,7 +100,10 @@ mod tests {
         assert_eq!(read.version_info, "v1");
         assert_eq!(decode_node(read.node.as_ref()).expect("node"), Some(node()));
         assert_eq!(names(&read.resource_names).expect("utf-8"), ["a", "b"]);
-        assert_eq!((read.type_url.as_str(), read.response_nonce.as_str()), ("t", "n"));
+        assert_eq!(
+            (read.type_url.as_str(), read.response_nonce.as_str()),
+            ("t", "n")
+        );
         assert_eq!(read.error_detail.map(|e| e.message), Some("bad".into()));
 
         let bare = SotwRequest::decode(Bytes::new()).expect("empty decodes");

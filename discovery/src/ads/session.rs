@@ -17,7 +17,6 @@ use super::request_stream::RequestStream;
 use super::XdsContext;
 use super::limits::check_node_size;
 use super::requests::decode_node;
-use bytes::Bytes;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
@@ -26,6 +25,7 @@ use crate::security::WorkloadIdentity;
 use crate::snapshot::{Snapshot, TypeResources};
 use crate::status::{ProxyStatus, ResourceNames, TypeStatus};
 use crate::xds_types::{XdsProtocol, XdsType};
+use bytes::Bytes;
 
 /// Who opened a stream, as far as the server could verify.
 #[derive(Clone, Debug, Default)]

@@ -259,7 +259,11 @@ mod tests {
         let current = set(&["a", "b", "c"]);
         let eds = XdsType::Endpoint;
         assert!(same_names(eds, Some(&current), &names(&["c", "a", "b"])));
-        assert!(same_names(eds, Some(&current), &names(&["a", "b", "b", "c"])));
+        assert!(same_names(
+            eds,
+            Some(&current),
+            &names(&["a", "b", "b", "c"])
+        ));
         assert!(!same_names(eds, Some(&current), &names(&["a", "b"])));
         assert!(!same_names(eds, Some(&current), &names(&["a", "b", "d"])));
         assert!(!same_names(eds, Some(&current), &names(&["a", "a", "b"])));

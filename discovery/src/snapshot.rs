@@ -40,6 +40,21 @@ pub struct TypeResources {
 struct Memo {
     changed: Mutex<Vec<(Weak<TypeResources>, Arc<Changes>)>>,
     versions: Mutex<Vec<(Weak<BTreeSet<String>>, String)>>,
+    selections: Mutex<Vec<(Weak<BTreeSet<String>>, Arc<Selection>)>>,
+    everything: std::sync::OnceLock<Arc<Selection>>,
+}
+
+/// What a subscription selects of a set, with its response entries: the
+/// same for every stream subscribed to the same (shared) names, so a
+/// stream's first full response costs it no lookup per name.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Selected names that exist, in order.
+    pub names: Vec<String>,
+    /// Subscribed names that do not exist.
+    pub missing: Vec<String>,
+    pub sotw_parts: Vec<Bytes>,
+    pub delta_parts: Vec<Bytes>,
 }
 
 /// How a set differs from a previous one.
@@ -161,6 +176,37 @@ impl TypeResources {
             Some(names) => memoized(&self.memo.versions, names, || {
                 self.selection_version(Some(names))
             }),
+        }
+    }
+
+    /// What `names` (all for `None`) selects, with its encoded entries;
+    /// computed once per shared name set.
+    pub fn selection(&self, names: Option<&Arc<BTreeSet<String>>>) -> Arc<Selection> {
+        match names {
+            None => self
+                .memo
+                .everything
+                .get_or_init(|| Arc::new(self.select_entries(self.resources.keys(), Vec::new())))
+                .clone(),
+            Some(names) => memoized(&self.memo.selections, names, || {
+                let (present, missing): (Vec<&String>, Vec<&String>) =
+                    names.iter().partition(|n| self.resources.contains_key(*n));
+                Arc::new(self.select_entries(present, missing.into_iter().cloned().collect()))
+            }),
+        }
+    }
+
+    fn select_entries<'a>(
+        &self,
+        present: impl IntoIterator<Item = &'a String>,
+        missing: Vec<String>,
+    ) -> Selection {
+        let names: Vec<String> = present.into_iter().cloned().collect();
+        Selection {
+            sotw_parts: self.sotw_parts(&names),
+            delta_parts: self.delta_entries.parts(&names, |n| n.as_str(), |_| None),
+            names,
+            missing,
         }
     }
 

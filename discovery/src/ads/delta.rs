@@ -5,23 +5,68 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use envoy_types::pb::google::protobuf::Any;
 
 use super::interned::{NameSet, NameSets};
-use crate::snapshot::TypeResources;
+use crate::snapshot::{Selection, TypeResources};
 use crate::status::ResourceNames;
 use crate::xds_types::XdsType;
 
 /// What one response carries.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct Delta {
-    /// Resources the proxy lacks or holds at another version: name, version, resource.
-    pub updated: Vec<(String, String, Arc<Any>)>,
+    /// Resources the proxy lacks or holds at another version.
+    pub updated: Updated,
     /// Names the proxy holds (or asked for) that do not exist for it.
     pub removed: Vec<String>,
     /// Version of everything the subscription selects (`system_version_info`;
     /// for debugging and the sync status only).
     pub system_version: String,
+}
+
+/// The resources a delta sends.
+#[derive(Debug)]
+pub enum Updated {
+    /// Name, version, resource, one by one.
+    Listed(Vec<(String, String, Arc<Any>)>),
+    /// Everything a subscription selects (a proxy that holds nothing yet):
+    /// shared by every stream with the same subscription.
+    Selection(Arc<Selection>),
+}
+
+impl Default for Updated {
+    fn default() -> Self {
+        Updated::Listed(Vec::new())
+    }
+}
+
+impl Updated {
+    pub fn len(&self) -> usize {
+        match self {
+            Updated::Listed(list) => list.len(),
+            Updated::Selection(selection) => selection.names.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn names(&self) -> Box<dyn Iterator<Item = &String> + '_> {
+        match self {
+            Updated::Listed(list) => Box::new(list.iter().map(|(name, _, _)| name)),
+            Updated::Selection(selection) => Box::new(selection.names.iter()),
+        }
+    }
+
+    /// The encoded response entries, from `resources`' shared buffer.
+    pub fn parts(&self, resources: &TypeResources) -> Vec<Bytes> {
+        match self {
+            Updated::Listed(list) => resources.delta_parts(list),
+            Updated::Selection(selection) => selection.delta_parts.clone(),
+        }
+    }
 }
 
 impl Delta {
@@ -113,6 +158,10 @@ pub struct DeltaState {
     /// Names whose state must be sent even if `known` says the proxy has it:
     /// a subscribe may come from a proxy that forgot the resource.
     forced: BTreeSet<String>,
+    /// The proxy holds nothing and every subscribed name is to be sent (a
+    /// first request without initial versions): `forced` is left empty and
+    /// the whole shared selection goes out.
+    fresh: bool,
 }
 
 impl DeltaState {
@@ -124,6 +173,7 @@ impl DeltaState {
             names: NameSet::default(),
             known: Known::Listed(BTreeMap::new()),
             forced: BTreeSet::new(),
+            fresh: false,
         }
     }
 
@@ -158,7 +208,10 @@ impl DeltaState {
     pub fn apply(&mut self, change: SubscriptionChange<'_>) -> bool {
         let first = !self.started;
         self.started = true;
+        self.unfresh();
+        let initially_empty = change.initial_versions.is_none_or(HashMap::is_empty);
         if first {
+            self.fresh = initially_empty;
             if let Some(initial) = change.initial_versions {
                 self.known
                     .listed()
@@ -182,8 +235,8 @@ impl DeltaState {
             }
             Arc::make_mut(&mut self.names).insert(name.clone());
             // Resent even if unchanged, unless the proxy just said which
-            // version it holds (a reconnect).
-            if first && told(name) {
+            // version it holds (a reconnect). A fresh proxy is sent all.
+            if first && (self.fresh || told(name)) {
                 continue;
             }
             self.forced.insert(name.clone());
@@ -209,8 +262,16 @@ impl DeltaState {
         first
     }
 
+    /// A fresh state made explicit: every subscribed name forced.
+    fn unfresh(&mut self) {
+        if std::mem::take(&mut self.fresh) {
+            self.forced.extend(self.names.iter().cloned());
+        }
+    }
+
     /// Marks subscribed `names` to be sent again even if unchanged.
     pub fn force<'a>(&mut self, names: impl IntoIterator<Item = &'a String>) {
+        self.unfresh();
         for name in names {
             if self.wildcard || self.names.contains(name) {
                 self.forced.insert(name.clone());
@@ -227,6 +288,23 @@ impl DeltaState {
         let system_version = resources.shared_selection_version(names);
         if let Some(delta) = self.diff_from_sent(resources, names, &system_version) {
             return delta;
+        }
+        if self.wildcard && !self.names.is_empty() {
+            // Names besides the wildcard are reported one by one if missing.
+            self.unfresh();
+        }
+        if std::mem::take(&mut self.fresh) {
+            // Holds nothing, asked for all it subscribed: the selection.
+            let selection = resources.selection(names);
+            self.known = Known::Sent {
+                resources: resources.clone(),
+                names: names.cloned(),
+            };
+            return Delta {
+                removed: selection.missing.clone(),
+                updated: Updated::Selection(selection),
+                system_version,
+            };
         }
         let selected = resources.select(names.map(|n| &**n));
         let mut updated = Vec::new();
@@ -256,7 +334,7 @@ impl DeltaState {
         };
         self.forced.clear();
         Delta {
-            updated,
+            updated: Updated::Listed(updated),
             removed,
             system_version,
         }
@@ -309,7 +387,7 @@ impl DeltaState {
             names: names.cloned(),
         };
         Some(Delta {
-            updated,
+            updated: Updated::Listed(updated),
             removed,
             system_version: system_version.to_string(),
         })
@@ -345,7 +423,7 @@ mod tests {
     }
 
     fn updated(delta: &Delta) -> Vec<&str> {
-        delta.updated.iter().map(|(n, _, _)| n.as_str()).collect()
+        delta.updated.names().map(String::as_str).collect()
     }
 
     #[test]
@@ -418,6 +496,29 @@ mod tests {
         // The missing resource appears later: it is sent.
         let more = resources(&[("a", b"1"), ("b", b"2"), ("missing", b"3")]);
         assert_eq!(updated(&eds.diff(&more)), ["missing"]);
+    }
+
+    #[test]
+    fn fresh_streams_with_one_subscription_share_one_first_response() {
+        let all = resources(&[("a", b"1"), ("b", b"2")]);
+        let sets = NameSets::default();
+        let first = |state: &mut DeltaState| {
+            state.apply(subscribe(&names(&["a", "b", "missing"])));
+            state.intern_names(&sets);
+            state.diff(&all)
+        };
+        let (mut one, mut two) = (
+            DeltaState::new(XdsType::Endpoint),
+            DeltaState::new(XdsType::Endpoint),
+        );
+        let (d1, d2) = (first(&mut one), first(&mut two));
+        match (&d1.updated, &d2.updated) {
+            (Updated::Selection(a), Updated::Selection(b)) => assert!(Arc::ptr_eq(a, b)),
+            other => panic!("expected shared selections, got {other:?}"),
+        }
+        assert_eq!(updated(&d1), ["a", "b"]);
+        assert_eq!(d1.removed, ["missing"]);
+        assert!(one.diff(&all).is_empty(), "then it holds the selection");
     }
 
     #[test]

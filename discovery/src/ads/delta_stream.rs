@@ -101,7 +101,7 @@ impl DeltaConnection {
             // ClusterLoadAssignment, even an unchanged one; recent Envoys
             // fall back to their EDS cache, which is not promised.
             eds.state
-                .force(delta.updated.iter().map(|(name, _, _)| name));
+                .force(delta.updated.names());
         }
         tracing::debug!(
             connection = self.session.id,
@@ -111,7 +111,7 @@ impl DeltaConnection {
             "delta push"
         );
         // The snapshot's own encoded entries: shared, not copied per stream.
-        let entries = resources.delta_parts(&delta.updated);
+        let entries = delta.updated.parts(&resources);
         let response = EncodedResponse::delta(
             delta.system_version,
             ty.type_url(),

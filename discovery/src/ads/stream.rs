@@ -13,9 +13,8 @@ use super::encoded::EncodedResponse;
 use super::interned::NameSet;
 use super::requests::{self, SotwRequest};
 use super::session::{Caller, Protocol, Session};
-use envoy_types::pb::google::protobuf::Any;
 
-use crate::snapshot::TypeResources;
+use crate::snapshot::{Selection, TypeResources};
 use crate::status::ResourceNames;
 use crate::xds_types::{XdsProtocol, XdsType};
 
@@ -41,6 +40,21 @@ struct Subscription {
 /// proxy that one assignment, not all of them.
 fn sends_only_changes(ty: XdsType) -> bool {
     matches!(ty, XdsType::Endpoint | XdsType::Route)
+}
+
+/// The resources of one response: those that changed, or all selected.
+enum ToSend {
+    Changed(Vec<String>),
+    All(Arc<Selection>),
+}
+
+impl ToSend {
+    fn names(&self) -> &[String] {
+        match self {
+            ToSend::Changed(names) => names,
+            ToSend::All(selection) => &selection.names,
+        }
+    }
 }
 
 pub struct Connection {
@@ -72,7 +86,7 @@ impl Connection {
         };
         let names = sub.names.as_deref();
         let version = current.shared_selection_version(sub.names.as_ref());
-        let to_send: Vec<(&String, &Arc<Any>)> = match (&sub.sent, sends_only_changes(ty)) {
+        let to_send = match (&sub.sent, sends_only_changes(ty)) {
             (Some(sent), true) => {
                 // What changed is worked out once for every stream moving
                 // from the same previous set; each stream only filters it.
@@ -82,19 +96,17 @@ impl Connection {
                     .changed
                     .iter()
                     .chain(sub.resend.iter())
-                    .filter(|name| wanted(name))
+                    .filter(|name| wanted(name) && current.resources.contains_key(*name))
                     .collect();
-                names
-                    .into_iter()
-                    .filter_map(|name| current.resources.get_key_value(name))
-                    .collect()
+                ToSend::Changed(names.into_iter().cloned().collect())
             }
-            _ => current.select(names),
+            // Everything selected: shared by the streams with these names.
+            _ => ToSend::All(current.selection(sub.names.as_ref())),
         };
         // Nothing new needs no answer, unless the proxy asked anew (a first
         // request must be answered, even with nothing in it).
         let nothing_new = if sends_only_changes(ty) {
-            to_send.is_empty()
+            to_send.names().is_empty()
         } else {
             sub.sent_version.as_deref() == Some(version.as_str())
         };
@@ -103,12 +115,11 @@ impl Connection {
         }
         let nonce = self.session.next_nonce();
         // The snapshot's own encoded entries: shared, not copied per stream.
-        let response = EncodedResponse::sotw(
-            version.clone(),
-            ty.type_url(),
-            nonce.clone(),
-            current.sotw_parts(to_send.iter().map(|(name, _)| *name)),
-        );
+        let parts = match &to_send {
+            ToSend::Changed(names) => current.sotw_parts(names),
+            ToSend::All(selection) => selection.sotw_parts.clone(),
+        };
+        let response = EncodedResponse::sotw(version.clone(), ty.type_url(), nonce.clone(), parts);
         // Clusters new or changed since the last push: the shared
         // difference, not a comparison per stream.
         let updated: Vec<String> = match (ty, &sub.sent) {
@@ -118,7 +129,7 @@ impl Connection {
                 .iter()
                 .cloned()
                 .collect(),
-            (XdsType::Cluster, None) => to_send.iter().map(|(n, _)| (*n).clone()).collect(),
+            (XdsType::Cluster, None) => to_send.names().to_vec(),
             _ => Vec::new(),
         };
         sub.sent = Some(current.clone());

@@ -269,9 +269,11 @@ impl SnapshotCache {
     }
 }
 
-/// Endpoints-only generation: rebuild EDS and LDS (VIP-less services are
-/// matched by endpoint address), share clusters and routes, and refresh the
-/// diagnostics that listener building produces.
+/// Endpoints-only generation: the assignments of the services whose
+/// endpoints changed are rebuilt, everything else is shared with the
+/// previous snapshot; listeners are rebuilt (with their diagnostics) only
+/// when one of those services is VIP-less, as its listener matches its
+/// endpoints' addresses.
 fn rebuild_endpoints(
     previous: &Built,
     generation: &MeshGeneration,
@@ -279,23 +281,30 @@ fn rebuild_endpoints(
     shared: &SharedSets,
 ) -> Built {
     let ctx = Context::new(&generation.mesh, view);
-    let mut listener_diagnostics = Vec::new();
-    let listeners = listeners::build(&ctx, &mut listener_diagnostics);
-    let endpoints = endpoints::build(&ctx);
-    let snapshot = Arc::new(shared.share(Snapshot::with_endpoints(
+    let hosts = &generation.changed_hosts;
+    let services = &generation.mesh.services;
+    let vip_less = hosts.iter().any(|host| {
+        services
+            .binary_search_by(|s| s.hostname.as_str().cmp(host))
+            .map_or(true, |i| services[i].vips.is_empty())
+    });
+    let mut diagnostics = previous.diagnostics.as_ref().clone();
+    let listeners = vip_less.then(|| {
+        let mut listener_diagnostics = Vec::new();
+        let listeners = listeners::build(&ctx, &mut listener_diagnostics);
+        diagnostics.retain(|d| !is_listener_diagnostic(d));
+        diagnostics.extend(listener_diagnostics);
+        diagnostics::normalize(&mut diagnostics);
+        listeners
+    });
+    let endpoints = endpoints::build_for_hosts(&ctx, hosts);
+    let snapshot = Arc::new(shared.share(Snapshot::with_endpoints_of(
         generation.version,
         &previous.snapshot,
+        hosts,
         endpoints,
         listeners,
     )));
-    let mut diagnostics: Vec<Diagnostic> = previous
-        .diagnostics
-        .iter()
-        .filter(|d| !is_listener_diagnostic(d))
-        .cloned()
-        .collect();
-    diagnostics.extend(listener_diagnostics);
-    diagnostics::normalize(&mut diagnostics);
     Built {
         snapshot,
         diagnostics: Arc::new(diagnostics),
@@ -414,6 +423,9 @@ mod tests {
             version: 2,
             mesh: mesh(&["10.0.0.1", "10.0.0.2"]),
             endpoints_only: true,
+            changed_hosts: ["db.service.consul", "web.service.consul"]
+                .map(String::from)
+                .into(),
             ..Default::default()
         };
         let partial = cache.snapshot(&second, &view);
@@ -427,6 +439,49 @@ mod tests {
         assert_eq!(versions(&partial), versions(&full));
         // The VIP-less TCP service is matched by endpoint address, so LDS changed too.
         assert_ne!(versions(&before)[2], versions(&partial)[2]);
+    }
+
+    #[test]
+    fn an_endpoint_change_of_a_service_with_a_vip_rebuilds_only_its_assignments() {
+        let with_vips = |web_ips: &[&str]| {
+            let mut mesh = (*mesh(&["10.0.0.1"])).clone();
+            for service in &mut mesh.services {
+                service.vips = vec!["240.0.0.1".parse().expect("ip")];
+            }
+            let web = (*super::tests::mesh(web_ips)).endpoints["web.service.consul"].clone();
+            mesh.endpoints.insert("web.service.consul".into(), web);
+            Arc::new(mesh)
+        };
+        let cache = SnapshotCache::new(Arc::new(Metrics::new()));
+        let view = ProxyView::default();
+        let first = MeshGeneration {
+            version: 1,
+            mesh: with_vips(&["10.0.0.1"]),
+            ..Default::default()
+        };
+        let before = cache.snapshot(&first, &view);
+        let second = MeshGeneration {
+            version: 2,
+            mesh: with_vips(&["10.0.0.1", "10.0.0.9"]),
+            endpoints_only: true,
+            changed_hosts: ["web.service.consul".to_string()].into(),
+            ..Default::default()
+        };
+        let after = cache.snapshot(&second, &view);
+        assert!(Arc::ptr_eq(&before.listeners, &after.listeners));
+        let db = "outbound|9080||db.service.consul";
+        let web = "outbound|9080||web.service.consul";
+        assert!(Arc::ptr_eq(
+            &before.endpoints.resources[db],
+            &after.endpoints.resources[db]
+        ));
+        assert_ne!(
+            before.endpoints.version(web),
+            after.endpoints.version(web),
+            "web's assignment has the new endpoint"
+        );
+        let full = SnapshotCache::new(Arc::new(Metrics::new())).snapshot(&second, &view);
+        assert_eq!(versions(&after), versions(&full));
     }
 
     /// Routes web's callers by their `app` label.

@@ -1,7 +1,7 @@
 //! Builds the one versioned mesh state from every source: registries and
 //! config are merged here, once, before any per-proxy work.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use pilotfish_crds::{ConfigKey, ConfigObject, ConfigSpec};
@@ -24,6 +24,9 @@ pub struct MeshGeneration {
     /// Only endpoints differ from the previous generation, so proxies need
     /// new endpoints (and listeners), not a full rebuild.
     pub endpoints_only: bool,
+    /// With `endpoints_only`: the services (hostnames) whose endpoints
+    /// changed, the scope of the rebuild.
+    pub changed_hosts: BTreeSet<String>,
     /// Each workload IP's own ports, for sidecars' inbound side.
     pub inbound: InboundIndex,
     /// Proxy label keys some config reads; see [`MeshGeneration::referenced_labels`].
@@ -243,6 +246,7 @@ impl MeshStore {
             mesh: Arc::new(mesh),
             problems,
             endpoints_only: false,
+            changed_hosts: BTreeSet::new(),
         }
     }
 }

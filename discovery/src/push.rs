@@ -6,6 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pilotfish_registries::RegistrySnapshot;
+use std::collections::BTreeSet;
+
+use pilotfish_crds::{ConfigObject, ConfigSpec, Resolution, ServiceEntrySpec};
 use pilotfish_translate::{MeshState, ProxyView};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -42,8 +45,12 @@ pub fn publish(
         return false;
     }
     generation.version = previous.version + 1;
-    generation.endpoints_only =
-        previous.version > 0 && only_endpoints_differ(&generation.mesh, &previous.mesh);
+    if previous.version > 0
+        && let Some(hosts) = endpoint_change_scope(&previous.mesh, &generation.mesh)
+    {
+        generation.endpoints_only = true;
+        generation.changed_hosts = hosts;
+    }
     let generation = Arc::new(generation);
     report_problems(&previous, &generation);
     ctx.metrics
@@ -76,12 +83,53 @@ pub fn publish(
     true
 }
 
-fn only_endpoints_differ(a: &MeshState, b: &MeshState) -> bool {
+/// The services whose endpoints alone changed between two meshes, or
+/// `None` when anything else changed (and every view is rebuilt). A
+/// ServiceEntry edit that only moves its STATIC endpoints is an endpoint
+/// change: translation reads endpoints from the mesh, not from the entry.
+fn endpoint_change_scope(previous: &MeshState, current: &MeshState) -> Option<BTreeSet<String>> {
     // Credentials too: an endpoints-only rebuild keeps the previous secrets.
-    a.services == b.services
-        && a.config == b.config
-        && a.mesh == b.mesh
-        && a.credentials == b.credentials
+    let same = previous.services == current.services
+        && previous.mesh == current.mesh
+        && previous.credentials == current.credentials
+        && previous.config.len() == current.config.len()
+        && previous
+            .config
+            .iter()
+            .zip(&current.config)
+            .all(|(a, b)| a == b || same_but_static_endpoints(a, b));
+    if !same {
+        return None;
+    }
+    let (old, new) = (&previous.endpoints, &current.endpoints);
+    Some(
+        old.keys()
+            .chain(new.keys())
+            .filter(|host| old.get(*host) != new.get(*host))
+            .cloned()
+            .collect(),
+    )
+}
+
+fn same_but_static_endpoints(a: &ConfigObject, b: &ConfigObject) -> bool {
+    let (ConfigSpec::ServiceEntry(x), ConfigSpec::ServiceEntry(y)) = (&a.spec, &b.spec) else {
+        return false;
+    };
+    let is_static = |spec: &ServiceEntrySpec| spec.resolution == Some(Resolution::Static);
+    if !is_static(x) || !is_static(y) {
+        return false;
+    }
+    // The edit itself bumps the object's revision.
+    let strip = |o: &ConfigObject| {
+        let mut o = o.clone();
+        o.meta.resource_version = None;
+        o.meta.generation = None;
+        if let ConfigSpec::ServiceEntry(spec) = &mut o.spec {
+            spec.endpoints.clear();
+        }
+        o
+    };
+    strip(a) == strip(b)
 }
 
 fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
@@ -180,5 +228,75 @@ fn apply(store: &mut MeshStore, change: Change) {
             credentials,
             problems,
         } => store.set_dynamic_credentials(&name, credentials, problems),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(endpoint: &str, port: u16, revision: &str) -> String {
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc, namespace: default, resourceVersion: "{revision}"}}
+spec:
+  hosts: [svc.mesh.local]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {endpoint}}}]
+"#
+        )
+    }
+
+    fn mesh_of(yaml: &str) -> MeshState {
+        let loaded = pilotfish_crds::load_yaml("test.yaml", yaml, "default");
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let mut entries = pilotfish_registries::RegistrySnapshot::default();
+        for obj in &loaded.objects {
+            if let ConfigSpec::ServiceEntry(spec) = &obj.spec {
+                pilotfish_registries::service_entry::add_service_entry(
+                    &obj.key(),
+                    None,
+                    spec,
+                    &mut entries,
+                );
+            }
+        }
+        MeshState {
+            services: entries.services,
+            endpoints: entries.endpoints,
+            config: loaded.objects,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn moving_a_static_service_entry_endpoint_is_scoped_to_its_host() {
+        let before = mesh_of(&entry("10.0.0.1", 8080, "1"));
+        let moved = mesh_of(&entry("10.0.0.2", 8080, "2"));
+        assert_eq!(
+            endpoint_change_scope(&before, &moved),
+            Some(BTreeSet::from(["svc.mesh.local".to_string()]))
+        );
+        assert_eq!(
+            endpoint_change_scope(&before, &before),
+            Some(BTreeSet::new())
+        );
+    }
+
+    #[test]
+    fn any_other_edit_rebuilds_everything() {
+        let before = mesh_of(&entry("10.0.0.1", 8080, "1"));
+        let new_port = mesh_of(&entry("10.0.0.1", 9090, "2"));
+        assert_eq!(endpoint_change_scope(&before, &new_port), None);
+        let dns = mesh_of(&entry("10.0.0.1", 8080, "1").replace("STATIC", "DNS"));
+        let dns_moved = mesh_of(&entry("10.0.0.2", 8080, "2").replace("STATIC", "DNS"));
+        assert_eq!(
+            endpoint_change_scope(&dns, &dns_moved),
+            None,
+            "DNS clusters carry their endpoints in CDS"
+        );
     }
 }

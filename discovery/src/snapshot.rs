@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use pilotfish_translate::XdsResources;
+use pilotfish_translate::names::outbound_cluster_host;
 use sha2::{Digest, Sha256};
 
 use crate::ads::encoded::{EntryBuffer, delta_entry, write_delta_entry, write_sotw_entry};
@@ -335,6 +336,40 @@ impl Snapshot {
             clusters: previous.clusters.clone(),
             endpoints: Arc::new(endpoint_resources(endpoints, Some(previous))),
             listeners: Arc::new(listener_resources(listeners, Some(previous))),
+            routes: previous.routes.clone(),
+            secrets: previous.secrets.clone(),
+        }
+    }
+
+    /// A snapshot for a generation in which only the endpoints of `hosts`
+    /// changed: their assignments are replaced and every other resource is
+    /// shared with `previous`; listeners too unless new ones are given
+    /// (VIP-less services are matched by endpoint address).
+    pub fn with_endpoints_of(
+        mesh_version: u64,
+        previous: &Snapshot,
+        hosts: &BTreeSet<String>,
+        endpoints: Vec<ClusterLoadAssignment>,
+        listeners: Option<Vec<Listener>>,
+    ) -> Snapshot {
+        let replaced = |name: &str| outbound_cluster_host(name).is_some_and(|h| hosts.contains(h));
+        let fresh = endpoint_resources(endpoints, Some(previous));
+        let mut all: BTreeMap<String, Arc<Any>> = previous
+            .endpoints
+            .resources
+            .iter()
+            .filter(|(name, _)| !replaced(name))
+            .map(|(name, any)| (name.clone(), any.clone()))
+            .collect();
+        all.extend(fresh.resources);
+        Snapshot {
+            mesh_version,
+            clusters: previous.clusters.clone(),
+            endpoints: Arc::new(TypeResources::new(all)),
+            listeners: match listeners {
+                Some(listeners) => Arc::new(listener_resources(listeners, Some(previous))),
+                None => previous.listeners.clone(),
+            },
             routes: previous.routes.clone(),
             secrets: previous.secrets.clone(),
         }

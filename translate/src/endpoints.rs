@@ -17,9 +17,19 @@ use crate::service_clusters;
 /// resolution), sorted by cluster name. Clusters without endpoints get an
 /// empty assignment so that Envoy finishes warming them.
 pub fn build(ctx: &Context) -> Vec<ClusterLoadAssignment> {
+    build_where(ctx, |_| true)
+}
+
+/// [`build`] for the services of `hosts` only: what an endpoint change of
+/// those services replaces.
+pub fn build_for_hosts(ctx: &Context, hosts: &BTreeSet<String>) -> Vec<ClusterLoadAssignment> {
+    build_where(ctx, |hostname| hosts.contains(hostname))
+}
+
+fn build_where(ctx: &Context, wanted: impl Fn(&str) -> bool) -> Vec<ClusterLoadAssignment> {
     service_clusters::list(ctx)
         .iter()
-        .filter(|c| c.service.resolution == Resolution::Static)
+        .filter(|c| c.service.resolution == Resolution::Static && wanted(&c.service.hostname))
         .filter_map(|c| {
             let policy =
                 ctx.destination_rules

@@ -39,6 +39,12 @@ pub fn outbound_cluster(port: u16, subset: Option<&str>, host: &str) -> String {
     format!("outbound|{port}|{}|{host}", subset.unwrap_or(""))
 }
 
+/// The service host of an [`outbound_cluster`] name.
+pub fn outbound_cluster_host(cluster: &str) -> Option<&str> {
+    let rest = cluster.strip_prefix("outbound|")?;
+    rest.splitn(3, '|').nth(2)
+}
+
 /// Per-port outbound listener: `0.0.0.0_9080`.
 pub fn port_listener(port: u16) -> String {
     format!("{WILDCARD_ADDRESS}_{port}")
@@ -90,5 +96,22 @@ mod tests {
     fn host_port_brackets_ipv6() {
         assert_eq!(host_port("10.0.0.1", 80), "10.0.0.1:80");
         assert_eq!(host_port("fd00::1", 80), "[fd00::1]:80");
+    }
+}
+
+#[cfg(test)]
+mod cluster_name_tests {
+    use super::*;
+
+    #[test]
+    fn an_outbound_cluster_names_its_host() {
+        let name = outbound_cluster(9080, Some("v1"), "reviews.default.svc.cluster.local");
+        assert_eq!(
+            outbound_cluster_host(&name),
+            Some("reviews.default.svc.cluster.local")
+        );
+        assert_eq!(outbound_cluster_host("outbound|80||a.b"), Some("a.b"));
+        assert_eq!(outbound_cluster_host("inbound|80||"), None);
+        assert_eq!(outbound_cluster_host("BlackHoleCluster"), None);
     }
 }

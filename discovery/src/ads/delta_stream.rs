@@ -100,8 +100,7 @@ impl DeltaConnection {
             // The protocol has an updated cluster warm only on a fresh
             // ClusterLoadAssignment, even an unchanged one; recent Envoys
             // fall back to their EDS cache, which is not promised.
-            eds.state
-                .force(delta.updated.names());
+            eds.state.force(delta.updated.names());
         }
         tracing::debug!(
             connection = self.session.id,

@@ -10,8 +10,9 @@ use std::pin::Pin;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
-use prost::Message;
 use sync_wrapper::SyncWrapper;
+
+use super::requests::DecodeRequest;
 use tonic::{Code, Status};
 
 /// gRPC's message prefix: a compression flag and a 4-byte length.
@@ -29,7 +30,7 @@ pub struct RequestStream<T> {
     _message: PhantomData<fn() -> T>,
 }
 
-impl<T: Message + Default> RequestStream<T> {
+impl<T: DecodeRequest> RequestStream<T> {
     pub fn new<B>(body: B, max_message_bytes: usize) -> Self
     where
         B: Body + Send + 'static,
@@ -109,9 +110,7 @@ impl<T: Message + Default> RequestStream<T> {
             // Let the allocation go with the decoded message.
             self.buf = BytesMut::new();
         }
-        T::decode(message.freeze())
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
+        T::decode_request(message.freeze()).map(Some)
     }
 }
 
@@ -121,6 +120,7 @@ mod tests {
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
     use http_body::Frame;
     use http_body_util::StreamBody;
+    use prost::Message;
 
     fn framed(request: &DiscoveryRequest) -> Vec<u8> {
         let body = request.encode_to_vec();

@@ -1,35 +1,149 @@
 //! xDS requests as the server reads them: the same wire format as
 //! `DiscoveryRequest` and `DeltaDiscoveryRequest`, with the fields that
-//! repeat on every ACK left as slices of the received message. Envoy sends
-//! its node (tens of metadata fields) with every request, and a SotW EDS
-//! ACK names every cluster again; decoding those into strings for each of
-//! thousands of ACKs was most of the server's work per push. The node is
-//! decoded once per stream, names only when the subscription changed.
+//! repeat on every ACK left in the received message. Envoy sends its node
+//! (tens of metadata fields) with every request, and a SotW EDS ACK names
+//! every cluster again; decoding those into strings for each of thousands
+//! of ACKs was most of the server's work per push. The node is decoded once
+//! per stream, SotW names are digested and parsed only when the digest
+//! differs from the subscription's.
 
-use bytes::Bytes;
+use std::collections::HashMap;
+
+use bytes::{Buf, Bytes};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
-use std::collections::HashMap;
+use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
+use sha2::{Digest, Sha256};
 use tonic::Status;
 
-/// `envoy.service.discovery.v3.DiscoveryRequest`, names and node raw.
-#[derive(Clone, PartialEq, Message)]
+/// A request type as read off an ADS stream, from the message's bytes.
+pub trait DecodeRequest: Sized {
+    fn decode_request(message: Bytes) -> Result<Self, Status>;
+}
+
+fn undecodable(e: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("undecodable request: {e}"))
+}
+
+/// `envoy.service.discovery.v3.DiscoveryRequest` with the node raw and the
+/// resource names only digested: a subscription that did not change (the
+/// common ACK) is recognised without parsing its names.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct SotwRequest {
-    #[prost(string, tag = "1")]
     pub version_info: String,
     /// The encoded `Node`, decoded by [`decode_node`] once per stream.
-    #[prost(bytes = "bytes", optional, tag = "2")]
     pub node: Option<Bytes>,
-    /// UTF-8 checked only when the names are taken ([`names`]).
-    #[prost(bytes = "bytes", repeated, tag = "3")]
-    pub resource_names: Vec<Bytes>,
-    #[prost(string, tag = "4")]
+    pub names: RequestedNames,
     pub type_url: String,
-    #[prost(string, tag = "5")]
     pub response_nonce: String,
-    #[prost(message, optional, tag = "6")]
     pub error_detail: Option<RpcStatus>,
+}
+
+/// The fields of a `DiscoveryRequest` besides its names (prost skips the
+/// names, field 3, as unknown).
+#[derive(Clone, PartialEq, Message)]
+struct SotwHead {
+    #[prost(string, tag = "1")]
+    version_info: String,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    node: Option<Bytes>,
+    #[prost(string, tag = "4")]
+    type_url: String,
+    #[prost(string, tag = "5")]
+    response_nonce: String,
+    #[prost(message, optional, tag = "6")]
+    error_detail: Option<RpcStatus>,
+}
+
+/// The names of a `DiscoveryRequest`, as slices of it.
+#[derive(Clone, PartialEq, Message)]
+struct SotwNames {
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    resource_names: Vec<Bytes>,
+}
+
+const RESOURCE_NAMES: u32 = 3;
+
+/// A request's `resource_names`: the message they came in and a digest of
+/// them in order (SHA-256, 128 bits: equal digests are equal lists).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RequestedNames {
+    message: Bytes,
+    digest: [u8; 16],
+    count: usize,
+}
+
+impl RequestedNames {
+    pub fn digest(&self) -> [u8; 16] {
+        self.digest
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The names, as slices of the message.
+    pub fn parse(&self) -> Result<Vec<Bytes>, Status> {
+        SotwNames::decode(self.message.clone())
+            .map(|n| n.resource_names)
+            .map_err(undecodable)
+    }
+
+    fn digest_of(message: Bytes) -> Result<Self, Status> {
+        let mut hasher = Sha256::new();
+        let mut count = 0;
+        let mut buf = &message[..];
+        while buf.has_remaining() {
+            let (tag, wire_type) = decode_key(&mut buf).map_err(undecodable)?;
+            if tag == RESOURCE_NAMES && wire_type == WireType::LengthDelimited {
+                let len = decode_varint(&mut buf).map_err(undecodable)?;
+                let len = usize::try_from(len)
+                    .ok()
+                    .filter(|len| *len <= buf.remaining())
+                    .ok_or_else(|| undecodable("a resource name overruns the message"))?;
+                hasher.update((len as u64).to_le_bytes());
+                hasher.update(&buf[..len]);
+                buf.advance(len);
+                count += 1;
+            } else {
+                skip_field(wire_type, tag, &mut buf, DecodeContext::default())
+                    .map_err(undecodable)?;
+            }
+        }
+        let mut digest = [0; 16];
+        digest.copy_from_slice(&hasher.finalize()[..16]);
+        Ok(RequestedNames {
+            message,
+            digest,
+            count,
+        })
+    }
+}
+
+impl DecodeRequest for SotwRequest {
+    fn decode_request(message: Bytes) -> Result<Self, Status> {
+        let head = SotwHead::decode(message.clone()).map_err(undecodable)?;
+        Ok(SotwRequest {
+            version_info: head.version_info,
+            node: head.node,
+            names: RequestedNames::digest_of(message)?,
+            type_url: head.type_url,
+            response_nonce: head.response_nonce,
+            error_detail: head.error_detail,
+        })
+    }
+}
+
+/// Plain messages (`DeltaRequest`) decode as prost does.
+impl<T: Message + Default> DecodeRequest for T {
+    fn decode_request(message: Bytes) -> Result<Self, Status> {
+        T::decode(message).map_err(undecodable)
+    }
 }
 
 /// `envoy.service.discovery.v3.DeltaDiscoveryRequest`, node raw.
@@ -96,19 +210,42 @@ mod tests {
             }),
             ..Default::default()
         };
-        let read = SotwRequest::decode(Bytes::from(sent.encode_to_vec())).expect("decodes");
+        let read = SotwRequest::decode_request(Bytes::from(sent.encode_to_vec())).expect("decodes");
         assert_eq!(read.version_info, "v1");
         assert_eq!(decode_node(read.node.as_ref()).expect("node"), Some(node()));
-        assert_eq!(names(&read.resource_names).expect("utf-8"), ["a", "b"]);
+        let parsed = read.names.parse().expect("names");
+        assert_eq!(names(&parsed).expect("utf-8"), ["a", "b"]);
+        assert_eq!(read.names.len(), 2);
         assert_eq!(
             (read.type_url.as_str(), read.response_nonce.as_str()),
             ("t", "n")
         );
         assert_eq!(read.error_detail.map(|e| e.message), Some("bad".into()));
 
-        let bare = SotwRequest::decode(Bytes::new()).expect("empty decodes");
+        let bare = SotwRequest::decode_request(Bytes::new()).expect("empty decodes");
         assert_eq!(decode_node(bare.node.as_ref()).expect("no node"), None);
+        assert!(bare.names.is_empty());
         assert!(names(&[Bytes::from_static(b"\xff")]).is_err());
+    }
+
+    #[test]
+    fn equal_name_lists_have_equal_digests_whatever_else_differs() {
+        let request = |names: &[&str], nonce: &str| {
+            let sent = DiscoveryRequest {
+                resource_names: names.iter().map(|n| n.to_string()).collect(),
+                response_nonce: nonce.into(),
+                ..Default::default()
+            };
+            SotwRequest::decode_request(Bytes::from(sent.encode_to_vec())).expect("decodes")
+        };
+        let digest = |names: &[&str]| request(names, "n").names.digest();
+        assert_eq!(
+            request(&["a", "b"], "1").names.digest(),
+            request(&["a", "b"], "2").names.digest()
+        );
+        assert_ne!(digest(&["a", "b"]), digest(&["ab"]), "names are delimited");
+        assert_ne!(digest(&["a", "b"]), digest(&["a"]));
+        assert_ne!(digest(&[]), digest(&[""]));
     }
 
     #[test]

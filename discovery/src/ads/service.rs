@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use super::requests::{DeltaRequest, SotwRequest};
+use super::requests::{DecodeRequest, DeltaRequest, SotwRequest};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -83,7 +83,7 @@ where
 /// compress xDS requests, and a compressed one is refused).
 fn decoded<T, B>(request: http::Request<B>, max_request_bytes: usize) -> Request<RequestStream<T>>
 where
-    T: prost::Message + Default,
+    T: DecodeRequest,
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {

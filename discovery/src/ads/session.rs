@@ -16,7 +16,7 @@ use super::request_stream::RequestStream;
 
 use super::XdsContext;
 use super::limits::check_node_size;
-use super::requests::decode_node;
+use super::requests::{DecodeRequest, decode_node};
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
@@ -287,7 +287,7 @@ impl<R> Session<R> {
 
 /// A protocol variant spoken on a [`Session`].
 pub trait Protocol: Send {
-    type Request: prost::Message + Default + Send + 'static;
+    type Request: DecodeRequest + Send + 'static;
     type Response: Send + 'static;
 
     fn session(&mut self) -> &mut Session<Self::Response>;

@@ -23,6 +23,9 @@ struct Subscription {
     /// `None` is a wildcard subscription (all resources of the type); a
     /// named one shares its set with the streams that ask the same.
     names: Option<NameSet>,
+    /// Digest of the name list that made `names`: a request repeating it
+    /// is recognised without parsing.
+    names_digest: Option<[u8; 16]>,
     /// What the proxy holds of this type since our last response: the
     /// snapshot's own (shared) resources, not a copy per stream.
     sent: Option<Arc<TypeResources>>,
@@ -165,7 +168,9 @@ impl Protocol for Connection {
             tracing::debug!(connection = self.session.id, type_url = %request.type_url, "ignoring request for a type Pilotfish does not serve");
             return Ok(());
         };
-        self.session.note_request(ty, &request.resource_names);
+        if ty == XdsType::Secret {
+            self.session.note_request(ty, &request.names.parse()?);
+        }
         let sub = self.subscriptions.entry(ty).or_default();
         let is_response_to_us = !request.response_nonce.is_empty();
         if is_response_to_us && sub.sent_nonce.as_deref() != Some(request.response_nonce.as_str()) {
@@ -182,19 +187,28 @@ impl Protocol for Connection {
         }
         let sub = self.subscriptions.entry(ty).or_default();
         // Every SotW ACK repeats the whole subscription (an EDS ACK names
-        // every cluster): it is compared in place, and a set is built only
-        // when it changed.
-        let changed = sub.sent_nonce.is_none()
-            || !same_names(ty, sub.names.as_deref(), &request.resource_names);
-        if changed {
-            let names = requested_names(ty, &request.resource_names)?;
-            // Names new to the subscription are answered even if the proxy
-            // held them before (it may have dropped them meanwhile).
-            if let (Some(before), Some(after)) = (&sub.names, &names) {
-                sub.resend.extend(after.difference(before).cloned());
+        // every cluster): an equal digest is the same subscription, and
+        // otherwise the names are compared in place; a set is built only
+        // when they changed.
+        let digest = request.names.digest();
+        let changed = if sub.sent_nonce.is_some() && sub.names_digest == Some(digest) {
+            false
+        } else {
+            let requested = request.names.parse()?;
+            let changed =
+                sub.sent_nonce.is_none() || !same_names(ty, sub.names.as_deref(), &requested);
+            if changed {
+                let names = requested_names(ty, &requested)?;
+                // Names new to the subscription are answered even if the
+                // proxy held them before (it may have dropped them meanwhile).
+                if let (Some(before), Some(after)) = (&sub.names, &names) {
+                    sub.resend.extend(after.difference(before).cloned());
+                }
+                sub.names = names.map(|n| self.session.ctx.name_sets.intern(n));
             }
-            sub.names = names.map(|n| self.session.ctx.name_sets.intern(n));
-        }
+            sub.names_digest = Some(digest);
+            changed
+        };
         if changed {
             self.push(ty, true).await?;
             if ty == XdsType::Cluster {

@@ -13,9 +13,9 @@ use bytes::{Buf, Bytes};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
-use prost::encoding::{DecodeContext, WireType, decode_key, decode_varint, skip_field};
-use sha2::{Digest, Sha256};
+use prost::encoding::{DecodeContext, WireType, decode_key, skip_field};
 use tonic::Status;
+use xxhash_rust::xxh3::Xxh3;
 
 /// A request type as read off an ADS stream, from the message's bytes.
 pub trait DecodeRequest: Sized {
@@ -66,7 +66,8 @@ struct SotwNames {
 const RESOURCE_NAMES: u32 = 3;
 
 /// A request's `resource_names`: the message they came in and a digest of
-/// them in order (SHA-256, 128 bits: equal digests are equal lists).
+/// them in order (XXH3, 128 bits: equal digests are equal lists but for a
+/// collision, which could only ever hide a proxy's own subscription change).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RequestedNames {
     message: Bytes,
@@ -95,31 +96,40 @@ impl RequestedNames {
     }
 
     fn digest_of(message: Bytes) -> Result<Self, Status> {
-        let mut hasher = Sha256::new();
+        // Each entry's encoding (key, length, bytes) delimits itself, so the
+        // hash runs over the entries as they lie in the message: usually
+        // one contiguous span.
+        let mut hasher = Xxh3::new();
         let mut count = 0;
+        let mut span: Option<std::ops::Range<usize>> = None;
         let mut buf = &message[..];
         while buf.has_remaining() {
+            let start = message.len() - buf.remaining();
             let (tag, wire_type) = decode_key(&mut buf).map_err(undecodable)?;
-            if tag == RESOURCE_NAMES && wire_type == WireType::LengthDelimited {
-                let len = decode_varint(&mut buf).map_err(undecodable)?;
-                let len = usize::try_from(len)
-                    .ok()
-                    .filter(|len| *len <= buf.remaining())
-                    .ok_or_else(|| undecodable("a resource name overruns the message"))?;
-                hasher.update((len as u64).to_le_bytes());
-                hasher.update(&buf[..len]);
-                buf.advance(len);
-                count += 1;
-            } else {
-                skip_field(wire_type, tag, &mut buf, DecodeContext::default())
-                    .map_err(undecodable)?;
+            skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(undecodable)?;
+            if tag != RESOURCE_NAMES {
+                continue;
+            }
+            if wire_type != WireType::LengthDelimited {
+                return Err(undecodable("resource_names is not a string"));
+            }
+            count += 1;
+            let end = message.len() - buf.remaining();
+            match &mut span {
+                Some(current) if current.end == start => current.end = end,
+                _ => {
+                    if let Some(done) = span.replace(start..end) {
+                        hasher.update(&message[done]);
+                    }
+                }
             }
         }
-        let mut digest = [0; 16];
-        digest.copy_from_slice(&hasher.finalize()[..16]);
+        if let Some(done) = span {
+            hasher.update(&message[done]);
+        }
         Ok(RequestedNames {
             message,
-            digest,
+            digest: hasher.digest128().to_le_bytes(),
             count,
         })
     }

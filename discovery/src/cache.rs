@@ -448,7 +448,7 @@ mod tests {
             for service in &mut mesh.services {
                 service.vips = vec!["240.0.0.1".parse().expect("ip")];
             }
-            let web = (*super::tests::mesh(web_ips)).endpoints["web.service.consul"].clone();
+            let web = super::tests::mesh(web_ips).endpoints["web.service.consul"].clone();
             mesh.endpoints.insert("web.service.consul".into(), web);
             Arc::new(mesh)
         };

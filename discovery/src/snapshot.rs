@@ -40,10 +40,13 @@ pub struct TypeResources {
 #[derive(Debug, Default)]
 struct Memo {
     changed: Mutex<Vec<(Weak<TypeResources>, Arc<Changes>)>>,
-    versions: Mutex<Vec<(Weak<BTreeSet<String>>, String)>>,
-    selections: Mutex<Vec<(Weak<BTreeSet<String>>, Arc<Selection>)>>,
+    versions: MemoByNames<String>,
+    selections: MemoByNames<Arc<Selection>>,
     everything: std::sync::OnceLock<Arc<Selection>>,
 }
+
+/// Results per shared name set.
+type MemoByNames<V> = Mutex<Vec<(Weak<BTreeSet<String>>, V)>>;
 
 /// What a subscription selects of a set, with its response entries: the
 /// same for every stream subscribed to the same (shared) names, so a

@@ -85,6 +85,49 @@ pub struct ChangeFigures {
     pub responses: [u64; 4],
 }
 
+/// A restart of the server under the synced proxies (`--restart`).
+#[derive(Debug, Serialize)]
+pub struct RestartFigures {
+    /// Proxies synced before the restart.
+    pub expected: usize,
+    /// Of those, synced again on the new process.
+    pub resynced: usize,
+    /// From SIGTERM to the new process ready.
+    pub ready_s: f64,
+    /// From SIGTERM to the last proxy resynced.
+    pub wall_s: f64,
+    /// Per proxy, from losing its stream to being synced again.
+    pub resync_ms: Spread,
+    pub reconnects: u64,
+    /// CPU of the new process while the proxies resynced.
+    pub server_cpu_s: f64,
+}
+
+/// What the driver measured around the restart.
+pub struct RestartMeasure {
+    pub expected: usize,
+    pub ready_s: f64,
+    pub wall_s: f64,
+    pub server_cpu_s: f64,
+}
+
+pub fn restart_figures(records: &[StreamRecord], measure: RestartMeasure) -> RestartFigures {
+    let times: Vec<f64> = records
+        .iter()
+        .filter_map(|r| r.resync_time)
+        .map(|t| t.as_secs_f64() * 1000.0)
+        .collect();
+    RestartFigures {
+        expected: measure.expected,
+        resynced: times.len(),
+        ready_s: measure.ready_s,
+        wall_s: measure.wall_s,
+        resync_ms: Spread::of(times),
+        reconnects: records.iter().map(|r| u64::from(r.reconnects)).sum(),
+        server_cpu_s: measure.server_cpu_s,
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub proxies: usize,
@@ -97,6 +140,7 @@ pub struct Report {
     pub server: ServerFigures,
     pub initial_sync: SyncFigures,
     pub changes: Vec<ChangeFigures>,
+    pub restart: Option<RestartFigures>,
     pub connect_errors: u64,
     pub stream_errors: u64,
     pub loadgen_cpu_s: f64,
@@ -266,6 +310,24 @@ impl Report {
                 format!("{:.2} s", c.server_cpu_s),
             ];
             let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        if let Some(r) = &self.restart {
+            let _ = writeln!(
+                out,
+                "\n| restart | resynced | server ready | all resynced | resync p50 / p99 / max | reconnects | server CPU |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| SIGTERM, start again | {} / {} | {:.2} s | {:.2} s | {} ms | {} | {:.2} s |",
+                r.resynced,
+                r.expected,
+                r.ready_s,
+                r.wall_s,
+                r.resync_ms.format(|v| format!("{v:.0}")),
+                r.reconnects,
+                r.server_cpu_s
+            );
         }
         out
     }

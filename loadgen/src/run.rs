@@ -17,7 +17,7 @@ use crate::client::{self, ActiveChange, Progress, Protocol, Shared, StreamRecord
 use crate::inspect::Inspector;
 use crate::mesh::{MeshDir, MeshShape};
 use crate::proc_stats;
-use crate::report::{self, Report, RoundMeasure, ServerFigures};
+use crate::report::{self, Report, RestartMeasure, RoundMeasure, ServerFigures};
 use crate::rss_sampler::RssSampler;
 use crate::server::Server;
 
@@ -93,6 +93,10 @@ pub struct Args {
     /// responses still count as the change's.
     #[arg(long, default_value_t = 1000)]
     pub settle_ms: u64,
+    /// After the changes, restart the server (SIGTERM, then start it again
+    /// on the same ports) and measure how the proxies reconnect and resync.
+    #[arg(long, requires = "pilotfish")]
+    pub restart: bool,
     /// Upper bound of the whole run.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
@@ -143,7 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<Option<Report>> {
             "open-file limit may be too low"
         );
     }
-    let server = match (&args.pilotfish, &args.target, args.pid) {
+    let mut server = match (&args.pilotfish, &args.target, args.pid) {
         (Some(binary), _, _) => {
             Server::spawn(binary, mesh.path(), &work_dir.join("pilotfish.log")).await?
         }
@@ -151,8 +155,10 @@ pub async fn run(args: Args) -> anyhow::Result<Option<Report>> {
         _ => bail!("say which server to load: --pilotfish BIN, or --target ADDR --pid PID"),
     };
     // Interrupted or not, the server we started is stopped below.
-    let bounded =
-        tokio::time::timeout_at(deadline + GRACE, measure(&args, &mesh, &server, deadline));
+    let bounded = tokio::time::timeout_at(
+        deadline + GRACE,
+        measure(&args, &mesh, &mut server, deadline),
+    );
     let outcome = tokio::select! {
         outcome = bounded => outcome.unwrap_or_else(|_| bail_timeout(args.timeout_s)),
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
@@ -189,7 +195,7 @@ fn cpu(pid: u32) -> f64 {
 async fn measure(
     args: &Args,
     mesh: &MeshDir,
-    server: &Server,
+    server: &mut Server,
     deadline: Instant,
 ) -> anyhow::Result<Report> {
     let pid = server.pid;
@@ -224,6 +230,7 @@ async fn measure(
         change: change_rx,
         stop: stop_rx,
         deadline,
+        reconnect: args.restart,
     });
 
     let load_before = proc_stats::load_average();
@@ -262,16 +269,33 @@ async fn measure(
         }
     }
 
+    let (mut peak, mut samples) = (0, 0);
+    let mut sampler = Some(sampler);
+    let restart = if args.restart && Instant::now() < deadline {
+        // The old process's peak, before it goes.
+        if let Some(old) = sampler.take() {
+            (peak, samples) = old.stop().await;
+        }
+        let measured = restart(args, server, &progress, deadline).await?;
+        sampler = Some(RssSampler::start(server.pid));
+        Some(measured)
+    } else {
+        None
+    };
+
     let _ = stop_tx.send(true);
     let records = join_all(tasks).await;
     let loadgen_cpu_s = proc_stats::own_cpu_seconds() - own_cpu_start;
     tokio::time::sleep(AFTER_DISCONNECT).await;
-    let after = proc_stats::memory(pid).unwrap_or_default();
-    let (peak, samples) = sampler.stop().await;
+    let after = proc_stats::memory(server.pid).unwrap_or_default();
+    if let Some(sampler) = sampler {
+        let (last_peak, last_samples) = sampler.stop().await;
+        (peak, samples) = (peak.max(last_peak), samples + last_samples);
+    }
     tracing::info!(samples, "memory sampled");
 
     let mut server_figures = ServerFigures::new(
-        pid,
+        server.pid,
         idle.rss_kib,
         peak.max(after.rss_kib),
         after.rss_kib,
@@ -293,10 +317,43 @@ async fn measure(
             .enumerate()
             .map(|(i, m)| report::change_figures(&records, i, m))
             .collect(),
+        restart: restart.map(|m| report::restart_figures(&records, m)),
         connect_errors: records.iter().map(|r| u64::from(r.connect_errors)).sum(),
         stream_errors: records.iter().filter(|r| r.error.is_some()).count() as u64,
         loadgen_cpu_s,
         load_average: (load_before, proc_stats::load_average()),
+    })
+}
+
+/// Restarts the server under the synced streams and waits until every one
+/// of them synced again on the new process (or the round timeout).
+async fn restart(
+    args: &Args,
+    server: &mut Server,
+    progress: &Progress,
+    deadline: Instant,
+) -> anyhow::Result<RestartMeasure> {
+    tokio::time::sleep(Duration::from_millis(args.round_gap_ms)).await;
+    let expected = progress.synced().saturating_sub(progress.ended());
+    let started = Instant::now();
+    server.restart().await?;
+    let ready_s = started.elapsed().as_secs_f64();
+    let cpu_start = cpu(server.pid);
+    let limit = deadline.min(Instant::now() + Duration::from_secs(args.round_timeout_s));
+    let complete = wait_until(limit, || progress.resynced() >= expected).await;
+    let wall_s = started.elapsed().as_secs_f64();
+    tracing::info!(
+        resynced = progress.resynced(),
+        expected,
+        complete,
+        seconds = wall_s,
+        "restart"
+    );
+    Ok(RestartMeasure {
+        expected,
+        ready_s,
+        wall_s,
+        server_cpu_s: cpu(server.pid) - cpu_start,
     })
 }
 

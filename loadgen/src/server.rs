@@ -36,6 +36,8 @@ pub enum ServerError {
     NotReady(Duration, PathBuf),
     #[error("pid {0} is not a running process")]
     NoSuchPid(u32),
+    #[error("only a server the load generator started can be restarted (--pilotfish)")]
+    NotOurs,
 }
 
 /// Parses `address` and refuses anything but a loopback IP.
@@ -56,6 +58,8 @@ pub struct Server {
     /// Debug HTTP address, known when we started the server.
     pub http: Option<SocketAddr>,
     child: Option<Child>,
+    /// Set when we started it (so can start it again).
+    launch: Option<Launch>,
 }
 
 impl Server {
@@ -70,6 +74,7 @@ impl Server {
             pid,
             http: None,
             child: None,
+            launch: None,
         })
     }
 
@@ -80,39 +85,36 @@ impl Server {
         config_dir: &Path,
         log: &Path,
     ) -> Result<Server, ServerError> {
-        let xds = free_loopback_port()?;
-        let http = free_loopback_port()?;
-        let log_file = std::fs::File::create(log)?;
-        let mut command = Command::new(binary);
-        command
-            .arg("serve")
-            .arg("--config-dir")
-            .arg(config_dir)
-            .args(["--xds-address", &xds.to_string()])
-            .args(["--secure-xds-address", "off"])
-            .args(["--http-address", &http.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true);
-        let child = command.spawn().map_err(|source| ServerError::Spawn {
-            path: binary.to_path_buf(),
-            source,
-        })?;
-        let pid = child.id().ok_or_else(|| {
-            ServerError::Exited("no pid".into(), log.to_path_buf(), log_tail(log))
-        })?;
-        let mut server = Server {
-            xds,
-            pid,
-            http: Some(http),
-            child: Some(child),
+        // A restarted server appends to the log; a new run starts it afresh.
+        let _ = std::fs::remove_file(log);
+        let launch = Launch {
+            binary: binary.to_path_buf(),
+            config_dir: config_dir.to_path_buf(),
+            log: log.to_path_buf(),
+            xds: free_loopback_port()?,
+            http: free_loopback_port()?,
         };
-        server.wait_ready(http, log).await?;
+        let mut server = launch.start()?;
+        server.wait_ready().await?;
         Ok(server)
     }
 
-    async fn wait_ready(&mut self, http: SocketAddr, log: &Path) -> Result<(), ServerError> {
+    /// Stops a server we started and starts it again on the same ports (a
+    /// control-plane restart, as a rollout does), waiting until it is ready.
+    pub async fn restart(&mut self) -> Result<(), ServerError> {
+        let Some(launch) = self.launch.clone() else {
+            return Err(ServerError::NotOurs);
+        };
+        self.terminate().await?;
+        *self = launch.start()?;
+        self.wait_ready().await
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), ServerError> {
+        let (Some(http), Some(launch)) = (self.http, self.launch.clone()) else {
+            return Ok(());
+        };
+        let log = &launch.log;
         let started = Instant::now();
         while started.elapsed() < READY_TIMEOUT {
             if let Some(child) = self.child.as_mut()
@@ -143,6 +145,10 @@ impl Server {
     /// Stops a server we started: SIGTERM, then SIGKILL after a grace period.
     /// An attached server is left alone.
     pub async fn stop(mut self) -> Result<(), ServerError> {
+        self.terminate().await
+    }
+
+    async fn terminate(&mut self) -> Result<(), ServerError> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -160,6 +166,52 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// How we start a server, to start it again the same way.
+#[derive(Clone, Debug)]
+struct Launch {
+    binary: PathBuf,
+    config_dir: PathBuf,
+    log: PathBuf,
+    xds: SocketAddr,
+    http: SocketAddr,
+}
+
+impl Launch {
+    fn start(&self) -> Result<Server, ServerError> {
+        // Appended to: a restarted server's log follows the first one's.
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("serve")
+            .arg("--config-dir")
+            .arg(&self.config_dir)
+            .args(["--xds-address", &self.xds.to_string()])
+            .args(["--secure-xds-address", "off"])
+            .args(["--http-address", &self.http.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        let child = command.spawn().map_err(|source| ServerError::Spawn {
+            path: self.binary.clone(),
+            source,
+        })?;
+        let pid = child.id().ok_or_else(|| {
+            ServerError::Exited("no pid".into(), self.log.clone(), log_tail(&self.log))
+        })?;
+        Ok(Server {
+            xds: self.xds,
+            pid,
+            http: Some(self.http),
+            child: Some(child),
+            launch: Some(self.clone()),
+        })
     }
 }
 

@@ -28,9 +28,10 @@ fn pilotfish_binary() -> PathBuf {
     sibling
 }
 
-fn smoke(protocol: &str) {
+fn smoke(protocol: &str, restart: bool) {
     let work = std::env::temp_dir().join(format!(
-        "pilotfish-loadgen-smoke-{protocol}-{}",
+        "pilotfish-loadgen-smoke-{protocol}{}-{}",
+        if restart { "-restart" } else { "" },
         std::process::id()
     ));
     let json = work.join("report.json");
@@ -46,6 +47,7 @@ fn smoke(protocol: &str) {
         .args(["--services", "50", "--endpoints", "2"])
         .args(["--virtual-services", "5", "--destination-rules", "5"])
         .args(["--change", "endpoint", "--rounds", "1"])
+        .args(restart.then_some("--restart"))
         .args([
             "--round-gap-ms",
             "200",
@@ -69,15 +71,23 @@ fn smoke(protocol: &str) {
     let change = &report["changes"][0];
     assert_eq!(change["kind"], "endpoint");
     assert_eq!(change["received"], PROXIES, "{text}\n{stderr}");
+    if restart {
+        assert_eq!(report["restart"]["resynced"], PROXIES, "{text}\n{stderr}");
+    }
     let _ = std::fs::remove_dir_all(&work);
 }
 
 #[test]
 fn state_of_the_world_streams_sync_and_receive_a_change() {
-    smoke("sotw");
+    smoke("sotw", false);
 }
 
 #[test]
 fn delta_streams_sync_and_receive_a_change() {
-    smoke("delta");
+    smoke("delta", false);
+}
+
+#[test]
+fn streams_reconnect_and_resync_when_the_server_restarts() {
+    smoke("sotw", true);
 }

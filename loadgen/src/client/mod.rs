@@ -34,6 +34,12 @@ const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_ATTEMPTS: u32 = 5;
 const REQUEST_QUEUE: usize = 16;
+/// Pause before a proxy reopens a stream the server ended, plus up to
+/// `RECONNECT_JITTER_MS` spread over the proxies.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+const RECONNECT_JITTER_MS: u64 = 400;
+/// Reconnects per proxy in one run (a run restarts its server once).
+const MAX_RECONNECTS: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +71,8 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
     /// No stream outlives this.
     pub deadline: Instant,
+    /// Reopen a stream the server ends (`--restart`).
+    pub reconnect: bool,
 }
 
 /// Runs proxy `index` until told to stop, the deadline, or a stream error.
@@ -76,16 +84,67 @@ pub async fn run(index: usize, shared: Arc<Shared>) -> StreamRecord {
     );
     recorder.start();
     let node = crate::node::sidecar_node(index, shared.views);
-    let outcome = match shared.protocol {
-        Protocol::Sotw => drive(variants::Sotw::default(), node, &shared, &mut recorder).await,
-        Protocol::Delta => drive(variants::Delta::default(), node, &shared, &mut recorder).await,
-    };
-    if let Err(error) = outcome {
-        tracing::debug!(proxy = index, %error, "stream ended");
-        recorder.record.error = Some(error);
+    let mut lost_at = None;
+    loop {
+        let outcome = match shared.protocol {
+            Protocol::Sotw => {
+                let variant = variants::Sotw::default();
+                drive(variant, node.clone(), &shared, &mut recorder, lost_at).await
+            }
+            Protocol::Delta => {
+                let variant = variants::Delta::default();
+                drive(variant, node.clone(), &shared, &mut recorder, lost_at).await
+            }
+        };
+        let Err(error) = outcome else { break };
+        // As Envoy does, a synced proxy whose stream the server ended opens
+        // a new one after a jittered pause.
+        let reconnect = shared.reconnect
+            && recorder.record.sync_time.is_some()
+            && error.ended_by_server
+            && recorder.record.reconnects < MAX_RECONNECTS;
+        if reconnect {
+            lost_at.get_or_insert_with(std::time::Instant::now);
+            recorder.record.reconnects += 1;
+            let jitter = Duration::from_millis(RECONNECT_JITTER_MS * (index as u64 % 16) / 16);
+            tokio::time::sleep(RECONNECT_PAUSE + jitter).await;
+            continue;
+        }
+        tracing::debug!(proxy = index, error = %error.message, "stream ended");
+        recorder.record.error = Some(error.message);
         shared.progress.note_ended();
+        break;
     }
     recorder.record
+}
+
+/// How a stream ended against our will.
+struct StreamEnd {
+    message: String,
+    /// The server closed or reset it (rather than a local failure).
+    ended_by_server: bool,
+}
+
+impl From<String> for StreamEnd {
+    fn from(message: String) -> Self {
+        StreamEnd {
+            message,
+            ended_by_server: false,
+        }
+    }
+}
+
+impl From<&str> for StreamEnd {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+fn by_server(message: String) -> StreamEnd {
+    StreamEnd {
+        message,
+        ended_by_server: true,
+    }
 }
 
 /// A response as the protocol-independent part of a client needs it.
@@ -144,7 +203,8 @@ async fn drive<V: Variant>(
     node: Node,
     shared: &Shared,
     recorder: &mut Recorder,
-) -> Result<(), String> {
+    lost_at: Option<std::time::Instant>,
+) -> Result<(), StreamEnd> {
     let channel = connect(shared.target, recorder).await?;
     let client = AggregatedDiscoveryServiceClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -159,7 +219,7 @@ async fn drive<V: Variant>(
         .map_err(|_| "request queue closed")?;
     let mut responses = V::open(client, ReceiverStream::new(queue))
         .await
-        .map_err(|status| format!("open stream: {status}"))?;
+        .map_err(|status| by_server(format!("open stream: {status}")))?;
     let mut stop = shared.stop.clone();
     loop {
         let response = tokio::select! {
@@ -167,8 +227,8 @@ async fn drive<V: Variant>(
             _ = tokio::time::sleep_until(shared.deadline) => return Err("deadline reached".into()),
             message = responses.message() => match message {
                 Ok(Some(response)) => response,
-                Ok(None) => return Err("server closed the stream".into()),
-                Err(status) => return Err(format!("stream reset: {status}")),
+                Ok(None) => return Err(by_server("server closed the stream".into())),
+                Err(status) => return Err(by_server(format!("stream reset: {status}"))),
             },
         };
         let Some(received) = variant.read(&response) else {
@@ -194,7 +254,7 @@ async fn drive<V: Variant>(
                 .await
                 .map_err(|_| "request queue closed")?;
         }
-        recorder.check_synced(follower.synced());
+        recorder.check_synced(follower.synced(), lost_at);
     }
 }
 

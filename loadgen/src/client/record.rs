@@ -24,6 +24,8 @@ pub struct Progress {
     synced: AtomicUsize,
     ended: AtomicUsize,
     seen: Vec<AtomicUsize>,
+    /// Streams synced again after losing their server (`--restart`).
+    resynced: AtomicUsize,
 }
 
 impl Progress {
@@ -32,6 +34,7 @@ impl Progress {
             synced: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             seen: (0..rounds).map(|_| AtomicUsize::new(0)).collect(),
+            resynced: AtomicUsize::new(0),
         }
     }
 
@@ -48,6 +51,10 @@ impl Progress {
         self.seen
             .get(round)
             .map_or(0, |count| count.load(Ordering::Relaxed))
+    }
+
+    pub fn resynced(&self) -> usize {
+        self.resynced.load(Ordering::Relaxed)
     }
 
     pub fn note_ended(&self) {
@@ -88,6 +95,10 @@ pub struct StreamRecord {
     pub connect_errors: u32,
     /// Why the stream ended before it was told to stop.
     pub error: Option<String>,
+    /// Streams the server ended that this proxy opened again (`--restart`).
+    pub reconnects: u32,
+    /// From losing the stream to being synced on the new one.
+    pub resync_time: Option<Duration>,
 }
 
 /// Files each response of a stream under its phase.
@@ -137,12 +148,20 @@ impl Recorder {
         }
     }
 
-    /// Marks the stream synced the first time `synced` holds.
-    pub fn check_synced(&mut self, synced: bool) {
-        if !synced || self.record.sync_time.is_some() {
+    /// Marks the stream synced the first time `synced` holds; on a stream
+    /// opened again after `lost_at`, marks it resynced.
+    pub fn check_synced(&mut self, synced: bool, lost_at: Option<Instant>) {
+        if !synced {
             return;
         }
-        self.record.sync_time = self.record.started.map(|s| s.elapsed());
-        self.progress.synced.fetch_add(1, Ordering::Relaxed);
+        if self.record.sync_time.is_none() {
+            self.record.sync_time = self.record.started.map(|s| s.elapsed());
+            self.progress.synced.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(lost) = lost_at
+            && self.record.resync_time.is_none()
+        {
+            self.record.resync_time = Some(lost.elapsed());
+            self.progress.resynced.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -30,7 +29,7 @@ pub use record::{ActiveChange, ChangeWatch, Progress, StreamRecord};
 /// state-of-the-world responses are not throttled by flow control.
 const WINDOW_BYTES: u32 = 256 * 1024 * 1024;
 /// Responses can be large (every cluster of a big mesh in one message).
-const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_ATTEMPTS: u32 = 5;
 const REQUEST_QUEUE: usize = 16;
@@ -163,13 +162,13 @@ pub trait Variant: Send {
     type Request: Send + 'static;
     type Response: Send + 'static;
 
-    fn request(&self, step: &Step, follower: &Follower, node: Option<Node>) -> Self::Request;
+    fn request(&mut self, step: &Step, follower: &Follower, node: Option<Node>) -> Self::Request;
 
     /// Reads a response (and remembers its nonce and version for the ACK).
     fn read<'a>(&mut self, response: &'a Self::Response) -> Option<Received<'a>>;
 
     fn open(
-        client: AggregatedDiscoveryServiceClient<Channel>,
+        channel: Channel,
         requests: ReceiverStream<Self::Request>,
     ) -> impl Future<Output = Result<Streaming<Self::Response>, tonic::Status>> + Send;
 }
@@ -206,9 +205,6 @@ async fn drive<V: Variant>(
     lost_at: Option<std::time::Instant>,
 ) -> Result<(), StreamEnd> {
     let channel = connect(shared.target, recorder).await?;
-    let client = AggregatedDiscoveryServiceClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let mut follower = Follower::default();
     let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
     // Envoy sets the node on the first request of a stream only.
@@ -217,7 +213,7 @@ async fn drive<V: Variant>(
         .send(first)
         .await
         .map_err(|_| "request queue closed")?;
-    let mut responses = V::open(client, ReceiverStream::new(queue))
+    let mut responses = V::open(channel, ReceiverStream::new(queue))
         .await
         .map_err(|status| by_server(format!("open stream: {status}")))?;
     let mut stop = shared.stop.clone();

@@ -3,18 +3,20 @@
 //! Delta: a request subscribes and unsubscribes names, and ACKs with the
 //! nonce alone.
 
+use bytes::{Buf, BufMut, Bytes};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use prost::Message;
+use prost::encoding::{DecodeContext, WireType};
+use prost::{DecodeError, Message};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 
 use super::follow::{Follower, Step};
-use super::{Received, Variant, sotw_key};
+use super::{MAX_MESSAGE_BYTES, Received, Variant, sotw_key};
 use crate::inspect::{XdsType, content_key};
 
 /// The last response's nonce (and version) per type, for its ACK.
@@ -40,23 +42,76 @@ fn step_type(step: &Step) -> XdsType {
 #[derive(Default)]
 pub struct Sotw {
     last: LastSeen,
+    /// Each type's subscribed names, encoded once per subscription: every
+    /// ACK repeats them (an EDS ACK names every cluster), and re-encoding
+    /// them per ACK made the generator, not the server, the bottleneck.
+    names: [Bytes; 4],
+}
+
+/// A `DiscoveryRequest` whose `resource_names` are already encoded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SotwRequest {
+    head: DiscoveryRequest,
+    names: Bytes,
+}
+
+/// Field numbers are independent of order, so the encoded names may follow
+/// the other fields.
+impl Message for SotwRequest {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        self.head.encode_raw(buf);
+        buf.put_slice(&self.names);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.head.encoded_len() + self.names.len()
+    }
+
+    fn clear(&mut self) {
+        self.head.clear();
+        self.names.clear();
+    }
+}
+
+fn encode_names(names: &[String]) -> Bytes {
+    DiscoveryRequest {
+        resource_names: names.to_vec(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+    .into()
 }
 
 impl Variant for Sotw {
-    type Request = DiscoveryRequest;
+    type Request = SotwRequest;
     type Response = DiscoveryResponse;
 
     /// An ACK and a subscription change are the same request: the current
     /// names with the last version and nonce of the type.
-    fn request(&self, step: &Step, follower: &Follower, node: Option<Node>) -> DiscoveryRequest {
+    fn request(&mut self, step: &Step, _: &Follower, node: Option<Node>) -> SotwRequest {
         let ty = step_type(step);
-        DiscoveryRequest {
-            node,
-            type_url: ty.type_url(),
-            version_info: self.last.version[ty.index()].clone(),
-            response_nonce: self.last.nonce[ty.index()].clone(),
-            resource_names: follower.names(ty),
-            ..Default::default()
+        if let Step::Subscribe { names, .. } = step {
+            self.names[ty.index()] = encode_names(names);
+        }
+        SotwRequest {
+            head: DiscoveryRequest {
+                node,
+                type_url: ty.type_url(),
+                version_info: self.last.version[ty.index()].clone(),
+                response_nonce: self.last.nonce[ty.index()].clone(),
+                ..Default::default()
+            },
+            names: self.names[ty.index()].clone(),
         }
     }
 
@@ -73,11 +128,23 @@ impl Variant for Sotw {
     }
 
     async fn open(
-        mut client: AggregatedDiscoveryServiceClient<Channel>,
-        requests: ReceiverStream<DiscoveryRequest>,
+        channel: Channel,
+        requests: ReceiverStream<SotwRequest>,
     ) -> Result<Streaming<DiscoveryResponse>, tonic::Status> {
-        Ok(client
-            .stream_aggregated_resources(requests)
+        // The generated client only takes `DiscoveryRequest`; the same
+        // method, called with our own request type.
+        let mut grpc = tonic::client::Grpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let codec = tonic_prost::ProstCodec::<SotwRequest, DiscoveryResponse>::default();
+        let path = http::uri::PathAndQuery::from_static(
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
+        );
+        Ok(grpc
+            .streaming(tonic::Request::new(requests), path, codec)
             .await?
             .into_inner())
     }
@@ -92,7 +159,7 @@ impl Variant for Delta {
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
 
-    fn request(&self, step: &Step, _: &Follower, node: Option<Node>) -> DeltaDiscoveryRequest {
+    fn request(&mut self, step: &Step, _: &Follower, node: Option<Node>) -> DeltaDiscoveryRequest {
         let ty = step_type(step);
         let mut request = DeltaDiscoveryRequest {
             node,
@@ -136,12 +203,40 @@ impl Variant for Delta {
     }
 
     async fn open(
-        mut client: AggregatedDiscoveryServiceClient<Channel>,
+        channel: Channel,
         requests: ReceiverStream<DeltaDiscoveryRequest>,
     ) -> Result<Streaming<DeltaDiscoveryResponse>, tonic::Status> {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(client
             .delta_aggregated_resources(requests)
             .await?
             .into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_carries_the_subscribed_names_encoded_once() {
+        let mut sotw = Sotw::default();
+        let follower = Follower::default();
+        let names = vec!["a".to_string(), "b".to_string()];
+        let subscribe = Step::Subscribe {
+            ty: XdsType::Endpoint,
+            names: names.clone(),
+            added: names.clone(),
+            removed: Vec::new(),
+        };
+        sotw.request(&subscribe, &follower, None);
+        let ack = sotw.request(&Step::Ack(XdsType::Endpoint), &follower, None);
+        let decoded =
+            DiscoveryRequest::decode(ack.encode_to_vec().as_slice()).expect("a DiscoveryRequest");
+        assert_eq!(decoded.resource_names, names);
+        assert_eq!(decoded.type_url, XdsType::Endpoint.type_url());
+        assert_eq!(ack.encoded_len(), ack.encode_to_vec().len());
     }
 }

@@ -60,6 +60,12 @@ pub struct MeshStore {
     /// Sources of gateway TLS credentials (Kubernetes Secrets), in the order
     /// they were added; the first one holding a namespace/name wins.
     dynamic_credentials: Vec<DynamicCredentials>,
+    /// Files as last read, and whether the watcher saw them change since.
+    files: FileInputs,
+    files_changed: bool,
+    /// The merged config as last computed, and whether an input changed.
+    merged_config: MergedConfig,
+    config_changed: bool,
 }
 
 pub type Credentials = BTreeMap<CredentialKey, TlsCredential>;
@@ -93,6 +99,10 @@ impl MeshStore {
             dynamic_config: Vec::new(),
             unsynced_config: Default::default(),
             dynamic_credentials: Vec::new(),
+            files: FileInputs::default(),
+            files_changed: true,
+            merged_config: MergedConfig::default(),
+            config_changed: true,
         }
     }
 
@@ -141,6 +151,7 @@ impl MeshStore {
         problems: Vec<InputProblem>,
     ) {
         self.unsynced_config.remove(name);
+        self.config_changed = true;
         let fresh = DynamicConfig {
             name: name.to_string(),
             objects,
@@ -191,15 +202,83 @@ impl MeshStore {
         }
     }
 
-    /// Re-reads every source. The version is assigned when the result is
-    /// published (and only if it differs from what is being served).
+    /// Config or registry files changed (the watcher saw them): they are
+    /// read again on the next rebuild, and only then.
+    pub fn note_files_changed(&mut self) {
+        self.files_changed = true;
+        self.config_changed = true;
+    }
+
+    /// Merges every source into a generation. Files are read again only
+    /// after [`MeshStore::note_files_changed`], and the config (with the
+    /// ServiceEntries it defines) is merged again only when files or a
+    /// pushing config source changed: a registry event re-reads nothing.
+    /// The version is assigned when the result is published (and only if
+    /// it differs from what is being served).
     pub fn rebuild(&mut self) -> MeshGeneration {
-        let mut loaded = self.config.load();
+        if self.files_changed {
+            let config = self.config.load();
+            let mut registry_problems = Vec::new();
+            let registries = self.registries.load(&mut registry_problems);
+            self.files = FileInputs {
+                config,
+                registries,
+                registry_problems,
+            };
+            self.files_changed = false;
+        }
+        if self.config_changed {
+            self.merged_config = self.merge_config();
+            self.config_changed = false;
+        }
+        let merged = &self.merged_config;
+        let mut problems = merged.problems.clone();
+        problems.extend(self.files.registry_problems.iter().cloned());
+        let mut snapshots = self.files.registries.clone();
+        snapshots.extend(self.dynamic.iter().cloned());
+        snapshots.push(("ServiceEntry".to_string(), merged.entries.clone()));
+        let objects = merged.objects.clone();
+        let (services, endpoints) = merge_registries(snapshots, &mut problems);
+        let mut credentials = Credentials::new();
+        for source in &self.dynamic_credentials {
+            problems.extend(source.problems.iter().cloned());
+            for (key, credential) in &source.credentials {
+                credentials
+                    .entry(key.clone())
+                    .or_insert_with(|| credential.clone());
+            }
+        }
+        problems.sort();
+        problems.dedup();
+        let mesh = MeshState {
+            services,
+            endpoints,
+            config: objects,
+            credentials,
+            mesh: self.mesh_config.clone(),
+        };
+        MeshGeneration {
+            version: 0,
+            inbound: InboundIndex::build(&mesh),
+            referenced_labels: OnceLock::from(ReferencedLabels::of(&mesh)),
+            mesh: Arc::new(mesh),
+            problems,
+            endpoints_only: false,
+            changed_hosts: BTreeSet::new(),
+        }
+    }
+}
+
+impl MeshStore {
+    /// The config of the files and the pushing sources, and the registry
+    /// its ServiceEntries make.
+    fn merge_config(&self) -> MergedConfig {
+        let mut loaded = ConfigLoad {
+            objects: self.files.config.objects.clone(),
+            problems: self.files.config.problems.clone(),
+        };
         merge_dynamic_config(&self.dynamic_config, &mut loaded);
         let mut problems = loaded.problems;
-        let mut snapshots = self.registries.load(&mut problems);
-        snapshots.extend(self.dynamic.iter().cloned());
-
         // ServiceEntries in the config are a registry of their own.
         let mut entries = RegistrySnapshot::default();
         for obj in &loaded.objects {
@@ -218,37 +297,28 @@ impl MeshStore {
                 }));
             }
         }
-        snapshots.push(("ServiceEntry".to_string(), entries));
-
-        let (services, endpoints) = merge_registries(snapshots, &mut problems);
-        let mut credentials = Credentials::new();
-        for source in &self.dynamic_credentials {
-            problems.extend(source.problems.iter().cloned());
-            for (key, credential) in &source.credentials {
-                credentials
-                    .entry(key.clone())
-                    .or_insert_with(|| credential.clone());
-            }
-        }
-        problems.sort();
-        problems.dedup();
-        let mesh = MeshState {
-            services,
-            endpoints,
-            config: loaded.objects,
-            credentials,
-            mesh: self.mesh_config.clone(),
-        };
-        MeshGeneration {
-            version: 0,
-            inbound: InboundIndex::build(&mesh),
-            referenced_labels: OnceLock::from(ReferencedLabels::of(&mesh)),
-            mesh: Arc::new(mesh),
+        MergedConfig {
+            objects: loaded.objects,
             problems,
-            endpoints_only: false,
-            changed_hosts: BTreeSet::new(),
+            entries,
         }
     }
+}
+
+/// What the files held when last read.
+#[derive(Debug, Default)]
+struct FileInputs {
+    config: ConfigLoad,
+    registries: Vec<(String, RegistrySnapshot)>,
+    registry_problems: Vec<InputProblem>,
+}
+
+/// The merged config and the ServiceEntry registry it defines.
+#[derive(Debug, Default)]
+struct MergedConfig {
+    objects: Vec<ConfigObject>,
+    problems: Vec<InputProblem>,
+    entries: RegistrySnapshot,
 }
 
 /// Adds the pushing sources' objects after the files' ones; an object whose
@@ -330,6 +400,34 @@ mod tests {
         let mut obj = loaded.objects.remove(0);
         obj.origin.document = None;
         obj
+    }
+
+    #[test]
+    fn a_registry_event_reads_no_file_and_a_file_event_reads_them_again() {
+        let dir = std::env::temp_dir().join(format!("pf-mesh-store-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let names = |generation: &MeshGeneration| -> Vec<String> {
+            let config = &generation.mesh.config;
+            config.iter().map(|o| o.meta.name.clone()).collect()
+        };
+        std::fs::write(dir.join("dr.yaml"), DR).unwrap();
+        let mut store = MeshStore::new(
+            ConfigDirs::new(vec![dir.clone()], "default"),
+            RegistryFiles::new(Vec::new()),
+            MeshConfig::default(),
+        );
+        assert_eq!(names(&store.rebuild()), ["reviews"]);
+        std::fs::write(
+            dir.join("dr.yaml"),
+            DR.replace("name: reviews", "name: edited"),
+        )
+        .unwrap();
+        store.add_dynamic_registry("consul");
+        store.set_dynamic_registry("consul", RegistrySnapshot::default());
+        assert_eq!(names(&store.rebuild()), ["reviews"], "not read again");
+        store.note_files_changed();
+        assert_eq!(names(&store.rebuild()), ["edited"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

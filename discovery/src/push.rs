@@ -143,7 +143,7 @@ fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
 /// A change reported by a source.
 #[derive(Debug)]
 pub enum Change {
-    /// Some watched file changed; files are re-read on rebuild.
+    /// Some watched file changed; files are read again on rebuild.
     Files,
     /// A pushing registry has a new snapshot.
     Registry {
@@ -216,7 +216,7 @@ pub async fn run(
 
 fn apply(store: &mut MeshStore, change: Change) {
     match change {
-        Change::Files => {}
+        Change::Files => store.note_files_changed(),
         Change::Registry { name, snapshot } => store.set_dynamic_registry(&name, snapshot),
         Change::Config {
             name,

@@ -75,11 +75,14 @@ impl ConfigDirs {
     pub fn load(&mut self) -> ConfigLoad {
         let mut out = ConfigLoad::default();
         let mut seen_files = BTreeMap::new();
+        // Unchanged files' states move over as they are, not copied.
+        let mut previous = std::mem::take(&mut self.files);
         for dir in &self.dirs {
             match yaml_files(dir) {
                 Ok(files) => {
                     for file in files {
-                        let state = self.load_file(&file, &mut out.problems);
+                        let before = previous.remove(&file);
+                        let state = self.load_file(&file, before, &mut out.problems);
                         seen_files.insert(file, state);
                     }
                 }
@@ -111,18 +114,22 @@ impl ConfigDirs {
         out
     }
 
-    fn load_file(&self, path: &Path, problems: &mut Vec<InputProblem>) -> FileState {
-        let previous = self.files.get(path);
+    fn load_file(
+        &self,
+        path: &Path,
+        previous: Option<FileState>,
+        problems: &mut Vec<InputProblem>,
+    ) -> FileState {
         let before = stamp(path);
-        if let Some(previous) = previous
-            && previous.stamp.is_some()
-            && previous.stamp == before
-        {
-            problems.extend(previous.problems.iter().cloned());
-            return previous.clone();
-        }
+        let previous = match previous {
+            Some(unchanged) if unchanged.stamp.is_some() && unchanged.stamp == before => {
+                problems.extend(unchanged.problems.iter().cloned());
+                return unchanged;
+            }
+            other => other,
+        };
         let mut found = Vec::new();
-        let mut state = self.parse_file(path, previous, &mut found);
+        let mut state = self.parse_file(path, previous.as_ref(), &mut found);
         let settled = before.is_some_and(|s| s.modified.elapsed().is_ok_and(|age| age >= SETTLE));
         state.stamp = before.filter(|_| settled && stamp(path) == before);
         state.problems = found.clone();
@@ -190,12 +197,16 @@ impl ConfigDirs {
 fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        let path = entry.path();
         let is_yaml = path
             .extension()
             .and_then(|e| e.to_str())
             .is_some_and(|e| e == "yaml" || e == "yml");
-        if is_yaml && path.is_file() {
+        // The entry's type needs no stat; a symlink (a mounted ConfigMap's
+        // files are) is followed.
+        let file_type = entry.file_type()?;
+        if is_yaml && (file_type.is_file() || (file_type.is_symlink() && path.is_file())) {
             files.push(path);
         }
     }

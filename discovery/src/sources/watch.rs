@@ -25,7 +25,12 @@ impl Relevant {
         let in_dir = path
             .parent()
             .is_some_and(|p| self.dirs.iter().any(|d| same_path(d, p)));
-        (is_yaml && in_dir)
+        // A mounted ConfigMap is updated by swapping its `..data` link.
+        let atomic_writer = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".."));
+        ((is_yaml || atomic_writer) && in_dir)
             || self.dirs.iter().any(|d| same_path(d, path))
             || self.files.iter().any(|f| same_path(f, path))
     }
@@ -54,12 +59,19 @@ pub fn watch_paths(
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event)
-                if !event.kind.is_access() && event.paths.iter().any(|p| relevant.matches(p)) =>
+                if event.need_rescan()
+                    || (!event.kind.is_access()
+                        && event.paths.iter().any(|p| relevant.matches(p))) =>
             {
                 let _ = tx.send(Change::Files);
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "file watch error"),
+            Err(e) => {
+                // Files are read only after an event: after a lost one,
+                // read them all again rather than miss a change.
+                tracing::warn!(error = %e, "file watch error; reading the files again");
+                let _ = tx.send(Change::Files);
+            }
         })?;
     let mut targets: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
     targets.extend(files.iter().filter_map(|f| f.parent()).map(|p| {
@@ -94,5 +106,6 @@ mod tests {
         assert!(!r.matches(Path::new("/reg/pilotfish.log")));
         assert!(!r.matches(Path::new("/reg/other.yaml")));
         assert!(!r.matches(Path::new("/cfg/sub/vs.yaml")));
+        assert!(r.matches(Path::new("/cfg/..data")), "a ConfigMap update");
     }
 }

@@ -86,8 +86,10 @@ impl Harness {
         self.publish();
     }
 
-    /// Publishes the current inputs; true when that made a new generation.
+    /// Publishes the current inputs (files read again, as after a watcher
+    /// event); true when that made a new generation.
     pub fn publish(&mut self) -> bool {
+        self.store.note_files_changed();
         publish(&mut self.store, &self.ctx, &self.tx)
     }
 

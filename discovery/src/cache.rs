@@ -409,33 +409,45 @@ mod tests {
         );
     }
 
-    #[test]
-    fn endpoints_only_generation_equals_a_full_rebuild_and_shares_clusters() {
+    /// Snapshots of one view: before, after an endpoints-only generation
+    /// changing `hosts`, and the same generation translated in full.
+    fn endpoint_change(
+        before: Arc<MeshState>,
+        after: Arc<MeshState>,
+        hosts: &[&str],
+    ) -> (Arc<Snapshot>, Arc<Snapshot>, Arc<Snapshot>) {
         let cache = SnapshotCache::new(Arc::new(Metrics::new()));
         let view = ProxyView::default();
         let first = MeshGeneration {
             version: 1,
-            mesh: mesh(&["10.0.0.1"]),
+            mesh: before,
             ..Default::default()
         };
         let before = cache.snapshot(&first, &view);
         let second = MeshGeneration {
             version: 2,
-            mesh: mesh(&["10.0.0.1", "10.0.0.2"]),
+            mesh: after,
             endpoints_only: true,
-            changed_hosts: ["db.service.consul", "web.service.consul"]
-                .map(String::from)
-                .into(),
+            changed_hosts: hosts.iter().map(|h| h.to_string()).collect(),
             ..Default::default()
         };
-        let partial = cache.snapshot(&second, &view);
+        let scoped = cache.snapshot(&second, &view);
+        let full = SnapshotCache::new(Arc::new(Metrics::new())).snapshot(&second, &view);
+        (before, scoped, full)
+    }
+
+    #[test]
+    fn endpoints_only_generation_equals_a_full_rebuild_and_shares_clusters() {
+        let (before, partial, full) = endpoint_change(
+            mesh(&["10.0.0.1"]),
+            mesh(&["10.0.0.1", "10.0.0.2"]),
+            &["db.service.consul", "web.service.consul"],
+        );
         assert!(
             Arc::ptr_eq(&before.clusters, &partial.clusters),
             "clusters are shared, not rebuilt"
         );
         assert!(Arc::ptr_eq(&before.routes, &partial.routes));
-
-        let full = SnapshotCache::new(Arc::new(Metrics::new())).snapshot(&second, &view);
         assert_eq!(versions(&partial), versions(&full));
         // The VIP-less TCP service is matched by endpoint address, so LDS changed too.
         assert_ne!(versions(&before)[2], versions(&partial)[2]);
@@ -452,22 +464,11 @@ mod tests {
             mesh.endpoints.insert("web.service.consul".into(), web);
             Arc::new(mesh)
         };
-        let cache = SnapshotCache::new(Arc::new(Metrics::new()));
-        let view = ProxyView::default();
-        let first = MeshGeneration {
-            version: 1,
-            mesh: with_vips(&["10.0.0.1"]),
-            ..Default::default()
-        };
-        let before = cache.snapshot(&first, &view);
-        let second = MeshGeneration {
-            version: 2,
-            mesh: with_vips(&["10.0.0.1", "10.0.0.9"]),
-            endpoints_only: true,
-            changed_hosts: ["web.service.consul".to_string()].into(),
-            ..Default::default()
-        };
-        let after = cache.snapshot(&second, &view);
+        let (before, after, full) = endpoint_change(
+            with_vips(&["10.0.0.1"]),
+            with_vips(&["10.0.0.1", "10.0.0.9"]),
+            &["web.service.consul"],
+        );
         assert!(Arc::ptr_eq(&before.listeners, &after.listeners));
         let db = "outbound|9080||db.service.consul";
         let web = "outbound|9080||web.service.consul";
@@ -480,7 +481,6 @@ mod tests {
             after.endpoints.version(web),
             "web's assignment has the new endpoint"
         );
-        let full = SnapshotCache::new(Arc::new(Metrics::new())).snapshot(&second, &view);
         assert_eq!(versions(&after), versions(&full));
     }
 

@@ -3,17 +3,18 @@
 //! Delta: a request subscribes and unsubscribes names, and ACKs with the
 //! nonce alone.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::{BufMut, Bytes};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
-use prost::encoding::{DecodeContext, WireType};
-use prost::{DecodeError, Message};
+use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::transport::Channel;
+use tonic_prost::ProstDecoder;
 
 use super::follow::{Follower, Step};
 use super::{MAX_MESSAGE_BYTES, Received, Variant, sotw_key};
@@ -55,31 +56,45 @@ pub struct SotwRequest {
     names: Bytes,
 }
 
-/// Field numbers are independent of order, so the encoded names may follow
-/// the other fields.
-impl Message for SotwRequest {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
-        self.head.encode_raw(buf);
+impl SotwRequest {
+    /// The request's encoding: field numbers are independent of order, so
+    /// the encoded names may follow the other fields.
+    fn write(&self, buf: &mut impl BufMut) -> Result<(), prost::EncodeError> {
+        self.head.encode(buf)?;
         buf.put_slice(&self.names);
+        Ok(())
+    }
+}
+
+/// Requests as [`SotwRequest::write`] writes them, responses as prost
+/// decodes them.
+#[derive(Default)]
+struct SotwCodec;
+
+struct SotwEncoder;
+
+impl Encoder for SotwEncoder {
+    type Item = SotwRequest;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: SotwRequest, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        item.write(buf)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl Codec for SotwCodec {
+    type Encode = SotwRequest;
+    type Decode = DiscoveryResponse;
+    type Encoder = SotwEncoder;
+    type Decoder = ProstDecoder<DiscoveryResponse>;
+
+    fn encoder(&mut self) -> SotwEncoder {
+        SotwEncoder
     }
 
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.head.encoded_len() + self.names.len()
-    }
-
-    fn clear(&mut self) {
-        self.head.clear();
-        self.names.clear();
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::default()
     }
 }
 
@@ -139,7 +154,7 @@ impl Variant for Sotw {
         grpc.ready()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        let codec = tonic_prost::ProstCodec::<SotwRequest, DiscoveryResponse>::default();
+        let codec = SotwCodec;
         let path = http::uri::PathAndQuery::from_static(
             "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources",
         );
@@ -233,10 +248,10 @@ mod tests {
         };
         sotw.request(&subscribe, &follower, None);
         let ack = sotw.request(&Step::Ack(XdsType::Endpoint), &follower, None);
-        let decoded =
-            DiscoveryRequest::decode(ack.encode_to_vec().as_slice()).expect("a DiscoveryRequest");
+        let mut encoded = Vec::new();
+        ack.write(&mut encoded).expect("encodes");
+        let decoded = DiscoveryRequest::decode(encoded.as_slice()).expect("a DiscoveryRequest");
         assert_eq!(decoded.resource_names, names);
         assert_eq!(decoded.type_url, XdsType::Endpoint.type_url());
-        assert_eq!(ack.encoded_len(), ack.encode_to_vec().len());
     }
 }

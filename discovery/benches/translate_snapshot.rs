@@ -54,7 +54,7 @@ fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
                 health: Health::Healthy,
                 weight: None,
             })
-            .collect();
+            .collect::<Vec<_>>();
         eps.insert(host.clone(), endpoints);
         if i % 5 == 1 {
             yaml.push_str(&format!(
@@ -64,12 +64,7 @@ fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
         }
     }
     let config = load_yaml("bench", &yaml, "default").objects;
-    MeshState {
-        services: svcs,
-        endpoints: eps,
-        config,
-        ..Default::default()
-    }
+    MeshState::of(svcs, eps, config)
 }
 
 fn time<T>(iterations: u32, mut f: impl FnMut() -> T) -> Duration {
@@ -98,8 +93,7 @@ fn gateway_mesh(services: usize, virtual_services: usize) -> MeshState {
             "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: edge-{i}, namespace: ns-1}}\nspec:\n  hosts: [shop-{i}.example.com]\n  gateways: [edge]\n  http:\n  - match: [{{headers: {{end-user: {{exact: jason}}}}}}]\n    route: [{{destination: {{host: {target}}}}}]\n  - route: [{{destination: {{host: {target}}}, weight: 80}}, {{destination: {{host: {target}}}, weight: 20}}]\n"
         ));
     }
-    state
-        .config
+    std::sync::Arc::make_mut(&mut state.config)
         .extend(load_yaml("bench-gateway", &yaml, "default").objects);
     state
 }

@@ -358,17 +358,17 @@ mod tests {
                 weight: None,
             })
             .collect::<Vec<_>>();
-        Arc::new(MeshState {
-            services: vec![
+        Arc::new(MeshState::of(
+            vec![
                 service("db.service.consul", Protocol::Tcp),
                 service("web.service.consul", Protocol::Http),
             ],
-            endpoints: BTreeMap::from([
+            BTreeMap::from([
                 ("db.service.consul".to_string(), endpoints.clone()),
                 ("web.service.consul".to_string(), endpoints),
             ]),
-            ..Default::default()
-        })
+            Vec::new(),
+        ))
     }
 
     fn versions(s: &Snapshot) -> Vec<String> {
@@ -457,7 +457,7 @@ mod tests {
     fn an_endpoint_change_of_a_service_with_a_vip_rebuilds_only_its_assignments() {
         let with_vips = |web_ips: &[&str]| {
             let mut mesh = (*mesh(&["10.0.0.1"])).clone();
-            for service in &mut mesh.services {
+            for service in Arc::make_mut(&mut mesh.services) {
                 service.vips = vec!["240.0.0.1".parse().expect("ip")];
             }
             let web = super::tests::mesh(web_ips).endpoints["web.service.consul"].clone();
@@ -501,7 +501,7 @@ spec:
         let loaded = pilotfish_crds::load_yaml("test.yaml", config, "default");
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
         let mut mesh = (*mesh(&["10.0.0.1"])).clone();
-        mesh.config = loaded.objects;
+        mesh.config = Arc::new(loaded.objects);
         MeshGeneration {
             version,
             mesh: Arc::new(mesh),

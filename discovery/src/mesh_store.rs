@@ -5,8 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 use pilotfish_crds::{ConfigKey, ConfigObject, ConfigSpec};
-use pilotfish_registries::RegistrySnapshot;
 use pilotfish_registries::service_entry::add_service_entry;
+use pilotfish_registries::{Endpoint, RegistrySnapshot, Service};
+use pilotfish_translate::mesh::shared_endpoints;
 use pilotfish_translate::{CredentialKey, MeshConfig, MeshState, ReferencedLabels, TlsCredential};
 
 use crate::problems::InputProblem;
@@ -46,9 +47,9 @@ pub struct MeshStore {
     config: ConfigDirs,
     registries: RegistryFiles,
     mesh_config: MeshConfig,
-    /// Registries that push snapshots (Consul, later Kubernetes), by name, in
+    /// Registries that push snapshots (Consul, Kubernetes), by name, in
     /// the order they were added: that order is their precedence.
-    dynamic: Vec<(String, RegistrySnapshot)>,
+    dynamic: Vec<(String, Arc<RegistrySnapshot>)>,
     /// Pushing registries that have not delivered their first snapshot.
     unsynced: std::collections::BTreeSet<String>,
     /// Config sources that push objects (Kubernetes), by name, in the order
@@ -66,6 +67,34 @@ pub struct MeshStore {
     /// The merged config as last computed, and whether an input changed.
     merged_config: MergedConfig,
     config_changed: bool,
+    /// A pushing registry changed its services, or credentials changed,
+    /// since the last rebuild: everything is merged again.
+    sources_changed: bool,
+    /// Hostnames whose endpoints alone pushing registries changed since the
+    /// last rebuild: the last merge is patched.
+    endpoint_hosts: BTreeSet<String>,
+    last: Option<LastMerge>,
+}
+
+/// What the last full merge produced, kept to patch endpoint changes into.
+#[derive(Debug)]
+struct LastMerge {
+    services: Arc<Vec<Service>>,
+    endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
+    /// The source whose service each hostname is.
+    owners: BTreeMap<String, String>,
+    credentials: Credentials,
+    problems: Vec<InputProblem>,
+    referenced_labels: ReferencedLabels,
+}
+
+/// What a pushing registry's new snapshot changed, as the registry saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryScope {
+    /// Services may have changed: everything is merged again.
+    Everything,
+    /// Only the endpoints of these hostnames changed.
+    Endpoints(BTreeSet<String>),
 }
 
 pub type Credentials = BTreeMap<CredentialKey, TlsCredential>;
@@ -103,6 +132,9 @@ impl MeshStore {
             files_changed: true,
             merged_config: MergedConfig::default(),
             config_changed: true,
+            sources_changed: true,
+            endpoint_hosts: BTreeSet::new(),
+            last: None,
         }
     }
 
@@ -118,9 +150,9 @@ impl MeshStore {
     /// files and after the registries declared before it.
     pub fn add_dynamic_registry(&mut self, name: &str) {
         if !self.dynamic.iter().any(|(n, _)| n == name) {
-            self.dynamic
-                .push((name.to_string(), RegistrySnapshot::default()));
+            self.dynamic.push((name.to_string(), Arc::default()));
             self.unsynced.insert(name.to_string());
+            self.sources_changed = true;
         }
     }
 
@@ -182,6 +214,7 @@ impl MeshStore {
         problems: Vec<InputProblem>,
     ) {
         self.unsynced_config.remove(name);
+        self.sources_changed = true;
         let fresh = DynamicCredentials {
             name: name.to_string(),
             credentials,
@@ -193,12 +226,25 @@ impl MeshStore {
         }
     }
 
-    /// Replaces the latest snapshot of a pushing registry.
-    pub fn set_dynamic_registry(&mut self, name: &str, snapshot: RegistrySnapshot) {
-        self.unsynced.remove(name);
+    /// Replaces the latest snapshot of a pushing registry; `scope` is what
+    /// the registry says changed since its previous one.
+    pub fn set_dynamic_registry(
+        &mut self,
+        name: &str,
+        snapshot: Arc<RegistrySnapshot>,
+        scope: RegistryScope,
+    ) {
+        let first = self.unsynced.remove(name);
+        match (scope, first) {
+            (RegistryScope::Endpoints(hosts), false) => self.endpoint_hosts.extend(hosts),
+            _ => self.sources_changed = true,
+        }
         match self.dynamic.iter_mut().find(|(n, _)| n == name) {
             Some((_, current)) => *current = snapshot,
-            None => self.dynamic.push((name.to_string(), snapshot)),
+            None => {
+                self.dynamic.push((name.to_string(), snapshot));
+                self.sources_changed = true;
+            }
         }
     }
 
@@ -213,9 +259,19 @@ impl MeshStore {
     /// after [`MeshStore::note_files_changed`], and the config (with the
     /// ServiceEntries it defines) is merged again only when files or a
     /// pushing config source changed: a registry event re-reads nothing.
-    /// The version is assigned when the result is published (and only if
-    /// it differs from what is being served).
+    /// When pushing registries changed only endpoints, the last merge is
+    /// patched for those hostnames and the generation says so (nothing
+    /// else is merged or compared). The version is assigned when the
+    /// result is published (and only if it differs from what is served).
     pub fn rebuild(&mut self) -> MeshGeneration {
+        let full = self.files_changed || self.config_changed || self.sources_changed;
+        match self.last.take() {
+            Some(last) if !full => self.patch_endpoints(last),
+            _ => self.merge_everything(),
+        }
+    }
+
+    fn merge_everything(&mut self) -> MeshGeneration {
         if self.files_changed {
             let config = self.config.load();
             let mut registry_problems = Vec::new();
@@ -231,14 +287,15 @@ impl MeshStore {
             self.merged_config = self.merge_config();
             self.config_changed = false;
         }
+        self.sources_changed = false;
+        self.endpoint_hosts.clear();
         let merged = &self.merged_config;
         let mut problems = merged.problems.clone();
         problems.extend(self.files.registry_problems.iter().cloned());
         let mut snapshots = self.files.registries.clone();
-        snapshots.extend(self.dynamic.iter().cloned());
+        snapshots.extend(self.dynamic.iter().map(|(n, s)| (n.clone(), (**s).clone())));
         snapshots.push(("ServiceEntry".to_string(), merged.entries.clone()));
-        let objects = merged.objects.clone();
-        let (services, endpoints) = merge_registries(snapshots, &mut problems);
+        let (services, endpoints, owners) = merge_registries(snapshots, &mut problems);
         let mut credentials = Credentials::new();
         for source in &self.dynamic_credentials {
             problems.extend(source.problems.iter().cloned());
@@ -251,21 +308,74 @@ impl MeshStore {
         problems.sort();
         problems.dedup();
         let mesh = MeshState {
-            services,
-            endpoints,
-            config: objects,
-            credentials,
+            services: Arc::new(services),
+            endpoints: shared_endpoints(endpoints),
+            config: merged.objects.clone(),
+            credentials: credentials.clone(),
             mesh: self.mesh_config.clone(),
         };
+        let referenced_labels = ReferencedLabels::of(&mesh);
+        self.last = Some(LastMerge {
+            services: mesh.services.clone(),
+            endpoints: mesh.endpoints.clone(),
+            owners,
+            credentials,
+            problems: problems.clone(),
+            referenced_labels: referenced_labels.clone(),
+        });
         MeshGeneration {
             version: 0,
             inbound: InboundIndex::build(&mesh),
-            referenced_labels: OnceLock::from(ReferencedLabels::of(&mesh)),
+            referenced_labels: OnceLock::from(referenced_labels),
             mesh: Arc::new(mesh),
             problems,
             endpoints_only: false,
             changed_hosts: BTreeSet::new(),
         }
+    }
+
+    /// The last merge with the endpoint lists of the hostnames pushing
+    /// registries changed replaced by their owners' current ones.
+    fn patch_endpoints(&mut self, mut last: LastMerge) -> MeshGeneration {
+        let mut changed = BTreeSet::new();
+        for host in std::mem::take(&mut self.endpoint_hosts) {
+            // Endpoints of a hostname no service has are not served.
+            let Some(owner) = last.owners.get(&host) else {
+                continue;
+            };
+            let fresh = self
+                .dynamic
+                .iter()
+                .find(|(name, _)| name == owner)
+                .and_then(|(_, snapshot)| snapshot.endpoints.get(&host));
+            let held = last.endpoints.get(&host).map(|e| e.as_slice());
+            if fresh.map(Vec::as_slice) == held {
+                continue;
+            }
+            match fresh {
+                Some(list) => last.endpoints.insert(host.clone(), Arc::new(list.clone())),
+                None => last.endpoints.remove(&host),
+            };
+            changed.insert(host);
+        }
+        let mesh = MeshState {
+            services: last.services.clone(),
+            endpoints: last.endpoints.clone(),
+            config: self.merged_config.objects.clone(),
+            credentials: last.credentials.clone(),
+            mesh: self.mesh_config.clone(),
+        };
+        let generation = MeshGeneration {
+            version: 0,
+            inbound: InboundIndex::build(&mesh),
+            referenced_labels: OnceLock::from(last.referenced_labels.clone()),
+            mesh: Arc::new(mesh),
+            problems: last.problems.clone(),
+            endpoints_only: true,
+            changed_hosts: changed,
+        };
+        self.last = Some(last);
+        generation
     }
 }
 
@@ -298,7 +408,7 @@ impl MeshStore {
             }
         }
         MergedConfig {
-            objects: loaded.objects,
+            objects: Arc::new(loaded.objects),
             problems,
             entries,
         }
@@ -316,7 +426,7 @@ struct FileInputs {
 /// The merged config and the ServiceEntry registry it defines.
 #[derive(Debug, Default)]
 struct MergedConfig {
-    objects: Vec<ConfigObject>,
+    objects: Arc<Vec<ConfigObject>>,
     problems: Vec<InputProblem>,
     entries: RegistrySnapshot,
 }
@@ -352,9 +462,11 @@ fn merge_dynamic_config(sources: &[DynamicConfig], loaded: &mut ConfigLoad) {
     }
 }
 
+/// Services, their endpoints, and the source each hostname came from.
 type Merged = (
-    Vec<pilotfish_registries::Service>,
-    BTreeMap<String, Vec<pilotfish_registries::Endpoint>>,
+    Vec<Service>,
+    BTreeMap<String, Vec<Endpoint>>,
+    BTreeMap<String, String>,
 );
 
 /// One service per hostname: the first source that defines a hostname owns it
@@ -363,7 +475,7 @@ fn merge_registries(
     snapshots: Vec<(String, RegistrySnapshot)>,
     problems: &mut Vec<InputProblem>,
 ) -> Merged {
-    let mut services: BTreeMap<String, (String, pilotfish_registries::Service)> = BTreeMap::new();
+    let mut services: BTreeMap<String, (String, Service)> = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
     for (source, snapshot) in snapshots {
         let mut snapshot_endpoints = snapshot.endpoints;
@@ -385,7 +497,15 @@ fn merge_registries(
             services.insert(service.hostname.clone(), (source.clone(), service));
         }
     }
-    (services.into_values().map(|(_, s)| s).collect(), endpoints)
+    let owners = services
+        .iter()
+        .map(|(host, (source, _))| (host.clone(), source.clone()))
+        .collect();
+    (
+        services.into_values().map(|(_, s)| s).collect(),
+        endpoints,
+        owners,
+    )
 }
 
 #[cfg(test)]
@@ -423,11 +543,80 @@ mod tests {
         )
         .unwrap();
         store.add_dynamic_registry("consul");
-        store.set_dynamic_registry("consul", RegistrySnapshot::default());
+        store.set_dynamic_registry("consul", Arc::default(), RegistryScope::Everything);
         assert_eq!(names(&store.rebuild()), ["reviews"], "not read again");
         store.note_files_changed();
         assert_eq!(names(&store.rebuild()), ["edited"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn registry(hosts: &[(&str, &str)]) -> Arc<RegistrySnapshot> {
+        let service = |host: &str| Service {
+            hostname: host.into(),
+            namespace: "default".into(),
+            vips: vec![],
+            ports: vec![],
+            registry: pilotfish_registries::RegistryKind::Consul,
+            created: None,
+            resolution: pilotfish_registries::Resolution::Static,
+            mesh_external: false,
+            export_to: vec![],
+        };
+        let endpoint = |ip: &str| Endpoint {
+            address: ip.into(),
+            port: 80,
+            service_port: 80,
+            labels: BTreeMap::new(),
+            locality: None,
+            health: pilotfish_registries::Health::Healthy,
+            weight: None,
+        };
+        Arc::new(RegistrySnapshot {
+            services: hosts.iter().map(|(h, _)| service(h)).collect(),
+            endpoints: hosts
+                .iter()
+                .map(|(h, ip)| (h.to_string(), vec![endpoint(ip)]))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn an_endpoint_only_registry_change_patches_the_last_merge() {
+        let mut store = MeshStore::new(
+            ConfigDirs::new(Vec::new(), "default"),
+            RegistryFiles::new(Vec::new()),
+            MeshConfig::default(),
+        );
+        store.add_dynamic_registry("first");
+        store.add_dynamic_registry("second");
+        let everything = RegistryScope::Everything;
+        store.set_dynamic_registry("first", registry(&[("a", "10.0.0.1")]), everything.clone());
+        let second = registry(&[("a", "10.9.9.9"), ("b", "10.0.0.2")]);
+        store.set_dynamic_registry("second", second, everything);
+        let before = store.rebuild();
+        assert!(!before.endpoints_only);
+
+        // `a` belongs to the first registry: the second's `a` is not served.
+        let moved = registry(&[("a", "10.9.9.8"), ("b", "10.0.0.3")]);
+        let scope = RegistryScope::Endpoints(["a", "b"].map(String::from).into());
+        store.set_dynamic_registry("second", moved, scope);
+        let after = store.rebuild();
+        assert!(after.endpoints_only);
+        assert_eq!(after.changed_hosts, BTreeSet::from(["b".to_string()]));
+        assert!(Arc::ptr_eq(&before.mesh.services, &after.mesh.services));
+        assert!(Arc::ptr_eq(&before.mesh.config, &after.mesh.config));
+        assert!(Arc::ptr_eq(
+            &before.mesh.endpoints["a"],
+            &after.mesh.endpoints["a"]
+        ));
+        assert_eq!(after.mesh.endpoints["b"][0].address, "10.0.0.3");
+
+        // A service change merges everything again.
+        let grown = registry(&[("b", "10.0.0.3"), ("c", "10.0.0.4")]);
+        store.set_dynamic_registry("second", grown, RegistryScope::Everything);
+        let merged = store.rebuild();
+        assert!(!merged.endpoints_only);
+        assert_eq!(merged.mesh.services.len(), 3);
     }
 
     #[test]

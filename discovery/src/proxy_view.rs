@@ -20,8 +20,9 @@ impl InboundIndex {
     /// rather than guessed.
     pub fn build(mesh: &MeshState) -> Self {
         let mut found: BTreeMap<&str, BTreeSet<InboundPort>> = BTreeMap::new();
-        for service in &mesh.services {
-            for ep in mesh.endpoints.get(&service.hostname).into_iter().flatten() {
+        for service in mesh.services.iter() {
+            let endpoints = mesh.endpoints.get(&service.hostname);
+            for ep in endpoints.into_iter().flat_map(|list| list.iter()) {
                 if let Some(port) = service.port(ep.service_port) {
                     found
                         .entry(ep.address.as_str())
@@ -121,20 +122,20 @@ mod tests {
 
     #[test]
     fn inbound_ports_come_from_endpoints_at_the_proxy_ip() {
-        let mesh = MeshState {
-            services: vec![
+        let mesh = MeshState::of(
+            vec![
                 service("a.service.consul", Protocol::Http),
                 service("b.service.consul", Protocol::Tcp),
             ],
-            endpoints: BTreeMap::from([
+            BTreeMap::from([
                 (
                     "a.service.consul".into(),
                     vec![at("10.0.0.1", 9080), at("10.0.0.2", 9080)],
                 ),
                 ("b.service.consul".into(), vec![at("10.0.0.1", 7000)]),
             ]),
-            ..Default::default()
-        };
+            Vec::new(),
+        );
         let view = view_for(&identity("10.0.0.1"), &InboundIndex::build(&mesh));
         assert_eq!(
             view.inbound,
@@ -158,17 +159,17 @@ mod tests {
 
     #[test]
     fn one_port_claimed_with_two_protocols_is_sniffed() {
-        let mesh = MeshState {
-            services: vec![
+        let mesh = MeshState::of(
+            vec![
                 service("a.service.consul", Protocol::Http),
                 service("b.service.consul", Protocol::Tcp),
             ],
-            endpoints: BTreeMap::from([
+            BTreeMap::from([
                 ("a.service.consul".into(), vec![at("10.0.0.1", 9080)]),
                 ("b.service.consul".into(), vec![at("10.0.0.1", 9080)]),
             ]),
-            ..Default::default()
-        };
+            Vec::new(),
+        );
         let view = view_for(&identity("10.0.0.1"), &InboundIndex::build(&mesh));
         assert_eq!(
             view.inbound,

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::ads::XdsContext;
-use crate::mesh_store::{MeshGeneration, MeshStore};
+use crate::mesh_store::{MeshGeneration, MeshStore, RegistryScope};
 
 pub struct Debounce {
     /// Quiet time after the last change before rebuilding.
@@ -34,9 +34,13 @@ pub fn publish(
     let mut generation = store.rebuild();
     let rebuilt = started.elapsed();
     let previous = tx.borrow().clone();
-    let unchanged = previous.version > 0
-        && *generation.mesh == *previous.mesh
-        && generation.problems == previous.problems;
+    // A patched generation says what changed; a merged one is compared.
+    let same_mesh = if generation.endpoints_only {
+        generation.changed_hosts.is_empty()
+    } else {
+        *generation.mesh == *previous.mesh
+    };
+    let unchanged = previous.version > 0 && same_mesh && generation.problems == previous.problems;
     if unchanged {
         tracing::debug!(
             version = previous.version,
@@ -46,10 +50,15 @@ pub fn publish(
     }
     generation.version = previous.version + 1;
     if previous.version > 0
+        && !generation.endpoints_only
         && let Some(hosts) = endpoint_change_scope(&previous.mesh, &generation.mesh)
     {
         generation.endpoints_only = true;
         generation.changed_hosts = hosts;
+    }
+    // The first generation has nothing to be scoped against.
+    if previous.version == 0 {
+        generation.endpoints_only = false;
     }
     let generation = Arc::new(generation);
     report_problems(&previous, &generation);
@@ -96,7 +105,7 @@ fn endpoint_change_scope(previous: &MeshState, current: &MeshState) -> Option<BT
         && previous
             .config
             .iter()
-            .zip(&current.config)
+            .zip(current.config.iter())
             .all(|(a, b)| a == b || same_but_static_endpoints(a, b));
     if !same {
         return None;
@@ -145,10 +154,11 @@ fn report_problems(previous: &MeshGeneration, current: &MeshGeneration) {
 pub enum Change {
     /// Some watched file changed; files are read again on rebuild.
     Files,
-    /// A pushing registry has a new snapshot.
+    /// A pushing registry has a new snapshot; `scope` says what changed.
     Registry {
         name: String,
-        snapshot: RegistrySnapshot,
+        snapshot: Arc<RegistrySnapshot>,
+        scope: RegistryScope,
     },
     /// A pushing config source (Kubernetes) has a new full set of valid
     /// objects, and the problems it found.
@@ -217,7 +227,11 @@ pub async fn run(
 fn apply(store: &mut MeshStore, change: Change) {
     match change {
         Change::Files => store.note_files_changed(),
-        Change::Registry { name, snapshot } => store.set_dynamic_registry(&name, snapshot),
+        Change::Registry {
+            name,
+            snapshot,
+            scope,
+        } => store.set_dynamic_registry(&name, snapshot, scope),
         Change::Config {
             name,
             objects,
@@ -264,12 +278,7 @@ spec:
                 );
             }
         }
-        MeshState {
-            services: entries.services,
-            endpoints: entries.endpoints,
-            config: loaded.objects,
-            ..Default::default()
-        }
+        MeshState::of(entries.services, entries.endpoints, loaded.objects)
     }
 
     #[test]

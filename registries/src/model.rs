@@ -1,7 +1,7 @@
 //! The one service model that every registry (file, Consul, Kubernetes,
 //! ServiceEntry) produces and the translator consumes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -174,6 +174,23 @@ impl Endpoint {
 }
 
 impl RegistrySnapshot {
+    /// The hostnames whose endpoints alone differ in `newer`, or `None`
+    /// when a service was added, removed or changed. Compares this one
+    /// registry's content, nothing else of the mesh.
+    pub fn endpoint_changes(&self, newer: &RegistrySnapshot) -> Option<BTreeSet<String>> {
+        if self.services != newer.services {
+            return None;
+        }
+        let (old, new) = (&self.endpoints, &newer.endpoints);
+        Some(
+            old.keys()
+                .chain(new.keys())
+                .filter(|host| old.get(*host) != new.get(*host))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// Sorts everything so that equal content compares and hashes equal.
     pub fn normalize(&mut self) {
         self.services.sort_by(|a, b| {
@@ -191,6 +208,48 @@ impl RegistrySnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn endpoint_changes_name_the_hosts_or_say_services_changed() {
+        let service = |host: &str| Service {
+            hostname: host.into(),
+            namespace: "default".into(),
+            vips: vec![],
+            ports: vec![],
+            registry: RegistryKind::Consul,
+            created: None,
+            resolution: Resolution::Static,
+            mesh_external: false,
+            export_to: vec![],
+        };
+        let endpoint = |ip: &str| Endpoint {
+            address: ip.into(),
+            port: 80,
+            service_port: 80,
+            labels: BTreeMap::new(),
+            locality: None,
+            health: Health::Healthy,
+            weight: None,
+        };
+        let before = RegistrySnapshot {
+            services: vec![service("a"), service("b")],
+            endpoints: BTreeMap::from([("a".to_string(), vec![endpoint("10.0.0.1")])]),
+        };
+        let mut moved = before.clone();
+        moved
+            .endpoints
+            .insert("a".into(), vec![endpoint("10.0.0.2")]);
+        moved
+            .endpoints
+            .insert("b".into(), vec![endpoint("10.0.0.3")]);
+        assert_eq!(
+            before.endpoint_changes(&moved),
+            Some(BTreeSet::from(["a".to_string(), "b".to_string()]))
+        );
+        let mut grown = before.clone();
+        grown.services.push(service("c"));
+        assert_eq!(before.endpoint_changes(&grown), None);
+    }
 
     #[test]
     fn protocol_from_istio_port_names() {

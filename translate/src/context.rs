@@ -27,7 +27,7 @@ impl<'a> Context<'a> {
     pub fn new(mesh: &'a MeshState, proxy: &'a ProxyView) -> Self {
         let suffix = mesh.mesh.domain_suffix.as_str();
         let mut services: BTreeMap<&'a str, &'a Service> = BTreeMap::new();
-        for service in &mesh.services {
+        for service in mesh.services.iter() {
             if !visibility::is_exported(&service.export_to, &service.namespace, &proxy.namespace) {
                 continue;
             }
@@ -69,7 +69,7 @@ impl<'a> Context<'a> {
         self.mesh
             .endpoints
             .get(hostname)
-            .map(Vec::as_slice)
+            .map(|endpoints| endpoints.as_slice())
             .unwrap_or_default()
     }
 

@@ -233,12 +233,11 @@ fn testdata_bookinfo() -> Option<crate::MeshState> {
         assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
         objects.extend(outcome.objects);
     }
-    Some(crate::MeshState {
-        services: snapshot.services,
-        endpoints: snapshot.endpoints,
-        config: objects,
-        ..Default::default()
-    })
+    Some(crate::MeshState::of(
+        snapshot.services,
+        snapshot.endpoints,
+        objects,
+    ))
 }
 
 #[test]

@@ -93,12 +93,13 @@ mod tests {
     use super::*;
     use crate::test_support::*;
     use pilotfish_registries::Protocol;
+    use std::sync::Arc;
 
     fn shuffled(mut m: MeshState) -> MeshState {
-        m.services.reverse();
-        m.config.reverse();
+        Arc::make_mut(&mut m.services).reverse();
+        Arc::make_mut(&mut m.config).reverse();
         for eps in m.endpoints.values_mut() {
-            eps.reverse();
+            Arc::make_mut(eps).reverse();
         }
         m
     }

@@ -1,6 +1,7 @@
 //! The translator's input: merged registries, valid config and mesh settings.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use pilotfish_crds::ConfigObject;
@@ -42,19 +43,47 @@ impl Default for MeshConfig {
 }
 
 /// One consistent view of the mesh. Built by the discovery server from all
-/// registries and config sources; immutable once built.
+/// registries and config sources; immutable once built. Its parts are
+/// shared: a generation in which one service's endpoints changed holds the
+/// same services, config and other endpoint lists as the one before.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MeshState {
     /// Services sorted by hostname; one per hostname.
-    pub services: Vec<Service>,
+    pub services: Arc<Vec<Service>>,
     /// Endpoints by service hostname.
-    pub endpoints: BTreeMap<String, Vec<Endpoint>>,
+    pub endpoints: BTreeMap<String, Arc<Vec<Endpoint>>>,
     /// Valid config objects only (invalid ones are reported at load time).
-    pub config: Vec<ConfigObject>,
+    pub config: Arc<Vec<ConfigObject>>,
     /// TLS credentials (Kubernetes Secrets) that gateway servers name with
     /// `credentialName`, by namespace and name.
     pub credentials: BTreeMap<CredentialKey, TlsCredential>,
     pub mesh: MeshConfig,
+}
+
+impl MeshState {
+    /// A mesh from owned parts (the rest default).
+    pub fn of(
+        services: Vec<Service>,
+        endpoints: BTreeMap<String, Vec<Endpoint>>,
+        config: Vec<ConfigObject>,
+    ) -> Self {
+        MeshState {
+            services: Arc::new(services),
+            endpoints: shared_endpoints(endpoints),
+            config: Arc::new(config),
+            ..Default::default()
+        }
+    }
+}
+
+/// Endpoint lists by hostname, each shareable between generations.
+pub fn shared_endpoints(
+    endpoints: impl IntoIterator<Item = (String, Vec<Endpoint>)>,
+) -> BTreeMap<String, Arc<Vec<Endpoint>>> {
+    endpoints
+        .into_iter()
+        .map(|(host, list)| (host, Arc::new(list)))
+        .collect()
 }
 
 /// `(namespace, name)` of a credential.

@@ -23,7 +23,7 @@ impl ReferencedLabels {
     /// Collects the keys once per mesh state (a pass over the config).
     pub fn of(mesh: &MeshState) -> Self {
         let mut keys = BTreeSet::new();
-        for object in &mesh.config {
+        for object in mesh.config.iter() {
             match &object.spec {
                 ConfigSpec::VirtualService(spec) => keys.extend(source_label_keys(spec)),
                 ConfigSpec::Gateway(spec) => keys.extend(spec.selector.keys().cloned()),
@@ -88,6 +88,7 @@ mod tests {
     use super::*;
     use crate::test_support::*;
     use crate::translate;
+    use std::sync::Arc;
 
     /// Rules reading `app` (sourceLabels, HTTP and TCP), `version` (a
     /// DestinationRule workloadSelector) and `istio` (a Gateway selector).
@@ -141,7 +142,7 @@ spec:
 
     fn labelled_mesh() -> MeshState {
         let mut m = busy_mesh();
-        m.config.extend(config(LABEL_RULES));
+        Arc::make_mut(&mut m.config).extend(config(LABEL_RULES));
         m
     }
 
@@ -179,7 +180,7 @@ spec:
         ];
         let meshes = std::iter::once(labelled_mesh()).chain((0..20).map(|seed| {
             let mut m = random_mesh(seed);
-            m.config.extend(config(LABEL_RULES));
+            Arc::make_mut(&mut m.config).extend(config(LABEL_RULES));
             m
         }));
         for m in meshes {

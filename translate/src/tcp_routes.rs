@@ -650,6 +650,7 @@ mod tests {
     use crate::test_support::*;
     use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
     use pilotfish_registries::Protocol;
+    use std::sync::Arc;
 
     const DB: &str = "db.default.svc.cluster.local";
 
@@ -963,7 +964,7 @@ mod tests {
     #[test]
     fn sniffed_services_keep_their_http_chain_and_route_the_rest() {
         let mut m = db_mesh(&vs(WEIGHTED));
-        m.services[0].ports[0].protocol = Protocol::Unknown;
+        Arc::make_mut(&mut m.services)[0].ports[0].protocol = Protocol::Unknown;
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_5432");
         let base = cluster(5432, "", DB);

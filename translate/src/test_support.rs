@@ -1,6 +1,7 @@
 //! Builders and finders shared by the unit tests.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
@@ -95,15 +96,14 @@ pub fn mesh(
     endpoints: Vec<(&str, Vec<Endpoint>)>,
     config: &[ConfigObject],
 ) -> MeshState {
-    MeshState {
+    MeshState::of(
         services,
-        endpoints: endpoints
+        endpoints
             .into_iter()
             .map(|(h, eps)| (h.to_string(), eps))
             .collect(),
-        config: config.to_vec(),
-        ..Default::default()
-    }
+        config.to_vec(),
+    )
 }
 
 /// A mesh of one service on one port, with no endpoints or config.
@@ -525,7 +525,7 @@ spec:
 /// A mesh exercising every listener and route feature at once.
 pub fn busy_mesh() -> MeshState {
     let mut m = bookinfo(ROUTING);
-    m.services.extend([
+    Arc::make_mut(&mut m.services).extend([
         service("db-a.service.consul", &[], &[(5432, Protocol::Tcp)]),
         service("db-b.service.consul", &[], &[(5432, Protocol::Tcp)]),
         created(
@@ -547,10 +547,10 @@ pub fn busy_mesh() -> MeshState {
     ]);
     m.endpoints.insert(
         "db-a.service.consul".into(),
-        vec![
+        Arc::new(vec![
             endpoint("10.5.0.2", 5432, 5432, &[]),
             endpoint("10.5.0.1", 5432, 5432, &[]),
-        ],
+        ]),
     );
     let mut dns = service(
         "api.example.com",
@@ -565,10 +565,10 @@ pub fn busy_mesh() -> MeshState {
         &["10.0.0.20"],
         &[(50051, Protocol::Grpc)],
     );
-    m.services.extend([dns, any, grpc]);
+    Arc::make_mut(&mut m.services).extend([dns, any, grpc]);
     m.endpoints.insert(
         "db-b.service.consul".into(),
-        vec![endpoint("10.6.0.1", 5432, 5432, &[])],
+        Arc::new(vec![endpoint("10.6.0.1", 5432, 5432, &[])]),
     );
     m
 }

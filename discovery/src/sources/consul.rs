@@ -6,6 +6,7 @@ use std::sync::Arc;
 use pilotfish_registries::consul::{ConsulConfig, ConsulRegistry, ConsulStatus};
 use tokio::sync::{mpsc, watch};
 
+use crate::mesh_store::RegistryScope;
 use crate::metrics::Metrics;
 use crate::push::Change;
 
@@ -22,9 +23,16 @@ pub fn start(
     let mut updates = registry.updates();
     tokio::spawn(async move {
         while let Some(update) = updates.next().await {
+            // Consul tells endpoint-only changes apart (health, instances).
+            let scope = if update.endpoints_only() {
+                RegistryScope::Endpoints(update.changed_hosts)
+            } else {
+                RegistryScope::Everything
+            };
             let change = Change::Registry {
                 name: REGISTRY_NAME.to_string(),
-                snapshot: (*update.snapshot).clone(),
+                snapshot: update.snapshot,
+                scope,
             };
             if changes.send(change).is_err() {
                 break;

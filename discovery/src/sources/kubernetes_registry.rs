@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use pilotfish_registries::RegistrySnapshot;
 use pilotfish_registries::kubernetes::{
     ApiServer, KubernetesConfig, KubernetesRegistry, KubernetesStatus,
 };
 use tokio::sync::{mpsc, watch};
 
+use crate::mesh_store::RegistryScope;
 use crate::metrics::Metrics;
 use crate::push::Change;
 
@@ -25,13 +27,22 @@ pub fn start(
     let mut snapshots = registry.snapshots();
     tokio::spawn(async move {
         let mut sent = 0;
+        let mut previous: Option<Arc<RegistrySnapshot>> = None;
         loop {
             let current = snapshots.borrow_and_update().clone();
             if current.synced && current.version != sent {
                 sent = current.version;
+                // EndpointSlice events change endpoints only: said here,
+                // from this registry's own previous snapshot.
+                let scope = previous
+                    .as_ref()
+                    .and_then(|p| p.endpoint_changes(&current.snapshot))
+                    .map_or(RegistryScope::Everything, RegistryScope::Endpoints);
+                previous = Some(current.snapshot.clone());
                 let change = Change::Registry {
                     name: REGISTRY_NAME.to_string(),
-                    snapshot: (*current.snapshot).clone(),
+                    snapshot: current.snapshot,
+                    scope,
                 };
                 if changes.send(change).is_err() {
                     break;

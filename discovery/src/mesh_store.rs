@@ -550,34 +550,18 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A registry of `hosts`, each with one endpoint at its IP.
     fn registry(hosts: &[(&str, &str)]) -> Arc<RegistrySnapshot> {
-        let service = |host: &str| Service {
-            hostname: host.into(),
-            namespace: "default".into(),
-            vips: vec![],
-            ports: vec![],
-            registry: pilotfish_registries::RegistryKind::Consul,
-            created: None,
-            resolution: pilotfish_registries::Resolution::Static,
-            mesh_external: false,
-            export_to: vec![],
-        };
-        let endpoint = |ip: &str| Endpoint {
-            address: ip.into(),
-            port: 80,
-            service_port: 80,
-            labels: BTreeMap::new(),
-            locality: None,
-            health: pilotfish_registries::Health::Healthy,
-            weight: None,
-        };
-        Arc::new(RegistrySnapshot {
-            services: hosts.iter().map(|(h, _)| service(h)).collect(),
-            endpoints: hosts
-                .iter()
-                .map(|(h, ip)| (h.to_string(), vec![endpoint(ip)]))
-                .collect(),
-        })
+        let text: String = hosts
+            .iter()
+            .map(|(host, ip)| {
+                format!("- hostname: {host}\n  ports: [{{port: 80}}]\n  endpoints: [{{address: {ip}}}]\n")
+            })
+            .collect();
+        let parsed =
+            pilotfish_registries::file::parse_registry_file("test", &format!("services:\n{text}"))
+                .expect("a registry file");
+        Arc::new(parsed.snapshot)
     }
 
     #[test]

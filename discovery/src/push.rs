@@ -9,6 +9,7 @@ use pilotfish_registries::RegistrySnapshot;
 use std::collections::BTreeSet;
 
 use pilotfish_crds::{ConfigObject, ConfigSpec, Resolution, ServiceEntrySpec};
+use pilotfish_registries::changed_keys;
 use pilotfish_translate::{MeshState, ProxyView};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -110,14 +111,7 @@ fn endpoint_change_scope(previous: &MeshState, current: &MeshState) -> Option<BT
     if !same {
         return None;
     }
-    let (old, new) = (&previous.endpoints, &current.endpoints);
-    Some(
-        old.keys()
-            .chain(new.keys())
-            .filter(|host| old.get(*host) != new.get(*host))
-            .cloned()
-            .collect(),
-    )
+    Some(changed_keys(&previous.endpoints, &current.endpoints))
 }
 
 fn same_but_static_endpoints(a: &ConfigObject, b: &ConfigObject) -> bool {

@@ -173,6 +173,18 @@ impl Endpoint {
     }
 }
 
+/// Keys present in only one of two maps or mapped to different values.
+pub fn changed_keys<K: Ord + Clone, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+) -> BTreeSet<K> {
+    old.keys()
+        .chain(new.keys())
+        .filter(|key| old.get(*key) != new.get(*key))
+        .cloned()
+        .collect()
+}
+
 impl RegistrySnapshot {
     /// The hostnames whose endpoints alone differ in `newer`, or `None`
     /// when a service was added, removed or changed. Compares this one
@@ -181,14 +193,7 @@ impl RegistrySnapshot {
         if self.services != newer.services {
             return None;
         }
-        let (old, new) = (&self.endpoints, &newer.endpoints);
-        Some(
-            old.keys()
-                .chain(new.keys())
-                .filter(|host| old.get(*host) != new.get(*host))
-                .cloned()
-                .collect(),
-        )
+        Some(changed_keys(&self.endpoints, &newer.endpoints))
     }
 
     /// Sorts everything so that equal content compares and hashes equal.

@@ -550,6 +550,14 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    fn store_without_files() -> MeshStore {
+        MeshStore::new(
+            ConfigDirs::new(Vec::new(), "default"),
+            RegistryFiles::new(Vec::new()),
+            MeshConfig::default(),
+        )
+    }
+
     /// A registry of `hosts`, each with one endpoint at its IP.
     fn registry(hosts: &[(&str, &str)]) -> Arc<RegistrySnapshot> {
         let text: String = hosts
@@ -566,11 +574,7 @@ mod tests {
 
     #[test]
     fn an_endpoint_only_registry_change_patches_the_last_merge() {
-        let mut store = MeshStore::new(
-            ConfigDirs::new(Vec::new(), "default"),
-            RegistryFiles::new(Vec::new()),
-            MeshConfig::default(),
-        );
+        let mut store = store_without_files();
         store.add_dynamic_registry("first");
         store.add_dynamic_registry("second");
         let everything = RegistryScope::Everything;
@@ -659,11 +663,7 @@ mod tests {
 
     #[test]
     fn credentials_reach_the_mesh_with_their_problems_and_gate_readiness() {
-        let mut store = MeshStore::new(
-            ConfigDirs::new(Vec::new(), "default"),
-            RegistryFiles::new(Vec::new()),
-            MeshConfig::default(),
-        );
+        let mut store = store_without_files();
         store.add_dynamic_credentials("kubernetes-secrets");
         assert!(!store.all_synced(), "not ready before the first full set");
         let key = ("istio-system".to_string(), "gw-cert".to_string());

@@ -1,6 +1,7 @@
 //! HTTP routing through a real Envoy sidecar configured by pilotfish:
-//! several services on one port told apart by Host, header and URI matches,
-//! and weighted splits, each checked by which backend answered.
+//! several services on one port told apart by Host, header and URI matches
+//! (with `withoutHeaders`), and weighted splits, each checked by which
+//! backend answered.
 
 mod support;
 
@@ -91,6 +92,53 @@ fn uri_prefix_routes_api_paths_to_v3_and_other_paths_to_v1() {
         // No rewrite was asked for: the backend sees the path as sent.
         let answer = pod.send(&request).answer().expect("backend answer");
         assert_eq!(answer.path, path, "path seen by {}", answer.label());
+    }
+    pod.envoy.assert_no_rejected_updates();
+}
+
+const REVIEWS_WITHOUT_HEADERS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts: [reviews]
+  http:
+  - match:
+    - uri: {prefix: /plain}
+      withoutHeaders: {x-debug: {}}
+    route:
+    - destination: {host: reviews, subset: v3}
+  - match:
+    - withoutHeaders: {x-tier: {exact: gold}}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+"#;
+
+/// `withoutHeaders` holds for a request that lacks the header, as in Istio
+/// (Envoy alone never matches a missing header, even inverted).
+#[test]
+fn without_headers_matches_requests_lacking_the_header_or_with_another_value() {
+    let pod = bookinfo::pod("without-headers")
+        .config(REVIEWS_VS_FILE, REVIEWS_WITHOUT_HEADERS)
+        .start();
+    bookinfo::wait_served(&pod);
+    let cases = [
+        ("/plain", None, "reviews v3"),
+        ("/plain", Some(("x-debug", "1")), "reviews v2"),
+        ("/", None, "reviews v2"),
+        ("/", Some(("x-tier", "silver")), "reviews v2"),
+        ("/", Some(("x-tier", "gold")), "reviews v1"),
+    ];
+    for (path, header, expected) in cases {
+        let mut request = bookinfo::reviews().path(path);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        pod.tally(10, &request)
+            .assert_all(expected, &format!("{path} with {header:?}"));
     }
     pod.envoy.assert_no_rejected_updates();
 }

@@ -97,7 +97,10 @@ fn path_specifier(
 }
 
 /// An empty `StringMatch` (`{}`) on a header means "present" (or "absent"
-/// under `withoutHeaders`), as in Istio.
+/// under `withoutHeaders`), as in Istio. Under `withoutHeaders` a value
+/// match also holds for a request that lacks the header: Envoy never
+/// matches a missing header, even inverted, unless told to read it as
+/// empty (a presence match must not be: "" would count as present).
 fn header_matcher(
     name: &str,
     sm: &StringMatch,
@@ -116,9 +119,11 @@ fn header_matcher(
         Some(matcher) => HeaderMatchSpecifier::StringMatch(matcher),
         None => HeaderMatchSpecifier::PresentMatch(true),
     };
+    let value_match = matches!(specifier, HeaderMatchSpecifier::StringMatch(_));
     Ok(HeaderMatcher {
         name: name.to_ascii_lowercase(),
         invert_match: invert,
+        treat_missing_header_as_empty: invert && value_match,
         header_match_specifier: Some(specifier),
         ..Default::default()
     })
@@ -254,7 +259,29 @@ mod tests {
             m.headers[0].header_match_specifier,
             Some(HeaderMatchSpecifier::PresentMatch(true))
         );
+        assert!(
+            !m.headers[0].treat_missing_header_as_empty,
+            "absent is not present"
+        );
         assert_eq!(m.query_parameters[0].name, "q");
+    }
+
+    #[test]
+    fn without_headers_value_match_holds_for_a_missing_header() {
+        let m = route_match(
+            Some(&parse(r#"{"withoutHeaders": {"x-tier": {"exact": "gold"}}, "headers": {"x-a": {"exact": "1"}}}"#)),
+            "vs",
+            "f",
+        )
+        .unwrap();
+        let without = m
+            .headers
+            .iter()
+            .find(|h| h.name == "x-tier")
+            .expect("x-tier");
+        assert!(without.invert_match && without.treat_missing_header_as_empty);
+        let with = m.headers.iter().find(|h| h.name == "x-a").expect("x-a");
+        assert!(!with.invert_match && !with.treat_missing_header_as_empty);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! validation, and the CustomResourceDefinition manifests.
 
 pub mod common;
+pub mod creation_time;
 pub mod destination_rule;
 pub mod duration;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod validate;
 pub mod virtual_service;
 
 pub use common::*;
+pub use creation_time::CreationTime;
 pub use destination_rule::*;
 pub use error::ConfigError;
 pub use gateway::*;

@@ -248,12 +248,23 @@ fn read_meta(
     let name = string("name")
         .filter(|n| !n.is_empty())
         .ok_or_else(missing_name)?;
+    // Precedence compares creation times as times: one that is not a time
+    // is refused rather than ranked by guesswork.
+    let creation_timestamp = string("creationTimestamp");
+    if let Some(text) = &creation_timestamp
+        && let Err(message) = crate::creation_time::parse(text)
+    {
+        return Err(
+            ConfigError::new(origin.clone(), format!("{kind} {name}: {message}"))
+                .at_field(format!("{prefix}metadata.creationTimestamp")),
+        );
+    }
     Ok(ConfigMeta {
         name,
         namespace: string("namespace")
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| default_namespace.to_string()),
-        creation_timestamp: string("creationTimestamp"),
+        creation_timestamp,
         resource_version: string("resourceVersion"),
         generation: meta.get("generation").and_then(Value::as_i64),
         labels: map("labels"),
@@ -278,6 +289,27 @@ spec:
         host: reviews
         subset: v1
 "#;
+
+    #[test]
+    fn a_creation_timestamp_that_is_not_a_time_is_refused_with_its_field() {
+        let text = VS.replace(
+            "name: reviews\n",
+            "name: reviews\n  creationTimestamp: yesterday\n",
+        );
+        let out = load_yaml("vs.yaml", &text, "default");
+        assert!(out.objects.is_empty());
+        assert_eq!(out.errors.len(), 1, "{:?}", out.errors);
+        let error = out.errors[0].to_string();
+        assert!(
+            error.contains("metadata.creationTimestamp") && error.contains("yesterday"),
+            "{error}"
+        );
+        let offset = VS.replace(
+            "name: reviews\n",
+            "name: reviews\n  creationTimestamp: 2024-01-01T01:00:00.5+02:00\n",
+        );
+        assert!(load_yaml("vs.yaml", &offset, "default").errors.is_empty());
+    }
 
     #[test]
     fn large_files_with_thousands_of_documents_load() {

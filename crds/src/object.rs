@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::CreationTime;
+
 use crate::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec};
 
 pub const GROUP: &str = "networking.istio.io";
@@ -137,11 +139,12 @@ impl ConfigObject {
         }
     }
 
-    /// Istio's precedence order: older objects first, then by namespace/name.
-    /// Objects without a creation time (plain files) sort by name only.
-    pub fn precedence(&self) -> (&str, &str, &str) {
+    /// Istio's precedence order: older objects first (by creation time as a
+    /// time; undated objects after dated ones, see [`CreationTime`]), then
+    /// by namespace/name.
+    pub fn precedence(&self) -> (CreationTime, &str, &str) {
         (
-            self.meta.creation_timestamp.as_deref().unwrap_or(""),
+            CreationTime::of(self.meta.creation_timestamp.as_deref()),
             &self.meta.namespace,
             &self.meta.name,
         )

@@ -143,6 +143,38 @@ fn without_headers_matches_requests_lacking_the_header_or_with_another_value() {
     pod.envoy.assert_no_rejected_updates();
 }
 
+/// Two VirtualServices for reviews, told apart by age: the `+02:00` one
+/// is an hour older although its text sorts after the other's.
+fn reviews_vs(name: &str, created: Option<&str>, subset: &str) -> String {
+    let created = created
+        .map(|t| format!("\n  creationTimestamp: \"{t}\""))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}{created}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {subset}}}\n"
+    )
+}
+
+/// Istio's precedence: the oldest VirtualService for a host wins, by
+/// creation time compared as a time; an undated one ranks after dated ones.
+#[test]
+fn the_older_virtual_service_wins_by_time_not_by_text_and_undated_ones_rank_last() {
+    let pod = bookinfo::pod("vs-precedence")
+        .config(REVIEWS_VS_FILE, &reviews_vs("reviews-a", None, "v1"))
+        .config(
+            "reviews-b.yaml",
+            &reviews_vs("reviews-b", Some("2024-01-01T00:00:00Z"), "v3"),
+        )
+        .config(
+            "reviews-c.yaml",
+            &reviews_vs("reviews-c", Some("2024-01-01T01:00:00+02:00"), "v2"),
+        )
+        .start();
+    bookinfo::wait_served(&pod);
+    pod.tally(20, &bookinfo::reviews())
+        .assert_all("reviews v2", "oldest VirtualService (reviews-c)");
+    pod.envoy.assert_no_rejected_updates();
+}
+
 #[test]
 fn weighted_route_splits_80_20_over_1000_requests() {
     const N: usize = 1000;

@@ -2,6 +2,8 @@
 //! ServiceEntry) produces and the translator consumes.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use pilotfish_crds::CreationTime;
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -126,9 +128,10 @@ impl Service {
         self.ports.iter().find(|p| p.port == number)
     }
 
-    /// Istio's precedence: older first, then hostname; deterministic.
-    pub fn precedence(&self) -> (&str, &str) {
-        (self.created.as_deref().unwrap_or(""), &self.hostname)
+    /// Istio's precedence: older first (undated last, see
+    /// [`CreationTime`]), then hostname; deterministic.
+    pub fn precedence(&self) -> (CreationTime, &str) {
+        (CreationTime::of(self.created.as_deref()), &self.hostname)
     }
 }
 

@@ -95,7 +95,7 @@ mod tests {
     const LABEL_RULES: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: reviews-by-caller, namespace: default}
+metadata: {name: reviews-by-caller, namespace: default, creationTimestamp: "2023-01-01T00:00:00Z"}
 spec:
   hosts: [reviews]
   http:
@@ -105,7 +105,7 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
-metadata: {name: db-by-caller, namespace: default}
+metadata: {name: db-by-caller, namespace: default, creationTimestamp: "2023-01-01T00:00:00Z"}
 spec:
   hosts: [db-a.service.consul]
   tcp:
@@ -115,7 +115,7 @@ spec:
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
-metadata: {name: ratings-for-v1, namespace: default}
+metadata: {name: ratings-for-v1, namespace: default, creationTimestamp: "2023-01-01T00:00:00Z"}
 spec:
   host: ratings
   workloadSelector: {matchLabels: {version: v1}}

@@ -125,7 +125,6 @@ fn header_matcher(
         invert_match: invert,
         treat_missing_header_as_empty: invert && value_match,
         header_match_specifier: Some(specifier),
-        ..Default::default()
     })
 }
 

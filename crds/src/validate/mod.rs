@@ -18,6 +18,7 @@ use crate::object::{ConfigKey, ConfigObject, ConfigSpec, Origin};
 /// Every semantic problem in `obj`; empty when it is fine to serve.
 pub fn validate(obj: &ConfigObject) -> Vec<ConfigError> {
     let mut report = Report::new(obj.origin.clone(), obj.key());
+    metadata(obj, &mut report);
     match &obj.spec {
         ConfigSpec::VirtualService(spec) => virtual_service::check(spec, &mut report),
         ConfigSpec::DestinationRule(spec) => destination_rule::check(spec, &mut report),
@@ -25,6 +26,82 @@ pub fn validate(obj: &ConfigObject) -> Vec<ConfigError> {
         ConfigSpec::ServiceEntry(spec) => service_entry::check(spec, &mut report),
     }
     report.errors
+}
+
+/// Names as Kubernetes accepts them: an object that could not exist in the
+/// API server is not accepted from a file either, and never takes
+/// precedence over one that could.
+fn metadata(obj: &ConfigObject, r: &mut Report) {
+    if !is_dns1123_subdomain(&obj.meta.name) {
+        r.error(
+            "metadata.name",
+            format!(
+                "{:?} is not a valid name (lower-case letters, digits, '-' and '.', at most 253)",
+                obj.meta.name
+            ),
+        );
+    }
+    if !is_dns1123_label(&obj.meta.namespace) {
+        r.error(
+            "metadata.namespace",
+            format!(
+                "{:?} is not a valid namespace (lower-case letters, digits and '-', at most 63)",
+                obj.meta.namespace
+            ),
+        );
+    }
+    for (key, value) in &obj.meta.labels {
+        if !is_label_key(key) {
+            r.error(
+                format!("metadata.labels.{key}"),
+                format!("{key:?} is not a valid label key"),
+            );
+        } else if !value.is_empty() && !is_label_name(value) {
+            r.error(
+                format!("metadata.labels.{key}"),
+                format!("{value:?} is not a valid label value"),
+            );
+        }
+    }
+}
+
+/// RFC 1123 label: lower-case alphanumerics and '-', alphanumeric at both
+/// ends, at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// A label name (or value): alphanumerics, '-', '_' and '.', alphanumeric
+/// at both ends, at most 63 characters.
+fn is_label_name(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A label key: a name, optionally behind a DNS subdomain prefix and '/'.
+fn is_label_key(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((prefix, name)) => is_dns1123_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(key),
+    }
 }
 
 /// Collects the errors of one object.
@@ -217,6 +294,38 @@ pub(crate) mod test_support {
             .into_iter()
             .map(|e| e.field.unwrap_or_default())
             .collect()
+    }
+
+    #[test]
+    fn names_namespaces_and_label_keys_kubernetes_would_refuse_are_refused() {
+        let spec = "  host: reviews\n";
+        let dr = |meta: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {meta}\nspec:\n{spec}"
+            )
+        };
+        assert_one(
+            &dr("{name: Reviews_1}"),
+            "metadata.name",
+            "not a valid name",
+        );
+        let bad_namespace = fields(&errors_of(&dr("{name: reviews, namespace: Shop}")));
+        assert_eq!(bad_namespace.len(), 1, "{bad_namespace:?}");
+        assert_eq!(bad_namespace[0].0, "metadata.namespace");
+        assert_one(
+            &dr("{name: reviews, labels: {\"bad key!\": x}}"),
+            "metadata.labels.bad key!",
+            "not a valid label key",
+        );
+        assert_one(
+            &dr("{name: reviews, labels: {app: \"-x\"}}"),
+            "metadata.labels.app",
+            "not a valid label value",
+        );
+        let fine = dr(
+            "{name: reviews.v1-2, namespace: shop-1, labels: {app.kubernetes.io/name: reviews, tier: \"\"}}",
+        );
+        assert!(errors_of(&fine).is_empty(), "{:?}", errors_of(&fine));
     }
 
     /// An Istio networking object of `kind` named `name`, `spec` indented.

@@ -6,6 +6,41 @@ use crate::virtual_service::{
     RouteDestination, VirtualServiceSpec,
 };
 
+/// Envoy's HTTP and gRPC retry conditions, which Istio passes through.
+const RETRY_CONDITIONS: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// A comma-separated list of retry conditions or HTTP status codes.
+fn retry_conditions(field: &str, retry_on: &str, r: &mut Report) {
+    for condition in retry_on.split(',').map(str::trim) {
+        let status_code = condition
+            .parse::<u16>()
+            .is_ok_and(|code| (100..=599).contains(&code));
+        if !status_code && !RETRY_CONDITIONS.contains(&condition) {
+            r.error(
+                field,
+                format!("unknown retry condition {condition:?} (an Envoy retry policy or an HTTP status code)"),
+            );
+        }
+    }
+}
+
 pub(super) fn check(spec: &VirtualServiceSpec, r: &mut Report) {
     // Istio treats a VirtualService without hosts as a delegate, which may
     // only be reached through another VirtualService's HTTP routes.
@@ -24,9 +59,16 @@ pub(super) fn check(spec: &VirtualServiceSpec, r: &mut Report) {
             );
         }
     }
+    // Sidecars apply a VirtualService with no gateways, or the `mesh` one.
+    let bound_to_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
     for (i, host) in spec.hosts.iter().enumerate() {
         if host.is_empty() {
             r.error(format!("spec.hosts[{i}]"), "host must not be empty");
+        } else if host == "*" && bound_to_mesh {
+            r.error(
+                format!("spec.hosts[{i}]"),
+                "'*' is not allowed for a VirtualService that applies to sidecars (no gateways, or 'mesh')",
+            );
         }
     }
     if spec.http.is_empty() && spec.tls.is_empty() && spec.tcp.is_empty() {
@@ -145,6 +187,9 @@ fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
             0,
             i64::MAX,
         );
+        if let Some(retry_on) = &retries.retry_on {
+            retry_conditions(&format!("{at}.retries.retryOn"), retry_on, r);
+        }
         let mut retries_at = r.at(format!("{at}.retries"));
         retries_at.duration_min_1ms("perTryTimeout", retries.per_try_timeout.as_ref());
         retries_at.duration_min_1ms("backoff", retries.backoff.as_ref());
@@ -413,6 +458,59 @@ mod tests {
     fn vs_direct_response_status_must_be_200_to_599() {
         let yaml = vs("  - directResponse: {status: 99}\n");
         assert_one(&yaml, "spec.http[0].directResponse.status", "200..=599");
+    }
+
+    #[test]
+    fn a_star_host_is_refused_on_the_mesh_and_allowed_on_a_gateway() {
+        let route = "  http:\n  - route: [{destination: {host: reviews}}]\n";
+        assert_one(
+            &object(
+                "VirtualService",
+                "all",
+                &format!("  hosts: [\"*\"]\n{route}"),
+            ),
+            "spec.hosts[0]",
+            "not allowed",
+        );
+        assert_one(
+            &object(
+                "VirtualService",
+                "all",
+                &format!("  hosts: [\"*\"]\n  gateways: [edge, mesh]\n{route}"),
+            ),
+            "spec.hosts[0]",
+            "not allowed",
+        );
+        let gateway = object(
+            "VirtualService",
+            "all",
+            &format!("  hosts: [\"*\"]\n  gateways: [edge]\n{route}"),
+        );
+        assert!(field_paths(&gateway).is_empty());
+    }
+
+    #[test]
+    fn unknown_retry_conditions_are_refused() {
+        let vs = |retry_on: &str| {
+            object(
+                "VirtualService",
+                "r",
+                &format!(
+                    "  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n    retries: {{attempts: 2, retryOn: \"{retry_on}\"}}\n"
+                ),
+            )
+        };
+        assert_one(
+            &vs("5xx,bogus"),
+            "spec.http[0].retries.retryOn",
+            "\"bogus\"",
+        );
+        assert_one(
+            &vs("gateway-error,999"),
+            "spec.http[0].retries.retryOn",
+            "\"999\"",
+        );
+        assert!(field_paths(&vs("5xx, connect-failure,503,unavailable")).is_empty());
     }
 
     #[test]

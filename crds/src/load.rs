@@ -19,6 +19,15 @@ pub struct LoadOutcome {
     pub ignored: Vec<String>,
 }
 
+/// Istio networking kinds Pilotfish does not serve (yet).
+const NOT_SERVED: &[&str] = &[
+    "Sidecar",
+    "EnvoyFilter",
+    "WorkloadEntry",
+    "WorkloadGroup",
+    "ProxyConfig",
+];
+
 /// Parses every document of `text`. `source` names the file in errors;
 /// objects without a namespace get `default_namespace`.
 pub fn load_yaml(source: &str, text: &str, default_namespace: &str) -> LoadOutcome {
@@ -140,8 +149,13 @@ pub fn load_object(
         .unwrap_or_default()
         .to_string();
     let Some(kind) = Kind::from_name(&kind_name) else {
-        // Sidecar, EnvoyFilter, WorkloadEntry...: valid Istio, not served yet.
-        return Ok(None);
+        // Never silently dropped: a typo, or an Istio kind not served yet.
+        let message = if NOT_SERVED.contains(&kind_name.as_str()) {
+            format!("{kind_name} ({GROUP}) is not supported by Pilotfish; the object is ignored")
+        } else {
+            format!("unknown kind {kind_name:?} in {GROUP}")
+        };
+        return Err(ConfigError::new(origin.clone(), message).at_field(format!("{prefix}kind")));
     };
 
     let meta = read_meta(
@@ -309,6 +323,24 @@ spec:
             "name: reviews\n  creationTimestamp: 2024-01-01T01:00:00.5+02:00\n",
         );
         assert!(load_yaml("vs.yaml", &offset, "default").errors.is_empty());
+    }
+
+    #[test]
+    fn unknown_and_unserved_kinds_are_reported_not_dropped() {
+        let typo = VS.replace("kind: VirtualService", "kind: VirtualServce");
+        let out = load_yaml("vs.yaml", &typo, "default");
+        assert!(out.objects.is_empty());
+        let error = out.errors[0].to_string();
+        assert!(
+            error.contains("unknown kind") && error.contains("kind"),
+            "{error}"
+        );
+        let sidecar = VS.replace("kind: VirtualService", "kind: Sidecar");
+        let error = load_yaml("s.yaml", &sidecar, "default").errors[0].to_string();
+        assert!(error.contains("not supported"), "{error}");
+        // Other groups are not ours to judge.
+        let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n";
+        assert!(load_yaml("d.yaml", deployment, "default").errors.is_empty());
     }
 
     #[test]

@@ -130,7 +130,28 @@ fn load_balancer(at: &str, lb: &LoadBalancerSettings, r: &mut Report) {
     }
 }
 
+/// Connection-pool limits are counts: Istio refuses negative ones (Envoy's
+/// fields are unsigned).
+fn non_negative(field: String, value: Option<i32>, r: &mut Report) {
+    r.int_range(&field, value.map(i64::from), 0, i64::from(i32::MAX));
+}
+
 fn connection_pool(at: &str, pool: &ConnectionPoolSettings, r: &mut Report) {
+    if let Some(tcp) = &pool.tcp {
+        non_negative(format!("{at}.tcp.maxConnections"), tcp.max_connections, r);
+    }
+    if let Some(http) = &pool.http {
+        let counts = [
+            ("http1MaxPendingRequests", http.http1_max_pending_requests),
+            ("http2MaxRequests", http.http2_max_requests),
+            ("maxRequestsPerConnection", http.max_requests_per_connection),
+            ("maxRetries", http.max_retries),
+            ("maxConcurrentStreams", http.max_concurrent_streams),
+        ];
+        for (name, value) in counts {
+            non_negative(format!("{at}.http.{name}"), value, r);
+        }
+    }
     if let Some(tcp) = &pool.tcp {
         let mut tcp_at = r.at(format!("{at}.tcp"));
         tcp_at.duration_min_1ms("connectTimeout", tcp.connect_timeout.as_ref());
@@ -157,6 +178,30 @@ fn connection_pool(at: &str, pool: &ConnectionPoolSettings, r: &mut Report) {
 #[cfg(test)]
 mod tests {
     use crate::validate::test_support::{assert_one, errors_of, field_paths, fields, object};
+
+    #[test]
+    fn negative_connection_pool_limits_are_refused() {
+        let dr = |pool: &str| {
+            object(
+                "DestinationRule",
+                "pool",
+                &format!("  host: reviews\n  trafficPolicy:\n    connectionPool: {pool}\n"),
+            )
+        };
+        assert_one(
+            &dr("{tcp: {maxConnections: -1}}"),
+            "spec.trafficPolicy.connectionPool.tcp.maxConnections",
+            "-1",
+        );
+        assert_eq!(
+            field_paths(&dr("{http: {http1MaxPendingRequests: -2, maxRetries: -3}}")),
+            [
+                "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests",
+                "spec.trafficPolicy.connectionPool.http.maxRetries",
+            ]
+        );
+        assert!(field_paths(&dr("{tcp: {maxConnections: 0}, http: {maxRetries: 3}}")).is_empty());
+    }
 
     fn dr(spec: &str) -> String {
         object("DestinationRule", "d", spec)

@@ -79,6 +79,10 @@ fn envoys_on_the_secure_port_route_traffic_and_survive_sigterm_of_pilotfish() {
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
     );
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a file carries no terminal colour codes"
+    );
 
     // No control plane: the Envoys keep what they have.
     pod.tally(20, &reviews)

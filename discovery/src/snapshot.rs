@@ -324,26 +324,6 @@ impl Snapshot {
         }
     }
 
-    /// A snapshot for a generation in which only endpoints changed: EDS and
-    /// LDS (VIP-less services are matched by endpoint address) are rebuilt,
-    /// clusters, routes and secrets are shared with `previous` (a credential
-    /// change is never endpoints-only).
-    pub fn with_endpoints(
-        mesh_version: u64,
-        previous: &Snapshot,
-        endpoints: Vec<ClusterLoadAssignment>,
-        listeners: Vec<Listener>,
-    ) -> Snapshot {
-        Snapshot {
-            mesh_version,
-            clusters: previous.clusters.clone(),
-            endpoints: Arc::new(endpoint_resources(endpoints, Some(previous))),
-            listeners: Arc::new(listener_resources(listeners, Some(previous))),
-            routes: previous.routes.clone(),
-            secrets: previous.secrets.clone(),
-        }
-    }
-
     /// A snapshot for a generation in which only the endpoints of `hosts`
     /// changed: their assignments are replaced and every other resource is
     /// shared with `previous`; listeners too unless new ones are given
@@ -600,7 +580,8 @@ mod tests {
             "a renewed certificate is a new SDS version"
         );
 
-        let endpoints_only = Snapshot::with_endpoints(4, &renewed, Vec::new(), Vec::new());
+        let endpoints_only =
+            Snapshot::with_endpoints_of(4, &renewed, &BTreeSet::new(), Vec::new(), None);
         assert!(Arc::ptr_eq(&renewed.secrets, &endpoints_only.secrets));
         assert!(std::ptr::eq(
             endpoints_only.of(XdsType::Secret),

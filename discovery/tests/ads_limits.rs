@@ -7,7 +7,8 @@ mod ads_support;
 use std::time::Duration;
 
 use ads_support::{
-    channel, narrow_channel, next_message, open_delta, open_sotw, start_with_limits, wait_for,
+    Harness, channel, narrow_channel, next_message, open_delta, open_sotw, start_with_limits,
+    wait_for,
 };
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
@@ -58,6 +59,22 @@ fn wildcard(ty: XdsType, id: &str) -> DiscoveryRequest {
     }
 }
 
+/// Sends a CDS request carrying `node` and returns the error that ends the
+/// stream (within 5 s).
+async fn refused_cds_request(h: &Harness, node: Node) -> tonic::Status {
+    let (requests, mut responses) = open_sotw(channel(h.addr).await).await.expect("open stream");
+    let request = DiscoveryRequest {
+        node: Some(node),
+        type_url: XdsType::Cluster.type_url(),
+        ..Default::default()
+    };
+    requests.send(request).await.expect("send");
+    tokio::time::timeout(Duration::from_secs(5), responses.message())
+        .await
+        .expect("an answer within 5s")
+        .expect_err("the request is refused")
+}
+
 #[tokio::test]
 async fn a_node_over_max_node_bytes_is_refused_before_it_is_stored() {
     let limits = XdsLimits {
@@ -65,19 +82,9 @@ async fn a_node_over_max_node_bytes_is_refused_before_it_is_stored() {
         ..XdsLimits::default()
     };
     let h = start_with_limits(&registry(1), limits).await;
-    let (requests, mut responses) = open_sotw(channel(h.addr).await).await.expect("open stream");
     let node = node_with_blob(HEALTHY, 4096);
     let size = prost::Message::encoded_len(&node);
-    let request = DiscoveryRequest {
-        node: Some(node),
-        type_url: XdsType::Cluster.type_url(),
-        ..Default::default()
-    };
-    requests.send(request).await.expect("send");
-    let refused = tokio::time::timeout(Duration::from_secs(5), responses.message())
-        .await
-        .expect("an answer within 5s")
-        .expect_err("the stream is refused");
+    let refused = refused_cds_request(&h, node).await;
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(
         refused.message().contains(&size.to_string()) && refused.message().contains("1024"),
@@ -96,17 +103,7 @@ async fn a_request_over_max_request_bytes_is_refused() {
         ..XdsLimits::default()
     };
     let h = start_with_limits(&registry(1), limits).await;
-    let (requests, mut responses) = open_sotw(channel(h.addr).await).await.expect("open stream");
-    let request = DiscoveryRequest {
-        node: Some(node_with_blob(HEALTHY, 100 * 1024)),
-        type_url: XdsType::Cluster.type_url(),
-        ..Default::default()
-    };
-    requests.send(request).await.expect("send");
-    let refused = tokio::time::timeout(Duration::from_secs(5), responses.message())
-        .await
-        .expect("an answer within 5s")
-        .expect_err("the request is refused");
+    let refused = refused_cds_request(&h, node_with_blob(HEALTHY, 100 * 1024)).await;
     assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
     assert!(h.ctx.status.is_empty());
 }

@@ -143,15 +143,14 @@ fn without_headers_matches_requests_lacking_the_header_or_with_another_value() {
     pod.envoy.assert_no_rejected_updates();
 }
 
-/// Two VirtualServices for reviews, told apart by age: the `+02:00` one
-/// is an hour older although its text sorts after the other's.
+/// A VirtualService `name` sending all of reviews to `subset`, created at
+/// `created` (none: a plain file's object).
 fn reviews_vs(name: &str, created: Option<&str>, subset: &str) -> String {
     let created = created
         .map(|t| format!("\n  creationTimestamp: \"{t}\""))
         .unwrap_or_default();
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: {name}{created}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {{host: reviews, subset: {subset}}}\n"
-    )
+    bookinfo::reviews_weighted(&[(subset, 100)])
+        .replace("  name: reviews\n", &format!("  name: {name}{created}\n"))
 }
 
 /// Istio's precedence: the oldest VirtualService for a host wins, by

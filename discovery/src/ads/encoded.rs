@@ -118,6 +118,7 @@ const RESOURCE_RESOURCE: u32 = 2;
 const RESOURCE_NAME: u32 = 3;
 
 /// A resource's entry in a state-of-the-world response, alone.
+#[cfg(test)]
 pub fn sotw_entry(any: &Any) -> Bytes {
     let mut buf = BytesMut::new();
     write_sotw_entry(any, &mut buf);
@@ -200,13 +201,9 @@ impl EntryBuffer {
         parts
     }
 
-    /// Bytes held, for the debug and memory reports.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.buffer.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.buffer.is_empty()
     }
 }
 

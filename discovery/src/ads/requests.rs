@@ -72,20 +72,11 @@ const RESOURCE_NAMES: u32 = 3;
 pub struct RequestedNames {
     message: Bytes,
     digest: [u8; 16],
-    count: usize,
 }
 
 impl RequestedNames {
     pub fn digest(&self) -> [u8; 16] {
         self.digest
-    }
-
-    pub fn len(&self) -> usize {
-        self.count
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// The names, as slices of the message.
@@ -100,7 +91,6 @@ impl RequestedNames {
         // hash runs over the entries as they lie in the message: usually
         // one contiguous span.
         let mut hasher = Xxh3::new();
-        let mut count = 0;
         let mut span: Option<std::ops::Range<usize>> = None;
         let mut buf = &message[..];
         while buf.has_remaining() {
@@ -113,7 +103,6 @@ impl RequestedNames {
             if wire_type != WireType::LengthDelimited {
                 return Err(undecodable("resource_names is not a string"));
             }
-            count += 1;
             let end = message.len() - buf.remaining();
             match &mut span {
                 Some(current) if current.end == start => current.end = end,
@@ -130,7 +119,6 @@ impl RequestedNames {
         Ok(RequestedNames {
             message,
             digest: hasher.digest128().to_le_bytes(),
-            count,
         })
     }
 }
@@ -225,7 +213,6 @@ mod tests {
         assert_eq!(decode_node(read.node.as_ref()).expect("node"), Some(node()));
         let parsed = read.names.parse().expect("names");
         assert_eq!(names(&parsed).expect("utf-8"), ["a", "b"]);
-        assert_eq!(read.names.len(), 2);
         assert_eq!(
             (read.type_url.as_str(), read.response_nonce.as_str()),
             ("t", "n")
@@ -234,7 +221,7 @@ mod tests {
 
         let bare = SotwRequest::decode_request(Bytes::new()).expect("empty decodes");
         assert_eq!(decode_node(bare.node.as_ref()).expect("no node"), None);
-        assert!(bare.names.is_empty());
+        assert!(bare.names.parse().expect("no names").is_empty());
         assert!(names(&[Bytes::from_static(b"\xff")]).is_err());
     }
 

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::{Query, State};
@@ -18,12 +17,13 @@ use tokio::sync::watch;
 
 use crate::ads::XdsContext;
 use crate::config_dump::config_dump;
+use crate::readiness::Readiness;
 
 #[derive(Clone)]
 pub struct DebugState {
     pub ctx: Arc<XdsContext>,
-    /// True once the first full load of every source has been published.
-    pub ready: Arc<AtomicBool>,
+    /// Ready once the first full load of every source has been published.
+    pub readiness: Arc<Readiness>,
     pub registries: Arc<Vec<RegistryStatus>>,
 }
 
@@ -96,9 +96,10 @@ fn probes() -> Router<DebugState> {
         .route("/metrics", get(metrics))
 }
 
-/// Ready after the first full sync. A registry outage later does not make
-/// Pilotfish unready (it keeps serving the last known state), but the body
-/// says so.
+/// Ready after the first good load of every source; until then the body
+/// names each awaited source and its cause. A registry outage later does
+/// not make Pilotfish unready (it keeps serving the last known state), but
+/// the body says so.
 async fn ready(State(state): State<DebugState>) -> Response {
     let mut body = String::new();
     for r in state.registries.iter() {
@@ -109,14 +110,13 @@ async fn ready(State(state): State<DebugState>) -> Response {
             d["connected"], d["synced"]
         ));
     }
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, format!("ready\n{body}")).into_response()
-    } else {
-        (
+    match state.readiness.unready_reason() {
+        None => (StatusCode::OK, format!("ready\n{body}")).into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("initial sync not complete\n{body}"),
+            format!("not ready: {reason}\n{body}"),
         )
-            .into_response()
+            .into_response(),
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,6 +14,7 @@ use pilotfish_discovery::certificate_client::{
     ClientCertificate, RequestOptions, issue_offline, renew_until_cancelled, request_once,
 };
 use pilotfish_discovery::incoming::{DEFAULT_MAX_CONNECTIONS, IncomingLimits};
+use pilotfish_discovery::paths::{self, Expected};
 use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::security::authn::DEFAULT_TOKEN_AUDIENCE;
 use pilotfish_discovery::security::ca::CertificateAuthority;
@@ -422,17 +424,28 @@ struct BootstrapArgs {
     token_file: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Serve(args) => run_serve(*args),
         Command::Bootstrap(args) => run_bootstrap(args),
         Command::Certificate { command } => run_certificate(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line, every cause after a colon: what a log collector
+            // keeps together ("cannot listen on ADDRESS (--flag): Address
+            // already in use").
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     init_tracing(args.log_json);
+    args.check_paths()?;
     if args.registries.contains(&RegistryArg::File) && args.registry_files.is_empty() {
         bail!("--registry file needs at least one --registry-file");
     }
@@ -540,6 +553,29 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 impl ServeArgs {
     fn kubeconfig_given(&self) -> bool {
         self.kube.kubeconfig.is_some()
+    }
+
+    /// Every input path flag must name something readable of the right
+    /// kind at start (see `paths`); `--ca-dir` is an output, created.
+    fn check_paths(&self) -> Result<(), paths::PathError> {
+        let dirs = self
+            .config_dirs
+            .iter()
+            .map(|p| ("--config-dir", p, Expected::Directory));
+        let files = [
+            ("--tls-cert-file", &self.security.tls_cert_file),
+            ("--tls-key-file", &self.security.tls_key_file),
+            ("--kubeconfig", &self.kube.kubeconfig),
+        ]
+        .into_iter()
+        .filter_map(|(flag, path)| Some((flag, path.as_ref()?, Expected::File)));
+        let registry_files = self
+            .registry_files
+            .iter()
+            .map(|p| ("--registry-file", p, Expected::File));
+        dirs.chain(registry_files)
+            .chain(files)
+            .try_for_each(|(flag, path, expected)| paths::check(flag, path, expected))
     }
 }
 

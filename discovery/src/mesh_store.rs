@@ -156,10 +156,27 @@ impl MeshStore {
         }
     }
 
-    /// Every pushing registry and config source has delivered a full first
-    /// snapshot.
+    /// Every registry file has loaded once, and every pushing registry and
+    /// config source has delivered a full first snapshot.
     pub fn all_synced(&self) -> bool {
-        self.unsynced.is_empty() && self.unsynced_config.is_empty()
+        self.pending_sources().is_empty()
+    }
+
+    /// What has not loaded yet, one line each naming the source and why:
+    /// pilotfish is not ready while any is left.
+    pub fn pending_sources(&self) -> Vec<String> {
+        let mut pending: Vec<String> = self.registries.unloaded().cloned().collect();
+        pending.extend(
+            self.unsynced
+                .iter()
+                .map(|name| format!("registry {name}: no first snapshot yet")),
+        );
+        pending.extend(
+            self.unsynced_config
+                .iter()
+                .map(|name| format!("config source {name}: no first full set yet")),
+        );
+        pending
     }
 
     /// Declares a pushing config source; its objects rank after the config

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub views: Gauge,
     pub view_cache_evictions: Counter,
     pub stalled_streams: Counter,
+    /// ADS streams refused because not every source had loaded yet.
+    pub unready_refusals: Counter,
     translation_seconds: Histogram,
     registry_connected: Family<RegistryLabel, Gauge>,
     registry_failures: Family<RegistryLabel, Gauge>,
@@ -64,6 +66,7 @@ impl Metrics {
             views: Gauge::default(),
             view_cache_evictions: Counter::default(),
             stalled_streams: Counter::default(),
+            unready_refusals: Counter::default(),
             translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry_connected: Family::default(),
             registry_failures: Family::default(),
@@ -124,6 +127,11 @@ impl Metrics {
             "xds_stalled_streams",
             "ADS streams closed because the proxy left responses unread past --stream-send-timeout",
             m.stalled_streams.clone(),
+        );
+        registry.register(
+            "xds_streams_refused_unready",
+            "ADS streams refused (UNAVAILABLE) because a registry or config source had not loaded yet",
+            m.unready_refusals.clone(),
         );
         registry.register(
             "translation_duration_seconds",

@@ -2,7 +2,6 @@
 //! and the new generation is published to every stream.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pilotfish_registries::RegistrySnapshot;
@@ -16,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::ads::XdsContext;
 use crate::mesh_store::{MeshGeneration, MeshStore, RegistryScope};
+use crate::readiness::Readiness;
 
 pub struct Debounce {
     /// Quiet time after the last change before rebuilding.
@@ -178,7 +178,7 @@ pub async fn run(
     tx: watch::Sender<Arc<MeshGeneration>>,
     mut changes: mpsc::UnboundedReceiver<Change>,
     debounce: Debounce,
-    ready: Arc<AtomicBool>,
+    readiness: Arc<Readiness>,
 ) {
     while let Some(change) = changes.recv().await {
         apply(&mut store, change);
@@ -212,8 +212,8 @@ pub async fn run(
                 return;
             }
         };
-        if store.all_synced() && !ready.swap(true, Ordering::AcqRel) {
-            tracing::info!("every registry and config source synced; ready");
+        if !readiness.is_ready() {
+            readiness.update(store.pending_sources());
         }
     }
 }

@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -21,6 +20,7 @@ use crate::incoming::{self, IncomingLimits};
 use crate::mesh_store::{MeshGeneration, MeshStore};
 use crate::metrics::Metrics;
 use crate::push::{self, Debounce};
+use crate::readiness::Readiness;
 use crate::security::Authenticator;
 use crate::security::authn::{DEFAULT_TOKEN_AUDIENCE, TokenReviewer};
 use crate::security::ca::CertificateAuthority;
@@ -167,9 +167,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         _ => None,
     };
     let authenticator = Arc::new(Authenticator::new(&opts.identity.trust_domain, reviewer));
+    let readiness = Arc::new(Readiness::waiting(store.pending_sources()));
     let ctx = Arc::new(
         XdsContext::with_limits(metrics.clone(), generation_rx, opts.limits.clone())
-            .with_authenticator(authenticator.clone()),
+            .with_authenticator(authenticator.clone())
+            .with_readiness(readiness.clone()),
     );
     let ca = match &opts.secure_xds {
         Some(secure) => Some(Arc::new(
@@ -232,9 +234,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         _ => None,
     };
     push::publish(&mut store, &ctx, &generation_tx);
-    // Ready once every registry and config source has delivered its first
-    // full snapshot.
-    let ready = Arc::new(AtomicBool::new(store.all_synced()));
+    // Ready once every registry file has loaded and every pushing registry
+    // and config source has delivered its first full snapshot.
+    readiness.update(store.pending_sources());
 
     let scheduler = tokio::spawn(push::run(
         store,
@@ -245,14 +247,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             quiet: opts.debounce,
             max_delay: opts.debounce * 10,
         },
-        ready.clone(),
+        readiness.clone(),
     ));
 
     tokio::spawn(crate::memory::trim_after_releases(ctx.shutdown.clone()));
 
     let debug_state = DebugState {
         ctx: ctx.clone(),
-        ready: ready.clone(),
+        readiness: readiness.clone(),
         registries: Arc::new(registries),
     };
     let stop = ctx.shutdown.clone();
@@ -260,6 +262,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     servers.push(
         http_server(
             "debug",
+            "--http-address",
             opts.http_address,
             debug::router(debug_state.clone()),
             stop.clone(),
@@ -270,6 +273,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         servers.push(
             http_server(
                 "monitoring",
+                "--monitoring-address",
                 address,
                 debug::monitoring_router(debug_state),
                 stop.clone(),
@@ -278,8 +282,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     if let Some(address) = opts.xds_address {
-        let listener = incoming::bind(address)
-            .with_context(|| format!("cannot listen on {address} (plaintext xDS)"))?;
+        let listener =
+            incoming::bind(address).with_context(|| cannot_listen(address, "--xds-address"))?;
         let connections = incoming::incoming(
             listener,
             None,
@@ -312,7 +316,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             server_tls::server_config(source, ca.root_pem(), secure.reload_interval, stop.clone())
                 .context("cannot set up TLS for the secure xDS port")?;
         let listener = incoming::bind(secure.address)
-            .with_context(|| format!("cannot listen on {} (secure xDS)", secure.address))?;
+            .with_context(|| cannot_listen(secure.address, "--secure-xds-address"))?;
         let connections = incoming::incoming(
             listener,
             Some(tokio_rustls::TlsAcceptor::from(tls)),
@@ -343,7 +347,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         (result, _, _) = &mut running => Some(result.err().unwrap_or_else(|| anyhow::anyhow!("a server stopped"))),
         r = scheduler => Some(anyhow::anyhow!("push scheduler stopped: {r:?}")),
     };
-    ready.store(false, Ordering::Release);
+    readiness.stop();
     // Stop accepting, tell every proxy to go (GOAWAY, and UNAVAILABLE on its
     // stream so it reconnects elsewhere), and give connections a bounded
     // time to close.
@@ -382,15 +386,22 @@ fn grpc_server() -> tonic::transport::Server {
     with_http2_limits(tonic::transport::Server::builder())
 }
 
+/// A listener's bind failure, naming the address and the flag that set it
+/// (the cause follows: "Address already in use").
+fn cannot_listen(address: SocketAddr, flag: &str) -> String {
+    format!("cannot listen on {address} ({flag})")
+}
+
 async fn http_server(
     what: &'static str,
+    flag: &'static str,
     address: SocketAddr,
     router: axum::Router,
     stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Server> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .with_context(|| format!("cannot listen on {address} ({what})"))?;
+        .with_context(|| cannot_listen(address, flag))?;
     if !address.ip().is_loopback() && what == "debug" {
         tracing::warn!(%address, "debug pages (config dumps, proxy status) are open to the network");
     }

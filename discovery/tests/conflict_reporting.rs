@@ -3,13 +3,13 @@
 //! `/debug/diagnostics`, and the winner keeps its route.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use pilotfish_discovery::ads::XdsContext;
 use pilotfish_discovery::debug::{DebugState, router};
 use pilotfish_discovery::mesh_store::{MeshGeneration, MeshStore};
 use pilotfish_discovery::metrics::Metrics;
 use pilotfish_discovery::push::publish;
+use pilotfish_discovery::readiness::Readiness;
 use pilotfish_discovery::sources::config_dir::ConfigDirs;
 use pilotfish_discovery::sources::registry_files::RegistryFiles;
 use pilotfish_translate::MeshConfig;
@@ -58,7 +58,7 @@ async fn listener_conflict_is_in_the_metric_and_the_debug_endpoint() {
     let addr = listener.local_addr().expect("addr");
     let app = router(DebugState {
         ctx: ctx.clone(),
-        ready: Arc::new(AtomicBool::new(true)),
+        readiness: Arc::new(Readiness::ready()),
         registries: Arc::new(Vec::new()),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });

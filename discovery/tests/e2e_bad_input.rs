@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::bookinfo::{self, REVIEWS_VS_FILE};
+use support::bookinfo::{self, MISSPELT_REGISTRY_FIELD, REVIEWS_VS_FILE};
 use support::{PROPAGATION, Pod, Request};
 
 const MALFORMED: &str =
@@ -130,5 +130,30 @@ fn a_served_file_turned_bad_keeps_its_last_good_config() {
     pod.wait_for_switch(&probe, "productpage v1", "details v1", PROPAGATION);
 
     assert_bookinfo_still_served(&pod);
+    pod.envoy.assert_no_rejected_updates();
+}
+
+#[test]
+fn a_served_registry_file_turned_unparseable_keeps_its_last_good_services() {
+    let pod = bookinfo::pod("registry-last-good").start();
+    bookinfo::wait_served(&pod);
+    assert_bookinfo_still_served(&pod);
+
+    let (_, broken) = bookinfo::registry_and_misspelt();
+    pod.write_registry(&broken);
+    let problem = pod.pilotfish.wait_diagnostic(MISSPELT_REGISTRY_FIELD);
+    assert_names(&problem, &["registry.yaml", "last good version"]);
+    // Once Envoy routes by an edit made after the bad one, every push that
+    // could have dropped the registry's services has happened.
+    pod.write_config("marker.yaml", &marker(2));
+    let probe = Request::get(bookinfo::PRODUCTPAGE_VIP, "productpage").header("x-marker", "2");
+    pod.wait_for_switch(&probe, "productpage v1", "details v1", PROPAGATION);
+
+    assert_bookinfo_still_served(&pod);
+    assert_eq!(
+        pod.pilotfish.get("/ready").map(|(status, _)| status),
+        Ok(200),
+        "a registry file that breaks while serving leaves pilotfish ready"
+    );
     pod.envoy.assert_no_rejected_updates();
 }

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::SnapshotCache;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::security::{Authenticator, PeerInfo};
 use crate::status::SyncStatus;
 use encoded::EncodedResponse;
@@ -58,6 +59,8 @@ pub struct XdsContext {
     pub limits: XdsLimits,
     /// Subscription name sets, shared by the streams that hold equal ones.
     pub name_sets: interned::NameSets,
+    /// Streams are refused until every source has loaded.
+    pub readiness: Arc<Readiness>,
     next_connection: AtomicU64,
 }
 
@@ -84,6 +87,7 @@ impl XdsContext {
             shutdown: CancellationToken::new(),
             limits,
             name_sets: interned::NameSets::default(),
+            readiness: Arc::new(Readiness::ready()),
             next_connection: AtomicU64::new(1),
         }
     }
@@ -93,6 +97,26 @@ impl XdsContext {
     pub fn with_authenticator(mut self, authenticator: Arc<Authenticator>) -> Self {
         self.authenticator = authenticator;
         self
+    }
+
+    /// Refuses streams until `readiness` says every source has loaded,
+    /// instead of serving a partial or empty mesh.
+    pub fn with_readiness(mut self, readiness: Arc<Readiness>) -> Self {
+        self.readiness = readiness;
+        self
+    }
+
+    /// UNAVAILABLE, saying what pilotfish waits for, while it is not ready:
+    /// the proxy retries (or goes to a ready replica).
+    fn admit(&self, caller: &Caller) -> Result<(), Status> {
+        let Some(reason) = self.readiness.unready_reason() else {
+            return Ok(());
+        };
+        self.metrics.unready_refusals.inc();
+        tracing::debug!(peer = ?caller.remote, "xDS stream refused: not ready");
+        Err(Status::unavailable(format!(
+            "pilotfish is not ready: {reason}"
+        )))
     }
 
     /// Who opened a stream: its address, whether it came over TLS, and its
@@ -157,6 +181,7 @@ impl AdsServer {
         request: Request<RequestStream<SotwRequest>>,
     ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
+        self.ctx.admit(&caller)?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection =
             stream::Connection::new(self.ctx.clone(), self.ctx.connection_id(), tx, caller);
@@ -170,6 +195,7 @@ impl AdsServer {
         request: Request<RequestStream<DeltaRequest>>,
     ) -> Result<Response<ResponseStream<EncodedResponse>>, Status> {
         let caller = self.ctx.caller(&request).await?;
+        self.ctx.admit(&caller)?;
         let (tx, rx) = mpsc::channel(limits::RESPONSE_BUFFER);
         let connection = delta_stream::DeltaConnection::new(
             self.ctx.clone(),

@@ -86,10 +86,30 @@ impl ConfigDirs {
                         seen_files.insert(file, state);
                     }
                 }
-                Err(e) => out.problems.push(InputProblem::plain(
-                    dir.display().to_string(),
-                    format!("cannot read config directory: {e}"),
-                )),
+                Err(e) => {
+                    // Unreadable is not empty: its files keep their last
+                    // good objects (deleting a file, not losing its
+                    // directory, deletes its config).
+                    let kept: Vec<PathBuf> = previous
+                        .keys()
+                        .filter(|file| file.parent() == Some(dir.as_path()))
+                        .cloned()
+                        .collect();
+                    let note = match kept.is_empty() {
+                        true => "",
+                        false => "; the last good config of its files is still served",
+                    };
+                    out.problems.push(InputProblem::plain(
+                        dir.display().to_string(),
+                        format!("cannot read config directory: {e}{note}"),
+                    ));
+                    for file in kept {
+                        if let Some(state) = previous.remove(&file) {
+                            out.problems.extend(state.problems.iter().cloned());
+                            seen_files.insert(file, state);
+                        }
+                    }
+                }
             }
         }
         // Files that disappeared are dropped: deleting a file deletes its config.
@@ -263,5 +283,23 @@ mod tests {
         assert_eq!(names(&edited), ["VirtualService default/two"]);
         assert!(!stamped(&dirs, &good), "just written: read again next time");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_read_keeps_the_last_good_config_of_its_files() {
+        let dir = std::env::temp_dir().join(format!("pf-config-gone-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("a.yaml"), VS.replace("NAME", "one")).expect("write");
+        let mut dirs = ConfigDirs::new(vec![dir.clone()], "default");
+        assert_eq!(names(&dirs.load()), ["VirtualService default/one"]);
+
+        std::fs::remove_dir_all(&dir).expect("remove");
+        let gone = dirs.load();
+        assert_eq!(names(&gone), ["VirtualService default/one"]);
+        let problem = gone.problems.first().map(|p| p.message.as_str());
+        assert!(
+            problem.is_some_and(|m| m.contains("last good config")),
+            "{problem:?}"
+        );
     }
 }

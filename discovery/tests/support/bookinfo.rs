@@ -1,7 +1,7 @@
 //! The Bookinfo mesh of testdata/bookinfo, which most tests start from.
 
 use super::pod::{Pod, PodBuilder};
-use super::{Request, outbound_cluster};
+use super::{Request, outbound_cluster, repo_path};
 
 pub const PORT: u16 = 9080;
 pub const PRODUCTPAGE_VIP: &str = "127.1.0.10:9080";
@@ -61,4 +61,17 @@ pub fn reviews_weighted(weights: &[(&str, u32)]) -> String {
         ));
     }
     yaml
+}
+
+/// The registry field [`registry_and_misspelt`] breaks, as pilotfish names it.
+pub const MISSPELT_REGISTRY_FIELD: &str = "services[2].adresses";
+
+/// The Bookinfo registry file, and the same file with a misspelt field in
+/// reviews (its third service), which fails to parse.
+pub fn registry_and_misspelt() -> (String, String) {
+    let good = std::fs::read_to_string(repo_path("testdata/bookinfo/registry.yaml"))
+        .expect("Bookinfo registry");
+    let broken = good.replace("addresses: [127.1.0.30]", "adresses: [127.1.0.30]");
+    assert_ne!(broken, good, "the Bookinfo registry changed shape");
+    (good, broken)
 }

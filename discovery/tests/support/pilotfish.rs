@@ -24,10 +24,52 @@ pub struct Pilotfish {
     http_address: String,
 }
 
+/// How a `pilotfish serve` that refused to start ended: its exit status
+/// and everything it wrote.
+pub struct Refusal {
+    pub status: std::process::ExitStatus,
+    pub log: String,
+}
+
+impl Refusal {
+    /// Panics unless pilotfish failed and one line of its output names
+    /// every one of `parts` (an error split over lines or lacking the
+    /// path, flag or address does not count).
+    pub fn assert_one_line_names(&self, parts: &[&str]) {
+        assert!(
+            !self.status.success(),
+            "pilotfish exited successfully; output:\n{}",
+            self.log
+        );
+        assert!(
+            self.log
+                .lines()
+                .any(|line| parts.iter().all(|part| line.contains(part))),
+            "no line of pilotfish's output names all of {parts:?}; output:\n{}",
+            self.log
+        );
+    }
+}
+
 impl Pilotfish {
     /// Starts `pilotfish serve` on `config_dir` and `registry_file` and waits
     /// until its `/ready` answers 200.
     pub fn start(
+        ns: Arc<Netns>,
+        config_dir: &Path,
+        registry_file: &Path,
+        log: &Path,
+        extra_args: &[String],
+    ) -> Pilotfish {
+        let mut pilotfish =
+            Pilotfish::start_unready(ns, config_dir, registry_file, log, extra_args);
+        pilotfish.wait_ready();
+        pilotfish
+    }
+
+    /// [`Pilotfish::start`] without waiting for readiness: returns once its
+    /// HTTP port answers, whatever `/ready` says.
+    pub fn start_unready(
         ns: Arc<Netns>,
         config_dir: &Path,
         registry_file: &Path,
@@ -45,31 +87,60 @@ impl Pilotfish {
             "100".into(),
         ];
         args.extend(extra_args.iter().cloned());
-        Pilotfish::serve(ns, &args, HTTP_ADDRESS, log)
+        Pilotfish::spawn(ns, &args, HTTP_ADDRESS, log)
     }
 
     /// Starts `pilotfish serve <args> --http-address <http_address>` (the
     /// caller picks sources, registries and the xDS address) and waits until
     /// its `/ready` answers 200.
     pub fn serve(ns: Arc<Netns>, args: &[String], http_address: &str, log: &Path) -> Pilotfish {
-        let mut cmd = ns.command(binary(), &["serve"]);
-        cmd.args(args).args(["--http-address", http_address]);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
+        let mut pilotfish = Pilotfish::spawn(ns, args, http_address, log);
+        pilotfish.wait_ready();
+        pilotfish
+    }
+
+    /// Starts `pilotfish serve <args> --http-address <http_address>` and
+    /// waits until its HTTP port answers `/ready`, with any status.
+    pub fn spawn(ns: Arc<Netns>, args: &[String], http_address: &str, log: &Path) -> Pilotfish {
+        let mut cmd = serve_command(&ns, args);
+        cmd.args(["--http-address", http_address]);
         let mut pilotfish = Pilotfish {
             process: Process::spawn("pilotfish", cmd, log),
             ns,
             http_address: http_address.to_string(),
         };
-        wait_until("pilotfish /ready", STARTUP, || {
+        wait_until("pilotfish to answer /ready", STARTUP, || {
             pilotfish.process.assert_running();
-            match pilotfish.get("/ready")? {
+            pilotfish.get("/ready").map(|_| ())
+        });
+        pilotfish
+    }
+
+    /// Runs `pilotfish serve <args>`, which must exit by itself within the
+    /// start-up bound (it is killed, and the test fails, if it serves).
+    pub fn refused(ns: &Netns, args: &[String], log: &Path) -> Refusal {
+        let mut process = Process::spawn("pilotfish", serve_command(ns, args), log);
+        let status = process.wait_exit(STARTUP).unwrap_or_else(|| {
+            panic!(
+                "pilotfish serve {args:?} still runs after {STARTUP:?}; its log:\n{}",
+                process.log()
+            )
+        });
+        Refusal {
+            status,
+            log: process.log(),
+        }
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub fn wait_ready(&mut self) {
+        wait_until("pilotfish /ready", STARTUP, || {
+            self.process.assert_running();
+            match self.get("/ready")? {
                 (200, _) => Ok(()),
                 (status, body) => Err(format!("/ready answered {status}: {body}")),
             }
         });
-        pilotfish
     }
 
     /// `GET path` on pilotfish's HTTP address.
@@ -169,6 +240,17 @@ impl Pilotfish {
     pub fn assert_running(&mut self) {
         self.process.assert_running();
     }
+}
+
+/// `pilotfish serve <args>` in `ns`, logging at info unless RUST_LOG says
+/// otherwise.
+fn serve_command(ns: &Netns, args: &[String]) -> std::process::Command {
+    let mut cmd = ns.command(binary(), &["serve"]);
+    cmd.args(args);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd
 }
 
 /// True for a value that carries something: not null, "", 0, false, [] or {}.

@@ -107,7 +107,18 @@ impl PodBuilder {
         self
     }
 
+    /// Starts the pod: pilotfish ready, then Envoy LIVE.
     pub fn start(self) -> Pod {
+        self.launch(true)
+    }
+
+    /// Starts pilotfish and Envoy without waiting for pilotfish to be
+    /// ready or Envoy to be LIVE (a pod whose sources are broken at start).
+    pub fn start_unready(self) -> Pod {
+        self.launch(false)
+    }
+
+    fn launch(self, wait: bool) -> Pod {
         let dir = TestDir::new(&self.name);
         let config_dir = dir.path().join("config");
         std::fs::create_dir(&config_dir).expect("create config dir");
@@ -126,13 +137,16 @@ impl PodBuilder {
         if secure {
             pilotfish_args.extend(secure_xds::pilotfish_args(dir.path()));
         }
-        let pilotfish = Pilotfish::start(
+        let mut pilotfish = Pilotfish::start_unready(
             ns.clone(),
             &config_dir,
             &registry_file,
             &dir.path().join("pilotfish.log"),
             &pilotfish_args,
         );
+        if wait {
+            pilotfish.wait_ready();
+        }
         let (xds_address, mut bootstrap_args) = if secure {
             let args = secure_xds::certificate_bootstrap_args(dir.path(), "default", &self.name);
             (secure_xds::SECURE_XDS_ADDRESS, args)
@@ -140,10 +154,10 @@ impl PodBuilder {
             (pilotfish::XDS_ADDRESS, Vec::new())
         };
         bootstrap_args.extend(self.bootstrap_args.iter().cloned());
-        let envoy = match &self.gateway_labels {
+        let mut envoy = match &self.gateway_labels {
             None => {
                 let bootstrap = pilotfish_bootstrap(&self.name, xds_address, &bootstrap_args);
-                Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
+                Envoy::spawn_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
             Some(labels) => {
                 let labels: Vec<(&str, &str)> = labels
@@ -157,9 +171,12 @@ impl PodBuilder {
                     GATEWAY_ADMIN_PORT,
                     &bootstrap_args,
                 );
-                Envoy::start_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
+                Envoy::spawn_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
         };
+        if wait {
+            envoy.wait_live();
+        }
         Pod {
             envoy,
             pilotfish,

@@ -76,9 +76,17 @@ impl Process {
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
+        self.wait_exit(limit)
+            .map(|status| (started.elapsed(), status))
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; its exit
+    /// status, or `None` if it was still running at `limit`.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let started = std::time::Instant::now();
         while started.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Some((started.elapsed(), status));
+                return Some(status);
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }

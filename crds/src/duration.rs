@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+/// Envoy converts durations to 64-bit nanoseconds and refuses those that
+/// overflow, far below protobuf's own limit (10,000 years).
+const MAX_SECONDS: f64 = 9_223_372_036.0;
+
 /// Parses a Go-style duration string. Negative durations are rejected.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
@@ -41,8 +45,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         total += value * scale;
         rest = &rest[unit_len..];
     }
-    if !total.is_finite() || total > 315_576_000_000.0 {
-        return Err(format!("duration {text:?} is out of range"));
+    if !total.is_finite() || total >= MAX_SECONDS {
+        return Err(format!(
+            "duration {text:?} is out of range (Envoy takes less than {MAX_SECONDS} seconds, about 292 years)"
+        ));
     }
     Ok(Duration::from_secs_f64(total))
 }

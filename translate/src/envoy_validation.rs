@@ -146,15 +146,22 @@ fn inline_chain(chain: &mut FilterChain, routes: &[RouteConfiguration]) {
     }
 }
 
-fn envoy_validates(t: &Translation, label: &str) {
+/// The Envoy to check with: `$ENVOY_BIN`, else the one `scripts/setup.sh`
+/// installs, else `envoy` on PATH.
+fn envoy_binary() -> String {
     let installed = "/opt/pilotfish-test/bin/envoy";
-    let envoy = std::env::var("ENVOY_BIN").unwrap_or_else(|_| {
+    std::env::var("ENVOY_BIN").unwrap_or_else(|_| {
         if std::path::Path::new(installed).exists() {
             installed.into()
         } else {
             "envoy".into()
         }
-    });
+    })
+}
+
+/// Runs `t` through `envoy --mode validate`; `Err` holds Envoy's output.
+pub(crate) fn envoy_check(t: &Translation, label: &str) -> Result<(), String> {
+    let envoy = envoy_binary();
     let path = std::env::temp_dir().join(format!(
         "pilotfish-validate-{}-{label}.pb",
         std::process::id()
@@ -168,12 +175,28 @@ fn envoy_validates(t: &Translation, label: &str) {
             panic!("cannot run {envoy}: {e} (run scripts/setup.sh to install Envoy)")
         });
     let _ = std::fs::remove_file(&path);
-    assert!(
-        output.status.success(),
-        "Envoy rejected the {label} translation:\n{}\n{}",
+    if output.status.success() {
+        return Ok(());
+    }
+    let text = format!(
+        "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    Err(envoy_error(&text))
+}
+
+/// Envoy's reason, without the configuration it echoes before it (the
+/// whole bootstrap in protobuf text for a constraint violation).
+fn envoy_error(output: &str) -> String {
+    let reason = output.rsplit_once("\n}\n").map_or(output, |(_, tail)| tail);
+    reason.trim().to_string()
+}
+
+fn envoy_validates(t: &Translation, label: &str) {
+    if let Err(output) = envoy_check(t, label) {
+        panic!("Envoy rejected the {label} translation:\n{output}");
+    }
 }
 
 #[test]

@@ -52,6 +52,8 @@ mod envoy_validation;
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
+mod generated_meshes;
+#[cfg(test)]
 mod test_support;
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;

@@ -2,16 +2,27 @@
 
 use std::collections::BTreeMap;
 
-use super::Report;
+use super::{Report, hosts};
 use crate::destination_rule::{
     ConnectionPoolSettings, DestinationRuleSpec, LoadBalancerSettings, OutlierDetection,
     PolicySections, TrafficPolicy,
 };
 
+/// Envoy's largest ring hash ring and Maglev table.
+const MAX_RING_SIZE: u64 = 8_388_608;
+const MAX_MAGLEV_TABLE: u64 = 5_000_011;
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
 pub(super) fn check(spec: &DestinationRuleSpec, r: &mut Report) {
     if spec.host.is_empty() {
         r.error("spec.host", "host is required");
+    } else {
+        r.host("spec.host", &spec.host, hosts::host_or_ip);
     }
+    r.export_to(&spec.export_to);
     if let Some(policy) = &spec.traffic_policy {
         traffic_policy("spec.trafficPolicy", policy, r);
     }
@@ -101,6 +112,32 @@ fn load_balancer(at: &str, lb: &LoadBalancerSettings, r: &mut Report) {
                 ("maglev", hash.maglev.is_some()),
             ],
         );
+        // Envoy's own bounds, which Istio leaves to Envoy.
+        let ring = hash
+            .ring_hash
+            .as_ref()
+            .and_then(|h| h.minimum_ring_size)
+            .or(hash.minimum_ring_size);
+        if let Some(size) = ring
+            && size > MAX_RING_SIZE
+        {
+            let field = match hash.ring_hash {
+                Some(_) => "ringHash.minimumRingSize",
+                None => "minimumRingSize",
+            };
+            r.error(
+                format!("{at}.{field}"),
+                format!("ring size {size} must be at most {MAX_RING_SIZE}"),
+            );
+        }
+        if let Some(size) = hash.maglev.as_ref().and_then(|m| m.table_size)
+            && (size > MAX_MAGLEV_TABLE || !is_prime(size))
+        {
+            r.error(
+                format!("{at}.maglev.tableSize"),
+                format!("table size {size} must be a prime number at most {MAX_MAGLEV_TABLE}"),
+            );
+        }
         if let Some(cookie) = &hash.http_cookie {
             // A zero TTL is meaningful (a session cookie), so only parse it.
             r.duration(&format!("{at}.httpCookie.ttl"), cookie.ttl.as_ref());

@@ -1,6 +1,6 @@
 //! Gateway checks.
 
-use super::Report;
+use super::{Report, hosts};
 use crate::gateway::GatewaySpec;
 
 pub(super) fn check(spec: &GatewaySpec, r: &mut Report) {
@@ -14,9 +14,7 @@ pub(super) fn check(spec: &GatewaySpec, r: &mut Report) {
             r.error(format!("{at}.hosts"), "a server needs at least one host");
         }
         for (j, host) in server.hosts.iter().enumerate() {
-            if host.is_empty() {
-                r.error(format!("{at}.hosts[{j}]"), "host must not be empty");
-            }
+            r.host(&format!("{at}.hosts[{j}]"), host, hosts::gateway_host);
         }
     }
 }

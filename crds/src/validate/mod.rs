@@ -7,6 +7,7 @@
 
 mod destination_rule;
 mod gateway;
+pub mod hosts;
 mod service_entry;
 mod virtual_service;
 
@@ -216,6 +217,18 @@ impl Report {
         At {
             report: self,
             at: at.into(),
+        }
+    }
+
+    /// `exportTo` entries: `.`, `*`, `~` or a namespace name.
+    fn export_to(&mut self, values: &[String]) {
+        for (i, ns) in values.iter().enumerate() {
+            if !matches!(ns.as_str(), "." | "*" | "~") && !is_dns1123_label(ns) {
+                self.error(
+                    format!("spec.exportTo[{i}]"),
+                    format!("{ns:?} is not '.', '*', '~' or a namespace name"),
+                );
+            }
         }
     }
 

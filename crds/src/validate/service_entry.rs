@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::Report;
+use super::{Report, hosts};
 use crate::service_entry::{Resolution, ServiceEntrySpec};
 
 const UNIX_PREFIX: &str = "unix://";
@@ -15,13 +15,13 @@ pub(super) fn check(spec: &ServiceEntrySpec, r: &mut Report) {
         r.error("spec.hosts", "at least one host is required");
     }
     for (i, host) in spec.hosts.iter().enumerate() {
-        if host.is_empty() || host == "*" {
-            r.error(
-                format!("spec.hosts[{i}]"),
-                format!("{host:?} is not a valid host"),
-            );
+        if host == "*" {
+            r.error(format!("spec.hosts[{i}]"), "\"*\" is not a valid host");
+        } else {
+            r.host(&format!("spec.hosts[{i}]"), host, hosts::wildcard_domain);
         }
     }
+    r.export_to(&spec.export_to);
     let resolution = spec.resolution.unwrap_or(Resolution::None);
     for (i, address) in spec.addresses.iter().enumerate() {
         let at = format!("spec.addresses[{i}]");

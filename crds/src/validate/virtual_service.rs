@@ -1,6 +1,6 @@
 //! VirtualService checks.
 
-use super::Report;
+use super::{Report, hosts, is_dns1123_label, is_dns1123_subdomain};
 use crate::virtual_service::{
     CorsPolicy, Destination, HttpFaultInjection, HttpMatchRequest, HttpRoute, HttpRouteDestination,
     RouteDestination, VirtualServiceSpec,
@@ -62,8 +62,8 @@ pub(super) fn check(spec: &VirtualServiceSpec, r: &mut Report) {
     // Sidecars apply a VirtualService with no gateways, or the `mesh` one.
     let bound_to_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
     for (i, host) in spec.hosts.iter().enumerate() {
-        if host.is_empty() {
-            r.error(format!("spec.hosts[{i}]"), "host must not be empty");
+        if let Err(e) = hosts::host_or_ip(host) {
+            r.error(format!("spec.hosts[{i}]"), e);
         } else if host == "*" && bound_to_mesh {
             r.error(
                 format!("spec.hosts[{i}]"),
@@ -80,6 +80,12 @@ pub(super) fn check(spec: &VirtualServiceSpec, r: &mut Report) {
     for (i, route) in spec.http.iter().enumerate() {
         http_route(&format!("spec.http[{i}]"), route, delegate, r);
     }
+    for (i, gateway) in spec.gateways.iter().enumerate() {
+        if let Err(e) = gateway_name(gateway) {
+            r.error(format!("spec.gateways[{i}]"), e);
+        }
+    }
+    r.export_to(&spec.export_to);
     for (i, tls) in spec.tls.iter().enumerate() {
         let at = format!("spec.tls[{i}]");
         if tls.match_.is_empty() {
@@ -94,6 +100,9 @@ pub(super) fn check(spec: &VirtualServiceSpec, r: &mut Report) {
                     format!("{at}.match[{j}].sniHosts"),
                     "at least one SNI host is required",
                 );
+            }
+            for (k, sni) in m.sni_hosts.iter().enumerate() {
+                sni_host(&format!("{at}.match[{j}].sniHosts[{k}]"), sni, &spec.hosts, r);
             }
         }
         l4_routes(&at, &tls.route, r);
@@ -262,9 +271,47 @@ fn weighted_destination(at: &str, dest: &Destination, weight: Option<i32>, r: &m
     r.at(at).percent("weight", weight);
 }
 
+/// An SNI host must be a host name (an IP address is no SNI) that one of
+/// the VirtualService's hosts covers, as Istio requires.
+fn sni_host(at: &str, sni: &str, vs_hosts: &[String], r: &mut Report) {
+    if let Err(e) = hosts::wildcard_domain(sni) {
+        r.error(at, e);
+    } else if !vs_hosts.iter().any(|h| hosts::is_subset_of(sni, h)) {
+        r.error(
+            at,
+            format!(
+                "SNI host {sni:?} is not covered by any of the VirtualService's hosts [{}]",
+                vs_hosts.join(", ")
+            ),
+        );
+    }
+}
+
+/// `mesh`, a Gateway name, or `namespace/name` (also the Gateway's FQDN).
+fn gateway_name(gateway: &str) -> Result<(), String> {
+    let name = match gateway.split_once('/') {
+        Some((ns, name)) => {
+            if !is_dns1123_label(ns) {
+                return Err(format!("{gateway:?}: {ns:?} is not a namespace name"));
+            }
+            name
+        }
+        None => gateway,
+    };
+    if is_dns1123_subdomain(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{gateway:?} is not 'mesh', a Gateway name or namespace/name"
+        ))
+    }
+}
+
 fn destination(at: &str, dest: &Destination, r: &mut Report) {
     if dest.host.is_empty() {
         r.error(format!("{at}.host"), "a destination needs a host");
+    } else {
+        r.host(&format!("{at}.host"), &dest.host, hosts::host_or_ip);
     }
     if let Some(port) = &dest.port
         && port.number.is_some()

@@ -385,7 +385,8 @@ struct BootstrapArgs {
     node_id: Option<String>,
     #[arg(long, default_value_t = 15000)]
     admin_port: u16,
-    /// REDIRECT (iptables), TPROXY, or NONE (listeners bind real ports).
+    /// REDIRECT (iptables), TPROXY, or NONE (no iptables: outbound listeners
+    /// bind 127.0.0.1:<port>, which the application dials itself).
     #[arg(long, default_value = "REDIRECT")]
     interception_mode: String,
     /// Workload label KEY=VALUE; repeatable.

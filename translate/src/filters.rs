@@ -20,14 +20,14 @@ use envoy_types::pb::google::protobuf::Any;
 use crate::names;
 use crate::protobuf;
 
-/// The HTTP connection manager of port `port`: routes come over RDS from
-/// the route configuration named after the port.
-pub fn http_connection_manager(port: u16) -> Filter {
+/// The HTTP connection manager of listener `listener` on port `port`:
+/// routes come over RDS from the route configuration named after the port.
+pub fn http_connection_manager(listener: &str, port: u16) -> Filter {
     let rds = RouteSpecifier::Rds(Rds {
         config_source: Some(protobuf::ads_config_source()),
         route_config_name: names::route_config(port),
     });
-    connection_manager(names::http_stat_prefix(port), rds)
+    connection_manager(names::http_stat_prefix(listener), rds)
 }
 
 /// The HTTP connection manager of a gateway server: routes over RDS from
@@ -38,7 +38,8 @@ pub fn gateway_connection_manager(port: u16, route_config: &str) -> Filter {
         config_source: Some(protobuf::ads_config_source()),
         route_config_name: route_config.to_string(),
     });
-    let mut hcm = connection_manager_config(names::http_stat_prefix(port), rds);
+    let listener = names::port_listener(names::WILDCARD_ADDRESS, port);
+    let mut hcm = connection_manager_config(names::http_stat_prefix(&listener), rds);
     hcm.use_remote_address = Some(protobuf::bool_value(true));
     hcm.strip_port_mode = Some(StripPortMode::StripAnyHostPort(true));
     network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))

@@ -47,7 +47,7 @@ fn port_listener(
     diags: &mut Vec<Diagnostic>,
 ) -> Listener {
     let mut listener = Listener {
-        name: names::port_listener(port.port),
+        name: names::port_listener(names::WILDCARD_ADDRESS, port.port),
         address: Some(protobuf::socket_address(names::WILDCARD_ADDRESS, port.port)),
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()

@@ -5,6 +5,12 @@
 //! services, its SNI) and no match may be claimed twice. Once every service
 //! holds its own destinations, VirtualService `tls`/`tcp` rules split them
 //! and may claim more ([`crate::tcp_routes`]).
+//!
+//! Without interception the application dials the sidecar's loopback
+//! listener itself, so the only destination Envoy ever sees on a port is
+//! that listener's address: every service claims it (HTTP services share
+//! it, as usual), one opaque service per port keeps it and the others are
+//! reported, as with Istio's `InterceptionNone`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -14,7 +20,6 @@ use pilotfish_registries::{Protocol, Resolution, Service};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
 use crate::names;
-use crate::proxy::InterceptionMode;
 use crate::tcp_routes::{self, L4Chain, MatchClaims};
 
 /// How a port's traffic is handled by the listener.
@@ -53,7 +58,8 @@ impl Handling {
 /// What a service's filter chains match on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MatchOn {
-    /// Destination IPs: sorted, unique, never empty.
+    /// Destination IPs (without interception, the listener's own
+    /// address): sorted, unique, never empty.
     Addresses(Vec<IpAddr>),
     /// The TLS SNI, for VIP-less TLS services (external HTTPS hosts
     /// resolved by DNS): their destination IPs are unknown.
@@ -85,10 +91,11 @@ pub struct PortPlan<'a> {
 }
 
 /// Visible services grouped by port number, ports ascending, services by
-/// hostname; the sidecar's own ports are left out.
+/// hostname; the sidecar's own ports are left out, and so are services
+/// whose traffic would come back into the sidecar ([`forwards_to_itself`]).
 pub fn services_by_port<'a>(ctx: &Context<'a>) -> BTreeMap<u16, Vec<&'a Service>> {
     let mut out: BTreeMap<u16, Vec<&'a Service>> = BTreeMap::new();
-    for service in ctx.services() {
+    for service in ctx.services().filter(|s| !forwards_to_itself(ctx, s)) {
         let ports: BTreeSet<u16> = service
             .ports
             .iter()
@@ -125,9 +132,36 @@ pub fn reserved_port_diagnostics(ctx: &Context) -> Vec<Diagnostic> {
     out
 }
 
+/// Without interception a connection's original destination is the
+/// sidecar's own listener, so a service whose cluster forwards to the
+/// original destination (resolution NONE) would send every connection
+/// straight back into it.
+fn forwards_to_itself(ctx: &Context, service: &Service) -> bool {
+    ctx.proxy.interception.binds_listeners() && service.resolution == Resolution::Passthrough
+}
+
+/// Services that get no listener or route because they would loop
+/// ([`forwards_to_itself`]).
+pub fn self_forwarding_diagnostics(ctx: &Context) -> Vec<Diagnostic> {
+    ctx.services()
+        .filter(|s| forwards_to_itself(ctx, s))
+        .map(|service| {
+            Diagnostic::new(
+                DiagnosticKind::Unreachable,
+                service_object(&service.hostname),
+                "resolution NONE forwards to the original destination, which for a sidecar without interception is its own listener; no outbound listener or route serves it".to_string(),
+            )
+        })
+        .collect()
+}
+
 /// Where traffic for `service` on `port` is addressed: its VIPs, or for
 /// VIP-less services (Consul, headless) its endpoint IPs on that port.
+/// Without interception, the listener's own address whatever the service.
 pub fn destination_addresses(ctx: &Context, service: &Service, port: u16) -> BTreeSet<IpAddr> {
+    if ctx.proxy.interception.binds_listeners() {
+        return BTreeSet::from([ctx.proxy.interception.outbound_listener_address()]);
+    }
     // An unspecified VIP (0.0.0.0) would match everything.
     let vips: BTreeSet<IpAddr> = service
         .vips
@@ -176,8 +210,6 @@ pub fn plan<'a>(
         } else if handling == Handling::Opaque
             && service.resolution == Resolution::Passthrough
             && !has_http
-            // Without interception the original destination is the listener itself.
-            && ctx.proxy.interception != InterceptionMode::None
         {
             match passthrough {
                 Some(winner) => {

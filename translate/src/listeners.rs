@@ -1,5 +1,8 @@
 //! LDS for sidecars: `virtualOutbound` (15001), which hands intercepted
-//! connections to the per-port `0.0.0.0_<port>` listeners. Gateways:
+//! connections to the per-port `0.0.0.0_<port>` listeners. A sidecar
+//! without interception gets no `virtualOutbound` (nothing is redirected to
+//! it) and per-port listeners bound on loopback, `127.0.0.1_<port>`, which
+//! the application dials itself (Istio's `InterceptionNone`). Gateways:
 //! [`crate::gateway_listeners`].
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
@@ -12,7 +15,7 @@ use crate::inbound;
 use crate::listener_matches::{self, AddressedService, Handling, MatchOn, PortPlan};
 use crate::names;
 use crate::protobuf;
-use crate::proxy::{InterceptionMode, ProxyKind};
+use crate::proxy::ProxyKind;
 use crate::tcp_routes::{L4Chain, Target};
 
 /// ALPN values the HTTP inspector reports for plaintext HTTP.
@@ -28,7 +31,11 @@ pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
         return crate::gateway_listeners::build(ctx, diags);
     }
     diags.extend(listener_matches::reserved_port_diagnostics(ctx));
-    let mut out = vec![virtual_outbound(ctx)];
+    diags.extend(listener_matches::self_forwarding_diagnostics(ctx));
+    let mut out = Vec::new();
+    if !ctx.proxy.interception.binds_listeners() {
+        out.push(virtual_outbound(ctx));
+    }
     out.extend(inbound::listener(ctx));
     for (port, services) in listener_matches::services_by_port(ctx) {
         let plan = listener_matches::plan(ctx, port, &services, diags);
@@ -56,14 +63,16 @@ fn virtual_outbound(ctx: &Context) -> Listener {
 
 fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
     let port = plan.port;
+    let address = ctx.proxy.interception.outbound_listener_address();
+    let name = names::port_listener(address, port);
     let mut chains = Vec::new();
     if plan.has_http {
-        chains.push(http_catch_all_chain(port));
+        chains.push(http_catch_all_chain(&name, port));
     }
     for svc in &plan.addressed {
         match svc.handling {
             Handling::Opaque => {}
-            Handling::Sniffed => chains.push(sniffed_http_chain(port, svc)),
+            Handling::Sniffed => chains.push(sniffed_http_chain(&name, port, svc)),
             // HTTP services never get addressed chains.
             Handling::Http => continue,
         }
@@ -71,8 +80,8 @@ fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
     }
     let listener_filters = listener_filters(plan, &chains);
     let mut listener = Listener {
-        name: names::port_listener(port),
-        address: Some(protobuf::socket_address(names::WILDCARD_ADDRESS, port)),
+        name,
+        address: Some(protobuf::socket_address(&address.to_string(), port)),
         filter_chains: chains,
         traffic_direction: TrafficDirection::Outbound as i32,
         bind_to_port: bind_to_port(ctx),
@@ -140,17 +149,14 @@ fn listener_filters(
 /// Intercepted traffic arrives through `virtualOutbound`, so per-port
 /// listeners must not bind; without interception they are real sockets.
 fn bind_to_port(ctx: &Context) -> Option<envoy_types::pb::google::protobuf::BoolValue> {
-    match ctx.proxy.interception {
-        InterceptionMode::Redirect | InterceptionMode::Tproxy => Some(protobuf::bool_value(false)),
-        InterceptionMode::None => None,
-    }
+    (!ctx.proxy.interception.binds_listeners()).then(|| protobuf::bool_value(false))
 }
 
 /// One HCM for every HTTP service of the port; RDS tells them apart.
-fn http_catch_all_chain(port: u16) -> FilterChain {
+fn http_catch_all_chain(listener: &str, port: u16) -> FilterChain {
     FilterChain {
         name: "http".into(),
-        filters: vec![filters::http_connection_manager(port)],
+        filters: vec![filters::http_connection_manager(listener, port)],
         ..Default::default()
     }
 }
@@ -188,7 +194,7 @@ pub(crate) fn l4_chain(chain: &L4Chain) -> FilterChain {
 
 /// HTTP (as detected by the inspector) on a sniffed service's addresses
 /// goes to the port's HCM; its other traffic takes the service's tcp chains.
-fn sniffed_http_chain(port: u16, svc: &AddressedService) -> FilterChain {
+fn sniffed_http_chain(listener: &str, port: u16, svc: &AddressedService) -> FilterChain {
     let cluster = names::outbound_cluster(port, None, &svc.service.hostname);
     let http_match = FilterChainMatch {
         application_protocols: SNIFFED_HTTP_PROTOCOLS
@@ -200,7 +206,7 @@ fn sniffed_http_chain(port: u16, svc: &AddressedService) -> FilterChain {
     FilterChain {
         name: format!("http|{cluster}"),
         filter_chain_match: Some(http_match),
-        filters: vec![filters::http_connection_manager(port)],
+        filters: vec![filters::http_connection_manager(listener, port)],
         ..Default::default()
     }
 }
@@ -279,11 +285,117 @@ pub(crate) mod tests {
         assert_envoy_invariants(&t);
     }
 
+    /// Istio's `InterceptionNone`: the application dials 127.0.0.1:<port>,
+    /// so the listener binds there (not the wildcard, which would also take
+    /// every local backend's address on the port), and nothing is
+    /// redirected to a virtual listener.
     #[test]
-    fn per_port_listeners_bind_real_sockets_without_interception() {
-        let proxy = sidecar_without_interception("default");
+    fn without_interception_per_port_listeners_bind_loopback_and_no_virtual_listener_exists() {
+        let mut proxy = sidecar_without_interception("default");
+        proxy.inbound = vec![crate::InboundPort {
+            port: 9080,
+            protocol: Protocol::Http,
+        }];
         let t = translate_for(&http_mesh(), &proxy);
-        assert_eq!(listener_named(&t, "0.0.0.0_9080").bind_to_port, None);
+        let names: Vec<_> = t.resources.listeners.iter().map(|l| &l.name).collect();
+        assert_eq!(names, ["127.0.0.1_9080"]);
+        let listener = listener_named(&t, "127.0.0.1_9080");
+        assert_eq!(
+            listener.address,
+            Some(protobuf::socket_address("127.0.0.1", 9080))
+        );
+        assert_eq!(listener.bind_to_port, None, "a real socket");
+        assert_eq!(
+            hcm(&listener.filter_chains[0]).stat_prefix,
+            "outbound_127.0.0.1_9080"
+        );
+        route_config_named(&t, "9080");
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert_envoy_invariants(&t);
+    }
+
+    /// The only destination a loopback listener sees is its own address:
+    /// whatever their VIPs or endpoints, TCP services claim that one, the
+    /// oldest keeps it and the others are reported.
+    #[test]
+    fn without_interception_the_oldest_tcp_service_of_a_port_takes_its_listener() {
+        let m = mesh(
+            vec![
+                created(
+                    service(
+                        "new.default.svc.cluster.local",
+                        &["10.0.0.9"],
+                        &[(5432, Protocol::Tcp)],
+                    ),
+                    "2024-02-01T00:00:00Z",
+                ),
+                created(
+                    service("old.service.consul", &[], &[(5432, Protocol::Tcp)]),
+                    "2024-01-01T00:00:00Z",
+                ),
+                service(
+                    "cache.default.svc.cluster.local",
+                    &["10.0.0.10"],
+                    &[(6379, Protocol::Tcp)],
+                ),
+            ],
+            vec![(
+                "old.service.consul",
+                vec![endpoint("10.1.0.1", 5432, 5432, &[])],
+            )],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar_without_interception("default"));
+        let listener = listener_named(&t, "127.0.0.1_5432");
+        assert_eq!(listener.filter_chains.len(), 1);
+        let chain = &listener.filter_chains[0];
+        assert_eq!(ranges(chain), ["127.0.0.1/32"]);
+        assert_eq!(
+            tcp_proxy_cluster(chain).as_deref(),
+            Some("outbound|5432||old.service.consul")
+        );
+        let cache = &listener_named(&t, "127.0.0.1_6379").filter_chains[0];
+        assert_eq!(ranges(cache), ["127.0.0.1/32"]);
+        let conflicts = diagnostics_of(&t, DiagnosticKind::ListenerConflict);
+        assert_eq!(conflicts.len(), 1, "{conflicts:?}");
+        assert_eq!(conflicts[0].object, "service new.default.svc.cluster.local");
+        assert!(conflicts[0].message.contains("old.service.consul"));
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn without_interception_sniffed_and_http_services_share_the_listener_address() {
+        let m = mesh(
+            vec![
+                service(
+                    "legacy.default.svc.cluster.local",
+                    &["10.0.0.7"],
+                    &[(7000, Protocol::Unknown)],
+                ),
+                service(
+                    "web.default.svc.cluster.local",
+                    &["10.0.0.8"],
+                    &[(7000, Protocol::Http)],
+                ),
+            ],
+            vec![],
+            &[],
+        );
+        let t = translate_for(&m, &sidecar_without_interception("default"));
+        let listener = listener_named(&t, "127.0.0.1_7000");
+        let http = chain_named(
+            listener,
+            "http|outbound|7000||legacy.default.svc.cluster.local",
+        );
+        assert_eq!(ranges(http), ["127.0.0.1/32"]);
+        let tcp = chain_named(
+            listener,
+            "tcp|outbound|7000||legacy.default.svc.cluster.local",
+        );
+        assert_eq!(ranges(tcp), ["127.0.0.1/32"]);
+        assert_eq!(chain_named(listener, "http").filter_chain_match, None);
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert_envoy_invariants(&t);
     }
 
     #[test]
@@ -618,7 +730,7 @@ pub(crate) mod tests {
     fn interception_none_never_passes_through_to_itself() {
         let m = one_service_mesh("db.service.consul", &["10.0.0.1"], 6379, Protocol::Tcp);
         let t = translate_for(&m, &sidecar_without_interception("default"));
-        let default = listener_named(&t, "0.0.0.0_6379")
+        let default = listener_named(&t, "127.0.0.1_6379")
             .default_filter_chain
             .clone()
             .unwrap();

@@ -45,9 +45,10 @@ pub fn outbound_cluster_host(cluster: &str) -> Option<&str> {
     rest.splitn(3, '|').nth(2)
 }
 
-/// Per-port outbound listener: `0.0.0.0_9080`.
-pub fn port_listener(port: u16) -> String {
-    format!("{WILDCARD_ADDRESS}_{port}")
+/// Per-port listener, named by its address as Istio does: `0.0.0.0_9080`
+/// (and `127.0.0.1_9080` for a sidecar without interception).
+pub fn port_listener(address: impl Display, port: u16) -> String {
+    format!("{address}_{port}")
 }
 
 /// Route configurations are shared by every HTTP service on a port: `"9080"`.
@@ -59,8 +60,9 @@ pub fn virtual_host(host: &str, port: u16) -> String {
     format!("{host}:{port}")
 }
 
-pub fn http_stat_prefix(port: u16) -> String {
-    format!("outbound_{WILDCARD_ADDRESS}_{port}")
+/// The stat prefix of a listener's HTTP connection manager: `outbound_<listener>`.
+pub fn http_stat_prefix(listener: &str) -> String {
+    format!("outbound_{listener}")
 }
 
 /// `host:port`, bracketing IPv6 literals as in a Host header.
@@ -88,7 +90,9 @@ mod tests {
             outbound_cluster(9080, Some("v1"), host),
             "outbound|9080|v1|reviews.default.svc.cluster.local"
         );
-        assert_eq!(port_listener(9080), "0.0.0.0_9080");
+        assert_eq!(port_listener(WILDCARD_ADDRESS, 9080), "0.0.0.0_9080");
+        assert_eq!(port_listener("127.0.0.1", 9080), "127.0.0.1_9080");
+        assert_eq!(http_stat_prefix("0.0.0.0_9080"), "outbound_0.0.0.0_9080");
         assert_eq!(route_config(9080), "9080");
     }
 

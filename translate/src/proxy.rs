@@ -2,6 +2,7 @@
 //! get identical resources, so the cache builds one snapshot per view.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 
 use pilotfish_registries::Protocol;
 use serde::Serialize;
@@ -23,11 +24,32 @@ pub enum InterceptionMode {
     Redirect,
     /// TPROXY; treated like REDIRECT for listener binding.
     Tproxy,
-    /// No interception: per-port listeners bind real sockets.
+    /// No interception: per-port listeners bind real sockets on loopback;
+    /// no `virtualOutbound`, no inbound side.
     None,
 }
 
 impl InterceptionMode {
+    /// Whether the sidecar's per-port outbound listeners are real sockets
+    /// the application dials, rather than targets of `virtualOutbound`.
+    pub fn binds_listeners(self) -> bool {
+        self == Self::None
+    }
+
+    /// The address of the sidecar's per-port outbound listeners. Under
+    /// iptables they bind nothing and every destination reaches them, so
+    /// they carry the wildcard. Without interception they bind loopback, as
+    /// Istio's do: the application dials `127.0.0.1:<port>`, and every other
+    /// local address on that port stays free for the host's own servers, so
+    /// a connection Envoy opens to one of them reaches that server instead
+    /// of coming back into Envoy's listener.
+    pub fn outbound_listener_address(self) -> IpAddr {
+        match self {
+            Self::Redirect | Self::Tproxy => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            Self::None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_uppercase().as_str() {
             "REDIRECT" => Some(Self::Redirect),

@@ -184,6 +184,40 @@ mod tests {
         assert_envoy_invariants(&t);
     }
 
+    /// Resolution NONE forwards to the original destination, which without
+    /// interception is the sidecar's own listener: such a host gets no
+    /// virtual host (the catch-all refuses it) instead of a request loop.
+    #[test]
+    fn without_interception_resolution_none_hosts_get_no_virtual_host() {
+        let mut outside = service("outside.example.com", &[], &[(8080, Protocol::Http)]);
+        outside.resolution = pilotfish_registries::Resolution::Passthrough;
+        let web = service(
+            "web.default.svc.cluster.local",
+            &["10.0.0.1"],
+            &[(8080, Protocol::Http)],
+        );
+        let m = mesh(vec![outside, web], vec![], &[]);
+        let vhost_names = |t: &crate::Translation| -> Vec<String> {
+            route_config_named(t, "8080")
+                .virtual_hosts
+                .iter()
+                .map(|v| v.name.clone())
+                .collect()
+        };
+        let intercepted = translate_for(&m, &sidecar("default"));
+        assert!(vhost_names(&intercepted).contains(&"outside.example.com:8080".to_string()));
+
+        let t = translate_for(&m, &sidecar_without_interception("default"));
+        assert_eq!(
+            vhost_names(&t),
+            ["web.default.svc.cluster.local:8080", "block_all"]
+        );
+        let unreachable = diagnostics_of(&t, crate::DiagnosticKind::Unreachable);
+        assert_eq!(unreachable.len(), 1);
+        assert_eq!(unreachable[0].object, "service outside.example.com");
+        assert_envoy_invariants(&t);
+    }
+
     #[test]
     fn tcp_only_ports_get_no_route_config() {
         let m = one_service_mesh(

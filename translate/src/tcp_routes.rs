@@ -1104,17 +1104,14 @@ mod tests {
             Some("outbound|27017||mongo.example.com")
         );
         assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
-        // Without interception the original destination would be Envoy itself.
+        // Without interception the original destination would be Envoy's
+        // own listener: no listener at all, and the service is reported.
         let t = translate_for(&m, &sidecar_without_interception("default"));
-        let default = listener_named(&t, "0.0.0.0_27017")
-            .default_filter_chain
-            .clone()
-            .unwrap();
-        assert_eq!(
-            tcp_proxy_cluster(&default).as_deref(),
-            Some("BlackHoleCluster")
-        );
-        assert_eq!(diagnostics_of(&t, DiagnosticKind::Unreachable).len(), 1);
+        assert!(t.resources.listeners.is_empty());
+        let unreachable = diagnostics_of(&t, DiagnosticKind::Unreachable);
+        assert_eq!(unreachable.len(), 1);
+        assert_eq!(unreachable[0].object, "service mongo.example.com");
+        assert!(unreachable[0].message.contains("resolution NONE"));
     }
 
     /// The random meshes of the invariant and Envoy tests do reach these rules.

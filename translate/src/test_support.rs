@@ -275,12 +275,12 @@ pub fn assert_envoy_invariants(t: &Translation) {
     );
     assert_sorted_unique(r.listeners.iter().map(|c| c.name.as_str()), "listeners");
     assert_sorted_unique(r.routes.iter().map(|c| c.name.as_str()), "routes");
-    // Gateways have no virtualOutbound; a TCP server's one chain takes
-    // every connection of its port, as it should.
-    let sidecar = r
-        .listeners
-        .iter()
-        .any(|l| l.name == crate::names::VIRTUAL_OUTBOUND_LISTENER);
+    // Gateways have neither virtualOutbound nor loopback listeners (those of
+    // a sidecar without interception); a TCP server's one chain takes every
+    // connection of its port, as it should.
+    let sidecar = r.listeners.iter().any(|l| {
+        l.name == crate::names::VIRTUAL_OUTBOUND_LISTENER || l.name.starts_with("127.0.0.1_")
+    });
     for listener in &r.listeners {
         assert_unique_chain_matches(listener, sidecar);
     }

@@ -287,9 +287,21 @@ pub fn add_args(cmd: &mut Command, extra_args: &[String]) {
     }
 }
 
-/// `pilotfish bootstrap` for a sidecar called `name` in namespace default;
-/// `extra_args` are passed on (e.g. `--xds-protocol delta`).
+/// `pilotfish bootstrap` for a sidecar called `name` in namespace default
+/// under iptables REDIRECT; `extra_args` are passed on (e.g.
+/// `--xds-protocol delta`).
 pub fn pilotfish_bootstrap(name: &str, xds_address: &str, extra_args: &[String]) -> String {
+    sidecar_bootstrap(name, xds_address, "REDIRECT", extra_args)
+}
+
+/// [`pilotfish_bootstrap`] with another `--interception-mode` (`NONE`:
+/// the sidecar's listeners bind real sockets).
+pub fn sidecar_bootstrap(
+    name: &str,
+    xds_address: &str,
+    interception_mode: &str,
+    extra_args: &[String],
+) -> String {
     let mut cmd = Command::new(super::pilotfish::binary());
     cmd.args([
         "bootstrap",
@@ -308,7 +320,7 @@ pub fn pilotfish_bootstrap(name: &str, xds_address: &str, extra_args: &[String])
         "--admin-port",
         "15000",
         "--interception-mode",
-        "REDIRECT",
+        interception_mode,
     ]);
     add_args(&mut cmd, extra_args);
     run_checked(&mut cmd)

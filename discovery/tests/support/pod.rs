@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Backends};
-use super::envoy::{Envoy, gateway_bootstrap, pilotfish_bootstrap};
+use super::envoy::{Envoy, gateway_bootstrap, sidecar_bootstrap};
 use super::http::{Request, Response};
 use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
@@ -33,6 +33,9 @@ pub struct PodBuilder {
     bootstrap_args: Vec<String>,
     /// Envoys use the secure xDS port (also with PILOTFISH_TEST_SECURE_XDS=1).
     secure_xds: bool,
+    /// The sidecar runs without interception (`INTERCEPTION_MODE` NONE, no
+    /// iptables): clients dial its listeners on 127.0.0.1 themselves.
+    without_interception: bool,
 }
 
 impl PodBuilder {
@@ -102,6 +105,13 @@ impl PodBuilder {
         self
     }
 
+    /// A sidecar without interception: no iptables rules, and its
+    /// bootstrap says `--interception-mode NONE`.
+    pub fn without_interception(mut self) -> Self {
+        self.without_interception = true;
+        self
+    }
+
     pub fn pilotfish_arg(mut self, arg: &str) -> Self {
         self.pilotfish_args.push(arg.to_string());
         self
@@ -128,7 +138,7 @@ impl PodBuilder {
         let registry_file = write_registry_file(dir.path(), &self.registry);
 
         let ns = Arc::new(Netns::new());
-        if self.gateway_labels.is_none() {
+        if self.gateway_labels.is_none() && !self.without_interception {
             ns.capture_outbound();
         }
         let backends = Backends::start_for_registry(&ns, &self.registry);
@@ -156,7 +166,12 @@ impl PodBuilder {
         bootstrap_args.extend(self.bootstrap_args.iter().cloned());
         let mut envoy = match &self.gateway_labels {
             None => {
-                let bootstrap = pilotfish_bootstrap(&self.name, xds_address, &bootstrap_args);
+                let mode = if self.without_interception {
+                    "NONE"
+                } else {
+                    "REDIRECT"
+                };
+                let bootstrap = sidecar_bootstrap(&self.name, xds_address, mode, &bootstrap_args);
                 Envoy::spawn_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
             Some(labels) => {

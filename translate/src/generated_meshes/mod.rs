@@ -145,6 +145,9 @@ fn document(g: &mut Generator, kind: Kind, index: usize, mut spec: Value) -> Val
     if kind == Kind::Gateway && g.rng.below(5) != 0 {
         spec["selector"] = json!({"istio": "ingressgateway"});
     }
+    if kind == Kind::VirtualService && !edgy {
+        sni_hosts_from_hosts(g, &mut spec);
+    }
     let mut metadata = json!({"name": name, "namespace": namespace});
     let created = *g.rng.pick(&[
         "",
@@ -162,6 +165,39 @@ fn document(g: &mut Generator, kind: Kind, index: usize, mut spec: Value) -> Val
         "metadata": metadata,
         "spec": spec,
     })
+}
+
+/// A VirtualService's SNI hosts must fall under its own hosts; draw them
+/// from there, so that TLS routes get past validation.
+fn sni_hosts_from_hosts(g: &mut Generator, spec: &mut Value) {
+    // Gateway-style `namespace/host` entries come from the shared pool of
+    // the `hosts` field name; a VirtualService has plain hosts.
+    for host in spec["hosts"].as_array_mut().into_iter().flatten() {
+        if let Some((_, name)) = host.as_str().and_then(|h| h.split_once('/')) {
+            *host = json!(name);
+        }
+    }
+    let hosts: Vec<String> = spec["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|h| !h.contains('/'))
+        .map(|h| h.replacen('*', "a", 1))
+        .collect();
+    if hosts.is_empty() {
+        return;
+    }
+    let Some(rules) = spec.get_mut("tls").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for m in rules.iter_mut().flat_map(|r| r.get_mut("match").and_then(Value::as_array_mut)).flatten() {
+        if let Some(snis) = m.get_mut("sniHosts").and_then(Value::as_array_mut) {
+            for sni in snis.iter_mut() {
+                *sni = json!(g.rng.pick(&hosts));
+            }
+        }
+    }
 }
 
 /// The registry every case runs against: HTTP, TCP, unknown-protocol, gRPC

@@ -15,6 +15,7 @@ pub mod node;
 pub mod problems;
 pub mod proxy_view;
 pub mod push;
+pub mod quarantine;
 pub mod security;
 pub mod serve;
 pub mod snapshot;

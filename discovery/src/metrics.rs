@@ -36,6 +36,9 @@ pub struct Metrics {
     pub views: Gauge,
     pub view_cache_evictions: Counter,
     pub stalled_streams: Counter,
+    /// Config objects left out because a proxy rejected them.
+    pub config_quarantined: Gauge,
+    pub config_quarantines: Counter,
     translation_seconds: Histogram,
     registry_connected: Family<RegistryLabel, Gauge>,
     registry_failures: Family<RegistryLabel, Gauge>,
@@ -64,6 +67,8 @@ impl Metrics {
             views: Gauge::default(),
             view_cache_evictions: Counter::default(),
             stalled_streams: Counter::default(),
+            config_quarantined: Gauge::default(),
+            config_quarantines: Counter::default(),
             translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry_connected: Family::default(),
             registry_failures: Family::default(),
@@ -124,6 +129,16 @@ impl Metrics {
             "xds_stalled_streams",
             "ADS streams closed because the proxy left responses unread past --stream-send-timeout",
             m.stalled_streams.clone(),
+        );
+        registry.register(
+            "config_quarantined",
+            "Config objects left out of pushes because a proxy rejected what they produced",
+            m.config_quarantined.clone(),
+        );
+        registry.register(
+            "config_quarantines",
+            "Config objects left out of pushes after a proxy rejected them, since start",
+            m.config_quarantines.clone(),
         );
         registry.register(
             "translation_duration_seconds",

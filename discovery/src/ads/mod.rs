@@ -8,6 +8,7 @@ mod delta_stream;
 pub mod encoded;
 pub mod interned;
 pub mod limits;
+pub mod rejection;
 mod request_stream;
 pub mod requests;
 mod response_body;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::SnapshotCache;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
+use crate::quarantine::QuarantineSink;
 use crate::security::{Authenticator, PeerInfo};
 use crate::status::SyncStatus;
 use encoded::EncodedResponse;
@@ -58,6 +60,9 @@ pub struct XdsContext {
     pub limits: XdsLimits,
     /// Subscription name sets, shared by the streams that hold equal ones.
     pub name_sets: interned::NameSets,
+    /// Where rejected config objects are sent to be left out; `None`: only
+    /// reported.
+    pub quarantine: Option<QuarantineSink>,
     next_connection: AtomicU64,
 }
 
@@ -84,8 +89,15 @@ impl XdsContext {
             shutdown: CancellationToken::new(),
             limits,
             name_sets: interned::NameSets::default(),
+            quarantine: None,
             next_connection: AtomicU64::new(1),
         }
+    }
+
+    /// Leaves out the config objects proxies' rejections are down to.
+    pub fn with_quarantine(mut self, sink: QuarantineSink) -> Self {
+        self.quarantine = Some(sink);
+        self
     }
 
     /// Authenticates with `authenticator` instead of the default (trust

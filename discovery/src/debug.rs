@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::ads::XdsContext;
 use crate::config_dump::config_dump;
 use crate::readiness::Readiness;
+use crate::status::SyncStatus;
 
 #[derive(Clone)]
 pub struct DebugState {
@@ -155,7 +156,24 @@ async fn diagnostics(State(state): State<DebugState>) -> Json<Value> {
         "mesh_version": generation.version,
         "input_problems": generation.problems,
         "translation": state.ctx.cache.diagnostics(generation.version),
+        "rejected_by_proxies": rejected_by_proxies(&state.ctx.status),
     }))
+}
+
+/// Every rejection (NACK) a connected proxy has not got past yet: the
+/// resources, the config objects that fed them, and what it is down to.
+fn rejected_by_proxies(status: &SyncStatus) -> Vec<Value> {
+    status
+        .rejections()
+        .into_iter()
+        .map(|(proxy, ty, rejection)| {
+            json!({
+                "proxy": proxy,
+                "type": ty.short(),
+                "rejection": rejection,
+            })
+        })
+        .collect()
 }
 
 /// The gateway TLS credentials of the current generation: names, sizes and

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod problems;
 pub mod proxy_view;
 pub mod push;
+pub mod quarantine;
 pub mod readiness;
 pub mod security;
 pub mod serve;

@@ -15,6 +15,7 @@ use pilotfish_discovery::certificate_client::{
 };
 use pilotfish_discovery::incoming::{DEFAULT_MAX_CONNECTIONS, IncomingLimits};
 use pilotfish_discovery::paths::{self, Expected};
+use pilotfish_discovery::quarantine::QuarantinePolicy;
 use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::security::authn::DEFAULT_TOKEN_AUDIENCE;
 use pilotfish_discovery::security::ca::CertificateAuthority;
@@ -195,6 +196,19 @@ struct ServeArgs {
     kube: KubeArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Whose rejections (NACKs) leave the config object at fault out of
+    /// pushes until it changes: `authenticated` proxies (verified by
+    /// certificate or token), `any` proxy (plaintext clients too), or `off`
+    /// (rejections are only reported).
+    #[arg(long, value_enum, default_value = "authenticated")]
+    quarantine_rejected_config: QuarantineArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum QuarantineArg {
+    Authenticated,
+    Any,
+    Off,
 }
 
 /// Bounds on what one xDS client can make the server hold.
@@ -542,6 +556,11 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }),
         kubeconfig: args.kube.kubeconfig.clone(),
         limits: args.limits.limits(),
+        quarantine: match args.quarantine_rejected_config {
+            QuarantineArg::Authenticated => QuarantinePolicy::Authenticated,
+            QuarantineArg::Any => QuarantinePolicy::Any,
+            QuarantineArg::Off => QuarantinePolicy::Off,
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let result = runtime.block_on(serve(opts));

@@ -12,6 +12,7 @@ use pilotfish_translate::{CredentialKey, MeshConfig, MeshState, ReferencedLabels
 
 use crate::problems::InputProblem;
 use crate::proxy_view::InboundIndex;
+use crate::quarantine::{Quarantine, QuarantineRequest};
 use crate::sources::config_dir::{ConfigDirs, ConfigLoad};
 use crate::sources::registry_files::RegistryFiles;
 
@@ -32,6 +33,13 @@ pub struct MeshGeneration {
     pub inbound: InboundIndex,
     /// Proxy label keys some config reads; see [`MeshGeneration::referenced_labels`].
     pub referenced_labels: OnceLock<ReferencedLabels>,
+    /// Each config object's revision: the version of the generation in
+    /// which its current content appeared (set when published).
+    pub revisions: Arc<BTreeMap<ConfigKey, u64>>,
+    /// The version of the generation in which services, credentials or
+    /// mesh settings last changed (set when published): what a proxy
+    /// rejects may come from them rather than from a config object.
+    pub registry_changed_at: u64,
 }
 
 impl MeshGeneration {
@@ -74,6 +82,8 @@ pub struct MeshStore {
     /// last rebuild: the last merge is patched.
     endpoint_hosts: BTreeSet<String>,
     last: Option<LastMerge>,
+    /// Objects left out because a proxy rejected what they produced.
+    quarantine: Quarantine,
 }
 
 /// What the last full merge produced, kept to patch endpoint changes into.
@@ -135,7 +145,21 @@ impl MeshStore {
             sources_changed: true,
             endpoint_hosts: BTreeSet::new(),
             last: None,
+            quarantine: Quarantine::default(),
         }
+    }
+
+    /// Leaves `request`'s object out of the next merges, as long as its
+    /// content stays what the proxy rejected.
+    pub fn quarantine(&mut self, request: QuarantineRequest) {
+        if self.quarantine.add(request) {
+            self.config_changed = true;
+        }
+    }
+
+    /// Objects left out now, and ever.
+    pub fn quarantined(&self) -> (usize, u64) {
+        (self.quarantine.len(), self.quarantine.applied_total())
     }
 
     pub fn watched_dirs(&self) -> &[std::path::PathBuf] {
@@ -348,6 +372,7 @@ impl MeshStore {
             problems,
             endpoints_only: false,
             changed_hosts: BTreeSet::new(),
+            ..MeshGeneration::default()
         }
     }
 
@@ -390,6 +415,7 @@ impl MeshStore {
             problems: last.problems.clone(),
             endpoints_only: true,
             changed_hosts: changed,
+            ..MeshGeneration::default()
         };
         self.last = Some(last);
         generation
@@ -397,14 +423,16 @@ impl MeshStore {
 }
 
 impl MeshStore {
-    /// The config of the files and the pushing sources, and the registry
-    /// its ServiceEntries make.
-    fn merge_config(&self) -> MergedConfig {
+    /// The config of the files and the pushing sources, without the
+    /// quarantined objects, and the registry its ServiceEntries make.
+    fn merge_config(&mut self) -> MergedConfig {
         let mut loaded = ConfigLoad {
             objects: self.files.config.objects.clone(),
             problems: self.files.config.problems.clone(),
         };
         merge_dynamic_config(&self.dynamic_config, &mut loaded);
+        self.quarantine
+            .apply(&mut loaded.objects, &mut loaded.problems);
         let mut problems = loaded.problems;
         // ServiceEntries in the config are a registry of their own.
         let mut entries = RegistrySnapshot::default();
@@ -675,6 +703,46 @@ mod tests {
             duplicate.object.as_deref(),
             Some("DestinationRule shop/reviews")
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_quarantined_object_is_left_out_until_its_file_changes() {
+        let dir = std::env::temp_dir().join(format!("pf-mesh-quarantine-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("dr.yaml"), DR).unwrap();
+        let mut store = MeshStore::new(
+            ConfigDirs::new(vec![dir.clone()], "default"),
+            RegistryFiles::new(Vec::new()),
+            MeshConfig::default(),
+        );
+        let served = store.rebuild();
+        let rejected = served.mesh.config[0].clone();
+        store.quarantine(QuarantineRequest {
+            object: rejected,
+            proxy: "sidecar~10.0.0.1~a.shop~shop.svc.cluster.local".into(),
+            message: "rejected".into(),
+        });
+        let left_out = store.rebuild();
+        assert!(left_out.mesh.config.is_empty());
+        let problem = left_out
+            .problems
+            .iter()
+            .find(|p| p.object.as_deref() == Some("DestinationRule shop/reviews"))
+            .expect("reported");
+        assert!(problem.source.contains("dr.yaml"), "{problem}");
+        assert_eq!(store.quarantined(), (1, 1));
+
+        std::fs::write(
+            dir.join("dr.yaml"),
+            DR.replace("host: reviews", "host: ratings"),
+        )
+        .unwrap();
+        store.note_files_changed();
+        let fixed = store.rebuild();
+        assert_eq!(fixed.mesh.config.len(), 1, "served again");
+        assert!(fixed.problems.is_empty());
+        assert_eq!(store.quarantined(), (0, 1));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub stalled_streams: Counter,
     /// ADS streams refused because not every source had loaded yet.
     pub unready_refusals: Counter,
+    /// Config objects left out because a proxy rejected them.
+    pub config_quarantined: Gauge,
+    pub config_quarantines: Counter,
     translation_seconds: Histogram,
     registry_connected: Family<RegistryLabel, Gauge>,
     registry_failures: Family<RegistryLabel, Gauge>,
@@ -67,6 +70,8 @@ impl Metrics {
             view_cache_evictions: Counter::default(),
             stalled_streams: Counter::default(),
             unready_refusals: Counter::default(),
+            config_quarantined: Gauge::default(),
+            config_quarantines: Counter::default(),
             translation_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             registry_connected: Family::default(),
             registry_failures: Family::default(),
@@ -132,6 +137,16 @@ impl Metrics {
             "xds_streams_refused_unready",
             "ADS streams refused (UNAVAILABLE) because a registry or config source had not loaded yet",
             m.unready_refusals.clone(),
+        );
+        registry.register(
+            "config_quarantined",
+            "Config objects left out of pushes because a proxy rejected what they produced",
+            m.config_quarantined.clone(),
+        );
+        registry.register(
+            "config_quarantines",
+            "Config objects left out of pushes after a proxy rejected them, since start",
+            m.config_quarantines.clone(),
         );
         registry.register(
             "translation_duration_seconds",

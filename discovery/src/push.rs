@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pilotfish_registries::RegistrySnapshot;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use pilotfish_crds::{ConfigObject, ConfigSpec, Resolution, ServiceEntrySpec};
+use pilotfish_crds::{ConfigKey, ConfigObject, ConfigSpec, Resolution, ServiceEntrySpec};
 use pilotfish_registries::changed_keys;
 use pilotfish_translate::{MeshState, ProxyView};
 use tokio::sync::{mpsc, watch};
@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::ads::XdsContext;
 use crate::mesh_store::{MeshGeneration, MeshStore, RegistryScope};
+use crate::quarantine::QuarantineRequest;
 use crate::readiness::Readiness;
 
 pub struct Debounce {
@@ -50,6 +51,7 @@ pub fn publish(
         return false;
     }
     generation.version = previous.version + 1;
+    stamp_revisions(&previous, &mut generation);
     if previous.version > 0
         && !generation.endpoints_only
         && let Some(hosts) = endpoint_change_scope(&previous.mesh, &generation.mesh)
@@ -70,6 +72,12 @@ pub fn publish(
     ctx.metrics
         .services
         .set(generation.mesh.services.len() as i64);
+    let (quarantined, ever) = store.quarantined();
+    ctx.metrics.config_quarantined.set(quarantined as i64);
+    let counted = ctx.metrics.config_quarantines.get();
+    ctx.metrics
+        .config_quarantines
+        .inc_by(ever.saturating_sub(counted));
 
     // Translate a default sidecar view eagerly so conflicts and other
     // diagnostics are reported (by the cache) even before any proxy connects.
@@ -91,6 +99,41 @@ pub fn publish(
         "published mesh generation"
     );
     true
+}
+
+/// Gives each config object of `current` its revision (kept from
+/// `previous` when its content is the same), and notes whether services,
+/// credentials or mesh settings changed: what a proxy's rejection is
+/// attributed with.
+fn stamp_revisions(previous: &MeshGeneration, current: &mut MeshGeneration) {
+    let (before, now) = (&previous.mesh, &current.mesh);
+    let same_registry = previous.version > 0
+        && before.services == now.services
+        && before.credentials == now.credentials
+        && before.mesh == now.mesh;
+    current.registry_changed_at = match same_registry {
+        true => previous.registry_changed_at,
+        false => current.version,
+    };
+    if Arc::ptr_eq(&before.config, &now.config) {
+        current.revisions = previous.revisions.clone();
+        return;
+    }
+    let held: BTreeMap<ConfigKey, &ConfigObject> =
+        before.config.iter().map(|o| (o.key(), o)).collect();
+    let revisions = now
+        .config
+        .iter()
+        .map(|object| {
+            let key = object.key();
+            let revision = match (held.get(&key), previous.revisions.get(&key)) {
+                (Some(old), Some(revision)) if *old == object => *revision,
+                _ => current.version,
+            };
+            (key, revision)
+        })
+        .collect();
+    current.revisions = Arc::new(revisions);
 }
 
 /// The services whose endpoints alone changed between two meshes, or
@@ -168,6 +211,9 @@ pub enum Change {
         credentials: crate::mesh_store::Credentials,
         problems: Vec<crate::problems::InputProblem>,
     },
+    /// A proxy rejected what one config object produced (boxed: rare, and
+    /// it carries the whole object).
+    Rejected(Box<QuarantineRequest>),
 }
 
 /// Runs until the change channel closes: waits for a change, debounces,
@@ -236,6 +282,7 @@ fn apply(store: &mut MeshStore, change: Change) {
             credentials,
             problems,
         } => store.set_dynamic_credentials(&name, credentials, problems),
+        Change::Rejected(request) => store.quarantine(*request),
     }
 }
 
@@ -287,6 +334,48 @@ spec:
             endpoint_change_scope(&before, &before),
             Some(BTreeSet::new())
         );
+    }
+
+    #[test]
+    fn revisions_change_only_with_content_and_registry_changes_are_dated() {
+        let vs = |name: &str, host: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec: {{hosts: [{host}]}}\n---\n"
+            )
+        };
+        let published = |version, mesh: MeshState, previous: &MeshGeneration| {
+            let mut generation = MeshGeneration {
+                version,
+                mesh: Arc::new(mesh),
+                ..Default::default()
+            };
+            stamp_revisions(previous, &mut generation);
+            generation
+        };
+        let first = published(
+            1,
+            mesh_of(&(vs("a", "x") + &vs("b", "x"))),
+            &MeshGeneration::default(),
+        );
+        let second = published(
+            2,
+            mesh_of(&(vs("a", "x") + &vs("b", "z") + &vs("c", "x"))),
+            &first,
+        );
+        let revision = |g: &MeshGeneration, name: &str| {
+            g.revisions
+                .iter()
+                .find(|(k, _)| k.name == name)
+                .map(|(_, r)| *r)
+        };
+        assert_eq!(revision(&second, "a"), Some(1), "unchanged");
+        assert_eq!(revision(&second, "b"), Some(2), "edited");
+        assert_eq!(revision(&second, "c"), Some(2), "new");
+        assert_eq!(second.registry_changed_at, 1);
+        let with_entry = mesh_of(&(vs("a", "x") + &entry("10.0.0.1", 8080, "1")));
+        let third = published(3, with_entry, &second);
+        assert_eq!(third.registry_changed_at, 3, "a service appeared");
+        assert_eq!(revision(&third, "b"), None, "deleted");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use crate::incoming::{self, IncomingLimits};
 use crate::mesh_store::{MeshGeneration, MeshStore};
 use crate::metrics::Metrics;
 use crate::push::{self, Debounce};
+use crate::quarantine::{QuarantinePolicy, QuarantineSink};
 use crate::readiness::Readiness;
 use crate::security::Authenticator;
 use crate::security::authn::{DEFAULT_TOKEN_AUDIENCE, TokenReviewer};
@@ -65,6 +66,9 @@ pub struct ServeOptions {
     pub kubeconfig: Option<PathBuf>,
     /// What one xDS client can make the server hold.
     pub limits: XdsLimits,
+    /// Whose rejections (NACKs) may leave the config object at fault out
+    /// of pushes.
+    pub quarantine: QuarantinePolicy,
 }
 
 /// A registry that pushes snapshots.
@@ -171,7 +175,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let ctx = Arc::new(
         XdsContext::with_limits(metrics.clone(), generation_rx, opts.limits.clone())
             .with_authenticator(authenticator.clone())
-            .with_readiness(readiness.clone()),
+            .with_readiness(readiness.clone())
+            .with_quarantine(QuarantineSink::new(opts.quarantine, change_tx.clone())),
     );
     let ca = match &opts.secure_xds {
         Some(secure) => Some(Arc::new(

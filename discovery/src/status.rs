@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 use crate::ads::interned::NameSet;
+use crate::ads::rejection::Rejection;
 use crate::node::ProxyIdentity;
 use crate::snapshot::TypeResources;
 use crate::xds_types::{XdsProtocol, XdsType};
@@ -18,6 +19,9 @@ pub struct TypeStatus {
     pub sent_nonce: Option<String>,
     pub acked_version: Option<String>,
     pub last_nack: Option<String>,
+    /// The last rejection, while the proxy has not accepted those resources
+    /// since: what fed them and what it is down to.
+    pub rejected: Option<Rejection>,
     pub pushes: u64,
     pub nacks: u64,
     pub resource_names: ResourceNames,
@@ -112,6 +116,22 @@ impl SyncStatus {
                 .then(a.connection_id.cmp(&b.connection_id))
         });
         all
+    }
+
+    /// Every rejection a connected proxy has not got past: node id, type
+    /// and rejection, by node id. Copies only those.
+    pub fn rejections(&self) -> Vec<(String, XdsType, Rejection)> {
+        let mut out = Vec::new();
+        for entry in self.proxies.iter() {
+            let status = entry.value().lock().unwrap_or_else(|p| p.into_inner());
+            for (ty, type_status) in &status.types {
+                if let Some(rejection) = &type_status.rejected {
+                    out.push((status.identity.node_id.clone(), *ty, rejection.clone()));
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
     }
 
     pub fn find(&self, node_id: &str) -> Option<ProxyStatus> {

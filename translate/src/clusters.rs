@@ -13,6 +13,7 @@ use crate::endpoints::{self, AddressKind};
 use crate::inbound;
 use crate::names;
 use crate::protobuf;
+use crate::provenance;
 use crate::service_clusters::{self, ServiceCluster};
 use crate::traffic_policy;
 
@@ -52,6 +53,8 @@ fn service_cluster(ctx: &Context, sc: &ServiceCluster, diags: &mut Vec<Diagnosti
         .destination_rules
         .policy(&sc.service.hostname, sc.port.port, sc.subset_name());
     traffic_policy::apply(&mut cluster, &policy, sc.port.protocol, diags);
+    let subset_rule = sc.subset.as_ref().map(|s| s.object);
+    cluster.metadata = provenance::metadata(policy.objects().chain(subset_rule));
     cluster
 }
 

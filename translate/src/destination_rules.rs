@@ -300,6 +300,17 @@ impl<'a> MergedRule<'a> {
 }
 
 impl<'a> EffectivePolicy<'a> {
+    /// The DestinationRules the policy's sections come from.
+    pub fn objects(&self) -> impl Iterator<Item = &'a ConfigObject> {
+        let sections = [
+            self.load_balancer.as_ref().map(|s| s.object),
+            self.connection_pool.as_ref().map(|s| s.object),
+            self.outlier_detection.as_ref().map(|s| s.object),
+            self.tls.as_ref().map(|s| s.object),
+        ];
+        sections.into_iter().flatten()
+    }
+
     fn overlay(&mut self, tp: &'a TrafficPolicy, object: &'a ConfigObject, field: &str, port: u16) {
         self.set(tp.sections(), object, field);
         for (i, pls) in tp.port_level_settings.iter().enumerate() {

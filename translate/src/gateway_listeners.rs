@@ -24,6 +24,7 @@ use crate::gateway_tls;
 use crate::listeners;
 use crate::names;
 use crate::protobuf;
+use crate::provenance;
 use crate::route_destinations::RuleScope;
 use crate::rule_applicability::{self, MatchConditions, RouteFor};
 use crate::tcp_routes::{self, L4Chain, Target};
@@ -61,6 +62,7 @@ fn port_listener(
                     port.port,
                     &route_config,
                 )],
+                metadata: provenance::metadata(port.servers.iter().map(|s| s.gateway)),
                 ..Default::default()
             }];
         }
@@ -115,6 +117,7 @@ fn terminated_chain(server: &GatewayServer) -> FilterChain {
             server.port,
             &route_config,
         )],
+        metadata: provenance::metadata([server.gateway]),
         ..Default::default()
     }
 }
@@ -231,6 +234,7 @@ fn passthrough_chains(
                 server_names: claimed.into_iter().filter(|n| !n.is_empty()).collect(),
                 target,
                 service_cluster: format!("gateway_{}", server.port),
+                metadata: provenance::metadata([vs.object, server.gateway]),
             }));
         }
     }
@@ -299,6 +303,7 @@ fn tcp_chain(
                 server_names: Vec::new(),
                 target,
                 service_cluster: format!("gateway_{}", server.port),
+                metadata: provenance::metadata([vs.object, server.gateway]),
             }));
         }
     }

@@ -12,6 +12,7 @@ use crate::context::Context;
 use crate::diagnostics::Diagnostic;
 use crate::names;
 use crate::protobuf;
+use crate::provenance;
 use crate::route_destinations::{self, ResolvedDestination, RuleScope};
 use crate::route_match;
 use crate::route_policies::{self, HeaderMutation};
@@ -97,6 +98,10 @@ pub fn virtual_service_routes(
             Ok(routes) => out.extend(routes),
             Err(diagnostic) => diags.push(diagnostic),
         }
+    }
+    let metadata = provenance::metadata([vs.object]);
+    for route in &mut out {
+        route.metadata = metadata.clone();
     }
     out
 }

@@ -32,6 +32,7 @@ pub mod locality;
 pub mod mesh;
 pub mod names;
 pub mod protobuf;
+pub mod provenance;
 pub mod proxy;
 pub mod referenced_labels;
 pub mod resources;

@@ -67,7 +67,7 @@ pub enum MatchOn {
 }
 
 /// A service that gets filter chains matching its own destinations.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AddressedService<'a> {
     pub service: &'a Service,
     pub handling: Handling,
@@ -77,7 +77,7 @@ pub struct AddressedService<'a> {
     pub chains: Vec<L4Chain>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PortPlan<'a> {
     pub port: u16,
     /// Some HTTP service is on the port: one chain without a match serves it.

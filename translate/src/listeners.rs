@@ -188,6 +188,7 @@ pub(crate) fn l4_chain(chain: &L4Chain) -> FilterChain {
             ..Default::default()
         }),
         filters: vec![filter],
+        metadata: chain.metadata.clone(),
         ..Default::default()
     }
 }

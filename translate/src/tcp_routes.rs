@@ -24,6 +24,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use envoy_types::pb::envoy::config::core::v3::Metadata;
 use ipnet::IpNet;
 use pilotfish_crds::RouteDestination;
 use pilotfish_registries::{Protocol, Service};
@@ -32,6 +33,7 @@ use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Severity};
 use crate::listener_matches::MatchOn;
 use crate::names;
+use crate::provenance;
 use crate::route_destinations::RuleScope;
 use crate::rule_applicability::{self, MatchConditions, RouteFor};
 use crate::virtual_service_index::IndexedVirtualService;
@@ -45,7 +47,7 @@ pub enum Target {
 }
 
 /// One tcp_proxy filter chain.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct L4Chain {
     /// `tcp|<service cluster>` for the service's default route,
     /// `tcp|<service cluster>|spec.tcp[i]` or
@@ -59,6 +61,8 @@ pub struct L4Chain {
     /// The service's own cluster (`outbound|<port>||<host>`), the stat
     /// prefix of its weighted splits.
     pub service_cluster: String,
+    /// The objects the chain comes from (see [`crate::provenance`]).
+    pub metadata: Option<Metadata>,
 }
 
 /// A match key of a chain without ALPN: destination range (or any) and SNI (or any).
@@ -190,6 +194,7 @@ impl OwnDestinations {
                 server_names: vec![server_name.clone()],
                 target,
                 service_cluster: subject.cluster.clone(),
+                metadata: None,
             });
         }
         let ranges: Vec<IpNet> = self
@@ -204,6 +209,7 @@ impl OwnDestinations {
             server_names: Vec::new(),
             target,
             service_cluster: subject.cluster.clone(),
+            metadata: None,
         })
     }
 
@@ -345,6 +351,7 @@ fn tls_chains(
 ) -> Vec<L4Chain> {
     let name = vs.name();
     let scope = scope(ctx, vs, subject.port);
+    let metadata = provenance::metadata([vs.object]);
     let mut out = Vec::new();
     for (i, rule) in vs.spec.tls.iter().enumerate() {
         let field = format!("spec.tls[{i}]");
@@ -399,6 +406,7 @@ fn tls_chains(
                         server_names: kept,
                         target: target.clone(),
                         service_cluster: subject.cluster.clone(),
+                        metadata: metadata.clone(),
                     });
                 }
                 continue;
@@ -437,6 +445,7 @@ fn tls_chains(
                     server_names,
                     target: target.clone(),
                     service_cluster: subject.cluster.clone(),
+                    metadata: metadata.clone(),
                 });
             }
         }
@@ -499,6 +508,7 @@ fn tcp_chains(
 ) -> Vec<L4Chain> {
     let name = vs.name();
     let scope = scope(ctx, vs, subject.port);
+    let metadata = provenance::metadata([vs.object]);
     let host = subject.service.hostname.as_str();
     // Extra ranges kept by earlier rules, for shadowing.
     let mut extra: Vec<IpNet> = Vec::new();
@@ -597,6 +607,7 @@ fn tcp_chains(
                 server_names,
                 target: target.clone(),
                 service_cluster: subject.cluster.clone(),
+                metadata: metadata.clone(),
             });
         }
         if !ranges.is_empty() {
@@ -609,6 +620,7 @@ fn tcp_chains(
                 server_names: Vec::new(),
                 target,
                 service_cluster: subject.cluster.clone(),
+                metadata: metadata.clone(),
             });
         }
     }

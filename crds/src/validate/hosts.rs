@@ -32,7 +32,9 @@ pub fn wildcard_domain(host: &str) -> Result<(), String> {
         return Ok(());
     };
     if rest.is_empty() || rest == "." {
-        return Err(format!("{host:?} is not a valid host (nothing after the first label)"));
+        return Err(format!(
+            "{host:?} is not a valid host (nothing after the first label)"
+        ));
     }
     let labels: Vec<&str> = rest.split('.').collect();
     let last = labels.len() - 1;
@@ -143,7 +145,13 @@ mod tests {
 
     #[test]
     fn gateway_hosts_take_a_namespace_prefix() {
-        for ok in ["*/*", "./*", "default/reviews", "*/api.example.com", "bookinfo.com"] {
+        for ok in [
+            "*/*",
+            "./*",
+            "default/reviews",
+            "*/api.example.com",
+            "bookinfo.com",
+        ] {
             assert_eq!(gateway_host(ok), Ok(()), "{ok}");
         }
         for bad in ["a/b/c", "Bad_NS/x.com", "/x.com", "ns/"] {

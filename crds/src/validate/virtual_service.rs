@@ -102,7 +102,12 @@ pub(super) fn check(spec: &VirtualServiceSpec, r: &mut Report) {
                 );
             }
             for (k, sni) in m.sni_hosts.iter().enumerate() {
-                sni_host(&format!("{at}.match[{j}].sniHosts[{k}]"), sni, &spec.hosts, r);
+                sni_host(
+                    &format!("{at}.match[{j}].sniHosts[{k}]"),
+                    sni,
+                    &spec.hosts,
+                    r,
+                );
             }
         }
         l4_routes(&at, &tls.route, r);

@@ -9,8 +9,9 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::XdsContext;
-use super::delta::{DeltaState, SubscriptionChange};
+use super::delta::{DeltaState, SubscriptionChange, Updated};
 use super::encoded::EncodedResponse;
+use super::rejection::{SentNames, SentResponse};
 use super::session::{Caller, Protocol, Session};
 use crate::xds_types::{XdsProtocol, XdsType};
 
@@ -20,9 +21,16 @@ const MAX_IN_FLIGHT: usize = 64;
 
 struct TypeStream {
     state: DeltaState,
-    /// Nonces sent and not answered yet, oldest first, with the system
-    /// version each carried (delta requests carry no version to ACK).
-    in_flight: VecDeque<(String, String)>,
+    /// Responses sent and not answered yet, oldest first.
+    in_flight: VecDeque<InFlight>,
+}
+
+struct InFlight {
+    nonce: String,
+    /// The system version it carried (delta requests carry no version to ACK).
+    version: String,
+    /// What it sent, for the types whose resources name their config objects.
+    sent: Option<SentResponse>,
 }
 
 pub struct DeltaConnection {
@@ -49,7 +57,7 @@ impl DeltaConnection {
             return;
         };
         let nonce = request.response_nonce.as_str();
-        let Some(position) = stream.in_flight.iter().position(|(n, _)| n == nonce) else {
+        let Some(position) = stream.in_flight.iter().position(|f| f.nonce == nonce) else {
             // Not one of ours (or forgotten): there is nothing to correlate.
             tracing::debug!(
                 connection = self.session.id,
@@ -60,14 +68,13 @@ impl DeltaConnection {
             return;
         };
         // Replies come in order: older unanswered responses were superseded.
-        let (_, version) = stream
-            .in_flight
-            .drain(..=position)
-            .next_back()
-            .unwrap_or_default();
+        let Some(answered) = stream.in_flight.drain(..=position).next_back() else {
+            return;
+        };
+        let (version, sent) = (&answered.version, answered.sent.as_ref());
         match &request.error_detail {
-            Some(error) => self.session.record_nack(ty, &version, &error.message),
-            None => self.session.record_ack(ty, &version),
+            Some(error) => self.session.record_nack(ty, version, &error.message, sent),
+            None => self.session.record_ack(ty, version, sent),
         }
     }
 
@@ -86,9 +93,15 @@ impl DeltaConnection {
             return Ok(());
         }
         let nonce = self.session.next_nonce();
-        stream
-            .in_flight
-            .push_back((nonce.clone(), delta.system_version.clone()));
+        let names = || match &delta.updated {
+            Updated::Listed(_) => SentNames::Listed(delta.updated.names().cloned().collect()),
+            Updated::Selection(selection) => SentNames::Selection(selection.clone()),
+        };
+        stream.in_flight.push_back(InFlight {
+            nonce: nonce.clone(),
+            version: delta.system_version.clone(),
+            sent: SentResponse::of(ty, self.session.generation.version, &resources, names),
+        });
         if stream.in_flight.len() > MAX_IN_FLIGHT {
             stream.in_flight.pop_front();
         }

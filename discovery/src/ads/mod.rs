@@ -8,6 +8,7 @@ mod delta_stream;
 pub mod encoded;
 pub mod interned;
 pub mod limits;
+pub mod rejection;
 mod request_stream;
 pub mod requests;
 mod response_body;
@@ -32,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::SnapshotCache;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
+use crate::quarantine::QuarantineSink;
 use crate::readiness::Readiness;
 use crate::security::{Authenticator, PeerInfo};
 use crate::status::SyncStatus;
@@ -61,6 +63,9 @@ pub struct XdsContext {
     pub name_sets: interned::NameSets,
     /// Streams are refused until every source has loaded.
     pub readiness: Arc<Readiness>,
+    /// Where rejected config objects are sent to be left out; `None`: only
+    /// reported.
+    pub quarantine: Option<QuarantineSink>,
     next_connection: AtomicU64,
 }
 
@@ -88,8 +93,15 @@ impl XdsContext {
             limits,
             name_sets: interned::NameSets::default(),
             readiness: Arc::new(Readiness::ready()),
+            quarantine: None,
             next_connection: AtomicU64::new(1),
         }
+    }
+
+    /// Leaves out the config objects proxies' rejections are down to.
+    pub fn with_quarantine(mut self, sink: QuarantineSink) -> Self {
+        self.quarantine = Some(sink);
+        self
     }
 
     /// Authenticates with `authenticator` instead of the default (trust

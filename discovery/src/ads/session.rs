@@ -16,11 +16,13 @@ use super::request_stream::RequestStream;
 
 use super::XdsContext;
 use super::limits::check_node_size;
+use super::rejection::{self, Acceptance, Rejection, SentResponse, Verdict};
 use super::requests::{DecodeRequest, decode_node};
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
 use crate::proxy_view::view_for;
+use crate::quarantine::QuarantineRequest;
 use crate::security::WorkloadIdentity;
 use crate::snapshot::{Snapshot, TypeResources};
 use crate::status::{ProxyStatus, ResourceNames, TypeStatus};
@@ -54,6 +56,9 @@ pub struct Session<R> {
     status: Option<Arc<Mutex<ProxyStatus>>>,
     pub generation: Arc<MeshGeneration>,
     nonce: u64,
+    /// What the proxy accepted of each type whose resources name their
+    /// config objects, to tell what a rejection is down to.
+    acceptance: BTreeMap<XdsType, Acceptance>,
 }
 
 impl<R> Session<R> {
@@ -76,6 +81,7 @@ impl<R> Session<R> {
             status: None,
             generation,
             nonce: 0,
+            acceptance: BTreeMap::new(),
         }
     }
 
@@ -183,22 +189,45 @@ impl<R> Session<R> {
         format!("{}-{}", self.id, self.nonce)
     }
 
-    pub fn record_ack(&self, ty: XdsType, version: &str) {
-        self.update_status(ty, |s| s.acked_version = Some(version.to_string()));
+    /// The proxy accepted a response (`sent`, for the types whose
+    /// resources name their config objects).
+    pub fn record_ack(&mut self, ty: XdsType, version: &str, sent: Option<&SentResponse>) {
+        let settled = sent.is_some_and(|sent| self.acceptance.entry(ty).or_default().accept(sent));
+        self.update_status(ty, |s| {
+            s.acked_version = Some(version.to_string());
+            if settled {
+                s.rejected = None;
+            }
+        });
     }
 
-    pub fn record_nack(&self, ty: XdsType, version: &str, message: &str) {
-        let node = self
-            .identity
-            .as_ref()
-            .map(|i| i.node_id.as_str())
-            .unwrap_or_default();
+    /// The proxy rejected a response: logged, counted, and put down to the
+    /// config objects that fed it; when one object is at fault, it is left
+    /// out of pushes (if this proxy may cause that).
+    pub fn record_nack(
+        &mut self,
+        ty: XdsType,
+        version: &str,
+        message: &str,
+        sent: Option<&SentResponse>,
+    ) {
+        let rejection = sent.map(|sent| {
+            let acceptance = self.acceptance.entry(ty).or_default();
+            rejection::attribute(ty, acceptance, sent, &self.generation, message)
+        });
+        let node = self.node_id();
+        let listed =
+            |field: fn(&Rejection) -> &Vec<String>| rejection.as_ref().map(|r| field(r).join(", "));
         // Logged once per rejected response; the same content is not re-sent.
         tracing::warn!(
             node,
             r#type = ty.short(),
             rejected_version = version,
             error = message,
+            resources = listed(|r| &r.resources),
+            config = listed(|r| &r.config),
+            changed = listed(|r| &r.changed),
+            verdict = ?rejection.as_ref().map(|r| &r.verdict),
             "proxy rejected config (NACK)"
         );
         self.ctx
@@ -206,10 +235,47 @@ impl<R> Session<R> {
             .nacks
             .get_or_create(&type_label(ty.short()))
             .inc();
+        if let Some(rejection) = &rejection {
+            self.leave_out(rejection);
+        }
         self.update_status(ty, |s| {
             s.last_nack = Some(message.to_string());
             s.nacks += 1;
+            if rejection.is_some() {
+                s.rejected = rejection;
+            }
         });
+    }
+
+    /// Asks the push scheduler to leave out the object `rejection` is
+    /// down to, if any, and if this proxy's rejections may do that.
+    fn leave_out(&self, rejection: &Rejection) {
+        let Verdict::Object(key) = &rejection.verdict else {
+            return;
+        };
+        let node = self.node_id();
+        let Some(sink) = &self.ctx.quarantine else {
+            return;
+        };
+        if !sink.policy.allows(self.caller.identity.is_some()) {
+            tracing::warn!(node, object = %key, policy = ?sink.policy, "the rejection is down to this object, but this proxy's rejections may not leave config out (--quarantine-rejected-config)");
+            return;
+        }
+        let config = &self.generation.mesh.config;
+        if let Some(object) = config.iter().find(|o| o.key() == *key) {
+            sink.request(QuarantineRequest {
+                object: object.clone(),
+                proxy: node.to_string(),
+                message: rejection.message.clone(),
+            });
+        }
+    }
+
+    fn node_id(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map(|i| i.node_id.as_str())
+            .unwrap_or_default()
     }
 
     /// Records a response about to be sent; `names` are the resources of the

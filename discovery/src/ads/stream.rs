@@ -11,6 +11,7 @@ use tonic::Status;
 use super::XdsContext;
 use super::encoded::EncodedResponse;
 use super::interned::NameSet;
+use super::rejection::{SentNames, SentResponse};
 use super::requests::{self, SotwRequest};
 use super::session::{Caller, Protocol, Session};
 
@@ -31,6 +32,9 @@ struct Subscription {
     sent: Option<Arc<TypeResources>>,
     sent_version: Option<String>,
     sent_nonce: Option<String>,
+    /// The response of `sent_nonce`, until the proxy accepts or rejects it
+    /// (for the types whose resources name their config objects).
+    in_flight: Option<SentResponse>,
     /// Unchanged resources to send again: names just subscribed, and the
     /// assignments of clusters just updated (Envoy warms an updated cluster
     /// only on a fresh one).
@@ -135,6 +139,11 @@ impl Connection {
             (XdsType::Cluster, None) => to_send.names().to_vec(),
             _ => Vec::new(),
         };
+        let names = || match &to_send {
+            ToSend::Changed(names) => SentNames::Listed(names.clone()),
+            ToSend::All(selection) => SentNames::Selection(selection.clone()),
+        };
+        sub.in_flight = SentResponse::of(ty, self.session.generation.version, &current, names);
         sub.sent = Some(current.clone());
         sub.sent_version = Some(version.clone());
         sub.sent_nonce = Some(nonce.clone());
@@ -177,13 +186,19 @@ impl Protocol for Connection {
             // A reply to an older response; a newer one is already on its way.
             return Ok(());
         }
+        // Answered: a repeated answer to the same response says nothing new.
+        let answered = match is_response_to_us {
+            true => sub.in_flight.take(),
+            false => None,
+        };
         if let Some(error) = &request.error_detail {
             self.session
-                .record_nack(ty, &request.version_info, &error.message);
+                .record_nack(ty, &request.version_info, &error.message, answered.as_ref());
             return Ok(());
         }
         if is_response_to_us {
-            self.session.record_ack(ty, &request.version_info);
+            self.session
+                .record_ack(ty, &request.version_info, answered.as_ref());
         }
         let sub = self.subscriptions.entry(ty).or_default();
         // Every SotW ACK repeats the whole subscription (an EDS ACK names

@@ -16,14 +16,15 @@ use pilotfish_discovery::ads::{AdsServer, XdsContext, XdsLimits};
 use pilotfish_discovery::incoming::{self, IncomingLimits};
 use pilotfish_discovery::mesh_store::{MeshGeneration, MeshStore};
 use pilotfish_discovery::metrics::Metrics;
-use pilotfish_discovery::push::publish;
+use pilotfish_discovery::push::{Change, publish};
+use pilotfish_discovery::quarantine::{QuarantinePolicy, QuarantineSink};
 use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::security::ca::CertificateAuthority;
 use pilotfish_discovery::security::server_tls::{self, ServingCertificate};
 use pilotfish_discovery::sources::config_dir::ConfigDirs;
 use pilotfish_discovery::sources::registry_files::RegistryFiles;
 use pilotfish_translate::MeshConfig;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::Streaming;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -164,6 +165,28 @@ pub async fn start_with(registry_yaml: &str) -> Harness {
 /// A harness on the file registry `registry_yaml`, serving with `limits`
 /// and the HTTP/2 settings of `pilotfish serve`.
 pub async fn start_with_limits(registry_yaml: &str, limits: XdsLimits) -> Harness {
+    start_configured(registry_yaml, limits, |ctx| ctx).await
+}
+
+/// A harness on [`REGISTRY`] whose streams send the config objects
+/// rejections are down to, as `policy` allows, to the returned receiver.
+pub async fn start_with_quarantine(
+    policy: QuarantinePolicy,
+) -> (Harness, mpsc::UnboundedReceiver<Change>) {
+    let (changes, received) = mpsc::unbounded_channel();
+    let sink = QuarantineSink::new(policy, changes);
+    let harness = start_configured(REGISTRY, XdsLimits::default(), |ctx| {
+        ctx.with_quarantine(sink)
+    })
+    .await;
+    (harness, received)
+}
+
+async fn start_configured(
+    registry_yaml: &str,
+    limits: XdsLimits,
+    configure: impl FnOnce(XdsContext) -> XdsContext,
+) -> Harness {
     let dir = std::env::temp_dir().join(format!(
         "pf-ads-{}-{:?}",
         std::process::id(),
@@ -179,11 +202,11 @@ pub async fn start_with_limits(registry_yaml: &str, limits: XdsLimits) -> Harnes
         MeshConfig::default(),
     );
     let (tx, rx) = watch::channel(Arc::new(MeshGeneration::default()));
-    let ctx = Arc::new(XdsContext::with_limits(
+    let ctx = Arc::new(configure(XdsContext::with_limits(
         Arc::new(Metrics::new()),
         rx,
         limits,
-    ));
+    )));
     publish(&mut store, &ctx, &tx);
     // Both ports as `pilotfish serve` runs them: the same accept loops,
     // the secure one with TLS from a mesh CA.

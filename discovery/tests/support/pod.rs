@@ -36,6 +36,9 @@ pub struct PodBuilder {
     /// The sidecar runs without interception (`INTERCEPTION_MODE` NONE, no
     /// iptables): clients dial its listeners on 127.0.0.1 themselves.
     without_interception: bool,
+    /// Runtime keys set in the Envoy bootstrap's static layer, over what
+    /// `pilotfish bootstrap` put there.
+    envoy_runtime: Vec<(String, serde_json::Value)>,
 }
 
 impl PodBuilder {
@@ -112,6 +115,14 @@ impl PodBuilder {
         self
     }
 
+    /// Sets runtime `key` of the pod's Envoy to `value`, overriding the
+    /// bootstrap's (e.g. a stricter `re2.max_program_size.error_level`, so
+    /// that this Envoy rejects what pilotfish accepts).
+    pub fn envoy_runtime(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.envoy_runtime.push((key.to_string(), value.into()));
+        self
+    }
+
     pub fn pilotfish_arg(mut self, arg: &str) -> Self {
         self.pilotfish_args.push(arg.to_string());
         self
@@ -172,6 +183,7 @@ impl PodBuilder {
                     "REDIRECT"
                 };
                 let bootstrap = sidecar_bootstrap(&self.name, xds_address, mode, &bootstrap_args);
+                let bootstrap = with_runtime(&bootstrap, &self.envoy_runtime);
                 Envoy::spawn_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
             Some(labels) => {
@@ -186,6 +198,7 @@ impl PodBuilder {
                     GATEWAY_ADMIN_PORT,
                     &bootstrap_args,
                 );
+                let bootstrap = with_runtime(&bootstrap, &self.envoy_runtime);
                 Envoy::spawn_with_bootstrap(ns.clone(), dir.path(), &bootstrap)
             }
         };
@@ -374,6 +387,24 @@ impl Pod {
     pub fn write_registry(&self, yaml: &str) {
         write_world_readable(&self.registry_file, yaml);
     }
+}
+
+/// `bootstrap` (JSON) with `runtime` keys set in its first (static)
+/// runtime layer.
+fn with_runtime(bootstrap: &str, runtime: &[(String, serde_json::Value)]) -> String {
+    if runtime.is_empty() {
+        return bootstrap.to_string();
+    }
+    let mut parsed: serde_json::Value =
+        serde_json::from_str(bootstrap).expect("pilotfish bootstrap is JSON");
+    let layer = parsed
+        .pointer_mut("/layered_runtime/layers/0/static_layer")
+        .and_then(serde_json::Value::as_object_mut)
+        .expect("the bootstrap has a static runtime layer");
+    for (key, value) in runtime {
+        layer.insert(key.clone(), value.clone());
+    }
+    parsed.to_string()
 }
 
 /// Writes `registry` to `<dir>/registry/registry.yaml` and returns its

@@ -112,7 +112,9 @@ fn generate(schemas: &Schemas, pools: &Pools, seed: u64) -> Case {
     let count = 1 + g.rng.below(6);
     let documents = (0..count)
         .map(|i| {
-            let kind = *g.rng.pick(&[KINDS[0], KINDS[0], KINDS[0], KINDS[1], KINDS[1], KINDS[2], KINDS[3]]);
+            let kind = *g.rng.pick(&[
+                KINDS[0], KINDS[0], KINDS[0], KINDS[1], KINDS[1], KINDS[2], KINDS[3],
+            ]);
             g.temper = if g.rng.below(4) == 0 {
                 Temper::Edgy
             } else {
@@ -141,7 +143,9 @@ fn document(g: &mut Generator, kind: Kind, index: usize, mut spec: Value) -> Val
         (Kind::Gateway, 0..=6) => "gw".to_string(),
         _ => format!("{}-{index}", kind.as_str().to_lowercase()),
     };
-    let namespace = *g.rng.pick(&["default", "default", "default", "istio-system", "other"]);
+    let namespace = *g
+        .rng
+        .pick(&["default", "default", "default", "istio-system", "other"]);
     if kind == Kind::Gateway && g.rng.below(5) != 0 {
         spec["selector"] = json!({"istio": "ingressgateway"});
     }
@@ -191,7 +195,11 @@ fn sni_hosts_from_hosts(g: &mut Generator, spec: &mut Value) {
     let Some(rules) = spec.get_mut("tls").and_then(Value::as_array_mut) else {
         return;
     };
-    for m in rules.iter_mut().flat_map(|r| r.get_mut("match").and_then(Value::as_array_mut)).flatten() {
+    for m in rules
+        .iter_mut()
+        .flat_map(|r| r.get_mut("match").and_then(Value::as_array_mut))
+        .flatten()
+    {
         if let Some(snis) = m.get_mut("sniHosts").and_then(Value::as_array_mut) {
             for sni in snis.iter_mut() {
                 *sni = json!(g.rng.pick(&hosts));
@@ -208,18 +216,37 @@ fn registry() -> (Vec<Service>, Vec<(&'static str, Vec<Endpoint>)>) {
         let eps = ["v1", "v2", "v3"]
             .iter()
             .enumerate()
-            .map(|(i, v)| endpoint(&format!("{base}.{}", i + 1), port, port, &[("version", v), ("app", "x")]))
+            .map(|(i, v)| {
+                endpoint(
+                    &format!("{base}.{}", i + 1),
+                    port,
+                    port,
+                    &[("version", v), ("app", "x")],
+                )
+            })
             .collect();
         (host, eps)
     };
-    let mut external = service("api.example.com", &[], &[(443, Protocol::Tls), (80, Protocol::Http2)]);
+    let mut external = service(
+        "api.example.com",
+        &[],
+        &[(443, Protocol::Tls), (80, Protocol::Http2)],
+    );
     external.resolution = Resolution::Dns;
     let services = vec![
         service(&fqdn("reviews"), &["10.0.0.10"], &[(9080, Protocol::Http)]),
         service(&fqdn("ratings"), &["10.0.0.11"], &[(9080, Protocol::Http)]),
-        service(&fqdn("details"), &["10.0.0.12"], &[(9080, Protocol::Unknown)]),
+        service(
+            &fqdn("details"),
+            &["10.0.0.12"],
+            &[(9080, Protocol::Unknown)],
+        ),
         service(&fqdn("db"), &["10.0.0.13"], &[(5432, Protocol::Tcp)]),
-        service("mongo.service.consul", &[], &[(27017, Protocol::Tcp), (9080, Protocol::Tcp)]),
+        service(
+            "mongo.service.consul",
+            &[],
+            &[(27017, Protocol::Tcp), (9080, Protocol::Tcp)],
+        ),
         service(&fqdn("grpc"), &["10.0.0.14"], &[(7070, Protocol::Grpc)]),
         service(&fqdn("secure"), &["10.0.0.15"], &[(443, Protocol::Tls)]),
         external,
@@ -274,7 +301,8 @@ fn yaml_text(documents: &[Value]) -> String {
 
 fn check(case: &Case) -> Outcome {
     // What the server serves: objects the loader reads and validation passes.
-    let loaded = pilotfish_crds::load_yaml("generated.yaml", &yaml_text(&case.documents), "default");
+    let loaded =
+        pilotfish_crds::load_yaml("generated.yaml", &yaml_text(&case.documents), "default");
     let objects: Vec<_> = loaded
         .objects
         .into_iter()
@@ -283,8 +311,17 @@ fn check(case: &Case) -> Outcome {
             if std::env::var("GEN_DEBUG").is_ok() {
                 for e in &e {
                     let f = e.field.clone().unwrap_or_default();
-                    let f: String = f.split('[').map(|p| p.split_once(']').map_or(p, |(_, r)| r)).collect::<Vec<_>>().join("[]");
-                    eprintln!("VALERR {:?} {} :: {}", obj.kind(), f, e.message.chars().take(60).collect::<String>());
+                    let f: String = f
+                        .split('[')
+                        .map(|p| p.split_once(']').map_or(p, |(_, r)| r))
+                        .collect::<Vec<_>>()
+                        .join("[]");
+                    eprintln!(
+                        "VALERR {:?} {} :: {}",
+                        obj.kind(),
+                        f,
+                        e.message.chars().take(60).collect::<String>()
+                    );
                 }
             }
             e.is_empty()
@@ -292,7 +329,11 @@ fn check(case: &Case) -> Outcome {
         .collect();
     if std::env::var("GEN_DEBUG").is_ok() {
         for e in &loaded.errors {
-            eprintln!("LOADERR {} :: {}", e.field.clone().unwrap_or_default(), e.message.chars().take(80).collect::<String>());
+            eprintln!(
+                "LOADERR {} :: {}",
+                e.field.clone().unwrap_or_default(),
+                e.message.chars().take(80).collect::<String>()
+            );
         }
     }
     let mut accepted = [0; 4];
@@ -326,7 +367,9 @@ struct Totals {
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
-        Ok(v) => v.parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number")),
         Err(_) => default,
     }
 }
@@ -356,7 +399,9 @@ fn envoy_accepts_every_generated_mesh_that_validation_accepts() {
                     let case = generate(&schemas, &pools, seed);
                     let outcome = check(&case);
                     totals.meshes.fetch_add(1, Ordering::Relaxed);
-                    totals.generated.fetch_add(outcome.generated, Ordering::Relaxed);
+                    totals
+                        .generated
+                        .fetch_add(outcome.generated, Ordering::Relaxed);
                     for (total, n) in totals.accepted.iter().zip(outcome.accepted) {
                         total.fetch_add(n, Ordering::Relaxed);
                     }
@@ -371,7 +416,11 @@ fn envoy_accepts_every_generated_mesh_that_validation_accepts() {
             });
         }
     });
-    let accepted: Vec<usize> = totals.accepted.iter().map(|a| a.load(Ordering::Relaxed)).collect();
+    let accepted: Vec<usize> = totals
+        .accepted
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .collect();
     let generated = totals.generated.load(Ordering::Relaxed);
     let meshes = totals.meshes.load(Ordering::Relaxed);
     eprintln!(
@@ -412,7 +461,10 @@ fn scratch_dump() {
             let l = pilotfish_crds::load_yaml("g", &d.to_string(), "default");
             for o in &l.objects {
                 let e = pilotfish_crds::validate::validate(o);
-                if e.iter().any(|e| e.message.contains(&std::env::var("PAT").unwrap())) && shown < 2 {
+                if e.iter()
+                    .any(|e| e.message.contains(&std::env::var("PAT").unwrap()))
+                    && shown < 2
+                {
                     shown += 1;
                     eprintln!("{}", serde_saphyr::to_string(d).unwrap());
                 }

@@ -72,7 +72,11 @@ impl Generator<'_> {
             3..=20 => 0,
             _ => 1 + self.rng.below(3),
         };
-        Value::Array((0..len).map(|_| self.value(items, field, depth + 1)).collect())
+        Value::Array(
+            (0..len)
+                .map(|_| self.value(items, field, depth + 1))
+                .collect(),
+        )
     }
 
     fn object(&mut self, schema: &Value, field: &str, depth: usize) -> Value {
@@ -95,7 +99,11 @@ impl Generator<'_> {
             self.shape(props, &mut out, depth);
             // Istio's oneOf groups: keep one field of each group, unless
             // this object is meant to break rules.
-            for group in exclusive.into_iter().chain(EXCLUSIVE.iter().map(|g| g.iter().map(|f| f.to_string()).collect())) {
+            for group in exclusive.into_iter().chain(
+                EXCLUSIVE
+                    .iter()
+                    .map(|g| g.iter().map(|f| f.to_string()).collect()),
+            ) {
                 let set: Vec<String> = group
                     .into_iter()
                     .filter(|f| out.contains_key(f.as_str()))
@@ -139,7 +147,10 @@ const EXACTLY_ONE: &[&[&str]] = &[
 const AT_LEAST_ONE: &[&[&str]] = &[&["http", "tls", "tcp"]];
 
 /// Groups validation refuses to combine, beyond the schema's oneOf rules.
-const EXCLUSIVE: &[&[&str]] = &[&["endpoints", "workloadSelector"], &["uri", "uriRegexRewrite"]];
+const EXCLUSIVE: &[&[&str]] = &[
+    &["endpoints", "workloadSelector"],
+    &["uri", "uriRegexRewrite"],
+];
 
 /// Lists validation wants non-empty.
 const NON_EMPTY: &[&str] = &["match", "sniHosts", "hosts", "servers", "route"];
@@ -163,9 +174,19 @@ impl Generator<'_> {
             if !group.iter().all(|f| props.contains_key(*f)) {
                 continue;
             }
-            let present: Vec<&str> = group.iter().copied().filter(|f| out.contains_key(*f)).collect();
+            let present: Vec<&str> = group
+                .iter()
+                .copied()
+                .filter(|f| out.contains_key(*f))
+                .collect();
             let keep = match present.as_slice() {
-                [] => group[if self.chance(70) { 0 } else { self.rng.below(group.len()) }],
+                [] => {
+                    group[if self.chance(70) {
+                        0
+                    } else {
+                        self.rng.below(group.len())
+                    }]
+                }
                 [one] => one,
                 many => many[self.rng.below(many.len())],
             };
@@ -178,7 +199,9 @@ impl Generator<'_> {
             }
         }
         for group in AT_LEAST_ONE {
-            if group.iter().all(|f| props.contains_key(*f)) && !group.iter().any(|f| out.contains_key(*f)) {
+            if group.iter().all(|f| props.contains_key(*f))
+                && !group.iter().any(|f| out.contains_key(*f))
+            {
                 let pick = group[self.rng.below(group.len())];
                 let v = self.value(&props[pick], pick, depth + 1);
                 out.insert(pick.to_string(), v);
@@ -218,7 +241,12 @@ fn exclusive_groups(schema: &Value) -> Vec<Vec<String>> {
     if let Some(one_of) = schema.get("oneOf") {
         collect(one_of);
     }
-    for part in schema.get("allOf").and_then(Value::as_array).into_iter().flatten() {
+    for part in schema
+        .get("allOf")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(one_of) = part.get("oneOf") {
             collect(one_of);
         }

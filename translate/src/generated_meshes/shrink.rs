@@ -37,7 +37,11 @@ pub fn report(case: &Case, message: &str, rejected: impl Fn(&Case) -> bool) -> S
         while progress && budget > 0 {
             progress = false;
             let mut paths = Vec::new();
-            subpaths(&small.documents[doc]["spec"], &mut vec![Step::Key("spec".into())], &mut paths);
+            subpaths(
+                &small.documents[doc]["spec"],
+                &mut vec![Step::Key("spec".into())],
+                &mut paths,
+            );
             for path in paths {
                 if budget == 0 {
                     break;
@@ -53,7 +57,10 @@ pub fn report(case: &Case, message: &str, rejected: impl Fn(&Case) -> bool) -> S
             }
         }
     }
-    let envoy = check(&small).envoy.err().unwrap_or_else(|| message.to_string());
+    let envoy = check(&small)
+        .envoy
+        .err()
+        .unwrap_or_else(|| message.to_string());
     let yaml: Vec<String> = small
         .documents
         .iter()

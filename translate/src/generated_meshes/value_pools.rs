@@ -84,7 +84,17 @@ const BAD_HOSTS: &[&str] = &[
 ];
 
 const NAMES: &[&str] = &[
-    "v1", "v2", "v3", "http", "tcp", "https-443", "grpc-web", "route-a", "tls", "mongo", "http2",
+    "v1",
+    "v2",
+    "v3",
+    "http",
+    "tcp",
+    "https-443",
+    "grpc-web",
+    "route-a",
+    "tls",
+    "mongo",
+    "http2",
 ];
 const BAD_NAMES: &[&str] = &["", "Spaces here", "ü", "UPPER", "a/b"];
 
@@ -167,7 +177,14 @@ const ADDRESSES: &[&str] = &[
     "0.0.0.0/0",
     "192.168.1.7",
 ];
-const BAD_ADDRESSES: &[&str] = &["300.0.0.1", "10.0.0.0/33", "", "::/200", "not-an-ip", "10.0.0.1/8"];
+const BAD_ADDRESSES: &[&str] = &[
+    "300.0.0.1",
+    "10.0.0.0/33",
+    "",
+    "::/200",
+    "not-an-ip",
+    "10.0.0.1/8",
+];
 
 const ENDPOINT_ADDRESSES: &[&str] = &[
     "10.1.0.1",
@@ -210,7 +227,13 @@ const CIPHERS: &[&str] = &[
 const CURVES: &[&str] = &["P-256", "X25519", "P-384"];
 const BAD_TLS_NAMES: &[&str] = &["BOGUS-CIPHER", "", "P-999"];
 
-const LOCALITIES: &[&str] = &["us-east/zone1/*", "us-east/*", "*", "us-west/zone2/sub", "us-east"];
+const LOCALITIES: &[&str] = &[
+    "us-east/zone1/*",
+    "us-east/*",
+    "*",
+    "us-west/zone2/sub",
+    "us-east",
+];
 const BAD_LOCALITIES: &[&str] = &["", "a/b/c/d", "*/zone"];
 
 const SCHEMES: &[&str] = &["http", "https"];
@@ -221,17 +244,29 @@ const CREDENTIALS: &[&str] = &["gw-cert", "missing-cert", "istio-system/gw-cert"
 /// A field's string pool and its edge pool.
 fn string_pools(field: &str) -> (&'static [&'static str], &'static [&'static str]) {
     match field {
-        "backoff" | "baseEjectionTime" | "budgetInterval" | "connectTimeout" | "duration"
-        | "exponentialDelay" | "fixedDelay" | "idleTimeout" | "interval" | "maxAge"
-        | "maxConnectionDuration" | "perTryTimeout" | "time" | "timeout" | "ttl"
-        | "warmupDurationSecs" | "weightExpirationPeriod" | "weightStabilizationPeriod"
+        "backoff"
+        | "baseEjectionTime"
+        | "budgetInterval"
+        | "connectTimeout"
+        | "duration"
+        | "exponentialDelay"
+        | "fixedDelay"
+        | "idleTimeout"
+        | "interval"
+        | "maxAge"
+        | "maxConnectionDuration"
+        | "perTryTimeout"
+        | "time"
+        | "timeout"
+        | "ttl"
+        | "warmupDurationSecs"
+        | "weightExpirationPeriod"
+        | "weightStabilizationPeriod"
         | "weightUpdatePeriod" => (DURATIONS, BAD_DURATIONS),
         "host" | "sniHosts" | "targetHost" | "defaultEndpoint" => (HOSTS, BAD_HOSTS),
         "name" | "subset" => (NAMES, BAD_NAMES),
         "regex" | "match" => (REGEXES, BAD_REGEXES),
-        "addresses" | "destinationSubnets" | "sourceSubnet" | "bind" => {
-            (ADDRESSES, BAD_ADDRESSES)
-        }
+        "addresses" | "destinationSubnets" | "sourceSubnet" | "bind" => (ADDRESSES, BAD_ADDRESSES),
         "address" => (ENDPOINT_ADDRESSES, BAD_ADDRESSES),
         "exportTo" | "namespace" | "sourceNamespace" => (EXPORT_TO, BAD_EXPORT_TO),
         "gateways" => (GATEWAYS, BAD_GATEWAYS),

@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, DiscoveryType},
 };
+use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::config::core::v3::{
     ApiConfigSource, ApiVersion, GrpcService, Node, api_config_source::ApiType, grpc_service,
 };
@@ -23,6 +24,9 @@ use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener, filter
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    UpstreamTlsContext, common_tls_context::ValidationContextType,
 };
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use prost::Message;
@@ -41,7 +45,13 @@ fn bootstrap(t: &Translation) -> Bootstrap {
         .iter()
         .map(|l| inline_routes(l.clone(), routes))
         .collect();
-    let mut clusters = t.resources.clusters.clone();
+    let mut clusters: Vec<Cluster> = t
+        .resources
+        .clusters
+        .iter()
+        .cloned()
+        .map(static_secrets)
+        .collect();
     clusters.push(static_cluster(XDS_CLUSTER.into(), None));
     for (i, cla) in t.resources.endpoints.iter().enumerate() {
         clusters.push(static_cluster(format!("eds-check-{i}"), Some(cla.clone())));
@@ -78,6 +88,39 @@ fn bootstrap(t: &Translation) -> Bootstrap {
         layered_runtime: Some(runtime()),
         ..Default::default()
     }
+}
+
+/// Points a cluster's SDS references at the bootstrap's static secrets (the
+/// translation's own): validate mode has no ADS to fetch them from, and
+/// Envoy 1.40 crashes validating an upstream context that waits on one.
+fn static_secrets(mut cluster: Cluster) -> Cluster {
+    let Some(socket) = cluster.transport_socket.as_mut() else {
+        return cluster;
+    };
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = socket.config_type.as_mut() else {
+        return cluster;
+    };
+    let Some(mut context) = protobuf::unpack::<UpstreamTlsContext>(any) else {
+        return cluster;
+    };
+    if let Some(common) = context.common_tls_context.as_mut() {
+        for sds in &mut common.tls_certificate_sds_secret_configs {
+            sds.sds_config = None;
+        }
+        match common.validation_context_type.as_mut() {
+            Some(ValidationContextType::CombinedValidationContext(combined)) => {
+                if let Some(sds) = combined.validation_context_sds_secret_config.as_mut() {
+                    sds.sds_config = None;
+                }
+            }
+            Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => {
+                sds.sds_config = None;
+            }
+            _ => {}
+        }
+    }
+    *any = protobuf::any(context);
+    cluster
 }
 
 /// What the sidecar bootstrap must carry too: RE2's default program size

@@ -213,8 +213,9 @@ fn apply_connection_pool(
     }
 }
 
+/// Istio reads 0 (the proto default) as "not set": Envoy's default stays.
 fn override_count(slot: &mut Option<UInt32Value>, value: Option<i32>) {
-    if let Some(value) = value {
+    if let Some(value) = value.filter(|v| *v > 0) {
         *slot = Some(count(value));
     }
 }
@@ -334,7 +335,11 @@ fn http_protocol_options(
         return None;
     }
     let http2 = Http2ProtocolOptions {
-        max_concurrent_streams: http.and_then(|h| h.value.max_concurrent_streams).map(count),
+        // Envoy refuses 0 streams; Istio reads 0 as "not set".
+        max_concurrent_streams: http
+            .and_then(|h| h.value.max_concurrent_streams)
+            .filter(|n| *n > 0)
+            .map(count),
         ..Default::default()
     };
     let protocol_options = match upstream {

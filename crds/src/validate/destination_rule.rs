@@ -138,6 +138,21 @@ fn load_balancer(at: &str, lb: &LoadBalancerSettings, r: &mut Report) {
                 format!("table size {size} must be a prime number at most {MAX_MAGLEV_TABLE}"),
             );
         }
+        if let Some(name) = &hash.http_header_name {
+            r.header_name(&format!("{at}.httpHeaderName"), name);
+        }
+        if hash.http_query_parameter_name.as_deref() == Some("") {
+            r.error(
+                format!("{at}.httpQueryParameterName"),
+                "the query parameter name must not be empty",
+            );
+        }
+        if hash.http_cookie.as_ref().is_some_and(|c| c.name.is_empty()) {
+            r.error(
+                format!("{at}.httpCookie.name"),
+                "the cookie name must not be empty",
+            );
+        }
         if let Some(cookie) = &hash.http_cookie {
             // A zero TTL is meaningful (a session cookie), so only parse it.
             r.duration(&format!("{at}.httpCookie.ttl"), cookie.ttl.as_ref());

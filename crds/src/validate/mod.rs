@@ -7,7 +7,9 @@
 
 mod destination_rule;
 mod gateway;
+pub mod headers;
 pub mod hosts;
+mod re2;
 mod service_entry;
 mod virtual_service;
 
@@ -158,6 +160,8 @@ impl Report {
                 .trim()
                 .to_string();
             self.error(field, format!("invalid regex {pattern:?}: {detail}"));
+        } else if let Err(e) = re2::check(pattern) {
+            self.error(field, format!("regex {pattern:?} is refused by RE2: {e}"));
         }
     }
 

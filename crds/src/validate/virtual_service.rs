@@ -2,8 +2,8 @@
 
 use super::{Report, hosts, is_dns1123_label, is_dns1123_subdomain};
 use crate::virtual_service::{
-    CorsPolicy, Destination, HttpFaultInjection, HttpMatchRequest, HttpRoute, HttpRouteDestination,
-    RouteDestination, VirtualServiceSpec,
+    CorsPolicy, Destination, Headers, HttpFaultInjection, HttpMatchRequest, HttpRoute,
+    HttpRouteDestination, RouteDestination, VirtualServiceSpec,
 };
 
 /// Envoy's HTTP and gRPC retry conditions, which Istio passes through.
@@ -223,6 +223,7 @@ fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
         r.at(format!("{at}.mirrors[{k}]"))
             .percentage("percentage", mirror.percentage.as_ref());
     }
+    header_operations(&format!("{at}.headers"), route.headers.as_ref(), r);
     let mut route_at = r.at(at);
     route_at.percentage("mirrorPercentage", route.mirror_percentage.as_ref());
     route_at.percent("mirrorPercent", route.mirror_percent);
@@ -251,7 +252,15 @@ fn http_match(at: &str, m: &HttpMatchRequest, r: &mut Report) {
     ];
     for (name, map) in maps {
         for (key, value) in map {
-            r.string_match(&format!("{at}.{name}.{key}"), value, true);
+            let field = format!("{at}.{name}.{key}");
+            if name == "queryParams" {
+                if key.is_empty() {
+                    r.error(&field, "a query parameter name must not be empty");
+                }
+            } else {
+                r.header_name(&field, key);
+            }
+            r.string_match(&field, value, true);
         }
     }
     if let Some(port) = m.port {
@@ -261,6 +270,21 @@ fn http_match(at: &str, m: &HttpMatchRequest, r: &mut Report) {
 
 fn http_destination(at: &str, dest: &HttpRouteDestination, r: &mut Report) {
     weighted_destination(at, &dest.destination, dest.weight, r);
+    header_operations(&format!("{at}.headers"), dest.headers.as_ref(), r);
+}
+
+fn header_operations(at: &str, headers: Option<&Headers>, r: &mut Report) {
+    let Some(headers) = headers else {
+        return;
+    };
+    for (side, ops) in [
+        ("request", &headers.request),
+        ("response", &headers.response),
+    ] {
+        if let Some(ops) = ops {
+            r.header_operations(&format!("{at}.{side}"), ops);
+        }
+    }
 }
 
 fn l4_routes(at: &str, routes: &[RouteDestination], r: &mut Report) {

@@ -29,7 +29,7 @@ impl Generator<'_> {
     }
 
     fn edge(&mut self) -> bool {
-        self.temper == Temper::Edgy && self.chance(12)
+        self.temper == Temper::Edgy && self.chance(15)
     }
 
     /// A value for `schema`, found at property `field`, `depth` levels down.

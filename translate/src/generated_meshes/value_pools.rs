@@ -140,6 +140,9 @@ const REGEXES: &[&str] = &[
     "(?i)jason",
     "ü+",
     "(x{1,20}){1,20}",
+    "(x{1,60}){1,60}",
+    "[\\p{L}\\p{N}]{1,100}",
+    "\\p{Greek}+",
     "",
     "^$",
     "[[:alpha:]]+",
@@ -153,6 +156,9 @@ const BAD_REGEXES: &[&str] = &[
     "\\",
     "(?P<n>x)(?P<n>y)",
     "\\C",
+    "\\p{Alphabetic}",
+    "(x{1,60}){1,60}",
+    "a{1001}",
 ];
 
 const STRINGS: &[&str] = &[
@@ -308,12 +314,20 @@ impl Pools {
         Pools { tls_files }
     }
 
+    fn tls_file(&self, name: &str) -> String {
+        let found = self.tls_files.iter().find(|f| f.ends_with(name));
+        found.expect("TLS fixture in the pool").clone()
+    }
+
     pub fn string(&self, field: &str, edge: bool, rng: &mut Rng) -> String {
         match field {
-            // Paths on the proxy's own disk: only files that exist there,
-            // since no control plane can see a sidecar's filesystem.
-            "caCertificates" | "caCrl" | "clientCertificate" | "privateKey"
-            | "serverCertificate" => return rng.pick(&self.tls_files).clone(),
+            // Paths on the proxy's own disk hold what their field says:
+            // no control plane can read a sidecar's filesystem, so a wrong
+            // file there is the proxy's to report.
+            "caCertificates" => return self.tls_file("ca.pem"),
+            "caCrl" => return self.tls_file("crl.pem"),
+            "clientCertificate" | "serverCertificate" => return self.tls_file("client.pem"),
+            "privateKey" => return self.tls_file("client-key.pem"),
             "hosts" => {
                 let pool = match rng.below(3) {
                     0 => GATEWAY_HOSTS,

@@ -480,4 +480,38 @@ spec:
             "no outlier detection: Envoy's default"
         );
     }
+
+    #[test]
+    fn zero_connection_pool_limits_keep_envoys_defaults_as_istio_reads_them() {
+        let dr = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 0}
+      http: {http2MaxRequests: 0, maxConcurrentStreams: 0, h2UpgradePolicy: UPGRADE}
+"#;
+        let t = translate_for(&bookinfo(dr), &sidecar("default"));
+        let cluster = cluster_named(&t, "outbound|9080||reviews.default.svc.cluster.local");
+        let defaults = super::default_circuit_breakers();
+        assert_eq!(cluster.circuit_breakers.as_ref(), Some(&defaults));
+        let streams = cluster
+            .typed_extension_protocol_options
+            .values()
+            .filter_map(crate::protobuf::unpack::<super::HttpProtocolOptions>)
+            .filter_map(|o| o.upstream_protocol_options)
+            .filter_map(|u| match u {
+                super::UpstreamProtocolOptions::ExplicitHttpConfig(e) => e.protocol_config,
+                _ => None,
+            })
+            .filter_map(|c| match c {
+                super::ProtocolConfig::Http2ProtocolOptions(h2) => Some(h2.max_concurrent_streams),
+                _ => None,
+            })
+            .collect::<Vec<_>>();
+        assert_eq!(streams, [None], "0 streams would be refused by Envoy");
+    }
 }

@@ -353,4 +353,36 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn hash_keys_and_sizes_envoy_refuses_are_refused() {
+        let lb = |hash: &str| {
+            dr(&format!(
+                "  host: reviews\n  trafficPolicy:\n    loadBalancer: {{consistentHash: {hash}}}\n"
+            ))
+        };
+        let at = "spec.trafficPolicy.loadBalancer.consistentHash";
+        assert_one(&lb("{httpQueryParameterName: ''}"), &format!("{at}.httpQueryParameterName"), "empty");
+        assert_one(&lb("{httpHeaderName: 'a b'}"), &format!("{at}.httpHeaderName"), "header name");
+        assert_one(&lb("{httpCookie: {name: ''}}"), &format!("{at}.httpCookie.name"), "empty");
+        assert_one(&lb("{useSourceIp: true, maglev: {tableSize: 100}}"), &format!("{at}.maglev.tableSize"), "prime");
+        assert_one(
+            &lb("{useSourceIp: true, ringHash: {minimumRingSize: 8388609}}"),
+            &format!("{at}.ringHash.minimumRingSize"),
+            "at most",
+        );
+        assert!(field_paths(&lb("{useSourceIp: true, maglev: {tableSize: 65537}}")).is_empty());
+    }
+
+    #[test]
+    fn durations_envoy_cannot_hold_in_nanoseconds_are_refused() {
+        let pool = |timeout: &str| {
+            dr(&format!(
+                "  host: reviews\n  trafficPolicy:\n    connectionPool: {{tcp: {{connectTimeout: {timeout}}}}}\n"
+            ))
+        };
+        let field = "spec.trafficPolicy.connectionPool.tcp.connectTimeout";
+        assert_one(&pool("9223372036s"), field, "out of range");
+        assert!(field_paths(&pool("9223372035s")).is_empty());
+    }
 }

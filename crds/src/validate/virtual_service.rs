@@ -605,4 +605,90 @@ mod tests {
         let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: e}\nspec: {hosts: [a]}\n";
         assert_one(yaml, "spec", "at least one of http, tls or tcp");
     }
+
+    #[test]
+    fn hosts_gateways_and_export_to_follow_istio() {
+        let with = |fields: &str| {
+            object(
+                "VirtualService",
+                "h",
+                &format!("{fields}  http:\n  - name: r\n{ROUTE}"),
+            )
+        };
+        assert_one(
+            &with("  hosts: [reviews, Reviews.Example.com]\n"),
+            "spec.hosts[1]",
+            "not a valid host",
+        );
+        assert_one(
+            &with("  hosts: [reviews]\n  gateways: [a/b/c]\n"),
+            "spec.gateways[0]",
+            "Gateway name",
+        );
+        assert_one(
+            &with("  hosts: [reviews]\n  exportTo: [Bad_NS]\n"),
+            "spec.exportTo[0]",
+            "namespace name",
+        );
+        let fine = with(
+            "  hosts: [reviews, 10.0.0.5, '*.example.com']\n  gateways: [mesh, istio-system/gw, gw.istio-system.svc.cluster.local]\n  exportTo: ['.', '*']\n",
+        );
+        assert_eq!(fields(&errors_of(&fine)), vec![]);
+    }
+
+    #[test]
+    fn sni_hosts_must_fall_under_the_virtual_services_hosts() {
+        let tls = |snis: &str| {
+            object(
+                "VirtualService",
+                "t",
+                &format!(
+                    "  hosts: ['*.example.com']
+  tls:
+  - match: [{{sniHosts: {snis}}}]
+    route: [{{destination: {{host: a.example.com}}}}]
+"
+                ),
+            )
+        };
+        assert!(field_paths(&tls("[a.example.com, '*.b.example.com']")).is_empty());
+        assert_one(&tls("['*']"), "spec.tls[0].match[0].sniHosts[0]", "not covered");
+        assert_one(&tls("[example.org]"), "spec.tls[0].match[0].sniHosts[0]", "not covered");
+    }
+
+    #[test]
+    fn header_operations_and_match_names_are_checked_as_envoy_takes_them() {
+        let yaml = vs(&format!(
+            "  - match: [{{headers: {{'bad name': {{exact: x}}}}}}]
+    headers:
+      request: {{set: {{x-a: '100%'}}, remove: [':path']}}
+      response: {{add: {{host: x}}}}
+    route:
+    - destination: {{host: reviews}}
+      headers: {{request: {{set: {{x-b: '%BOGUS%'}}}}}}
+"
+        ));
+        assert_eq!(
+            field_paths(&yaml),
+            [
+                "spec.http[0].match[0].headers.bad name",
+                "spec.http[0].route[0].headers.request.set.x-b",
+                "spec.http[0].headers.request.set.x-a",
+                "spec.http[0].headers.request.remove[0]",
+                "spec.http[0].headers.response.add.host",
+            ]
+        );
+        let fine = vs(
+            "  - headers: {request: {set: {x-a: '%DOWNSTREAM_REMOTE_ADDRESS%', x-b: '100%%'}}}
+    route: [{destination: {host: reviews}}]
+",
+        );
+        assert!(field_paths(&fine).is_empty(), "{:?}", field_paths(&fine));
+    }
+
+    #[test]
+    fn regexes_re2_refuses_are_refused() {
+        let yaml = vs("  - match: [{uri: {regex: '(x{1,60}){1,60}'}}]\n    route: [{destination: {host: reviews}}]\n");
+        assert_one(&yaml, "spec.http[0].match[0].uri.regex", "RE2");
+    }
 }

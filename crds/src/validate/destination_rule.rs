@@ -362,10 +362,26 @@ mod tests {
             ))
         };
         let at = "spec.trafficPolicy.loadBalancer.consistentHash";
-        assert_one(&lb("{httpQueryParameterName: ''}"), &format!("{at}.httpQueryParameterName"), "empty");
-        assert_one(&lb("{httpHeaderName: 'a b'}"), &format!("{at}.httpHeaderName"), "header name");
-        assert_one(&lb("{httpCookie: {name: ''}}"), &format!("{at}.httpCookie.name"), "empty");
-        assert_one(&lb("{useSourceIp: true, maglev: {tableSize: 100}}"), &format!("{at}.maglev.tableSize"), "prime");
+        assert_one(
+            &lb("{httpQueryParameterName: ''}"),
+            &format!("{at}.httpQueryParameterName"),
+            "empty",
+        );
+        assert_one(
+            &lb("{httpHeaderName: 'a b'}"),
+            &format!("{at}.httpHeaderName"),
+            "header name",
+        );
+        assert_one(
+            &lb("{httpCookie: {name: ''}}"),
+            &format!("{at}.httpCookie.name"),
+            "empty",
+        );
+        assert_one(
+            &lb("{useSourceIp: true, maglev: {tableSize: 100}}"),
+            &format!("{at}.maglev.tableSize"),
+            "prime",
+        );
         assert_one(
             &lb("{useSourceIp: true, ringHash: {minimumRingSize: 8388609}}"),
             &format!("{at}.ringHash.minimumRingSize"),

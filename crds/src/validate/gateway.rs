@@ -1,7 +1,7 @@
 //! Gateway checks.
 
 use super::{Report, hosts};
-use crate::gateway::GatewaySpec;
+use crate::gateway::{GatewaySpec, ServerTlsMode, ServerTlsSettings};
 
 pub(super) fn check(spec: &GatewaySpec, r: &mut Report) {
     if spec.servers.is_empty() {
@@ -16,6 +16,74 @@ pub(super) fn check(spec: &GatewaySpec, r: &mut Report) {
         for (j, host) in server.hosts.iter().enumerate() {
             r.host(&format!("{at}.hosts[{j}]"), host, hosts::gateway_host);
         }
+        let protocol = server.port.protocol.as_deref().unwrap_or_default();
+        if !PROTOCOLS.iter().any(|p| p.eq_ignore_ascii_case(protocol)) {
+            r.error(
+                format!("{at}.port.protocol"),
+                format!("{protocol:?} is not one of {}", PROTOCOLS.join(", ")),
+            );
+        }
+        let terminates = ["HTTPS", "TLS"]
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(protocol));
+        match &server.tls {
+            None if terminates => r.error(
+                format!("{at}.tls"),
+                "a server on an HTTPS or TLS port needs tls settings",
+            ),
+            Some(tls) => tls_settings(&format!("{at}.tls"), tls, r),
+            None => {}
+        }
+    }
+}
+
+/// The port protocols Istio's Gateway accepts (case-insensitively).
+const PROTOCOLS: &[&str] = &[
+    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "MYSQL", "REDIS", "TCP", "TLS",
+];
+
+/// Certificates that a terminating server needs when no `credentialName`
+/// supplies them, as Istio's webhook requires.
+fn tls_settings(at: &str, tls: &ServerTlsSettings, r: &mut Report) {
+    let from_credential = tls.credential_name.is_some() || !tls.credential_names.is_empty();
+    let files = from_credential || !tls.tls_certificates.is_empty();
+    let mode = tls.mode.unwrap_or(ServerTlsMode::Passthrough);
+    if matches!(
+        mode,
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    ) && !files
+    {
+        if tls
+            .server_certificate
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            r.error(
+                format!("{at}.serverCertificate"),
+                "SIMPLE and MUTUAL TLS need a server certificate (or credentialName)",
+            );
+        }
+        if tls.private_key.as_deref().unwrap_or_default().is_empty() {
+            r.error(
+                format!("{at}.privateKey"),
+                "SIMPLE and MUTUAL TLS need a private key (or credentialName)",
+            );
+        }
+    }
+    if matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual)
+        && !from_credential
+        && tls.ca_cert_credential_name.is_none()
+        && tls
+            .ca_certificates
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    {
+        r.error(
+            format!("{at}.caCertificates"),
+            "MUTUAL TLS needs a CA bundle to verify clients (or credentialName)",
+        );
     }
 }
 
@@ -32,6 +100,30 @@ mod tests {
     fn gw_valid_server_has_no_errors() {
         let yaml = gw("  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n");
         assert_eq!(fields(&errors_of(&yaml)), vec![]);
+    }
+
+    #[test]
+    fn gw_protocols_and_terminating_tls_follow_istio() {
+        let yaml = gw("  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n");
+        assert_one(&yaml, "spec.servers[0].tls", "needs tls settings");
+        let yaml = gw("  - port: {number: 80, name: h, protocol: SPDY}\n    hosts: ['*']\n");
+        assert_one(&yaml, "spec.servers[0].port.protocol", "is not one of");
+        let yaml = gw(
+            "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: MUTUAL, serverCertificate: /c.pem, privateKey: /k.pem}\n",
+        );
+        assert_one(&yaml, "spec.servers[0].tls.caCertificates", "CA bundle");
+        let yaml = gw(
+            "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: ['*']\n    tls: {mode: SIMPLE, privateKey: /k.pem}\n",
+        );
+        assert_one(
+            &yaml,
+            "spec.servers[0].tls.serverCertificate",
+            "server certificate",
+        );
+        let fine = gw(
+            "  - port: {number: 443, name: https, protocol: https}\n    hosts: ['*']\n    tls: {mode: SIMPLE, credentialName: gw-cert}\n",
+        );
+        assert!(errors_of(&fine).is_empty());
     }
 
     #[test]

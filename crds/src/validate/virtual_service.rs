@@ -652,8 +652,16 @@ mod tests {
             )
         };
         assert!(field_paths(&tls("[a.example.com, '*.b.example.com']")).is_empty());
-        assert_one(&tls("['*']"), "spec.tls[0].match[0].sniHosts[0]", "not covered");
-        assert_one(&tls("[example.org]"), "spec.tls[0].match[0].sniHosts[0]", "not covered");
+        assert_one(
+            &tls("['*']"),
+            "spec.tls[0].match[0].sniHosts[0]",
+            "not covered",
+        );
+        assert_one(
+            &tls("[example.org]"),
+            "spec.tls[0].match[0].sniHosts[0]",
+            "not covered",
+        );
     }
 
     #[test]
@@ -688,7 +696,9 @@ mod tests {
 
     #[test]
     fn regexes_re2_refuses_are_refused() {
-        let yaml = vs("  - match: [{uri: {regex: '(x{1,60}){1,60}'}}]\n    route: [{destination: {host: reviews}}]\n");
+        let yaml = vs(
+            "  - match: [{uri: {regex: '(x{1,60}){1,60}'}}]\n    route: [{destination: {host: reviews}}]\n",
+        );
         assert_one(&yaml, "spec.http[0].match[0].uri.regex", "RE2");
     }
 }

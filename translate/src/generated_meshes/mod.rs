@@ -152,6 +152,9 @@ fn document(g: &mut Generator, kind: Kind, index: usize, mut spec: Value) -> Val
     if kind == Kind::VirtualService && !edgy {
         sni_hosts_from_hosts(g, &mut spec);
     }
+    if kind == Kind::Gateway && !edgy {
+        terminating_servers_with_credentials(&mut spec);
+    }
     if kind == Kind::ServiceEntry && !edgy {
         coherent_resolution(&mut spec);
     }
@@ -212,6 +215,37 @@ fn plain_hosts(spec: &mut Value) {
     for host in hosts.into_iter().flatten() {
         if let Some((_, name)) = host.as_str().and_then(|h| h.split_once('/')) {
             *host = json!(name);
+        }
+    }
+}
+
+/// Servers on HTTPS and TLS ports need TLS settings, and terminating ones a
+/// certificate; give them the `gw-cert` credential when they have none.
+fn terminating_servers_with_credentials(spec: &mut Value) {
+    let servers = spec.get_mut("servers").and_then(Value::as_array_mut);
+    for server in servers.into_iter().flatten() {
+        let protocol = server["port"]["protocol"]
+            .as_str()
+            .unwrap_or_default()
+            .to_uppercase();
+        if !matches!(
+            protocol.as_str(),
+            "HTTP" | "HTTPS" | "GRPC" | "HTTP2" | "TCP" | "TLS" | "MONGO"
+        ) {
+            server["port"]["protocol"] = json!("HTTP");
+        }
+        if matches!(protocol.as_str(), "HTTPS" | "TLS") && server.get("tls").is_none() {
+            server["tls"] = json!({"mode": "SIMPLE"});
+        }
+        let Some(tls) = server.get_mut("tls").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let terminates = matches!(
+            tls.get("mode").and_then(Value::as_str),
+            Some("SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL")
+        );
+        if terminates && !tls.contains_key("serverCertificate") {
+            tls.insert("credentialName".into(), json!("gw-cert"));
         }
     }
 }

@@ -288,7 +288,13 @@ fn string_pools(field: &str) -> (&'static [&'static str], &'static [&'static str
         "scheme" => (SCHEMES, BAD_SCHEMES),
         "credentialName" | "caCertCredentialName" | "credentialNames" => (CREDENTIALS, BAD_NAMES),
         "allowMethods" => (&["GET", "POST", "OPTIONS", "*"], &["", "get me"]),
-        "protocol" => (&["CONNECT", "POST"], &["", "PUT"]),
+        // Port protocols, and a tunnel's CONNECT or POST.
+        "protocol" => (
+            &[
+                "HTTP", "HTTPS", "GRPC", "HTTP2", "TCP", "TLS", "MONGO", "http", "CONNECT", "POST",
+            ],
+            &["", "SPDY", "PUT"],
+        ),
         _ => (STRINGS, BAD_NAMES),
     }
 }

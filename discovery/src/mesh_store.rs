@@ -652,16 +652,22 @@ mod tests {
         assert_eq!(merged.mesh.services.len(), 3);
     }
 
-    #[test]
-    fn dynamic_config_merges_after_files_reports_duplicates_and_gates_readiness() {
-        let dir = std::env::temp_dir().join(format!("pf-mesh-store-{}", std::process::id()));
+    /// A store reading one config dir (named from `prefix`) that holds `DR`.
+    fn store_with_dr_file(prefix: &str) -> (std::path::PathBuf, MeshStore) {
+        let dir = std::env::temp_dir().join(format!("{prefix}{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("dr.yaml"), DR).unwrap();
-        let mut store = MeshStore::new(
+        let store = MeshStore::new(
             ConfigDirs::new(vec![dir.clone()], "default"),
             RegistryFiles::new(Vec::new()),
             MeshConfig::default(),
         );
+        (dir, store)
+    }
+
+    #[test]
+    fn dynamic_config_merges_after_files_reports_duplicates_and_gates_readiness() {
+        let (dir, mut store) = store_with_dr_file("pf-mesh-store-");
         store.add_dynamic_config("kubernetes-config");
         assert!(!store.all_synced(), "not ready before the first full set");
         let problem = InputProblem::plain("kubernetes", "something invalid");
@@ -708,14 +714,7 @@ mod tests {
 
     #[test]
     fn a_quarantined_object_is_left_out_until_its_file_changes() {
-        let dir = std::env::temp_dir().join(format!("pf-mesh-quarantine-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("dr.yaml"), DR).unwrap();
-        let mut store = MeshStore::new(
-            ConfigDirs::new(vec![dir.clone()], "default"),
-            RegistryFiles::new(Vec::new()),
-            MeshConfig::default(),
-        );
+        let (dir, mut store) = store_with_dr_file("pf-mesh-quarantine-");
         let served = store.rebuild();
         let rejected = served.mesh.config[0].clone();
         store.quarantine(QuarantineRequest {

@@ -366,22 +366,7 @@ pub(crate) mod tests {
 
     #[test]
     fn without_interception_sniffed_and_http_services_share_the_listener_address() {
-        let m = mesh(
-            vec![
-                service(
-                    "legacy.default.svc.cluster.local",
-                    &["10.0.0.7"],
-                    &[(7000, Protocol::Unknown)],
-                ),
-                service(
-                    "web.default.svc.cluster.local",
-                    &["10.0.0.8"],
-                    &[(7000, Protocol::Http)],
-                ),
-            ],
-            vec![],
-            &[],
-        );
+        let m = sniffed_beside_http(7000);
         let t = translate_for(&m, &sidecar_without_interception("default"));
         let listener = listener_named(&t, "127.0.0.1_7000");
         let http = chain_named(
@@ -591,24 +576,29 @@ pub(crate) mod tests {
         assert_envoy_invariants(&t);
     }
 
-    #[test]
-    fn unknown_next_to_http_keeps_the_http_catch_all() {
-        let m = mesh(
+    /// `legacy` (protocol unknown, sniffed) and `web` (HTTP) on one port.
+    fn sniffed_beside_http(port: u16) -> crate::MeshState {
+        mesh(
             vec![
                 service(
                     "legacy.default.svc.cluster.local",
                     &["10.0.0.7"],
-                    &[(80, Protocol::Unknown)],
+                    &[(port, Protocol::Unknown)],
                 ),
                 service(
                     "web.default.svc.cluster.local",
                     &["10.0.0.8"],
-                    &[(80, Protocol::Http)],
+                    &[(port, Protocol::Http)],
                 ),
             ],
             vec![],
             &[],
-        );
+        )
+    }
+
+    #[test]
+    fn unknown_next_to_http_keeps_the_http_catch_all() {
+        let m = sniffed_beside_http(80);
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_80");
         assert_eq!(listener.filter_chains.len(), 3);

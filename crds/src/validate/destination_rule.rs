@@ -13,7 +13,10 @@ const MAX_RING_SIZE: u64 = 8_388_608;
 const MAX_MAGLEV_TABLE: u64 = 5_000_011;
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 pub(super) fn check(spec: &DestinationRuleSpec, r: &mut Report) {

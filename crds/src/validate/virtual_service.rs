@@ -666,15 +666,14 @@ mod tests {
 
     #[test]
     fn header_operations_and_match_names_are_checked_as_envoy_takes_them() {
-        let yaml = vs(&format!(
-            "  - match: [{{headers: {{'bad name': {{exact: x}}}}}}]
-    headers:
-      request: {{set: {{x-a: '100%'}}, remove: [':path']}}
-      response: {{add: {{host: x}}}}
-    route:
-    - destination: {{host: reviews}}
-      headers: {{request: {{set: {{x-b: '%BOGUS%'}}}}}}
-"
+        let yaml = vs(concat!(
+            "  - match: [{headers: {'bad name': {exact: x}}}]\n",
+            "    headers:\n",
+            "      request: {set: {x-a: '100%'}, remove: [':path']}\n",
+            "      response: {add: {host: x}}\n",
+            "    route:\n",
+            "    - destination: {host: reviews}\n",
+            "      headers: {request: {set: {x-b: '%BOGUS%'}}}\n",
         ));
         assert_eq!(
             field_paths(&yaml),

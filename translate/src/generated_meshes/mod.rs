@@ -267,10 +267,11 @@ fn coherent_resolution(spec: &mut Value) {
         spec["resolution"] = json!(if all_ips { "STATIC" } else { "DNS" });
         spec.as_object_mut().map(|s| s.remove("workloadSelector"));
     }
-    if spec["resolution"] != "STATIC" && spec["resolution"] != "NONE" {
-        if let Some(addresses) = spec.get_mut("addresses").and_then(Value::as_array_mut) {
-            addresses.retain(|a| a.as_str().is_some_and(|a| !a.contains('/')));
-        }
+    let ranges_allowed = spec["resolution"] == "STATIC" || spec["resolution"] == "NONE";
+    if !ranges_allowed
+        && let Some(addresses) = spec.get_mut("addresses").and_then(Value::as_array_mut)
+    {
+        addresses.retain(|a| a.as_str().is_some_and(|a| !a.contains('/')));
     }
     let endpoints = spec.get_mut("endpoints").and_then(Value::as_array_mut);
     for endpoint in endpoints.into_iter().flatten() {

@@ -369,6 +369,14 @@ fn fault_injection(at: &str, fault: &HttpFaultInjection, r: &mut Report) {
             ("http2Error", abort.http2_error.is_some()),
         ];
         fault_at.at_most_one("abort", &set);
+        if let Some(status) = abort.http_status
+            && !(200..=599).contains(&status)
+        {
+            fault_at.report.error(
+                fault_at.field("abort.httpStatus"),
+                format!("status {status} must be in 200..=599"),
+            );
+        }
         fault_at.percentage("abort.percentage", abort.percentage.as_ref());
     }
 }
@@ -534,6 +542,10 @@ mod tests {
     fn vs_direct_response_status_must_be_200_to_599() {
         let yaml = vs("  - directResponse: {status: 99}\n");
         assert_one(&yaml, "spec.http[0].directResponse.status", "200..=599");
+        let abort = vs(&format!(
+            "  - fault: {{abort: {{httpStatus: 600}}}}\n{ROUTE}"
+        ));
+        assert_one(&abort, "spec.http[0].fault.abort.httpStatus", "200..=599");
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub fn check(pattern: &str) -> Result<(), String> {
         .parse(pattern)
         .map_err(|e| e.kind().to_string())?;
     repetitions(&parsed, 1)?;
+    unicode_classes(&parsed)?;
     let hir = regex_syntax::hir::translate::Translator::new()
         .translate(pattern, &parsed)
         .map_err(|e| e.kind().to_string())?;
@@ -63,6 +64,78 @@ fn repetitions(node: &Ast, outer: u64) -> Result<(), String> {
         Ast::Concat(cat) => cat.asts.iter().try_for_each(|a| repetitions(a, outer)),
         _ => Ok(()),
     }
+}
+
+/// RE2's Unicode classes: general categories by their short names, `Any`,
+/// and scripts by their exact names (`Greek`, `Old_Italic`); not the binary
+/// properties, long category names, `name=value` forms or loose spellings
+/// (`greek`) that the Rust parser also takes.
+fn unicode_classes(node: &Ast) -> Result<(), String> {
+    match node {
+        Ast::ClassUnicode(class) => unicode_class(class),
+        Ast::ClassBracketed(class) => class_set(&class.kind),
+        Ast::Repetition(rep) => unicode_classes(&rep.ast),
+        Ast::Group(g) => unicode_classes(&g.ast),
+        Ast::Alternation(alt) => alt.asts.iter().try_for_each(unicode_classes),
+        Ast::Concat(cat) => cat.asts.iter().try_for_each(unicode_classes),
+        _ => Ok(()),
+    }
+}
+
+fn class_set(set: &ast::ClassSet) -> Result<(), String> {
+    match set {
+        ast::ClassSet::Item(item) => class_item(item),
+        ast::ClassSet::BinaryOp(op) => {
+            class_set(&op.lhs)?;
+            class_set(&op.rhs)
+        }
+    }
+}
+
+fn class_item(item: &ast::ClassSetItem) -> Result<(), String> {
+    match item {
+        ast::ClassSetItem::Unicode(class) => unicode_class(class),
+        ast::ClassSetItem::Bracketed(class) => class_set(&class.kind),
+        ast::ClassSetItem::Union(union) => union.items.iter().try_for_each(class_item),
+        _ => Ok(()),
+    }
+}
+
+const GENERAL_CATEGORIES: &[&str] = &[
+    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn", "N",
+    "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc", "Sk", "Sm", "So",
+    "Z", "Zl", "Zp", "Zs",
+];
+
+fn unicode_class(class: &ast::ClassUnicode) -> Result<(), String> {
+    let name = match &class.kind {
+        ast::ClassUnicodeKind::OneLetter(c) => c.to_string(),
+        ast::ClassUnicodeKind::Named(name) => name.clone(),
+        ast::ClassUnicodeKind::NamedValue { .. } => {
+            return Err("RE2 has no \\p{name=value} classes".into());
+        }
+    };
+    if GENERAL_CATEGORIES.contains(&name.as_str()) || name == "Any" || is_script(&name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "RE2 knows no Unicode class {name:?} (general categories such as L or Nd, and scripts such as Greek)"
+        ))
+    }
+}
+
+/// A script name as Unicode writes it, which the Rust parser knows as a
+/// script.
+fn is_script(name: &str) -> bool {
+    let canonical = name.split('_').all(|word| {
+        let mut chars = word.chars();
+        chars.next().is_some_and(|c| c.is_ascii_uppercase())
+            && chars.all(|c| c.is_ascii_lowercase())
+    });
+    canonical
+        && regex_syntax::Parser::new()
+            .parse(&format!("\\p{{sc={name}}}"))
+            .is_ok()
 }
 
 fn program_size(hir: &Hir) -> u64 {
@@ -112,6 +185,8 @@ mod tests {
             "((a{10}){10}){10}",
             "(x{1,20}){1,20}",
             "^/api/(users|orders)/[0-9a-f]{8}-[0-9a-f]{4}$",
+            "\\p{Greek}+[\\pL\\p{Nd}]",
+            "[^\\p{Old_Italic}]",
         ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
@@ -119,6 +194,10 @@ mod tests {
             "a{1001}",
             "((a{12}){12}){12}",
             "(x{1,60}){1,60}",
+            "\\p{Alphabetic}",
+            "[a\\p{greek}]",
+            "\\p{gc=L}",
+            "\\p{Letter}",
             "(a{1000}|b{1000}|c{1000}|d{1000}|e{1000}|f{1000}|g{1000}|h{1000}|i{1000}|j{1000}|k{1000}|l{1000}|m{1000}|n{1000}|o{1000}|p{1000}|q{1000}|r{1000}|s{1000}|t{1000}|u{1000}|v{1000}|w{1000}|x{1000}|y{1000}|z{1000}|A{1000}|B{1000}|C{1000}|D{1000}|E{1000}|F{1000}|G{1000}|H{1000})",
         ] {
             assert!(check(bad).is_err(), "{bad} must be refused");

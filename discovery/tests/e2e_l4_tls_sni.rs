@@ -1,7 +1,7 @@
 //! VirtualService `tls` routes: TLS passed through Envoy by SNI. Three TLS
 //! services share port 443 (ServiceEntries with VIPs); `front`'s
-//! VirtualService sends SNI `a.example.com` to service a and
-//! `b.example.com` to service b. The client verifies the server certificate
+//! VirtualService (whose hosts cover its SNI hosts, as Istio requires) sends
+//! SNI `a.example.com` to service a and `b.example.com` to service b. The client verifies the server certificate
 //! against the test CA for the SNI it sent, so the certificate that answers
 //! proves which backend took the connection, and that Envoy did not
 //! terminate TLS (it has no certificate for those names); each backend also
@@ -54,7 +54,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: front}
 spec:
-  hosts: [front.example.com]
+  hosts: [front.example.com, a.example.com, b.example.com]
   tls:
   - match: [{sniHosts: [a.example.com]}]
     route: [{destination: {host: a.example.com}}]

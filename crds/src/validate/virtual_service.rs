@@ -300,9 +300,13 @@ fn weighted_destination(at: &str, dest: &Destination, weight: Option<i32>, r: &m
     r.at(at).percent("weight", weight);
 }
 
-/// An SNI host must be a host name (an IP address is no SNI) that one of
-/// the VirtualService's hosts covers, as Istio requires.
+/// An SNI host must be a host name that one of the VirtualService's hosts
+/// covers, as Istio requires (an IP address passes, as Istio only warns).
 fn sni_host(at: &str, sni: &str, vs_hosts: &[String], r: &mut Report) {
+    // Istio only warns about an IP address as SNI; Envoy takes it.
+    if sni.parse::<std::net::IpAddr>().is_ok() {
+        return;
+    }
     if let Err(e) = hosts::wildcard_domain(sni) {
         r.error(at, e);
     } else if !vs_hosts.iter().any(|h| hosts::is_subset_of(sni, h)) {
@@ -663,7 +667,7 @@ mod tests {
                 ),
             )
         };
-        assert!(field_paths(&tls("[a.example.com, '*.b.example.com']")).is_empty());
+        assert!(field_paths(&tls("[a.example.com, '*.b.example.com', 10.0.0.5]")).is_empty());
         assert_one(
             &tls("['*']"),
             "spec.tls[0].match[0].sniHosts[0]",

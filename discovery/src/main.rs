@@ -180,8 +180,10 @@ struct ServeArgs {
     /// ALLOW_ANY (the default) or REGISTRY_ONLY; wins over the mesh config file's.
     #[arg(long, value_enum)]
     outbound_traffic_policy: Option<OutboundPolicyArg>,
-    /// Istio MeshConfig YAML (pilot-discovery's --meshConfig): its
-    /// outboundTrafficPolicy is honoured; other fields are logged as ignored.
+    /// Istio MeshConfig YAML (pilot-discovery's --meshConfig):
+    /// outboundTrafficPolicy.mode, accessLogFile, enableTracing and
+    /// defaultConfig.tracing.zipkin.address are honoured; other fields are
+    /// logged as ignored.
     #[arg(long)]
     mesh_config: Option<PathBuf>,
     /// Cluster domain used to expand short host names.
@@ -576,6 +578,8 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             domain_suffix: args.domain_suffix,
             scope_gateway_to_namespace: args.scope_gateway_to_namespace,
             outbound_traffic_policy,
+            access_log_file: mesh_file.access_log_file,
+            zipkin: mesh_file.zipkin,
             ..MeshConfig::default()
         },
         default_namespace: args.default_namespace,

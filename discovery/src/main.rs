@@ -613,15 +613,17 @@ fn run_discovery(args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let serve_args = pilot_flags::serve_args(args)?;
+    // Errors name serve's flags: say which serve command they come from.
+    let ran_as = format!("run as `pilotfish serve {}`", serve_args.join(" "));
     let argv = ["pilotfish", "serve"]
         .into_iter()
         .map(String::from)
         .chain(serve_args);
-    let cli = Cli::try_parse_from(argv).context("pilot-discovery flags translated to serve")?;
+    let cli = Cli::try_parse_from(argv).context(ran_as.clone())?;
     let Command::Serve(serve_args) = cli.command else {
         bail!("pilot-discovery flags did not translate to `serve`");
     };
-    run_serve(*serve_args)
+    run_serve(*serve_args).context(ran_as)
 }
 
 impl ServeArgs {

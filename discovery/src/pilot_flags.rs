@@ -111,9 +111,9 @@ fn listen_address(go: &str) -> String {
 ///   kubernetes` in that order; an empty value means no registry at all
 ///   (pilot-discovery refused it; here it serves a config directory alone).
 ///   Absent, pilot-discovery's default applies: Kubernetes.
-/// - `--kubeconfig` is the Kubernetes registry's kubeconfig and, unless
-///   `--configDir` is given, Istio config comes from that API server
-///   (`--config-source kubernetes`), as pilot-discovery read its CRDs there.
+/// - Without `--configDir`, Istio config comes from the Kubernetes API
+///   server (`--config-source kubernetes`), as pilot-discovery read its CRDs
+///   there; `--kubeconfig` says which (default: in-cluster, as for `serve`).
 /// - Addresses keep pilot-discovery's defaults (HTTP `:8080`, gRPC `:15010`,
 ///   secure gRPC `:15012`, monitoring `:15014`); an empty one is off.
 pub fn serve_args(args: &[String]) -> Result<Vec<String>, PilotFlagError> {
@@ -144,9 +144,9 @@ pub fn serve_args(args: &[String]) -> Result<Vec<String>, PilotFlagError> {
     }
     if let Some(kubeconfig) = given.get("kubeconfig") {
         push("--kubeconfig", kubeconfig);
-        if given.get("configDir").is_none() {
-            push("--config-source", "kubernetes");
-        }
+    }
+    if given.get("configDir").is_none() {
+        push("--config-source", "kubernetes");
     }
     if let Some(file) = given.get("meshConfig") {
         push("--mesh-config", file);
@@ -260,6 +260,7 @@ mod tests {
     fn absent_flags_take_pilot_discovery_defaults() {
         let serve = translated(&[]);
         assert_eq!(values_of(&serve, "--registry"), ["kubernetes"]);
+        assert_eq!(values_of(&serve, "--config-source"), ["kubernetes"]);
         assert_eq!(values_of(&serve, "--http-address"), ["0.0.0.0:8080"]);
         assert_eq!(values_of(&serve, "--xds-address"), ["0.0.0.0:15010"]);
         assert_eq!(values_of(&serve, "--secure-xds-address"), ["0.0.0.0:15012"]);

@@ -14,7 +14,9 @@ use pilotfish_discovery::certificate_client::{
     ClientCertificate, RequestOptions, issue_offline, renew_until_cancelled, request_once,
 };
 use pilotfish_discovery::incoming::{DEFAULT_MAX_CONNECTIONS, IncomingLimits};
+use pilotfish_discovery::mesh_config_file::{self, MeshConfigFile};
 use pilotfish_discovery::paths::{self, Expected};
+use pilotfish_discovery::pilot_flags;
 use pilotfish_discovery::quarantine::QuarantinePolicy;
 use pilotfish_discovery::security::WorkloadIdentity;
 use pilotfish_discovery::security::authn::DEFAULT_TOKEN_AUDIENCE;
@@ -45,6 +47,15 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print an Envoy bootstrap (JSON) that points a proxy at Pilotfish.
     Bootstrap(BootstrapArgs),
+    /// Istio 1.1's `pilot-discovery discovery` flags (docker-compose files):
+    /// --registries, --consulserverURL, --kubeconfig, --configDir,
+    /// --meshConfig, --httpAddr, --grpcAddr, --secureGrpcAddr,
+    /// --monitoringAddr, --domain; run as the matching `serve`.
+    #[command(disable_help_flag = true)]
+    Discovery {
+        #[arg(num_args = 0.., allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
+    },
     /// Get (or issue offline) a workload certificate as files for Envoy.
     Certificate {
         #[command(subcommand)]
@@ -166,8 +177,15 @@ struct ServeArgs {
     /// Quiet time after a change before pushing.
     #[arg(long, default_value_t = 100)]
     debounce_ms: u64,
-    #[arg(long, value_enum, default_value = "ALLOW_ANY")]
-    outbound_traffic_policy: OutboundPolicyArg,
+    /// ALLOW_ANY (the default) or REGISTRY_ONLY; wins over the mesh config file's.
+    #[arg(long, value_enum)]
+    outbound_traffic_policy: Option<OutboundPolicyArg>,
+    /// Istio MeshConfig YAML (pilot-discovery's --meshConfig):
+    /// outboundTrafficPolicy.mode, accessLogFile, enableTracing and
+    /// defaultConfig.tracing.zipkin.address are honoured; other fields are
+    /// logged as ignored.
+    #[arg(long)]
+    mesh_config: Option<PathBuf>,
     /// Cluster domain used to expand short host names.
     #[arg(long, default_value = "cluster.local")]
     domain_suffix: String,
@@ -443,6 +461,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => run_serve(*args),
+        Command::Discovery { args } => run_discovery(&args),
         Command::Bootstrap(args) => run_bootstrap(args),
         Command::Certificate { command } => run_certificate(command),
     };
@@ -504,6 +523,21 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.xds_address.is_none() && args.secure_xds_address.is_none() {
         bail!("--xds-address and --secure-xds-address are both off: nothing would serve xDS");
     }
+    let mesh_file = match &args.mesh_config {
+        Some(path) => mesh_config_file::load(path)?,
+        None => MeshConfigFile::default(),
+    };
+    if !mesh_file.ignored_fields.is_empty() {
+        tracing::warn!(
+            ignored = ?mesh_file.ignored_fields,
+            "mesh config fields that Pilotfish does not honour"
+        );
+    }
+    let outbound_traffic_policy = match args.outbound_traffic_policy {
+        Some(OutboundPolicyArg::AllowAny) => OutboundTrafficPolicy::AllowAny,
+        Some(OutboundPolicyArg::RegistryOnly) => OutboundTrafficPolicy::RegistryOnly,
+        None => mesh_file.outbound_traffic_policy.unwrap_or_default(),
+    };
     let security = &args.security;
     let secure_xds = match args.secure_xds_address {
         None => None,
@@ -543,10 +577,9 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         mesh: MeshConfig {
             domain_suffix: args.domain_suffix,
             scope_gateway_to_namespace: args.scope_gateway_to_namespace,
-            outbound_traffic_policy: match args.outbound_traffic_policy {
-                OutboundPolicyArg::AllowAny => OutboundTrafficPolicy::AllowAny,
-                OutboundPolicyArg::RegistryOnly => OutboundTrafficPolicy::RegistryOnly,
-            },
+            outbound_traffic_policy,
+            access_log_file: mesh_file.access_log_file,
+            zipkin: mesh_file.zipkin,
             ..MeshConfig::default()
         },
         default_namespace: args.default_namespace,
@@ -570,6 +603,29 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     result
 }
 
+/// `pilotfish discovery ARGS`: pilot-discovery's flags run as `serve`.
+fn run_discovery(args: &[String]) -> anyhow::Result<()> {
+    if matches!(args, [only] if only == "--help" || only == "-h") {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        if let Some(discovery) = command.find_subcommand_mut("discovery") {
+            discovery.print_long_help()?;
+        }
+        return Ok(());
+    }
+    let serve_args = pilot_flags::serve_args(args)?;
+    // Errors name serve's flags: say which serve command they come from.
+    let ran_as = format!("run as `pilotfish serve {}`", serve_args.join(" "));
+    let argv = ["pilotfish", "serve"]
+        .into_iter()
+        .map(String::from)
+        .chain(serve_args);
+    let cli = Cli::try_parse_from(argv).context(ran_as.clone())?;
+    let Command::Serve(serve_args) = cli.command else {
+        bail!("pilot-discovery flags did not translate to `serve`");
+    };
+    run_serve(*serve_args).context(ran_as)
+}
+
 impl ServeArgs {
     fn kubeconfig_given(&self) -> bool {
         self.kube.kubeconfig.is_some()
@@ -586,6 +642,7 @@ impl ServeArgs {
             ("--tls-cert-file", &self.security.tls_cert_file),
             ("--tls-key-file", &self.security.tls_key_file),
             ("--kubeconfig", &self.kube.kubeconfig),
+            ("--mesh-config", &self.mesh_config),
         ]
         .into_iter()
         .filter_map(|(flag, path)| Some((flag, path.as_ref()?, Expected::File)));

@@ -12,6 +12,7 @@ use crate::diagnostics::Diagnostic;
 use crate::endpoints::{self, AddressKind};
 use crate::inbound;
 use crate::names;
+use crate::observability;
 use crate::protobuf;
 use crate::provenance;
 use crate::service_clusters::{self, ServiceCluster};
@@ -27,6 +28,7 @@ pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Cluster> {
     out.push(passthrough_cluster(ctx));
     out.push(blackhole_cluster(ctx));
     out.extend(inbound::clusters(ctx));
+    out.extend(zipkin_cluster(ctx));
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
 }
@@ -104,6 +106,30 @@ fn passthrough_cluster(ctx: &Context) -> Cluster {
     let mut cluster = base_cluster(ctx, names::PASSTHROUGH_CLUSTER);
     make_original_dst(&mut cluster);
     cluster
+}
+
+/// The Zipkin collector of the mesh's tracing, resolved by DNS (an IP
+/// address works too).
+fn zipkin_cluster(ctx: &Context) -> Option<Cluster> {
+    let collector = ctx.mesh.mesh.zipkin.as_ref()?;
+    let mut cluster = base_cluster(ctx, observability::ZIPKIN_CLUSTER);
+    cluster.cluster_discovery_type = discovery_type(DiscoveryType::StrictDns);
+    cluster.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
+    let endpoint = Endpoint {
+        address: collector.host.clone(),
+        port: collector.port,
+        service_port: collector.port,
+        labels: Default::default(),
+        locality: None,
+        health: Default::default(),
+        weight: None,
+    };
+    cluster.load_assignment = Some(endpoints::load_assignment(
+        &cluster.name,
+        &[&endpoint],
+        AddressKind::IpOrHostname,
+    ));
+    Some(cluster)
 }
 
 /// A static cluster with no hosts: connections to it are refused.

@@ -264,6 +264,22 @@ fn envoy_accepts_the_translation_of_a_busy_mesh() {
 }
 
 #[test]
+fn envoy_accepts_access_logs_and_zipkin_tracing_on_sidecars_and_gateways() {
+    let m = with_access_log_and_tracing(busy_mesh());
+    let mut with_inbound = sidecar("default");
+    with_inbound.inbound = [(9080, Protocol::Http), (9090, Protocol::Tcp)]
+        .into_iter()
+        .map(|(port, protocol)| crate::InboundPort { port, protocol })
+        .collect();
+    envoy_validates(&translate_for(&m, &with_inbound), "observed");
+    let gateway = crate::ProxyView {
+        kind: crate::ProxyKind::Router,
+        ..sidecar("default")
+    };
+    envoy_validates(&translate_for(&m, &gateway), "observed-gateway");
+}
+
+#[test]
 fn envoy_accepts_the_translation_of_random_meshes() {
     for seed in 0..40 {
         envoy_validates(

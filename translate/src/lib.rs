@@ -31,6 +31,7 @@ pub mod listeners;
 pub mod locality;
 pub mod mesh;
 pub mod names;
+pub mod observability;
 pub mod protobuf;
 pub mod provenance;
 pub mod proxy;
@@ -61,7 +62,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 pub use context::Context;
 pub use diagnostics::{Diagnostic, DiagnosticKind, Severity};
-pub use mesh::{CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsCredential};
+pub use mesh::{
+    CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsCredential, ZipkinCollector,
+};
 pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use referenced_labels::ReferencedLabels;
 pub use resources::{Translation, XdsResources};

@@ -27,9 +27,15 @@ const PROTOCOL_DETECTION_TIMEOUT_SECS: u64 = 1;
 
 /// Listeners of a sidecar (or, for gateways, of its Gateway servers), sorted by name.
 pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
-    if ctx.proxy.kind == ProxyKind::Router {
-        return crate::gateway_listeners::build(ctx, diags);
-    }
+    let mut out = match ctx.proxy.kind {
+        ProxyKind::Router => crate::gateway_listeners::build(ctx, diags),
+        _ => sidecar_listeners(ctx, diags),
+    };
+    crate::observability::instrument(&ctx.mesh.mesh, &mut out);
+    out
+}
+
+fn sidecar_listeners(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
     diags.extend(listener_matches::reserved_port_diagnostics(ctx));
     diags.extend(listener_matches::self_forwarding_diagnostics(ctx));
     let mut out = Vec::new();

@@ -8,6 +8,8 @@ use pilotfish_crds::ConfigObject;
 use pilotfish_registries::{Endpoint, Service};
 use serde::Serialize;
 
+pub use crate::observability::ZipkinCollector;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum OutboundTrafficPolicy {
     /// Unknown destinations pass through (Istio's default).
@@ -28,6 +30,12 @@ pub struct MeshConfig {
     pub connect_timeout: Duration,
     /// Name of the bootstrap cluster that points at Pilotfish.
     pub xds_cluster: String,
+    /// Istio's `accessLogFile`: every generated HTTP connection manager and
+    /// TCP proxy logs there (`/dev/stdout`).
+    pub access_log_file: Option<String>,
+    /// Istio's `enableTracing` with `defaultConfig.tracing.zipkin.address`:
+    /// generated HTTP connection managers report spans there.
+    pub zipkin: Option<ZipkinCollector>,
 }
 
 impl Default for MeshConfig {
@@ -38,6 +46,8 @@ impl Default for MeshConfig {
             outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
             connect_timeout: Duration::from_secs(10),
             xds_cluster: "xds-grpc".into(),
+            access_log_file: None,
+            zipkin: None,
         }
     }
 }

@@ -523,6 +523,17 @@ spec:
 "#;
 
 /// A mesh exercising every listener and route feature at once.
+/// `m` with the mesh's access log on `/dev/stdout` and Zipkin tracing to
+/// `zipkin.istio-system:9411`.
+pub fn with_access_log_and_tracing(mut m: MeshState) -> MeshState {
+    m.mesh.access_log_file = Some("/dev/stdout".into());
+    m.mesh.zipkin = Some(crate::ZipkinCollector {
+        host: "zipkin.istio-system".into(),
+        port: 9411,
+    });
+    m
+}
+
 pub fn busy_mesh() -> MeshState {
     let mut m = bookinfo(ROUTING);
     Arc::make_mut(&mut m.services).extend([

@@ -102,8 +102,28 @@ impl Pilotfish {
     /// Starts `pilotfish serve <args> --http-address <http_address>` and
     /// waits until its HTTP port answers `/ready`, with any status.
     pub fn spawn(ns: Arc<Netns>, args: &[String], http_address: &str, log: &Path) -> Pilotfish {
-        let mut cmd = serve_command(&ns, args);
+        let mut cmd = command(&ns, "serve", args);
         cmd.args(["--http-address", http_address]);
+        Pilotfish::spawn_command(ns, cmd, http_address, log)
+    }
+
+    /// Starts `pilotfish discovery <args>` (pilot-discovery's flags; `args`
+    /// put its HTTP port on `http_address`) and waits until its `/ready`
+    /// answers 200.
+    pub fn discovery(ns: Arc<Netns>, args: &[String], http_address: &str, log: &Path) -> Pilotfish {
+        let cmd = command(&ns, "discovery", args);
+        let mut pilotfish = Pilotfish::spawn_command(ns, cmd, http_address, log);
+        pilotfish.wait_ready();
+        pilotfish
+    }
+
+    /// Runs `cmd` and waits until its HTTP port answers `/ready`, with any status.
+    fn spawn_command(
+        ns: Arc<Netns>,
+        cmd: std::process::Command,
+        http_address: &str,
+        log: &Path,
+    ) -> Pilotfish {
         let mut pilotfish = Pilotfish {
             process: Process::spawn("pilotfish", cmd, log),
             ns,
@@ -119,10 +139,21 @@ impl Pilotfish {
     /// Runs `pilotfish serve <args>`, which must exit by itself within the
     /// start-up bound (it is killed, and the test fails, if it serves).
     pub fn refused(ns: &Netns, args: &[String], log: &Path) -> Refusal {
-        let mut process = Process::spawn("pilotfish", serve_command(ns, args), log);
+        Pilotfish::subcommand_refused(ns, "serve", args, log)
+    }
+
+    /// Runs `pilotfish <subcommand> <args>`, which must exit by itself
+    /// within the start-up bound.
+    pub fn subcommand_refused(
+        ns: &Netns,
+        subcommand: &str,
+        args: &[String],
+        log: &Path,
+    ) -> Refusal {
+        let mut process = Process::spawn("pilotfish", command(ns, subcommand, args), log);
         let status = process.wait_exit(STARTUP).unwrap_or_else(|| {
             panic!(
-                "pilotfish serve {args:?} still runs after {STARTUP:?}; its log:\n{}",
+                "pilotfish {subcommand} {args:?} still runs after {STARTUP:?}; its log:\n{}",
                 process.log()
             )
         });
@@ -244,8 +275,8 @@ impl Pilotfish {
 
 /// `pilotfish serve <args>` in `ns`, logging at info unless RUST_LOG says
 /// otherwise.
-fn serve_command(ns: &Netns, args: &[String]) -> std::process::Command {
-    let mut cmd = ns.command(binary(), &["serve"]);
+fn command(ns: &Netns, subcommand: &str, args: &[String]) -> std::process::Command {
+    let mut cmd = ns.command(binary(), &[subcommand]);
     cmd.args(args);
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");

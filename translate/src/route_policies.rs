@@ -39,7 +39,8 @@ pub const DEFAULT_RETRY_ON: &str =
 const DEFAULT_RETRIES: u32 = 2;
 
 /// Envoy's default limit is 4 KiB; route configurations raise it to this.
-pub const MAX_DIRECT_RESPONSE_BODY_BYTES: u32 = 1 << 20;
+pub const MAX_DIRECT_RESPONSE_BODY_BYTES: u32 =
+    pilotfish_crds::validate::virtual_service::MAX_DIRECT_RESPONSE_BODY as u32;
 
 /// Istio's default: 2 retries on connection-level failures and 503, on
 /// other hosts than the failed one, unless the destination hashes
@@ -216,31 +217,7 @@ fn abort_error(
 
 /// gRPC status names (`UNAVAILABLE`) or numbers to codes.
 fn grpc_code(name: &str) -> Option<u32> {
-    const CODES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    let name = name.trim();
-    if let Ok(code) = name.parse::<u32>() {
-        return (code < 17).then_some(code);
-    }
-    let position = CODES.iter().position(|c| c.eq_ignore_ascii_case(name))?;
-    u32::try_from(position).ok()
+    pilotfish_crds::validate::virtual_service::grpc_status_code(name)
 }
 
 /// Header mutations for a route or a weighted cluster.

@@ -11,7 +11,7 @@ pub mod headers;
 pub mod hosts;
 mod re2;
 mod service_entry;
-mod virtual_service;
+pub mod virtual_service;
 
 use crate::common::{Percent, StringMatch};
 use crate::duration::parse_duration;

@@ -26,6 +26,42 @@ const RETRY_CONDITIONS: &[&str] = &[
     "unavailable",
 ];
 
+/// The largest direct response body the route configuration allows
+/// (`max_direct_response_body_size_bytes` in the routes Pilotfish writes).
+pub const MAX_DIRECT_RESPONSE_BODY: usize = 1 << 20;
+
+const GRPC_STATUSES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The gRPC status code of `name` (a name in any case, or the number).
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    let name = name.trim();
+    if let Ok(code) = name.parse::<u32>() {
+        return (code < 17).then_some(code);
+    }
+    let position = GRPC_STATUSES
+        .iter()
+        .position(|c| c.eq_ignore_ascii_case(name))?;
+    u32::try_from(position).ok()
+}
+
 /// A comma-separated list of retry conditions or HTTP status codes.
 fn retry_conditions(field: &str, retry_on: &str, r: &mut Report) {
     for condition in retry_on.split(',').map(str::trim) {
@@ -164,6 +200,14 @@ fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
                 format!("status {} must be in 200..=599", resp.status),
             );
         }
+        if let Some(text) = resp.body.as_ref().and_then(|b| b.string.as_ref())
+            && text.len() > MAX_DIRECT_RESPONSE_BODY
+        {
+            r.error(
+                format!("{at}.directResponse.body.string"),
+                format!("the body is larger than {MAX_DIRECT_RESPONSE_BODY} bytes"),
+            );
+        }
         if let Some(body) = &resp.body {
             let set = [
                 ("string", body.string.is_some()),
@@ -178,6 +222,15 @@ fn http_route(at: &str, route: &HttpRoute, in_delegate: bool, r: &mut Report) {
             ("derivePort", redirect.derive_port.is_some()),
         ];
         r.at_most_one(&format!("{at}.redirect"), &set);
+        // Istio takes any 3xx; Envoy's redirect action knows only these.
+        if let Some(code) = redirect.redirect_code
+            && ![301, 302, 303, 307, 308].contains(&code)
+        {
+            r.error(
+                format!("{at}.redirect.redirectCode"),
+                format!("redirect code {code} is not one of 301, 302, 303, 307, 308"),
+            );
+        }
     }
     if let Some(rewrite) = &route.rewrite
         && let Some(regex_rewrite) = &rewrite.uri_regex_rewrite
@@ -373,6 +426,14 @@ fn fault_injection(at: &str, fault: &HttpFaultInjection, r: &mut Report) {
             ("http2Error", abort.http2_error.is_some()),
         ];
         fault_at.at_most_one("abort", &set);
+        if let Some(name) = &abort.grpc_status
+            && grpc_status_code(name).is_none()
+        {
+            fault_at.report.error(
+                fault_at.field("abort.grpcStatus"),
+                format!("{name:?} is not a gRPC status name or code (0..=16)"),
+            );
+        }
         if let Some(status) = abort.http_status
             && !(200..=599).contains(&status)
         {
@@ -550,6 +611,25 @@ mod tests {
             "  - fault: {{abort: {{httpStatus: 600}}}}\n{ROUTE}"
         ));
         assert_one(&abort, "spec.http[0].fault.abort.httpStatus", "200..=599");
+        let grpc = vs(&format!(
+            "  - fault: {{abort: {{grpcStatus: NOPE}}}}\n{ROUTE}"
+        ));
+        assert_one(&grpc, "spec.http[0].fault.abort.grpcStatus", "gRPC status");
+        let grpc_ok = vs(&format!(
+            "  - fault: {{abort: {{grpcStatus: unavailable}}}}\n{ROUTE}"
+        ));
+        assert!(field_paths(&grpc_ok).is_empty());
+        let redirect = vs("  - redirect: {uri: /v2, redirectCode: 305}\n");
+        assert_one(&redirect, "spec.http[0].redirect.redirectCode", "301, 302");
+        let big = "x".repeat(super::MAX_DIRECT_RESPONSE_BODY + 1);
+        let body = vs(&format!(
+            "  - directResponse: {{status: 200, body: {{string: {big}}}}}\n"
+        ));
+        assert_one(
+            &body,
+            "spec.http[0].directResponse.body.string",
+            "larger than",
+        );
     }
 
     #[test]

@@ -250,27 +250,19 @@ fn envoy_accepts_the_translation_of_a_busy_mesh() {
         &translate_for(&m, &sidecar_without_interception("default")),
         "busy-none",
     );
-    let mut with_inbound = sidecar("default");
-    with_inbound.inbound = [
+    let with_inbound = with_inbound(&[
         (9080, Protocol::Http),
         (9090, Protocol::Tcp),
         (9091, Protocol::Unknown),
         (9092, Protocol::Grpc),
-    ]
-    .into_iter()
-    .map(|(port, protocol)| crate::InboundPort { port, protocol })
-    .collect();
+    ]);
     envoy_validates(&translate_for(&m, &with_inbound), "busy-inbound");
 }
 
 #[test]
 fn envoy_accepts_access_logs_and_zipkin_tracing_on_sidecars_and_gateways() {
     let m = with_access_log_and_tracing(busy_mesh());
-    let mut with_inbound = sidecar("default");
-    with_inbound.inbound = [(9080, Protocol::Http), (9090, Protocol::Tcp)]
-        .into_iter()
-        .map(|(port, protocol)| crate::InboundPort { port, protocol })
-        .collect();
+    let with_inbound = with_inbound(&[(9080, Protocol::Http), (9090, Protocol::Tcp)]);
     envoy_validates(&translate_for(&m, &with_inbound), "observed");
     let gateway = crate::ProxyView {
         kind: crate::ProxyKind::Router,
@@ -363,7 +355,7 @@ spec:
 }
 
 /// A file of translate/testdata/tls, by absolute path (Envoy loads it).
-fn tls_fixture(name: &str) -> String {
+pub(crate) fn tls_fixture(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/tls")
         .join(name);

@@ -228,15 +228,6 @@ mod tests {
     use crate::test_support::*;
     use pilotfish_registries::Protocol;
 
-    fn with_inbound(ports: &[(u16, Protocol)]) -> crate::ProxyView {
-        let mut view = sidecar("default");
-        view.inbound = ports
-            .iter()
-            .map(|&(port, protocol)| InboundPort { port, protocol })
-            .collect();
-        view
-    }
-
     fn chain_ports(l: &Listener) -> Vec<(String, Option<u32>)> {
         l.filter_chains
             .iter()

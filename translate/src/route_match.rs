@@ -7,6 +7,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
+use pilotfish_crds::validate::headers::is_header_name;
 use pilotfish_crds::{HttpMatchRequest, StringMatch};
 
 use crate::diagnostics::Diagnostic;
@@ -171,15 +172,6 @@ pub fn string_matcher(
         match_pattern: Some(pattern),
         ..Default::default()
     }))
-}
-
-/// A token, or a pseudo-header (`:authority`).
-pub fn is_header_name(name: &str) -> bool {
-    let bare = name.strip_prefix(':').unwrap_or(name);
-    !bare.is_empty()
-        && bare
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
 /// An RE2 regex (Envoy's default engine, so none is named). The `regex`

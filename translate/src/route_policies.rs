@@ -314,10 +314,7 @@ fn check_header(name: &str, value: &str, object: &str, field: &str) -> Result<()
 }
 
 fn check_header_name(name: &str, object: &str, field: &str) -> Result<(), Diagnostic> {
-    let valid = route_match::is_header_name(name)
-        && !name.starts_with(':')
-        && !name.eq_ignore_ascii_case("host");
-    if valid {
+    if pilotfish_crds::validate::headers::modifiable(name).is_ok() {
         Ok(())
     } else {
         Err(Diagnostic::invalid(

@@ -126,6 +126,17 @@ pub fn sidecar_without_interception(namespace: &str) -> ProxyView {
     }
 }
 
+/// A sidecar in `default` whose workload serves `ports`.
+pub fn with_inbound(ports: &[(u16, Protocol)]) -> ProxyView {
+    ProxyView {
+        inbound: ports
+            .iter()
+            .map(|&(port, protocol)| crate::InboundPort { port, protocol })
+            .collect(),
+        ..sidecar("default")
+    }
+}
+
 pub fn sidecar_with_labels(namespace: &str, labels: &[(&str, &str)]) -> ProxyView {
     ProxyView {
         labels: labels

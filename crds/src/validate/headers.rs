@@ -77,7 +77,7 @@ pub fn is_header_name(name: &str) -> bool {
 
 /// A header a route may set, add or remove: Envoy refuses to modify
 /// pseudo-headers and `host`.
-fn modifiable(name: &str) -> Result<(), String> {
+pub fn modifiable(name: &str) -> Result<(), String> {
     if !is_header_name(name) {
         return Err(format!("{name:?} is not a valid header name"));
     }

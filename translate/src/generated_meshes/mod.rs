@@ -25,7 +25,7 @@ use pilotfish_crds::Kind;
 use pilotfish_registries::{Endpoint, Protocol, Resolution, Service};
 use serde_json::{Value, json};
 
-use crate::envoy_validation::envoy_check;
+use crate::envoy_validation::{envoy_check, tls_fixture};
 use crate::mesh::{CredentialKey, MeshState, TlsCredential};
 use crate::proxy::ProxyView;
 use crate::test_support::*;
@@ -78,19 +78,15 @@ const PROXIES: [&str; 4] = [
 fn proxy_view(index: usize) -> ProxyView {
     match index {
         0 => sidecar("default"),
-        1 => {
-            let mut p = sidecar_with_labels("default", &[("app", "reviews"), ("version", "v1")]);
-            p.inbound = [
+        1 => ProxyView {
+            labels: sidecar_with_labels("default", &[("app", "reviews"), ("version", "v1")]).labels,
+            ..with_inbound(&[
                 (9080, Protocol::Http),
                 (5432, Protocol::Tcp),
                 (7070, Protocol::Grpc),
                 (9090, Protocol::Unknown),
-            ]
-            .into_iter()
-            .map(|(port, protocol)| crate::InboundPort { port, protocol })
-            .collect();
-            p
-        }
+            ])
+        },
         2 => sidecar_without_interception("default"),
         _ => gateway_proxy("istio-system", &[("istio", "ingressgateway")]),
     }
@@ -339,13 +335,6 @@ fn registry() -> (Vec<Service>, Vec<(&'static str, Vec<Endpoint>)>) {
     (services, endpoints)
 }
 
-fn tls_fixture(name: &str) -> String {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("testdata/tls")
-        .join(name);
-    path.display().to_string()
-}
-
 /// The `gw-cert` credential gateways and DestinationRules may name.
 fn credentials() -> Vec<(CredentialKey, TlsCredential)> {
     let read = |name: &str| std::fs::read(tls_fixture(name)).expect("TLS fixture");
@@ -427,11 +416,7 @@ fn envoy_accepts_every_generated_mesh_that_validation_accepts() {
     let count = env_number("PILOTFISH_GENERATED_MESHES", 1000);
     let first = env_number("PILOTFISH_GENERATED_SEED", 0);
     let schemas = Schemas::load();
-    let pools = Pools::new(
-        ["ca.pem", "client.pem", "client-key.pem", "crl.pem"]
-            .map(tls_fixture)
-            .to_vec(),
-    );
+    let pools = Pools;
     let next = AtomicU64::new(first);
     let totals = Totals::default();
     let failures = Mutex::new(Vec::new());

@@ -5,12 +5,11 @@
 
 use serde_json::{Value, json};
 
+use crate::envoy_validation::tls_fixture;
 use crate::test_support::Rng;
 
-/// Pools that depend on the machine (paths to TLS files that exist).
-pub struct Pools {
-    tls_files: Vec<String>,
-}
+/// The value pools, by field name.
+pub struct Pools;
 
 const DURATIONS: &[&str] = &[
     "1s",
@@ -316,24 +315,15 @@ pub fn map_key(field: &str, edge: bool, rng: &mut Rng) -> String {
 }
 
 impl Pools {
-    pub fn new(tls_files: Vec<String>) -> Pools {
-        Pools { tls_files }
-    }
-
-    fn tls_file(&self, name: &str) -> String {
-        let found = self.tls_files.iter().find(|f| f.ends_with(name));
-        found.expect("TLS fixture in the pool").clone()
-    }
-
     pub fn string(&self, field: &str, edge: bool, rng: &mut Rng) -> String {
         match field {
             // Paths on the proxy's own disk hold what their field says:
             // no control plane can read a sidecar's filesystem, so a wrong
             // file there is the proxy's to report.
-            "caCertificates" => return self.tls_file("ca.pem"),
-            "caCrl" => return self.tls_file("crl.pem"),
-            "clientCertificate" | "serverCertificate" => return self.tls_file("client.pem"),
-            "privateKey" => return self.tls_file("client-key.pem"),
+            "caCertificates" => return tls_fixture("ca.pem"),
+            "caCrl" => return tls_fixture("crl.pem"),
+            "clientCertificate" | "serverCertificate" => return tls_fixture("client.pem"),
+            "privateKey" => return tls_fixture("client-key.pem"),
             "hosts" => {
                 let pool = match rng.below(3) {
                     0 => GATEWAY_HOSTS,

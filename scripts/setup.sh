@@ -76,3 +76,4 @@ chmod 0755 "$ROOT" "$ROOT/bin"
 say "$("$ENVOY_DEST" --version | grep -o 'version: .*')"
 "$(dirname "$0")/install-consul.sh"  # Consul 1.8 for the Consul registry tests
 "$(dirname "$0")/install-kube-apiserver.sh"  # kube-apiserver, kubectl (built from source, cached) and etcd for the Kubernetes tests
+"$(dirname "$0")/install-jaeger.sh"  # Jaeger, the trace collector of the docker-compose stack (built from source, cached)

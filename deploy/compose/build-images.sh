@@ -28,8 +28,13 @@ PREFIX=${PILOTFISH_IMAGE_PREFIX:-pilotfish-compose/}
 TAG=local
 DEBIAN_RELEASE=bookworm  # the host's release: host-built binaries need its glibc
 BASE_IMAGE=${PREFIX}debian:$DEBIAN_RELEASE
-BASE_TAR=$CACHE/base/debian-$DEBIAN_RELEASE-minbase.tar
-IMAGES=(pilotfish envoy consul kube-apiserver)
+# What every image needs beyond minbase: health probes (curl), traffic
+# capture (iptables), certificates (openssl) and the sample app (python3).
+# Installed by debootstrap, so no Dockerfile runs apt-get; the tarball's
+# name carries the list, so changing it makes a new one.
+BASE_PACKAGES=ca-certificates,curl,iptables,openssl,python3
+BASE_TAR=$CACHE/base/debian-$DEBIAN_RELEASE-minbase-$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-12).tar
+IMAGES=(pilotfish proxy consul kube-apiserver bookinfo jaeger)
 
 # The legacy builder (no BuildKit, which newer clients want as the buildx
 # plugin): every Dockerfile here is plain, and each context is a staged
@@ -62,8 +67,9 @@ install_packages() {
     local missing=()
     command -v dockerd >/dev/null || missing+=(docker.io)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
     if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "    installed: dockerd, debootstrap"
+        echo "    installed: dockerd, docker-compose, debootstrap"
         return
     fi
     # docker.io's postinst would start a system dockerd with default flags,
@@ -107,7 +113,7 @@ make_base_tarball() {
     local rootfs=$CACHE/base/rootfs.tmp
     rm -rf "$rootfs"
     mkdir -p "$rootfs"
-    debootstrap --variant=minbase "$DEBIAN_RELEASE" "$rootfs" "$MIRROR" >"$CACHE/base/debootstrap.log" 2>&1 ||
+    debootstrap --variant=minbase --include="$BASE_PACKAGES" "$DEBIAN_RELEASE" "$rootfs" "$MIRROR" >"$CACHE/base/debootstrap.log" 2>&1 ||
         { tail -n 20 "$CACHE/base/debootstrap.log" >&2; exit 1; }
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     # Images must not start services while apt installs into them.
@@ -139,12 +145,17 @@ import_base() {
 image_files() {
     case $1 in
         pilotfish) echo "$PILOTFISH pilotfish" ;;
-        envoy) echo "$TEST_ROOT/bin/envoy envoy"
-               echo "$REPO/deploy/scripts/pilotfish-iptables.sh pilotfish-iptables.sh" ;;
+        proxy) echo "$TEST_ROOT/bin/envoy envoy"
+               echo "$PILOTFISH pilotfish"
+               echo "$REPO/deploy/scripts/pilotfish-iptables.sh pilotfish-iptables.sh"
+               echo "$COMPOSE/images/proxy/pilotfish-proxy.sh pilotfish-proxy.sh" ;;
         consul) echo "$TEST_ROOT/bin/consul consul" ;;
         kube-apiserver) echo "$(command -v etcd || echo /usr/bin/etcd) etcd"
                         echo "$TEST_ROOT/bin/kube-apiserver kube-apiserver"
-                        echo "$TEST_ROOT/bin/kubectl kubectl" ;;
+                        echo "$TEST_ROOT/bin/kubectl kubectl"
+                        echo "$COMPOSE/images/kube-apiserver/kube-entrypoint.sh kube-entrypoint.sh" ;;
+        jaeger) echo "$TEST_ROOT/bin/jaeger jaeger" ;;
+        bookinfo) echo "$COMPOSE/images/bookinfo/bookinfo.py bookinfo.py" ;;
     esac
 }
 
@@ -198,13 +209,17 @@ first_line() {
 smoke_test() {
     local run=(docker run --rm --network none)
     "${run[@]}" "${PREFIX}pilotfish:$TAG" --version
-    first_line "${run[@]}" "${PREFIX}envoy:$TAG" --version
-    "${run[@]}" --user 0 --entrypoint iptables "${PREFIX}envoy:$TAG" --version
-    "${run[@]}" --entrypoint test "${PREFIX}envoy:$TAG" -x /usr/local/bin/pilotfish-iptables.sh
+    first_line "${run[@]}" --entrypoint envoy "${PREFIX}proxy:$TAG" --version
+    "${run[@]}" --entrypoint pilotfish "${PREFIX}proxy:$TAG" --version
+    "${run[@]}" --user 0 --entrypoint iptables "${PREFIX}proxy:$TAG" --version
+    "${run[@]}" --entrypoint test "${PREFIX}proxy:$TAG" -x /usr/local/bin/pilotfish-iptables.sh
     first_line "${run[@]}" "${PREFIX}consul:$TAG" version
-    "${run[@]}" "${PREFIX}kube-apiserver:$TAG" --version
+    "${run[@]}" --entrypoint kube-apiserver "${PREFIX}kube-apiserver:$TAG" --version
     first_line "${run[@]}" --entrypoint etcd "${PREFIX}kube-apiserver:$TAG" --version
     "${run[@]}" --entrypoint kubectl "${PREFIX}kube-apiserver:$TAG" version --client
+    first_line "${run[@]}" "${PREFIX}jaeger:$TAG" version
+    "${run[@]}" --entrypoint python3 "${PREFIX}bookinfo:$TAG" -c 'import http.server; print("python3 http.server")'
+    first_line "${run[@]}" --entrypoint curl "${PREFIX}bookinfo:$TAG" --version
 }
 
 mkdir -p "$CACHE/base"

@@ -22,7 +22,8 @@ else
     cd "$build"
     go mod init pilotfish.test/jaeger-build >/dev/null 2>&1
     say "resolving github.com/jaegertracing/jaeger@$JAEGER_VERSION"
-    GOFLAGS=-mod=mod go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >/dev/null
+    GOFLAGS=-mod=mod go get -tool "github.com/jaegertracing/jaeger/cmd/jaeger@$JAEGER_VERSION" >go-get.log 2>&1 ||
+        { tail -n 20 go-get.log >&2; exit 1; }
     say "building jaeger (several minutes on 2 cores)"
     # The UI assets are not part of the module: the build serves a placeholder
     # page at /, while the query API (/api/traces) is complete.

@@ -14,7 +14,8 @@ through the ingress gateway which reviews version answered:
   5. Consul stopped for 30 s under traffic: no request fails, and an
      instance registered after it is back is routed to,
   6. one request's trace in Jaeger spans gateway, productpage, reviews and
-     ratings,
+     ratings, and the gateway's access log (on its container output) shows
+     requests,
   7. `down` leaves no containers, networks or volumes, and the host's
      iptables rules are what they were.
 
@@ -426,6 +427,8 @@ def trace_spans_the_call_chain():
     except Failure as error:
         raise Failure(f"{error}: found spans of {sorted(found)}, want {sorted(wanted)}") from error
     log(f"  trace {trace_id}: spans from {sorted(found)}")
+    gateway_log = compose("logs", "--no-color", "istio-ingressgateway").stdout
+    check("GET /productpage" in gateway_log, "the gateway's access log has no GET /productpage")
 
 
 def down(firewall_before):
@@ -462,7 +465,7 @@ def main():
         ("routing rules from a mounted config directory", rules_from_a_directory),
         ("Pilotfish restart under traffic", pilotfish_restart_under_traffic),
         ("Consul stopped 30 s under traffic", consul_outage_under_traffic),
-        ("trace across gateway, productpage, reviews, ratings", trace_spans_the_call_chain),
+        ("trace across gateway, productpage, reviews, ratings; access log", trace_spans_the_call_chain),
         ("down", lambda: down(firewall_before)),
     ]
     timings = []

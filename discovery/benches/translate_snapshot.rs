@@ -1,17 +1,23 @@
 //! Benchmark: translation and encoding of one sidecar view, and of one
-//! gateway view, for meshes of growing size. Run with `cargo bench -p pilotfish-discovery --bench translate_snapshot`.
-//! Prints a table; the written report is `docs/benchmarks.md`.
+//! gateway view, for meshes of growing size; and a whole generation for many
+//! proxies of distinct deployments through the server's snapshot cache.
+//! Run with `cargo bench -p pilotfish-discovery --bench translate_snapshot`
+//! (`-- views` for the last table alone). Prints tables; the written report
+//! is `docs/benchmarks.md`.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use pilotfish_crds::load_yaml;
+use pilotfish_discovery::cache::SnapshotCache;
+use pilotfish_discovery::mesh_store::MeshGeneration;
+use pilotfish_discovery::metrics::Metrics;
 use pilotfish_discovery::snapshot::Snapshot;
 use pilotfish_registries::{
     Endpoint, Health, Protocol, RegistryKind, Resolution, Service, ServicePort,
 };
-use pilotfish_translate::{MeshState, ProxyKind, ProxyView, translate};
+use pilotfish_translate::{InboundPort, MeshState, ProxyKind, ProxyView, translate};
 
 fn mesh(services: usize, endpoints_per_service: usize) -> MeshState {
     let mut svcs = Vec::new();
@@ -148,7 +154,120 @@ fn encoded_bytes(snapshot: &Snapshot) -> usize {
     .sum()
 }
 
+/// Sidecars of `deployments` deployments in namespace ns-0, each with its
+/// own `app` label, all serving HTTP on 9080.
+fn deployment_views(deployments: usize) -> Vec<ProxyView> {
+    (0..deployments)
+        .map(|i| ProxyView {
+            namespace: "ns-0".into(),
+            labels: BTreeMap::from([
+                ("app".to_string(), format!("dep-{i}")),
+                ("version".to_string(), "v1".to_string()),
+            ]),
+            inbound: vec![InboundPort {
+                port: 9080,
+                protocol: Protocol::Http,
+            }],
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// `state` plus a VirtualService for each of the first `selected`
+/// deployments, matching its sidecars by `sourceLabels` (a route of its own
+/// to one service, with a timeout).
+fn with_source_label_rules(mut state: MeshState, selected: usize) -> MeshState {
+    let mut yaml = String::new();
+    for k in 0..selected {
+        let host = format!(
+            "svc-{n}.ns-{ns}.svc.cluster.local",
+            n = 5 * k + 3,
+            ns = (5 * k + 3) % 10
+        );
+        yaml.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: pick-{k}, namespace: ns-0}}\nspec:\n  hosts: [{host}]\n  http:\n  - match: [{{sourceLabels: {{app: dep-{k}}}}}]\n    timeout: 3s\n    route: [{{destination: {{host: {host}}}}}]\n  - route: [{{destination: {{host: {host}}}}}]\n"
+        ));
+    }
+    std::sync::Arc::make_mut(&mut state.config)
+        .extend(load_yaml("bench-source-labels", &yaml, "default").objects);
+    state
+}
+
+/// Builds every proxy's snapshot through a fresh cache, as the server does
+/// for a new generation: (time, distinct views, retained encoded bytes).
+fn generation(state: &MeshState, proxies: &[ProxyView]) -> (Duration, usize, usize) {
+    let generation = MeshGeneration {
+        version: 1,
+        mesh: std::sync::Arc::new(state.clone()),
+        ..Default::default()
+    };
+    let cache = SnapshotCache::new(std::sync::Arc::new(Metrics::new()));
+    let started = Instant::now();
+    let snapshots: Vec<_> = proxies
+        .iter()
+        .map(|proxy| cache.snapshot(&generation, proxy))
+        .collect();
+    let elapsed = started.elapsed();
+    // Bytes held once however many snapshots share them.
+    let mut seen = std::collections::HashSet::new();
+    let retained = snapshots
+        .iter()
+        .flat_map(|s| {
+            [
+                &s.clusters,
+                &s.endpoints,
+                &s.listeners,
+                &s.routes,
+                &s.secrets,
+            ]
+        })
+        .flat_map(|set| set.resources.values())
+        .filter(|any| seen.insert(std::sync::Arc::as_ptr(any)))
+        .map(|any| any.value.len())
+        .sum();
+    (elapsed, cache.views(), retained)
+}
+
+fn views_table() {
+    println!();
+    println!(
+        "| scenario | proxies | views built | generation | × one view | retained bytes | × one view |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let proxies = deployment_views(200);
+    let plain = mesh(1000, 3);
+    let selected = with_source_label_rules(mesh(1000, 3), 20);
+    for (name, state) in [
+        ("200 deployments, no rule selects them", &plain),
+        ("200 deployments, 20 selected by sourceLabels", &selected),
+    ] {
+        let best = |proxies: &[ProxyView]| {
+            (0..3)
+                .map(|_| generation(state, proxies))
+                .min_by_key(|(t, _, _)| *t)
+                .expect("three runs")
+        };
+        let (one_time, _, one_bytes) = best(&proxies[..1]);
+        let (time, views, bytes) = best(&proxies);
+        println!(
+            "| {name} | {} | {views} | {:.1} ms | {:.2} | {bytes} | {:.2} |",
+            proxies.len(),
+            time.as_secs_f64() * 1e3,
+            time.as_secs_f64() / one_time.as_secs_f64(),
+            bytes as f64 / one_bytes as f64,
+        );
+        println!(
+            "| (one view of it) | 1 | 1 | {:.1} ms | 1 | {one_bytes} | 1 |",
+            one_time.as_secs_f64() * 1e3
+        );
+    }
+}
+
 fn main() {
+    if std::env::args().any(|a| a == "views") {
+        views_table();
+        return;
+    }
     let view = ProxyView {
         namespace: "ns-1".into(),
         ..Default::default()
@@ -179,4 +298,5 @@ fn main() {
         );
     }
     gateway_table();
+    views_table();
 }

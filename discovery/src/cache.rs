@@ -13,12 +13,13 @@ use std::time::Instant;
 
 use dashmap::DashMap;
 use pilotfish_translate::{
-    Context, Diagnostic, DiagnosticKind, ProxyView, diagnostics, endpoints, listeners, translate,
+    Context, Diagnostic, DiagnosticKind, ProxyView, diagnostics, gateway_tls, listeners, routes,
 };
 
+use crate::cluster_parts::ClusterParts;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
-use crate::snapshot::{SharedSets, Snapshot};
+use crate::snapshot::{SharedSets, Snapshot, ViewResources};
 
 /// Views kept when no limit is given.
 pub const DEFAULT_MAX_VIEWS: usize = 10_000;
@@ -64,6 +65,8 @@ pub struct SnapshotCache {
     entries: DashMap<ProxyView, Arc<Slot>>,
     /// Equal resource sets of different views, held once.
     shared: SharedSets,
+    /// Clusters and endpoints, built once per clusters key and generation.
+    parts: ClusterParts,
     /// Builds running at once: one per core. More would only interleave
     /// them, each holding its whole translation in memory meanwhile.
     builders: tokio::sync::Semaphore,
@@ -82,6 +85,7 @@ impl SnapshotCache {
         SnapshotCache {
             entries: DashMap::new(),
             shared: SharedSets::default(),
+            parts: ClusterParts::default(),
             builders: tokio::sync::Semaphore::new(cores),
             metrics,
             max_views: max_views.max(1),
@@ -159,18 +163,9 @@ impl SnapshotCache {
             && previous.snapshot.mesh_version > 0
             && previous.snapshot.mesh_version + 1 == generation.version
         {
-            rebuild_endpoints(&previous, generation, view, &self.shared)
+            self.rebuild_endpoints(&previous, generation, view)
         } else {
-            let translation = translate(&generation.mesh, view);
-            let reuse = Some(previous.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
-            Built {
-                snapshot: Arc::new(self.shared.share(Snapshot::build(
-                    generation.version,
-                    translation.resources,
-                    reuse,
-                ))),
-                diagnostics: Arc::new(translation.diagnostics),
-            }
+            self.translate(&previous, generation, view)
         };
         self.metrics.observe_translation(started.elapsed());
         *slot.built.lock().unwrap_or_else(|p| p.into_inner()) = built.clone();
@@ -182,6 +177,77 @@ impl SnapshotCache {
         );
         self.evict_over_limit(generation.version, view);
         built.snapshot
+    }
+
+    /// A view's whole snapshot: its clusters and endpoints from the part
+    /// it shares with every view of its clusters key, the rest translated
+    /// for the view itself. The same resources and diagnostics as
+    /// `pilotfish_translate::translate` gives for the view.
+    fn translate(&self, previous: &Built, generation: &MeshGeneration, view: &ProxyView) -> Built {
+        let part = self
+            .parts
+            .part(generation, view, &self.shared, &self.metrics);
+        let ctx = Context::new(&generation.mesh, view);
+        let mut diagnostics = part.diagnostics.clone();
+        let own = ViewResources {
+            listeners: listeners::build(&ctx, &mut diagnostics),
+            routes: routes::build(&ctx, &mut diagnostics),
+            secrets: gateway_tls::secrets(&ctx, &mut diagnostics),
+        };
+        diagnostics::normalize(&mut diagnostics);
+        let reuse = Some(previous.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
+        let snapshot = Snapshot::assemble(
+            generation.version,
+            (part.clusters.clone(), part.endpoints.clone()),
+            own,
+            reuse,
+        );
+        Built {
+            snapshot: Arc::new(self.shared.share(snapshot)),
+            diagnostics: Arc::new(diagnostics),
+        }
+    }
+
+    /// Endpoints-only generation: the view takes its part's endpoints (in
+    /// which only the changed services' assignments were rebuilt) and
+    /// shares everything else with its previous snapshot; listeners are
+    /// rebuilt (with their diagnostics) only when one of those services is
+    /// VIP-less, as its listener matches its endpoints' addresses.
+    fn rebuild_endpoints(
+        &self,
+        previous: &Built,
+        generation: &MeshGeneration,
+        view: &ProxyView,
+    ) -> Built {
+        let part = self
+            .parts
+            .part(generation, view, &self.shared, &self.metrics);
+        let services = &generation.mesh.services;
+        let vip_less = generation.changed_hosts.iter().any(|host| {
+            services
+                .binary_search_by(|s| s.hostname.as_str().cmp(host))
+                .map_or(true, |i| services[i].vips.is_empty())
+        });
+        let mut diagnostics = previous.diagnostics.as_ref().clone();
+        let listeners = vip_less.then(|| {
+            let mut listener_diagnostics = Vec::new();
+            let ctx = Context::new(&generation.mesh, view);
+            let listeners = listeners::build(&ctx, &mut listener_diagnostics);
+            diagnostics.retain(|d| !is_listener_diagnostic(d));
+            diagnostics.extend(listener_diagnostics);
+            diagnostics::normalize(&mut diagnostics);
+            listeners
+        });
+        let snapshot = Snapshot::with_endpoints(
+            generation.version,
+            &previous.snapshot,
+            part.endpoints.clone(),
+            listeners,
+        );
+        Built {
+            snapshot: Arc::new(self.shared.share(snapshot)),
+            diagnostics: Arc::new(diagnostics),
+        }
     }
 
     /// Evicts views until at most `max_views` remain: least recently used
@@ -249,6 +315,7 @@ impl SnapshotCache {
     /// while views in use keep one older snapshot to reuse encodings from.
     pub fn prune(&self, keep_from_version: u64) {
         self.entries.retain(|_, e| e.version() >= keep_from_version);
+        self.parts.prune(keep_from_version);
         self.metrics.views.set(self.entries.len() as i64);
     }
 
@@ -266,48 +333,6 @@ impl SnapshotCache {
 
     pub fn views(&self) -> usize {
         self.entries.len()
-    }
-}
-
-/// Endpoints-only generation: the assignments of the services whose
-/// endpoints changed are rebuilt, everything else is shared with the
-/// previous snapshot; listeners are rebuilt (with their diagnostics) only
-/// when one of those services is VIP-less, as its listener matches its
-/// endpoints' addresses.
-fn rebuild_endpoints(
-    previous: &Built,
-    generation: &MeshGeneration,
-    view: &ProxyView,
-    shared: &SharedSets,
-) -> Built {
-    let ctx = Context::new(&generation.mesh, view);
-    let hosts = &generation.changed_hosts;
-    let services = &generation.mesh.services;
-    let vip_less = hosts.iter().any(|host| {
-        services
-            .binary_search_by(|s| s.hostname.as_str().cmp(host))
-            .map_or(true, |i| services[i].vips.is_empty())
-    });
-    let mut diagnostics = previous.diagnostics.as_ref().clone();
-    let listeners = vip_less.then(|| {
-        let mut listener_diagnostics = Vec::new();
-        let listeners = listeners::build(&ctx, &mut listener_diagnostics);
-        diagnostics.retain(|d| !is_listener_diagnostic(d));
-        diagnostics.extend(listener_diagnostics);
-        diagnostics::normalize(&mut diagnostics);
-        listeners
-    });
-    let endpoints = endpoints::build_for_hosts(&ctx, hosts);
-    let snapshot = Arc::new(shared.share(Snapshot::with_endpoints_of(
-        generation.version,
-        &previous.snapshot,
-        hosts,
-        endpoints,
-        listeners,
-    )));
-    Built {
-        snapshot,
-        diagnostics: Arc::new(diagnostics),
     }
 }
 
@@ -376,6 +401,51 @@ mod tests {
             .iter()
             .map(|t| s.of(*t).selection_version(None))
             .collect()
+    }
+
+    #[test]
+    fn views_told_apart_by_source_labels_share_one_build_of_clusters_and_endpoints() {
+        let metrics = Arc::new(Metrics::new());
+        let cache = SnapshotCache::new(metrics.clone());
+        let generation = generation(1, BY_CALLER);
+        let selected = cache.snapshot(&generation, &labelled(&[("app", "batch"), ("pod", "b-1")]));
+        let other = cache.snapshot(&generation, &labelled(&[("app", "web"), ("pod", "w-1")]));
+        let another = cache.snapshot(&generation, &labelled(&[("app", "cron"), ("pod", "c-1")]));
+        assert!(Arc::ptr_eq(&selected.clusters, &other.clusters));
+        assert!(Arc::ptr_eq(&selected.endpoints, &other.endpoints));
+        assert_ne!(
+            versions(&selected)[3],
+            versions(&other)[3],
+            "the selected view has routes of its own"
+        );
+        // Values no rule selects, even of a key one reads: one view, one snapshot.
+        assert!(Arc::ptr_eq(&other, &another));
+        assert_eq!((cache.views(), cache.parts.len()), (2, 1));
+        assert_eq!(
+            metrics.cluster_part_builds.get(),
+            1,
+            "one build for both views"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_from_shared_parts_equals_the_full_translation_of_its_view() {
+        let generation = generation(1, BY_CALLER);
+        let cache = SnapshotCache::new(Arc::new(Metrics::new()));
+        let mut expected_diagnostics = BTreeSet::new();
+        for view in [
+            labelled(&[("app", "batch")]),
+            labelled(&[("app", "web")]),
+            ProxyView::default(),
+        ] {
+            let shared = cache.snapshot(&generation, &view);
+            let full = pilotfish_translate::translate(&generation.mesh, &view);
+            expected_diagnostics.extend(full.diagnostics.iter().cloned());
+            let full = Snapshot::build(1, full.resources, None);
+            assert_eq!(versions(&shared), versions(&full), "{view:?}");
+        }
+        let diagnostics: BTreeSet<_> = cache.diagnostics(1).into_iter().collect();
+        assert_eq!(diagnostics, expected_diagnostics);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,6 +579,19 @@ spec:
         }
     }
 
+    /// A VirtualService per `app` value, each routing that caller on its
+    /// own: every such caller is a view of its own.
+    fn callers_each_with_a_route(apps: &[&str]) -> String {
+        apps.iter()
+            .map(|app| {
+                format!(
+                    "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: for-{app}, namespace: default}}\nspec:\n  hosts: [web.service.consul]\n  http:\n  - match: [{{sourceLabels: {{app: {app}}}}}]\n    route: [{{destination: {{host: db.service.consul}}}}]\n"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    }
+
     fn labelled(labels: &[(&str, &str)]) -> ProxyView {
         ProxyView {
             namespace: "default".into(),
@@ -542,7 +625,8 @@ spec:
     fn beyond_max_views_evicts_older_generations_first_then_least_recently_used() {
         let metrics = Arc::new(Metrics::new());
         let cache = SnapshotCache::with_max_views(metrics.clone(), 3);
-        let (old, current) = (generation(1, BY_CALLER), generation(2, BY_CALLER));
+        let rules = callers_each_with_a_route(&["stale", "a", "b", "c", "d"]);
+        let (old, current) = (generation(1, &rules), generation(2, &rules));
         let view = |app: &str| labelled(&[("app", app)]);
         cache.snapshot(&old, &view("stale"));
         cache.snapshot(&current, &view("a"));
@@ -575,7 +659,7 @@ spec:
     fn views_whose_proxies_left_are_pruned_with_their_generation() {
         let metrics = Arc::new(Metrics::new());
         let cache = SnapshotCache::new(metrics.clone());
-        cache.snapshot(&generation(1, BY_CALLER), &labelled(&[("app", "gone")]));
+        cache.snapshot(&generation(1, BY_CALLER), &labelled(&[("app", "batch")]));
         cache.snapshot(&generation(3, BY_CALLER), &labelled(&[]));
         cache.prune(2);
         assert_eq!(cache.views(), 1);

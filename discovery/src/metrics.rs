@@ -35,6 +35,8 @@ pub struct Metrics {
     /// Distinct proxy views in the snapshot cache.
     pub views: Gauge,
     pub view_cache_evictions: Counter,
+    /// Clusters and endpoints built for a clusters key (shared by its views).
+    pub cluster_part_builds: Counter,
     pub stalled_streams: Counter,
     /// ADS streams refused because not every source had loaded yet.
     pub unready_refusals: Counter,
@@ -68,6 +70,7 @@ impl Metrics {
             services: Gauge::default(),
             views: Gauge::default(),
             view_cache_evictions: Counter::default(),
+            cluster_part_builds: Counter::default(),
             stalled_streams: Counter::default(),
             unready_refusals: Counter::default(),
             config_quarantined: Gauge::default(),
@@ -127,6 +130,11 @@ impl Metrics {
             "view_cache_evictions",
             "Views evicted from the snapshot cache to stay within --max-views",
             m.view_cache_evictions.clone(),
+        );
+        registry.register(
+            "cluster_part_builds",
+            "Clusters and endpoints built for a clusters key (views differing only in labels no DestinationRule selects share one build per generation)",
+            m.cluster_part_builds.clone(),
         );
         registry.register(
             "xds_stalled_streams",

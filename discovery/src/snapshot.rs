@@ -5,8 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use pilotfish_translate::XdsResources;
@@ -299,56 +302,61 @@ impl Snapshot {
         resources: XdsResources,
         previous: Option<&Snapshot>,
     ) -> Snapshot {
-        let clusters = TypeResources::encode(
-            resources.clusters,
-            |c| c.name.clone(),
-            previous.map(|p| &*p.clusters),
-        );
-        let routes = TypeResources::encode(
-            resources.routes,
-            |r| r.name.clone(),
-            previous.map(|p| &*p.routes),
-        );
+        let clusters = encode_clusters(resources.clusters, previous.map(|p| &*p.clusters));
+        let endpoints = encode_endpoints(resources.endpoints, previous.map(|p| &*p.endpoints));
+        Snapshot::assemble(
+            mesh_version,
+            (Arc::new(clusters), Arc::new(endpoints)),
+            ViewResources {
+                listeners: resources.listeners,
+                routes: resources.routes,
+                secrets: resources.secrets,
+            },
+            previous,
+        )
+    }
+
+    /// A snapshot of clusters and endpoints already encoded (shared with
+    /// other views) and a view's own resources, encoded here; equal
+    /// resources keep `previous`'s encoding.
+    pub fn assemble(
+        mesh_version: u64,
+        (clusters, endpoints): (Arc<TypeResources>, Arc<TypeResources>),
+        own: ViewResources,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        let routes =
+            TypeResources::encode(own.routes, |r| r.name.clone(), previous.map(|p| &*p.routes));
         let secrets = TypeResources::encode(
-            resources.secrets,
+            own.secrets,
             |s| s.name.clone(),
             previous.map(|p| &*p.secrets),
         );
         Snapshot {
             mesh_version,
-            clusters: Arc::new(clusters),
-            endpoints: Arc::new(endpoint_resources(resources.endpoints, previous)),
-            listeners: Arc::new(listener_resources(resources.listeners, previous)),
+            clusters,
+            endpoints,
+            listeners: Arc::new(listener_resources(own.listeners, previous)),
             routes: Arc::new(routes),
             secrets: Arc::new(secrets),
         }
     }
 
-    /// A snapshot for a generation in which only the endpoints of `hosts`
-    /// changed: their assignments are replaced and every other resource is
-    /// shared with `previous`; listeners too unless new ones are given
-    /// (VIP-less services are matched by endpoint address).
-    pub fn with_endpoints_of(
+    /// A snapshot for a generation in which only endpoints changed:
+    /// `endpoints` (already patched, see [`patch_endpoints`]) replace the
+    /// previous ones and every other resource is shared with `previous`;
+    /// listeners too unless new ones are given (VIP-less services are
+    /// matched by endpoint address).
+    pub fn with_endpoints(
         mesh_version: u64,
         previous: &Snapshot,
-        hosts: &BTreeSet<String>,
-        endpoints: Vec<ClusterLoadAssignment>,
+        endpoints: Arc<TypeResources>,
         listeners: Option<Vec<Listener>>,
     ) -> Snapshot {
-        let replaced = |name: &str| outbound_cluster_host(name).is_some_and(|h| hosts.contains(h));
-        let fresh = endpoint_resources(endpoints, Some(previous));
-        let mut all: BTreeMap<String, Arc<Any>> = previous
-            .endpoints
-            .resources
-            .iter()
-            .filter(|(name, _)| !replaced(name))
-            .map(|(name, any)| (name.clone(), any.clone()))
-            .collect();
-        all.extend(fresh.resources);
         Snapshot {
             mesh_version,
             clusters: previous.clusters.clone(),
-            endpoints: Arc::new(TypeResources::new(all)),
+            endpoints,
             listeners: match listeners {
                 Some(listeners) => Arc::new(listener_resources(listeners, Some(previous))),
                 None => previous.listeners.clone(),
@@ -384,15 +392,44 @@ impl Snapshot {
     }
 }
 
-fn endpoint_resources(
+/// What a view builds for itself: everything but clusters and endpoints.
+#[derive(Debug, Default)]
+pub struct ViewResources {
+    pub listeners: Vec<Listener>,
+    pub routes: Vec<RouteConfiguration>,
+    pub secrets: Vec<Secret>,
+}
+
+/// Encodes clusters; equal ones keep `previous`'s encoding.
+pub fn encode_clusters(items: Vec<Cluster>, previous: Option<&TypeResources>) -> TypeResources {
+    TypeResources::encode(items, |c| c.name.clone(), previous)
+}
+
+/// Encodes endpoint assignments; equal ones keep `previous`'s encoding.
+pub fn encode_endpoints(
     items: Vec<ClusterLoadAssignment>,
-    previous: Option<&Snapshot>,
+    previous: Option<&TypeResources>,
 ) -> TypeResources {
-    TypeResources::encode(
-        items,
-        |e| e.cluster_name.clone(),
-        previous.map(|p| &*p.endpoints),
-    )
+    TypeResources::encode(items, |e| e.cluster_name.clone(), previous)
+}
+
+/// `previous` endpoints with the assignments of the clusters of `hosts`
+/// replaced by `fresh` (built for those hosts alone).
+pub fn patch_endpoints(
+    previous: &TypeResources,
+    hosts: &BTreeSet<String>,
+    fresh: Vec<ClusterLoadAssignment>,
+) -> TypeResources {
+    let replaced = |name: &str| outbound_cluster_host(name).is_some_and(|h| hosts.contains(h));
+    let fresh = encode_endpoints(fresh, Some(previous));
+    let mut all: BTreeMap<String, Arc<Any>> = previous
+        .resources
+        .iter()
+        .filter(|(name, _)| !replaced(name))
+        .map(|(name, any)| (name.clone(), any.clone()))
+        .collect();
+    all.extend(fresh.resources);
+    TypeResources::new(all)
 }
 
 fn listener_resources(items: Vec<Listener>, previous: Option<&Snapshot>) -> TypeResources {
@@ -417,6 +454,14 @@ struct SharedSetMap {
 }
 
 impl SharedSets {
+    /// `set` of type `ty`, or an equal one already shared.
+    pub fn share_set(&self, ty: XdsType, set: Arc<TypeResources>) -> Arc<TypeResources> {
+        self.sets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .share(ty, set)
+    }
+
     /// `snapshot` with each set replaced by an equal one already shared.
     pub fn share(&self, mut snapshot: Snapshot) -> Snapshot {
         let mut sets = self.sets.lock().unwrap_or_else(|p| p.into_inner());
@@ -580,8 +625,12 @@ mod tests {
             "a renewed certificate is a new SDS version"
         );
 
-        let endpoints_only =
-            Snapshot::with_endpoints_of(4, &renewed, &BTreeSet::new(), Vec::new(), None);
+        let endpoints = Arc::new(patch_endpoints(
+            &renewed.endpoints,
+            &BTreeSet::new(),
+            Vec::new(),
+        ));
+        let endpoints_only = Snapshot::with_endpoints(4, &renewed, endpoints, None);
         assert!(Arc::ptr_eq(&renewed.secrets, &endpoints_only.secrets));
         assert!(std::ptr::eq(
             endpoints_only.of(XdsType::Secret),

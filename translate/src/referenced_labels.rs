@@ -1,7 +1,15 @@
-//! Which proxy labels the config of a mesh can look at. A label that no rule
-//! reads cannot change a proxy's resources, so a server may leave it out of
-//! the key it caches translations under: proxies (or hostile clients) with
-//! unique but irrelevant labels then share one translation.
+//! Which proxy labels the config of a mesh can look at. Every rule that
+//! reads a proxy's labels asks one question: does the proxy carry all of a
+//! selector's `key: value` pairs? So two label sets that satisfy the same
+//! selectors translate alike, and the union of the selectors a proxy
+//! satisfies is a label set that satisfies exactly those again: a server
+//! keys its cached translations by that union, and proxies (or hostile
+//! clients) whose labels no rule selects share their namespace's
+//! translation, however unique their labels.
+//!
+//! Clusters and endpoints read labels only through DestinationRule
+//! `workloadSelector`s, so their key is the union of those alone: sidecars
+//! told apart by `sourceLabels` routes still share one set of clusters.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,63 +19,101 @@ use pilotfish_crds::virtual_service::VirtualServiceSpec;
 use crate::mesh::MeshState;
 use crate::proxy::ProxyView;
 
-/// The label keys that some config object of one mesh state matches proxies
-/// on: VirtualService match `sourceLabels` (HTTP, TLS and TCP), Gateway
-/// `selector` and DestinationRule `workloadSelector`.
+type Labels = BTreeMap<String, String>;
+
+/// The label selectors the config of one mesh state matches proxies with:
+/// VirtualService match `sourceLabels` (HTTP, TLS and TCP) and Gateway
+/// `selector`s, which shape listeners and routes, and DestinationRule
+/// `workloadSelector`s, which shape clusters and endpoints too.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReferencedLabels {
-    keys: BTreeSet<String>,
+    /// sourceLabels and Gateway selectors.
+    route_selectors: BTreeSet<Labels>,
+    /// DestinationRule workloadSelectors.
+    workload_selectors: BTreeSet<Labels>,
 }
 
 impl ReferencedLabels {
-    /// Collects the keys once per mesh state (a pass over the config).
+    /// Collects the selectors once per mesh state (a pass over the config).
     pub fn of(mesh: &MeshState) -> Self {
-        let mut keys = BTreeSet::new();
+        let mut out = ReferencedLabels::default();
         for object in mesh.config.iter() {
             match &object.spec {
-                ConfigSpec::VirtualService(spec) => keys.extend(source_label_keys(spec)),
-                ConfigSpec::Gateway(spec) => keys.extend(spec.selector.keys().cloned()),
-                ConfigSpec::DestinationRule(spec) => keys.extend(
+                ConfigSpec::VirtualService(spec) => {
+                    out.route_selectors.extend(source_labels(spec).cloned())
+                }
+                ConfigSpec::Gateway(spec) => {
+                    out.route_selectors.insert(spec.selector.clone());
+                }
+                ConfigSpec::DestinationRule(spec) => out.workload_selectors.extend(
                     spec.workload_selector
                         .iter()
-                        .flat_map(|s| s.match_labels.keys().cloned()),
+                        .map(|s| s.match_labels.clone()),
                 ),
                 // A ServiceEntry's workloadSelector selects endpoints, not proxies.
                 ConfigSpec::ServiceEntry(_) => {}
             }
         }
-        ReferencedLabels { keys }
+        // An empty selector matches every proxy: it tells none apart.
+        out.route_selectors.retain(|s| !s.is_empty());
+        out.workload_selectors.retain(|s| !s.is_empty());
+        out
     }
 
-    pub fn keys(&self) -> &BTreeSet<String> {
-        &self.keys
-    }
-
-    /// `labels` restricted to the referenced keys. Every label rule asks
-    /// only whether given keys hold given values, so a view with the
-    /// projected labels translates exactly like one with all of them.
-    pub fn project(&self, labels: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-        labels
+    /// Label keys some selector reads, sorted.
+    pub fn keys(&self) -> BTreeSet<&str> {
+        self.route_selectors
             .iter()
-            .filter(|(k, _)| self.keys.contains(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .chain(&self.workload_selectors)
+            .flat_map(|s| s.keys().map(String::as_str))
             .collect()
+    }
+
+    /// The union of the selectors `labels` satisfy: it satisfies exactly
+    /// the same selectors, so a view with it translates exactly like one
+    /// with all of `labels`.
+    pub fn project(&self, labels: &Labels) -> Labels {
+        union_of_matching(
+            self.route_selectors.iter().chain(&self.workload_selectors),
+            labels,
+        )
     }
 
     /// `view` with its labels projected (see [`ReferencedLabels::project`]).
     pub fn project_view(&self, view: &ProxyView) -> ProxyView {
-        ProxyView {
-            kind: view.kind,
-            namespace: view.namespace.clone(),
-            interception: view.interception,
-            labels: self.project(&view.labels),
-            inbound: view.inbound.clone(),
-            locality: view.locality.clone(),
-        }
+        with_labels(view, self.project(&view.labels))
+    }
+
+    /// `view` with only the labels DestinationRule workloadSelectors match:
+    /// the view whose clusters and endpoints `view` gets.
+    pub fn project_view_for_clusters(&self, view: &ProxyView) -> ProxyView {
+        with_labels(
+            view,
+            union_of_matching(self.workload_selectors.iter(), &view.labels),
+        )
     }
 }
 
-fn source_label_keys(spec: &VirtualServiceSpec) -> impl Iterator<Item = String> + '_ {
+fn union_of_matching<'s>(selectors: impl Iterator<Item = &'s Labels>, labels: &Labels) -> Labels {
+    selectors
+        .filter(|selector| crate::visibility::labels_match(selector, labels))
+        .flat_map(|selector| selector.iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn with_labels(view: &ProxyView, labels: Labels) -> ProxyView {
+    ProxyView {
+        kind: view.kind,
+        namespace: view.namespace.clone(),
+        interception: view.interception,
+        labels,
+        inbound: view.inbound.clone(),
+        locality: view.locality.clone(),
+    }
+}
+
+fn source_labels(spec: &VirtualServiceSpec) -> impl Iterator<Item = &Labels> + '_ {
     let http = spec
         .http
         .iter()
@@ -80,7 +126,7 @@ fn source_label_keys(spec: &VirtualServiceSpec) -> impl Iterator<Item = String> 
         .tcp
         .iter()
         .flat_map(|r| r.match_.iter().map(|m| &m.source_labels));
-    http.chain(tls).chain(tcp).flat_map(|l| l.keys().cloned())
+    http.chain(tls).chain(tcp)
 }
 
 #[cfg(test)]
@@ -149,13 +195,13 @@ spec:
     #[test]
     fn collects_source_labels_gateway_selectors_and_workload_selectors() {
         let keys = ReferencedLabels::of(&labelled_mesh());
-        let keys: Vec<&str> = keys.keys().iter().map(String::as_str).collect();
+        let keys: Vec<&str> = keys.keys().into_iter().collect();
         assert_eq!(keys, ["app", "istio", "version"]);
         assert!(ReferencedLabels::of(&busy_mesh()).keys().is_empty());
     }
 
     #[test]
-    fn projection_keeps_only_referenced_keys() {
+    fn projection_keeps_only_the_selectors_a_proxy_satisfies() {
         let keys = ReferencedLabels::of(&labelled_mesh());
         let view = sidecar_with_labels("default", &[("app", "batch"), ("pod-hash", "x1")]);
         let projected = keys.project_view(&view);
@@ -163,6 +209,80 @@ spec:
             projected,
             sidecar_with_labels("default", &[("app", "batch")])
         );
+        // `app` is read, but no rule asks for this value: nothing to keep,
+        // so every such deployment shares its namespace's translation.
+        let unselected = sidecar_with_labels("default", &[("app", "dep-17"), ("version", "v2")]);
+        assert_eq!(keys.project_view(&unselected), sidecar("default"));
+    }
+
+    #[test]
+    fn clusters_are_keyed_by_workload_selectors_alone() {
+        let keys = ReferencedLabels::of(&labelled_mesh());
+        let view = sidecar_with_labels("default", &[("app", "batch"), ("version", "v1")]);
+        assert_eq!(
+            keys.project_view_for_clusters(&view),
+            sidecar_with_labels("default", &[("version", "v1")])
+        );
+    }
+
+    /// The clusters projection is exact for what it keys: over the same
+    /// meshes and label sets, the clusters and endpoints of the projected
+    /// view are those of the full view.
+    #[test]
+    fn clusters_and_endpoints_of_the_clusters_view_equal_the_full_ones() {
+        use crate::{Context, clusters, endpoints};
+        for m in meshes_with_label_rules() {
+            let keys = ReferencedLabels::of(&m);
+            for labels in LABEL_SETS {
+                for view in [
+                    sidecar_with_labels("default", labels),
+                    gateway_proxy("default", labels),
+                ] {
+                    let projected = keys.project_view_for_clusters(&view);
+                    let (full, part) = (Context::new(&m, &view), Context::new(&m, &projected));
+                    let (mut full_d, mut part_d) = (Vec::new(), Vec::new());
+                    assert_eq!(
+                        clusters::build(&part, &mut part_d),
+                        clusters::build(&full, &mut full_d),
+                        "{labels:?}"
+                    );
+                    assert_eq!(part_d, full_d, "{labels:?}");
+                    assert_eq!(
+                        endpoints::build(&part),
+                        endpoints::build(&full),
+                        "{labels:?}"
+                    );
+                }
+            }
+        }
+        // The workload selector does shape clusters, so the key must keep it.
+        let m = labelled_mesh();
+        let (v1, plain) = (
+            sidecar_with_labels("default", &[("version", "v1")]),
+            sidecar("default"),
+        );
+        let (selected, other) = (Context::new(&m, &v1), Context::new(&m, &plain));
+        assert_ne!(
+            clusters::build(&selected, &mut Vec::new()),
+            clusters::build(&other, &mut Vec::new())
+        );
+    }
+
+    const LABEL_SETS: [&[(&str, &str)]; 6] = [
+        &[],
+        &[("app", "productpage"), ("pod-template-hash", "abc")],
+        &[("app", "batch"), ("version", "v1"), ("team", "x")],
+        &[("version", "v1"), ("random", "1")],
+        &[("istio", "ingressgateway"), ("zone", "a")],
+        &[("istio", "egressgateway"), ("app", "productpage")],
+    ];
+
+    fn meshes_with_label_rules() -> impl Iterator<Item = MeshState> {
+        std::iter::once(labelled_mesh()).chain((0..20).map(|seed| {
+            let mut m = random_mesh(seed);
+            Arc::make_mut(&mut m.config).extend(config(LABEL_RULES));
+            m
+        }))
     }
 
     /// The projection is exact: over proxies of both kinds carrying
@@ -170,22 +290,9 @@ spec:
     /// translates to exactly what the full view does.
     #[test]
     fn translation_of_the_projected_view_equals_the_full_one() {
-        let label_sets: [&[(&str, &str)]; 6] = [
-            &[],
-            &[("app", "productpage"), ("pod-template-hash", "abc")],
-            &[("app", "batch"), ("version", "v1"), ("team", "x")],
-            &[("version", "v1"), ("random", "1")],
-            &[("istio", "ingressgateway"), ("zone", "a")],
-            &[("istio", "egressgateway"), ("app", "productpage")],
-        ];
-        let meshes = std::iter::once(labelled_mesh()).chain((0..20).map(|seed| {
-            let mut m = random_mesh(seed);
-            Arc::make_mut(&mut m.config).extend(config(LABEL_RULES));
-            m
-        }));
-        for m in meshes {
+        for m in meshes_with_label_rules() {
             let keys = ReferencedLabels::of(&m);
-            for labels in label_sets {
+            for labels in LABEL_SETS {
                 for view in [
                     sidecar_with_labels("default", labels),
                     gateway_proxy("default", labels),

@@ -231,30 +231,18 @@ spec:
     #[test]
     fn clusters_and_endpoints_of_the_clusters_view_equal_the_full_ones() {
         use crate::{Context, clusters, endpoints};
-        for m in meshes_with_label_rules() {
-            let keys = ReferencedLabels::of(&m);
-            for labels in LABEL_SETS {
-                for view in [
-                    sidecar_with_labels("default", labels),
-                    gateway_proxy("default", labels),
-                ] {
-                    let projected = keys.project_view_for_clusters(&view);
-                    let (full, part) = (Context::new(&m, &view), Context::new(&m, &projected));
-                    let (mut full_d, mut part_d) = (Vec::new(), Vec::new());
-                    assert_eq!(
-                        clusters::build(&part, &mut part_d),
-                        clusters::build(&full, &mut full_d),
-                        "{labels:?}"
-                    );
-                    assert_eq!(part_d, full_d, "{labels:?}");
-                    assert_eq!(
-                        endpoints::build(&part),
-                        endpoints::build(&full),
-                        "{labels:?}"
-                    );
-                }
-            }
-        }
+        for_every_labelled_view(|m, keys, view| {
+            let projected = keys.project_view_for_clusters(view);
+            let (full, part) = (Context::new(m, view), Context::new(m, &projected));
+            let (mut full_d, mut part_d) = (Vec::new(), Vec::new());
+            assert_eq!(
+                clusters::build(&part, &mut part_d),
+                clusters::build(&full, &mut full_d),
+                "{view:?}"
+            );
+            assert_eq!(part_d, full_d, "{view:?}");
+            assert_eq!(endpoints::build(&part), endpoints::build(&full), "{view:?}");
+        });
         // The workload selector does shape clusters, so the key must keep it.
         let m = labelled_mesh();
         let (v1, plain) = (
@@ -277,12 +265,26 @@ spec:
         &[("istio", "egressgateway"), ("app", "productpage")],
     ];
 
-    fn meshes_with_label_rules() -> impl Iterator<Item = MeshState> {
-        std::iter::once(labelled_mesh()).chain((0..20).map(|seed| {
+    /// Calls `check` for a sidecar and a gateway with each of
+    /// [`LABEL_SETS`], over the labelled mesh and 20 random meshes with the
+    /// same rules.
+    fn for_every_labelled_view(mut check: impl FnMut(&MeshState, &ReferencedLabels, &ProxyView)) {
+        let meshes = std::iter::once(labelled_mesh()).chain((0..20).map(|seed| {
             let mut m = random_mesh(seed);
             Arc::make_mut(&mut m.config).extend(config(LABEL_RULES));
             m
-        }))
+        }));
+        for m in meshes {
+            let keys = ReferencedLabels::of(&m);
+            for labels in LABEL_SETS {
+                for view in [
+                    sidecar_with_labels("default", labels),
+                    gateway_proxy("default", labels),
+                ] {
+                    check(&m, &keys, &view);
+                }
+            }
+        }
     }
 
     /// The projection is exact: over proxies of both kinds carrying
@@ -290,22 +292,10 @@ spec:
     /// translates to exactly what the full view does.
     #[test]
     fn translation_of_the_projected_view_equals_the_full_one() {
-        for m in meshes_with_label_rules() {
-            let keys = ReferencedLabels::of(&m);
-            for labels in LABEL_SETS {
-                for view in [
-                    sidecar_with_labels("default", labels),
-                    gateway_proxy("default", labels),
-                ] {
-                    let projected = keys.project_view(&view);
-                    assert_eq!(
-                        translate(&m, &projected),
-                        translate(&m, &view),
-                        "{labels:?}"
-                    );
-                }
-            }
-        }
+        for_every_labelled_view(|m, keys, view| {
+            let projected = keys.project_view(view);
+            assert_eq!(translate(m, &projected), translate(m, view), "{view:?}");
+        });
         // The rules do make these labels matter, so equality above is not vacuous.
         let m = labelled_mesh();
         assert_ne!(

@@ -4,8 +4,9 @@ pub mod consul;
 pub mod error;
 pub mod file;
 pub mod kubernetes;
-pub mod model;
 pub mod service_entry;
 
 pub use error::RegistryError;
 pub use model::*;
+/// The service model lives in `pilotfish-model`; kept here under its old path.
+pub use pilotfish_model::service as model;

@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
 };
-use pilotfish_registries::{Endpoint, Resolution};
+use pilotfish_model::{Endpoint, Resolution};
 
 use crate::context::Context;
 use crate::diagnostics::Diagnostic;
@@ -150,7 +150,7 @@ mod tests {
         HttpProtocolOptions,
         http_protocol_options::{UpstreamProtocolOptions, explicit_http_config::ProtocolConfig},
     };
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
 
     fn upstream_options(cluster: &Cluster) -> Option<HttpProtocolOptions> {
         let any = cluster

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use pilotfish_registries::{Endpoint, Service};
+use pilotfish_model::{Endpoint, Service};
 
 use crate::destination_rules::DestinationRuleIndex;
 use crate::mesh::{MeshState, OutboundTrafficPolicy};

@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::core::v3::{HealthStatus, Locality};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use pilotfish_registries::{Endpoint, Health, Resolution};
+use pilotfish_model::{Endpoint, Health, Resolution};
 
 use crate::context::Context;
 use crate::locality;
@@ -127,7 +127,7 @@ fn locality(key: &str) -> Option<Locality> {
 mod tests {
     use super::*;
     use crate::test_support::*;
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
 
     const HOST: &str = "reviews.default.svc.cluster.local";
 

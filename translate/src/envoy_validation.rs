@@ -7,7 +7,7 @@
 
 use std::process::Command;
 
-use pilotfish_registries::Protocol;
+use pilotfish_model::Protocol;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::{
     Bootstrap, LayeredRuntime, RuntimeLayer, bootstrap, runtime_layer,
@@ -474,9 +474,9 @@ spec:
         service(&format!("{host}.default.svc.cluster.local"), vips, ports)
     };
     let mut c = service("c.example.com", &[], &[(443, Protocol::Tls)]);
-    c.resolution = pilotfish_registries::Resolution::Dns;
+    c.resolution = pilotfish_model::Resolution::Dns;
     let mut mongo = service("mongo.example.com", &[], &[(27017, Protocol::Tcp)]);
-    mongo.resolution = pilotfish_registries::Resolution::Passthrough;
+    mongo.resolution = pilotfish_model::Resolution::Passthrough;
     let eps =
         |version: &str, ip: &str, port: u16| endpoint(ip, port, port, &[("version", version)]);
     mesh(

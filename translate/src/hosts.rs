@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 
-use pilotfish_registries::Service;
+use pilotfish_model::Service;
 
 use crate::names;
 
@@ -84,7 +84,7 @@ pub fn domains(
 mod tests {
     use super::*;
     use crate::test_support::service;
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
 
     #[test]
     fn short_names_resolve_against_the_config_namespace() {

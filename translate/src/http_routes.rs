@@ -6,7 +6,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route_action::{ClusterSpecifier, HashPolicy},
 };
 use pilotfish_crds::{HttpMatchRequest, HttpRoute};
-use pilotfish_registries::Service;
+use pilotfish_model::Service;
 
 use crate::context::Context;
 use crate::diagnostics::Diagnostic;

@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
 };
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost, route};
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
-use pilotfish_registries::{Endpoint, Health};
+use pilotfish_model::{Endpoint, Health};
 
 use crate::context::Context;
 use crate::endpoints::{self, AddressKind};
@@ -226,7 +226,7 @@ fn local_routes(cluster: &str) -> RouteConfiguration {
 mod tests {
     use super::*;
     use crate::test_support::*;
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
 
     fn chain_ports(l: &Listener) -> Vec<(String, Option<u32>)> {
         l.filter_chains

@@ -2,6 +2,10 @@
 //! resources. No I/O, no clocks, no randomness: the same input always gives
 //! equal output (resources sorted by name, input order irrelevant).
 //!
+//! Its input types (the service model and [`MeshState`]) live in the small
+//! `pilotfish-model` crate, not in `registries`, so that translation
+//! depends on no Consul or Kubernetes client either.
+//!
 //! Caveat for versioning: a few Envoy fields are protobuf maps
 //! (`typed_per_filter_config`, `typed_extension_protocol_options`) held in
 //! `HashMap`s, which prost encodes in hash order. Compare resources with
@@ -29,7 +33,8 @@ pub mod inbound;
 pub mod listener_matches;
 pub mod listeners;
 pub mod locality;
-pub mod mesh;
+/// The mesh state lives in `pilotfish-model`; kept here under its old path.
+pub use pilotfish_model::mesh;
 pub mod names;
 pub mod observability;
 pub mod protobuf;
@@ -98,7 +103,7 @@ pub fn translate_endpoints(mesh: &MeshState, proxy: &ProxyView) -> Vec<ClusterLo
 mod tests {
     use super::*;
     use crate::test_support::*;
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
     use std::sync::Arc;
 
     fn shuffled(mut m: MeshState) -> MeshState {

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use pilotfish_registries::{Protocol, Resolution, Service};
+use pilotfish_model::{Protocol, Resolution, Service};
 
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};

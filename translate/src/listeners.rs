@@ -225,7 +225,7 @@ pub(crate) mod tests {
     use crate::mesh::OutboundTrafficPolicy;
     use crate::test_support::*;
     use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::RouteSpecifier;
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
 
     /// A chain's destination prefix ranges, as `address/len`.
     pub(crate) fn ranges(chain: &FilterChain) -> Vec<String> {
@@ -709,7 +709,7 @@ pub(crate) mod tests {
     #[test]
     fn vipless_tls_services_are_matched_by_sni() {
         let mut api = service("api.example.com", &[], &[(443, Protocol::Tls)]);
-        api.resolution = pilotfish_registries::Resolution::Dns;
+        api.resolution = pilotfish_model::Resolution::Dns;
         let m = mesh(vec![api], vec![], &[]);
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_443");

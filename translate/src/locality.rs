@@ -363,7 +363,7 @@ mod tests {
     use envoy_types::pb::envoy::config::cluster::v3::cluster::{
         ClusterDiscoveryType, DiscoveryType, LbPolicy,
     };
-    use pilotfish_registries::{Endpoint, Protocol, Resolution};
+    use pilotfish_model::{Endpoint, Protocol, Resolution};
 
     const HOST: &str = "reviews.default.svc.cluster.local";
     const ALL: &str = "outbound|9080||reviews.default.svc.cluster.local";

@@ -14,9 +14,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
-use serde::Serialize;
 
-use crate::mesh::MeshConfig;
+use crate::mesh::{MeshConfig, ZipkinCollector};
 use crate::{names, protobuf};
 
 /// The cluster spans are sent to.
@@ -25,13 +24,6 @@ pub const ZIPKIN_CLUSTER: &str = "zipkin";
 const ZIPKIN_ENDPOINT: &str = "/api/v2/spans";
 const FILE_ACCESS_LOG: &str = "envoy.access_loggers.file";
 const ZIPKIN_TRACER: &str = "envoy.tracers.zipkin";
-
-/// A Zipkin collector, `host:port` as MeshConfig writes it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
-pub struct ZipkinCollector {
-    pub host: String,
-    pub port: u16,
-}
 
 /// Adds the mesh's access log and tracer to the HTTP connection managers
 /// and TCP proxies of `listeners`; nothing when the mesh asks for neither.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
-use pilotfish_registries::Protocol;
+use pilotfish_model::Protocol;
 use serde::Serialize;
 
 pub use crate::locality::Locality;

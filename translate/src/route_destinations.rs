@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     weighted_cluster::ClusterWeight,
 };
 use pilotfish_crds::{Destination, HttpRoute, HttpRouteDestination};
-use pilotfish_registries::Service;
+use pilotfish_model::Service;
 
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};

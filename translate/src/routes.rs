@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost, route,
     route_action::ClusterSpecifier,
 };
-use pilotfish_registries::Service;
+use pilotfish_model::Service;
 
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
@@ -161,7 +161,7 @@ mod tests {
     use crate::mesh::OutboundTrafficPolicy;
     use crate::route_policies::DEFAULT_RETRY_ON;
     use crate::test_support::*;
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
 
     #[test]
     fn one_route_config_per_http_port_named_by_the_port() {
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn without_interception_resolution_none_hosts_get_no_virtual_host() {
         let mut outside = service("outside.example.com", &[], &[(8080, Protocol::Http)]);
-        outside.resolution = pilotfish_registries::Resolution::Passthrough;
+        outside.resolution = pilotfish_model::Resolution::Passthrough;
         let web = service(
             "web.default.svc.cluster.local",
             &["10.0.0.1"],

@@ -3,7 +3,7 @@
 //! on the set of cluster names.
 
 use pilotfish_crds::Subset;
-use pilotfish_registries::{Endpoint, Service, ServicePort};
+use pilotfish_model::{Endpoint, Service, ServicePort};
 
 use crate::context::Context;
 use crate::destination_rules::Sourced;

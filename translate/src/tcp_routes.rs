@@ -27,7 +27,7 @@ use std::net::IpAddr;
 use envoy_types::pb::envoy::config::core::v3::Metadata;
 use ipnet::IpNet;
 use pilotfish_crds::RouteDestination;
-use pilotfish_registries::{Protocol, Service};
+use pilotfish_model::{Protocol, Service};
 
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Severity};
@@ -661,7 +661,7 @@ mod tests {
     use crate::listeners::tests::{listener_filter_names, ranges};
     use crate::test_support::*;
     use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
-    use pilotfish_registries::Protocol;
+    use pilotfish_model::Protocol;
     use std::sync::Arc;
 
     const DB: &str = "db.default.svc.cluster.local";
@@ -990,7 +990,7 @@ mod tests {
     /// front: a TLS service with a VIP; a and b: TLS services on the same port.
     fn tls_mesh(spec: &str) -> crate::MeshState {
         let mut vip_less = service("c.example.com", &[], &[(443, Protocol::Tls)]);
-        vip_less.resolution = pilotfish_registries::Resolution::Dns;
+        vip_less.resolution = pilotfish_model::Resolution::Dns;
         let mut objects = config(&format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: front, namespace: default}}\nspec:\n{spec}"
         ));
@@ -1104,7 +1104,7 @@ mod tests {
     #[test]
     fn passthrough_service_entries_without_addresses_let_their_port_out() {
         let mut mongo = service("mongo.example.com", &[], &[(27017, Protocol::Tcp)]);
-        mongo.resolution = pilotfish_registries::Resolution::Passthrough;
+        mongo.resolution = pilotfish_model::Resolution::Passthrough;
         let mut m = mesh(vec![mongo], vec![], &[]);
         m.mesh.outbound_traffic_policy = crate::OutboundTrafficPolicy::RegistryOnly;
         let t = translate_for(&m, &sidecar("default"));

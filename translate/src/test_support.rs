@@ -15,7 +15,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use pilotfish_crds::ConfigObject;
-use pilotfish_registries::{Endpoint, Protocol, RegistryKind, Resolution, Service, ServicePort};
+use pilotfish_model::{Endpoint, Protocol, RegistryKind, Resolution, Service, ServicePort};
 
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
 use crate::mesh::MeshState;

@@ -28,7 +28,7 @@ use pilotfish_crds::{
     ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy, HttpSettings,
     LoadBalancerSettings, OutlierDetection, SimpleLb, TcpSettings,
 };
-use pilotfish_registries::Protocol;
+use pilotfish_model::Protocol;
 
 use crate::destination_rules::{EffectivePolicy, Sourced};
 use crate::diagnostics::Diagnostic;

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use pilotfish_crds::Kind;
-use pilotfish_registries::{Endpoint, Protocol, Resolution, Service};
+use pilotfish_model::{Endpoint, Protocol, Resolution, Service};
 use serde_json::{Value, json};
 
 use crate::envoy_validation::{envoy_check, tls_fixture};

@@ -5,10 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pilotfish_crds::ConfigObject;
-use pilotfish_registries::{Endpoint, Service};
 use serde::Serialize;
 
-pub use crate::observability::ZipkinCollector;
+use crate::service::{Endpoint, Service};
+
+/// A Zipkin collector, `host:port` as MeshConfig writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct ZipkinCollector {
+    pub host: String,
+    pub port: u16,
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub enum OutboundTrafficPolicy {

@@ -228,6 +228,50 @@ fn generation(state: &MeshState, proxies: &[ProxyView]) -> (Duration, usize, usi
     (elapsed, cache.views(), retained)
 }
 
+/// Where one sidecar view's time goes: the shared context, each type's
+/// build, and the encoding of what a view builds for itself.
+fn per_type_table() {
+    use pilotfish_discovery::snapshot::{ViewResources, encode_clusters, encode_endpoints};
+    use pilotfish_translate::{Context, clusters, endpoints, gateway_tls, listeners, routes};
+    let state = with_source_label_rules(mesh(1000, 3), 20);
+    let view = &deployment_views(1)[0];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let ctx = Context::new(&state, view);
+    let context = time(10, || Context::new(&state, view));
+    let clusters_time = time(10, || clusters::build(&ctx, &mut Vec::new()));
+    let endpoints_time = time(10, || endpoints::build(&ctx));
+    let listeners_time = time(10, || listeners::build(&ctx, &mut Vec::new()));
+    let routes_time = time(10, || routes::build(&ctx, &mut Vec::new()));
+    let built = (clusters::build(&ctx, &mut Vec::new()), endpoints::build(&ctx));
+    let encode_shared = time(10, || {
+        (
+            encode_clusters(built.0.clone(), None),
+            encode_endpoints(built.1.clone(), None),
+        )
+    });
+    let encode_own = time(10, || {
+        let own = ViewResources {
+            listeners: listeners::build(&ctx, &mut Vec::new()),
+            routes: routes::build(&ctx, &mut Vec::new()),
+            secrets: gateway_tls::secrets(&ctx, &mut Vec::new()),
+        };
+        Snapshot::assemble(1, Default::default(), own, None)
+    });
+    println!();
+    println!("| 1,000 services, one sidecar view | context | clusters | endpoints | listeners | routes | encode clusters+endpoints | build+encode listeners+routes |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| ms | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        ms(context),
+        ms(clusters_time),
+        ms(endpoints_time),
+        ms(listeners_time),
+        ms(routes_time),
+        ms(encode_shared),
+        ms(encode_own)
+    );
+}
+
 fn views_table() {
     println!();
     println!(
@@ -265,6 +309,7 @@ fn views_table() {
 
 fn main() {
     if std::env::args().any(|a| a == "views") {
+        per_type_table();
         views_table();
         return;
     }
@@ -298,5 +343,6 @@ fn main() {
         );
     }
     gateway_table();
+    per_type_table();
     views_table();
 }

@@ -2,9 +2,10 @@
 //! the same key (a hostname, a domain, a destination address, an SNI
 //! name), the oldest keeps it and every other is a loser that can name the
 //! winner. "Oldest" is the claimant's [`Claimant::rank`]: Istio's
-//! precedence (creation time, then namespace/name) for config objects and
-//! services, extended where a table has phases (a service's own addresses
-//! before VirtualService rules, Gateway servers before passthrough rules).
+//! precedence (creation time, then namespace/name) for services, and for
+//! Gateway servers their Gateway's place in that order; extended where a
+//! table has phases (a service's own addresses before VirtualService rules,
+//! Gateway servers before passthrough rules).
 //!
 //! Claimants that may share a key ([`Claimant::shares_with`], e.g. HTTP
 //! services on one address) all hold it. Between equal ranks the earlier
@@ -78,7 +79,15 @@ pub struct Conflict<'t, K, C> {
 #[derive(Clone, Debug)]
 pub struct Claims<K, C> {
     /// Every distinct claimant of each key, by rank (ties: first claim first).
-    by_key: BTreeMap<K, Vec<C>>,
+    by_key: BTreeMap<K, Vec<Entry<C>>>,
+}
+
+#[derive(Clone, Debug)]
+struct Entry<C> {
+    claimant: C,
+    /// `None` if it holds the key, else the index of the older holder it
+    /// cannot share with.
+    winner: Option<usize>,
 }
 
 impl<K, C> Default for Claims<K, C> {
@@ -92,19 +101,28 @@ impl<K, C> Default for Claims<K, C> {
 impl<K: Ord, C: Claimant> Claims<K, C> {
     /// Records `claimant`'s claim on `key` and says whether it holds it.
     pub fn claim(&mut self, key: K, claimant: C) -> Claim<'_, C> {
-        let claimants = self.by_key.entry(key).or_default();
-        let (at, again) = match claimants.iter().position(|c| c.is(&claimant)) {
+        let entries = self.by_key.entry(key).or_default();
+        let (at, again) = match entries.iter().position(|e| e.claimant.is(&claimant)) {
             Some(at) => (at, true),
             None => {
                 let rank = claimant.rank();
-                let at = claimants.partition_point(|c| c.rank() <= rank);
-                claimants.insert(at, claimant);
+                let at = entries.partition_point(|e| e.claimant.rank() <= rank);
+                entries.insert(
+                    at,
+                    Entry {
+                        claimant,
+                        winner: None,
+                    },
+                );
+                // Older claimants' outcomes stand; younger ones may now
+                // lose the key to this one.
+                decide(entries, at);
                 (at, false)
             }
         };
-        match winners(claimants)[at] {
+        match entries[at].winner {
             Some(winner) => Claim::Lost {
-                winner: &claimants[winner],
+                winner: &entries[winner].claimant,
             },
             None if again => Claim::Again,
             None => Claim::Won,
@@ -115,7 +133,7 @@ impl<K: Ord, C: Claimant> Claims<K, C> {
     pub fn holders(&self, key: &K) -> Vec<&C> {
         self.by_key
             .get(key)
-            .map(|claimants| holding(claimants).collect())
+            .map(|entries| holding(entries).collect())
             .unwrap_or_default()
     }
 
@@ -123,58 +141,51 @@ impl<K: Ord, C: Claimant> Claims<K, C> {
     pub fn iter(&self) -> impl Iterator<Item = (&K, Vec<&C>)> {
         self.by_key
             .iter()
-            .map(|(key, claimants)| (key, holding(claimants).collect()))
+            .map(|(key, entries)| (key, holding(entries).collect()))
     }
 
     /// Every loser once per key it lost, with the holder that beat it; by
     /// key, then oldest loser first.
     pub fn conflicts(&self) -> impl Iterator<Item = Conflict<'_, K, C>> {
-        self.by_key.iter().flat_map(|(key, claimants)| {
-            let winners = winners(claimants);
-            claimants
-                .iter()
-                .zip(winners)
-                .filter_map(move |(loser, winner)| {
-                    winner.map(|w| Conflict {
-                        key,
-                        winner: &claimants[w],
-                        loser,
-                    })
+        self.by_key.iter().flat_map(|(key, entries)| {
+            entries.iter().filter_map(move |loser| {
+                loser.winner.map(|w| Conflict {
+                    key,
+                    winner: &entries[w].claimant,
+                    loser: &loser.claimant,
                 })
-                .collect::<Vec<_>>()
+            })
         })
     }
 
     /// The oldest holder of each key, by key (for tables whose claimants
     /// never share).
     pub fn into_holders(self) -> impl Iterator<Item = (K, C)> {
-        self.by_key.into_iter().filter_map(|(key, claimants)| {
-            let first = claimants.into_iter().next()?;
-            Some((key, first))
+        self.by_key.into_iter().filter_map(|(key, entries)| {
+            let first = entries.into_iter().next()?;
+            Some((key, first.claimant))
         })
     }
 }
 
 /// The claimants of one key that hold it.
-fn holding<C: Claimant>(claimants: &[C]) -> impl Iterator<Item = &C> {
-    claimants
+fn holding<C>(entries: &[Entry<C>]) -> impl Iterator<Item = &C> {
+    entries
         .iter()
-        .zip(winners(claimants))
-        .filter(|(_, winner)| winner.is_none())
-        .map(|(c, _)| c)
+        .filter(|e| e.winner.is_none())
+        .map(|e| &e.claimant)
 }
 
-/// For each claimant (in rank order), `None` if it holds the key, else the
-/// index of the older holder it cannot share with.
-fn winners<C: Claimant>(claimants: &[C]) -> Vec<Option<usize>> {
-    let mut out: Vec<Option<usize>> = Vec::with_capacity(claimants.len());
-    for claimant in claimants {
-        let winner = (0..out.len())
-            .filter(|&holder| out[holder].is_none())
-            .find(|&holder| !claimants[holder].shares_with(claimant));
-        out.push(winner);
+/// Decides the outcome of the entries from `from` on, oldest first: each
+/// loses to the first older holder it cannot share with.
+fn decide<C: Claimant>(entries: &mut [Entry<C>], from: usize) {
+    for at in from..entries.len() {
+        let winner = (0..at).find(|&holder| {
+            entries[holder].winner.is_none()
+                && !entries[holder].claimant.shares_with(&entries[at].claimant)
+        });
+        entries[at].winner = winner;
     }
-    out
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use pilotfish_model::{Endpoint, Service};
 
+use crate::claims::Claims;
 use crate::destination_rules::DestinationRuleIndex;
 use crate::mesh::{MeshState, OutboundTrafficPolicy};
 use crate::names;
@@ -26,17 +27,15 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     pub fn new(mesh: &'a MeshState, proxy: &'a ProxyView) -> Self {
         let suffix = mesh.mesh.domain_suffix.as_str();
-        let mut services: BTreeMap<&'a str, &'a Service> = BTreeMap::new();
+        // One service per hostname; should a registry merge leave two, the
+        // older wins.
+        let mut claims: Claims<&'a str, &'a Service> = Claims::default();
         for service in mesh.services.iter() {
-            if !visibility::is_exported(&service.export_to, &service.namespace, &proxy.namespace) {
-                continue;
-            }
-            // One service per hostname; should a registry merge leave two, the older wins.
-            let slot = services.entry(service.hostname.as_str()).or_insert(service);
-            if service.precedence() < slot.precedence() {
-                *slot = service;
+            if visibility::is_exported(&service.export_to, &service.namespace, &proxy.namespace) {
+                let _ = claims.claim(service.hostname.as_str(), service);
             }
         }
+        let services: BTreeMap<&'a str, &'a Service> = claims.into_holders().collect();
         let lowercase = services
             .keys()
             .map(|h| (h.to_ascii_lowercase(), *h))

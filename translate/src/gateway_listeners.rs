@@ -9,17 +9,18 @@
 //! - TCP ports: tcp_proxy per the first applicable VirtualService `tcp`
 //!   rule bound to the server, else closed.
 
-use std::collections::BTreeMap;
-
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 use pilotfish_crds::RouteDestination;
 
+use crate::claims::{Claim, Claims};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
 use crate::filters;
 use crate::gateway_bindings;
-use crate::gateway_servers::{self, GatewayServer, PortFamily, PortServers, ServerKind};
+use crate::gateway_servers::{
+    self, GatewayServer, PortFamily, PortServers, ServerKind, SniHolder, SniRank,
+};
 use crate::gateway_tls;
 use crate::listeners;
 use crate::names;
@@ -169,16 +170,20 @@ fn bound_virtual_services<'i, 'a>(
 }
 
 /// Chains of the `tls` rules bound to a passthrough server: SNI names the
-/// rule matches within the server's hosts, first claim wins.
+/// rule matches within the server's hosts, older VirtualServices and
+/// earlier rules first.
 fn passthrough_chains(
     ctx: &Context,
     index: &VirtualServiceIndex,
     server: &GatewayServer,
-    sni_owners: &mut BTreeMap<String, String>,
+    sni_owners: &mut Claims<String, SniHolder>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<FilterChain> {
     let mut out = Vec::new();
-    for vs in bound_virtual_services(index, server) {
+    for (position, vs) in bound_virtual_services(index, server)
+        .into_iter()
+        .enumerate()
+    {
         let scope = scope(ctx, vs, server);
         for (i, rule) in vs.spec.tls.iter().enumerate() {
             let field = format!("spec.tls[{i}]");
@@ -215,11 +220,14 @@ fn passthrough_chains(
             let Some(target) = rule_target(&scope, &rule.route, &field, diags) else {
                 continue;
             };
-            let owner = format!("{} {field}", vs.name());
+            let owner = SniHolder {
+                rank: SniRank::Rule(server.rank, position, i),
+                label: format!("{} {field}", vs.name()),
+            };
             let claimed = claim(
                 sni_owners,
                 names,
-                &owner,
+                owner,
                 server.port,
                 &vs.name(),
                 &field,
@@ -243,9 +251,9 @@ fn passthrough_chains(
 
 /// Takes the SNI names nobody holds; the rest are reported.
 fn claim(
-    owners: &mut BTreeMap<String, String>,
+    owners: &mut Claims<String, SniHolder>,
     names: Vec<String>,
-    owner: &str,
+    owner: SniHolder,
     port: u16,
     object: &str,
     field: &str,
@@ -253,19 +261,19 @@ fn claim(
 ) -> Vec<String> {
     let mut kept = Vec::new();
     for name in names {
-        match owners.get(&name) {
-            Some(holder) => diags.push(
+        match owners.claim(name.clone(), owner.clone()) {
+            Claim::Lost { winner } => diags.push(
                 Diagnostic::new(
                     DiagnosticKind::ListenerConflict,
                     object,
-                    format!("gateway port {port}: SNI {name} is already routed by {holder} (older); this rule does not get it"),
+                    format!(
+                        "gateway port {port}: SNI {name} is already routed by {} (older); this rule does not get it",
+                        winner.label
+                    ),
                 )
                 .at(field.to_string()),
             ),
-            None => {
-                owners.insert(name.clone(), owner.to_string());
-                kept.push(name);
-            }
+            Claim::Won | Claim::Again => kept.push(name),
         }
     }
     kept

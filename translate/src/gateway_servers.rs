@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 
 use pilotfish_crds::{ConfigObject, ConfigSpec, GatewaySpec, Server, ServerTlsMode};
 
+use crate::claims::{Claim, Claimant, Claims};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
 use crate::mesh::TlsCredential;
@@ -112,6 +113,7 @@ pub struct GatewayServer<'a> {
     pub gateway_key: String,
     /// Index in `spec.servers`.
     pub index: usize,
+    pub rank: ServerRank,
     pub server: &'a Server,
     pub kind: ServerKind,
     pub port: u16,
@@ -122,7 +124,16 @@ pub struct GatewayServer<'a> {
     pub certificate: Option<CertificateSource>,
 }
 
+/// A server's precedence: its Gateway's place among the selected ones
+/// (oldest first, see [`selected`]), then its index in `spec.servers`.
+pub type ServerRank = (usize, usize);
+
 impl GatewayServer<'_> {
+    /// `Gateway ns/name spec.servers[i]`, as conflicts name a server.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.object(), self.field(""))
+    }
+
     /// `Gateway ns/name`.
     pub fn object(&self) -> String {
         self.gateway.key().to_string()
@@ -174,9 +185,63 @@ pub struct PortServers<'a> {
     pub port: u16,
     pub family: PortFamily,
     pub servers: Vec<GatewayServer<'a>>,
-    /// SNI names taken by terminated servers (`""` for any), with the
-    /// server that holds them: passthrough routes claim from what is left.
-    pub sni_owners: BTreeMap<String, String>,
+    /// SNI names taken by terminated servers (`""` for any): passthrough
+    /// routes claim from what is left.
+    pub sni_owners: Claims<String, SniHolder>,
+}
+
+/// Who holds an SNI name on a TLS port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SniHolder {
+    pub rank: SniRank,
+    /// `Gateway ns/name spec.servers[i]` or `VirtualService ns/name spec.tls[i]`.
+    pub label: String,
+}
+
+/// Terminated servers hold SNI names before any passthrough `tls` rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SniRank {
+    Server(ServerRank),
+    /// A rule of a VirtualService bound to a passthrough server: that
+    /// server's rank, the VirtualService's position among those bound to
+    /// it (oldest first), the rule's index.
+    Rule(ServerRank, usize, usize),
+}
+
+impl Claimant for SniHolder {
+    type Rank = SniRank;
+
+    fn rank(&self) -> SniRank {
+        self.rank
+    }
+
+    fn is(&self, other: &Self) -> bool {
+        self == other
+    }
+}
+
+/// A server's claim on its port: the oldest server decides the port's
+/// family; servers of that family share it, except TCP (one server).
+struct PortHolder {
+    rank: ServerRank,
+    family: PortFamily,
+    label: String,
+}
+
+impl Claimant for PortHolder {
+    type Rank = ServerRank;
+
+    fn rank(&self) -> ServerRank {
+        self.rank
+    }
+
+    fn is(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+
+    fn shares_with(&self, other: &Self) -> bool {
+        self.family == other.family && self.family != PortFamily::Tcp
+    }
 }
 
 /// Gateways selecting the proxy, oldest first.
@@ -203,20 +268,30 @@ pub fn selected<'a>(ctx: &Context<'a>) -> Vec<(&'a ConfigObject, &'a GatewaySpec
 /// conflicting servers are reported and left out.
 pub fn plan<'a>(ctx: &Context<'a>, diags: &mut Vec<Diagnostic>) -> Vec<PortServers<'a>> {
     let mut ports: BTreeMap<u16, PortServers<'a>> = BTreeMap::new();
-    for (object, spec) in selected(ctx) {
+    let mut port_holders: Claims<u16, PortHolder> = Claims::default();
+    for (position, (object, spec)) in selected(ctx).into_iter().enumerate() {
         for (index, server) in spec.servers.iter().enumerate() {
-            let server = match gateway_server(ctx, object, index, server) {
+            let server = match gateway_server(ctx, object, (position, index), server) {
                 Ok(server) => server,
                 Err(diagnostic) => {
                     diags.push(diagnostic);
                     continue;
                 }
             };
+            let holder = PortHolder {
+                rank: server.rank,
+                family: server.kind.family(),
+                label: server.label(),
+            };
+            if let Claim::Lost { winner } = port_holders.claim(server.port, holder) {
+                diags.push(port_conflict(&server, winner));
+                continue;
+            }
             let slot = ports.entry(server.port).or_insert_with(|| PortServers {
                 port: server.port,
                 family: server.kind.family(),
                 servers: Vec::new(),
-                sni_owners: BTreeMap::new(),
+                sni_owners: Claims::default(),
             });
             if let Err(diagnostic) = admit(slot, server, diags) {
                 diags.push(diagnostic);
@@ -232,34 +307,6 @@ fn admit<'a>(
     mut server: GatewayServer<'a>,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<(), Diagnostic> {
-    let holder = |slot: &PortServers| {
-        slot.servers
-            .first()
-            .map(|s| format!("{} {}", s.object(), s.field("")))
-            .unwrap_or_default()
-    };
-    if server.kind.family() != slot.family {
-        return Err(conflict(
-            &server,
-            format!(
-                "port {} already serves {:?} for {} (older); a port serves one protocol family, so this {:?} server is not served",
-                slot.port,
-                slot.family,
-                holder(slot),
-                server.kind
-            ),
-        ));
-    }
-    if slot.family == PortFamily::Tcp && !slot.servers.is_empty() {
-        return Err(conflict(
-            &server,
-            format!(
-                "port {} already has the TCP server of {} (older); a TCP port has one server",
-                slot.port,
-                holder(slot)
-            ),
-        ));
-    }
     if server.kind == ServerKind::Https {
         let name = server.route_config_name();
         if let Some(twin) = slot
@@ -286,6 +333,23 @@ fn admit<'a>(
     Ok(())
 }
 
+/// A server that does not fit the family of its port, or a second TCP server.
+fn port_conflict(server: &GatewayServer, holder: &PortHolder) -> Diagnostic {
+    let port = server.port;
+    let message = if server.kind.family() != holder.family {
+        format!(
+            "port {port} already serves {:?} for {} (older); a port serves one protocol family, so this {:?} server is not served",
+            holder.family, holder.label, server.kind
+        )
+    } else {
+        format!(
+            "port {port} already has the TCP server of {} (older); a TCP port has one server",
+            holder.label
+        )
+    };
+    conflict(server, message)
+}
+
 /// Takes the server's SNI names; names an older server has are reported.
 /// A server left with none is not served.
 fn claim_server_names(
@@ -293,7 +357,10 @@ fn claim_server_names(
     server: &mut GatewayServer,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<(), Diagnostic> {
-    let owner = format!("{} {}", server.object(), server.field(""));
+    let owner = SniHolder {
+        rank: SniRank::Server(server.rank),
+        label: server.label(),
+    };
     let wanted = std::mem::take(&mut server.server_names);
     // An empty list (host `*`) takes every SNI: it is one claim, of "".
     let keys: Vec<String> = if wanted.is_empty() {
@@ -303,19 +370,17 @@ fn claim_server_names(
     };
     let mut kept = Vec::new();
     for key in keys {
-        match slot.sni_owners.get(&key) {
-            Some(holder) => diags.push(conflict(
+        match slot.sni_owners.claim(key.clone(), owner.clone()) {
+            Claim::Lost { winner } => diags.push(conflict(
                 server,
                 format!(
-                    "port {}: SNI {} is already served by {holder} (older); this server does not get it",
+                    "port {}: SNI {} is already served by {} (older); this server does not get it",
                     slot.port,
                     if key.is_empty() { "*" } else { key.as_str() },
+                    winner.label,
                 ),
             )),
-            None => {
-                slot.sni_owners.insert(key.clone(), owner.clone());
-                kept.push(key);
-            }
+            Claim::Won | Claim::Again => kept.push(key),
         }
     }
     if kept.is_empty() {
@@ -338,9 +403,10 @@ fn conflict(server: &GatewayServer, message: String) -> Diagnostic {
 fn gateway_server<'a>(
     ctx: &Context,
     gateway: &'a ConfigObject,
-    index: usize,
+    rank: ServerRank,
     server: &'a Server,
 ) -> Result<GatewayServer<'a>, Diagnostic> {
+    let index = rank.1;
     let object = gateway.key().to_string();
     let field = |rest: &str| format!("spec.servers[{index}]{rest}");
     let port = u16::try_from(server.port.number)
@@ -393,6 +459,7 @@ fn gateway_server<'a>(
         gateway,
         gateway_key: format!("{namespace}/{}", gateway.meta.name),
         index,
+        rank,
         server,
         kind,
         port,

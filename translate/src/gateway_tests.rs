@@ -755,3 +755,34 @@ spec:
     assert!(t.diagnostics.is_empty(), "{:#?}", t.diagnostics);
     assert_envoy_invariants(&t);
 }
+
+/// Two Gateway objects of the same namespace/name (a file loaded twice)
+/// rank equal: the one selected first keeps the port, whatever the index
+/// of its server, and the other is reported.
+#[test]
+fn gateways_of_equal_precedence_keep_a_port_in_the_order_they_are_selected() {
+    let gateway = |servers: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec: {{servers: [{servers}]}}\n---\n"
+        )
+    };
+    let server = |port: u16, protocol: &str| {
+        format!("{{port: {{number: {port}, name: p{port}, protocol: {protocol}}}, hosts: ['*']}}")
+    };
+    let first = gateway(&format!("{}, {}", server(80, "HTTP"), server(5432, "HTTP")));
+    let yaml = &format!("{first}{}", gateway(&server(5432, "TCP")));
+    let t = translate_for(&bookinfo(yaml), &gateway_proxy("default", &[]));
+    let conflicts = diagnostics_of(&t, DiagnosticKind::ListenerConflict);
+    assert_eq!(conflicts.len(), 1, "{conflicts:#?}");
+    assert_eq!(conflicts[0].field.as_deref(), Some("spec.servers[0]"));
+    assert!(
+        conflicts[0].message.contains(
+            "port 5432 already serves Http for Gateway default/gw spec.servers[1] (older)"
+        ),
+        "{}",
+        conflicts[0].message
+    );
+    let listener = listener_named(&t, "0.0.0.0_5432");
+    assert_eq!(listener.filter_chains[0].name, "http.5432");
+    assert_envoy_invariants(&t);
+}

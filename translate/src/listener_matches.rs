@@ -17,6 +17,7 @@ use std::net::IpAddr;
 
 use pilotfish_model::{Protocol, Resolution, Service};
 
+use crate::claims::{Claim, Claimant, Claims};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
 use crate::names;
@@ -197,9 +198,10 @@ pub fn plan<'a>(
     let has_http = ordered
         .iter()
         .any(|(_, p)| Handling::of(*p) == Handling::Http);
-    let mut claims = Claims::default();
+    let mut claims = PortClaims::default();
     let mut addressed = Vec::new();
-    let mut passthrough: Option<&'a Service> = None;
+    // Destinations no chain matches go to one passthrough service.
+    let mut passthrough: Claims<(), &'a Service> = Claims::default();
     for &(service, protocol) in &ordered {
         let handling = Handling::of(protocol);
         let wanted = destination_addresses(ctx, service, port);
@@ -211,11 +213,8 @@ pub fn plan<'a>(
             && service.resolution == Resolution::Passthrough
             && !has_http
         {
-            match passthrough {
-                Some(winner) => {
-                    diags.push(conflict(service, winner, port, "(any other destination)"))
-                }
-                None => passthrough = Some(service),
+            if let Claim::Lost { winner } = passthrough.claim((), service) {
+                diags.push(conflict(service, winner, port, "(any other destination)"));
             }
             None
         } else {
@@ -251,32 +250,57 @@ pub fn plan<'a>(
         port,
         has_http,
         addressed,
-        passthrough,
+        passthrough: passthrough.holders(&()).first().copied().copied(),
+    }
+}
+
+/// A service holding a destination address, with how it handles it.
+#[derive(Clone, Copy)]
+struct AddressHolder<'a> {
+    service: &'a Service,
+    handling: Handling,
+}
+
+impl<'a> Claimant for AddressHolder<'a> {
+    type Rank = <&'a Service as Claimant>::Rank;
+
+    fn rank(&self) -> Self::Rank {
+        self.service.rank()
+    }
+
+    fn is(&self, other: &Self) -> bool {
+        self.service.is(&other.service)
+    }
+
+    fn shares_with(&self, other: &Self) -> bool {
+        self.handling.can_share_with(other.handling)
     }
 }
 
 /// Matches already given out on one port.
 #[derive(Default)]
-struct Claims<'a> {
-    addresses: BTreeMap<IpAddr, Vec<(&'a Service, Handling)>>,
-    server_names: BTreeMap<String, &'a Service>,
+struct PortClaims<'a> {
+    addresses: Claims<IpAddr, AddressHolder<'a>>,
+    server_names: Claims<String, &'a Service>,
 }
 
-impl<'a> Claims<'a> {
+impl<'a> PortClaims<'a> {
     /// Every match held, for VirtualService rules to claim more.
-    fn match_claims(&self) -> MatchClaims {
+    fn match_claims(&self) -> MatchClaims<'a> {
         let mut out = MatchClaims::default();
-        for (ip, holders) in &self.addresses {
-            let chains = holders.iter().find(|(_, h)| *h != Handling::Http);
-            if let Some((service, _)) = chains {
-                out.own(service, &MatchOn::Addresses(vec![*ip]));
+        for (ip, holders) in self.addresses.iter() {
+            let chains = holders.iter().find(|h| h.handling != Handling::Http);
+            if let Some(holder) = chains {
+                out.own(holder.service, &MatchOn::Addresses(vec![*ip]));
             }
-            for (service, _) in holders.iter().filter(|(_, h)| *h == Handling::Http) {
-                out.http_address(service, *ip);
+            for holder in holders.iter().filter(|h| h.handling == Handling::Http) {
+                out.http_address(holder.service, *ip);
             }
         }
-        for (name, service) in &self.server_names {
-            out.own(service, &MatchOn::ServerName(name.clone()));
+        for (name, holders) in self.server_names.iter() {
+            for service in holders {
+                out.own(service, &MatchOn::ServerName(name.clone()));
+            }
         }
         out
     }
@@ -291,16 +315,16 @@ impl<'a> Claims<'a> {
         diags: &mut Vec<Diagnostic>,
     ) -> Option<MatchOn> {
         let mut kept = Vec::new();
+        let holder = AddressHolder { service, handling };
         for address in wanted {
-            let holders = self.addresses.entry(address).or_default();
-            match holders.iter().find(|(_, h)| !h.can_share_with(handling)) {
-                Some((winner, _)) => {
-                    diags.push(conflict(service, winner, port, &address.to_string()))
-                }
-                None => {
-                    holders.push((service, handling));
-                    kept.push(address);
-                }
+            match self.addresses.claim(address, holder) {
+                Claim::Lost { winner } => diags.push(conflict(
+                    service,
+                    winner.service,
+                    port,
+                    &address.to_string(),
+                )),
+                Claim::Won | Claim::Again => kept.push(address),
             }
         }
         (!kept.is_empty()).then_some(MatchOn::Addresses(kept))
@@ -317,11 +341,10 @@ impl<'a> Claims<'a> {
             diags.push(unreachable(service, port, Handling::Opaque));
             return None;
         }
-        if let Some(winner) = self.server_names.get(&name) {
+        if let Claim::Lost { winner } = self.server_names.claim(name.clone(), service) {
             diags.push(conflict(service, winner, port, &format!("SNI {name}")));
             return None;
         }
-        self.server_names.insert(name.clone(), service);
         Some(MatchOn::ServerName(name))
     }
 }

@@ -1,14 +1,13 @@
 //! RDS for sidecars: one route configuration per port with HTTP or sniffed
 //! services, named after the port, one virtual host per service.
 
-use std::collections::BTreeMap;
-
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost, route,
     route_action::ClusterSpecifier,
 };
 use pilotfish_model::Service;
 
+use crate::claims::{Claim, Claims};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
 use crate::hosts;
@@ -58,7 +57,7 @@ fn route_config(
 ) -> RouteConfiguration {
     // Older services keep contested domains.
     services.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
-    let mut owners: BTreeMap<String, &Service> = BTreeMap::new();
+    let mut owners: Claims<String, &Service> = Claims::default();
     let mut virtual_hosts = Vec::new();
     for service in services {
         let domains = claim_domains(ctx, service, port, &mut owners, diags);
@@ -93,19 +92,16 @@ fn claim_domains<'a>(
     ctx: &Context,
     service: &'a Service,
     port: u16,
-    owners: &mut BTreeMap<String, &'a Service>,
+    owners: &mut Claims<String, &'a Service>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     for domain in hosts::domains(service, port, &ctx.proxy.namespace, ctx.domain_suffix()) {
         let domain = domain.to_ascii_lowercase();
-        match owners.get(&domain) {
-            Some(owner) if owner.hostname == service.hostname => {}
-            Some(owner) => diags.push(domain_conflict(service, owner, port, &domain)),
-            None => {
-                owners.insert(domain.clone(), service);
-                out.push(domain);
-            }
+        match owners.claim(domain.clone(), service) {
+            Claim::Won => out.push(domain),
+            Claim::Again => {}
+            Claim::Lost { winner } => diags.push(domain_conflict(service, winner, port, &domain)),
         }
     }
     out

@@ -29,6 +29,7 @@ use ipnet::IpNet;
 use pilotfish_crds::RouteDestination;
 use pilotfish_model::{Protocol, Service};
 
+use crate::claims::{Claim, Claimant, Claims};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Severity};
 use crate::listener_matches::MatchOn;
@@ -71,54 +72,90 @@ type MatchKey = (Option<IpNet>, Option<String>);
 /// Who holds each chain match on one port, so that no two chains share one
 /// (Envoy rejects the whole listener otherwise).
 #[derive(Clone, Debug, Default)]
-pub struct MatchClaims {
-    owners: BTreeMap<MatchKey, String>,
+pub struct MatchClaims<'a> {
+    owners: Claims<MatchKey, MatchHolder<'a>>,
     /// Addresses of HTTP services (served by the port's catch-all chain).
-    http: BTreeMap<IpAddr, String>,
+    http: BTreeMap<IpAddr, &'a Service>,
 }
 
-impl MatchClaims {
+/// Why a service holds a match; services' own destinations come before
+/// anything VirtualService rules claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum MatchSource {
+    /// The destination of the service's own chains.
+    OwnChain,
+    /// An address an HTTP service answers on.
+    HttpAddress,
+    /// A range or SNI a rule of the service claims.
+    Rule,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct MatchHolder<'a> {
+    source: MatchSource,
+    service: &'a Service,
+}
+
+impl<'a> Claimant for MatchHolder<'a> {
+    type Rank = (MatchSource, <&'a Service as Claimant>::Rank);
+
+    fn rank(&self) -> Self::Rank {
+        (self.source, self.service.rank())
+    }
+
+    /// A service's rule may claim what the service holds already.
+    fn is(&self, other: &Self) -> bool {
+        self.service.is(&other.service)
+    }
+}
+
+impl<'a> MatchClaims<'a> {
     /// Records a service's own destination.
-    pub fn own(&mut self, service: &Service, match_on: &MatchOn) {
-        match match_on {
-            MatchOn::Addresses(ips) => {
-                for ip in ips {
-                    self.owners
-                        .insert((Some(IpNet::from(*ip)), None), service.hostname.clone());
-                }
-            }
-            MatchOn::ServerName(name) => {
-                self.owners
-                    .insert((None, Some(name.clone())), service.hostname.clone());
-            }
+    pub fn own(&mut self, service: &'a Service, match_on: &MatchOn) {
+        let keys: Vec<MatchKey> = match match_on {
+            MatchOn::Addresses(ips) => ips
+                .iter()
+                .map(|ip| (Some(IpNet::from(*ip)), None))
+                .collect(),
+            MatchOn::ServerName(name) => vec![(None, Some(name.clone()))],
+        };
+        for key in keys {
+            self.hold(key, MatchSource::OwnChain, service);
         }
     }
 
     /// Records an address an HTTP service answers on.
-    pub fn http_address(&mut self, service: &Service, ip: IpAddr) {
-        self.http
-            .entry(ip)
-            .or_insert_with(|| service.hostname.clone());
-        self.owners
-            .entry((Some(IpNet::from(ip)), None))
-            .or_insert_with(|| service.hostname.clone());
+    pub fn http_address(&mut self, service: &'a Service, ip: IpAddr) {
+        self.http.entry(ip).or_insert(service);
+        self.hold(
+            (Some(IpNet::from(ip)), None),
+            MatchSource::HttpAddress,
+            service,
+        );
     }
 
-    /// Takes `key` for `owner`; the current holder if somebody else has it.
-    fn claim(&mut self, key: MatchKey, owner: &str) -> Result<(), String> {
-        match self.owners.get(&key) {
-            Some(holder) if holder != owner => Err(holder.clone()),
-            _ => {
-                self.owners.insert(key, owner.to_string());
-                Ok(())
-            }
+    fn hold(&mut self, key: MatchKey, source: MatchSource, service: &'a Service) {
+        // Own destinations were decided by the listener's claims already;
+        // a second HTTP service on an address is no conflict here.
+        let _ = self.owners.claim(key, MatchHolder { source, service });
+    }
+
+    /// Takes `key` for a rule of `service`; the holder if another service has it.
+    fn claim(&mut self, key: MatchKey, service: &'a Service) -> Result<(), &'a Service> {
+        let rule = MatchHolder {
+            source: MatchSource::Rule,
+            service,
+        };
+        match self.owners.claim(key, rule) {
+            Claim::Lost { winner } => Err(winner.service),
+            Claim::Won | Claim::Again => Ok(()),
         }
     }
 }
 
 /// The service and port whose chains are being built.
-struct Subject<'s> {
-    service: &'s Service,
+struct Subject<'a> {
+    service: &'a Service,
     port: u16,
     /// `outbound|<port>||<host>`.
     cluster: String,
@@ -127,12 +164,12 @@ struct Subject<'s> {
 /// The opaque chains of `service` on `port`, whose own destination is
 /// `match_on`: rule chains first, then the default one (if any destination
 /// is left for it).
-pub fn service_chains(
+pub fn service_chains<'a>(
     ctx: &Context,
     port: u16,
-    service: &Service,
+    service: &'a Service,
     match_on: &MatchOn,
-    claims: &mut MatchClaims,
+    claims: &mut MatchClaims<'a>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<L4Chain> {
     let subject = Subject {
@@ -341,12 +378,12 @@ pub(crate) fn target(
     }
 }
 
-fn tls_chains(
+fn tls_chains<'a>(
     ctx: &Context,
-    subject: &Subject,
+    subject: &Subject<'a>,
     vs: &IndexedVirtualService,
     own: &mut OwnDestinations,
-    claims: &mut MatchClaims,
+    claims: &mut MatchClaims<'a>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<L4Chain> {
     let name = vs.name();
@@ -455,10 +492,10 @@ fn tls_chains(
 
 /// SNI chains of a service without addresses are matched on SNI alone,
 /// port-wide: each name goes to the first service (and rule) to claim it.
-fn claim_snis(
-    subject: &Subject,
+fn claim_snis<'a>(
+    subject: &Subject<'a>,
     own: &mut OwnDestinations,
-    claims: &mut MatchClaims,
+    claims: &mut MatchClaims<'a>,
     snis: &[String],
     vs: &str,
     field: &str,
@@ -466,7 +503,7 @@ fn claim_snis(
 ) -> Vec<String> {
     let mut kept = Vec::new();
     for name in own.take_snis(None, snis) {
-        match claims.claim((None, Some(name.clone())), &subject.service.hostname) {
+        match claims.claim((None, Some(name.clone())), subject.service) {
             Ok(()) => {
                 if let Some((own_name, taken)) = &mut own.server_name
                     && *own_name == name
@@ -480,7 +517,7 @@ fn claim_snis(
                 field,
                 subject.port,
                 &format!("SNI {name}"),
-                &holder,
+                &holder.hostname,
             )),
         }
     }
@@ -498,18 +535,17 @@ fn claim_conflict(vs: &str, field: &str, port: u16, what: &str, holder: &str) ->
     .at(field)
 }
 
-fn tcp_chains(
+fn tcp_chains<'a>(
     ctx: &Context,
-    subject: &Subject,
+    subject: &Subject<'a>,
     vs: &IndexedVirtualService,
     own: &mut OwnDestinations,
-    claims: &mut MatchClaims,
+    claims: &mut MatchClaims<'a>,
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<L4Chain> {
     let name = vs.name();
     let scope = scope(ctx, vs, subject.port);
     let metadata = provenance::metadata([vs.object]);
-    let host = subject.service.hostname.as_str();
     // Extra ranges kept by earlier rules, for shadowing.
     let mut extra: Vec<IpNet> = Vec::new();
     let mut out = Vec::new();
@@ -581,7 +617,7 @@ fn tcp_chains(
                 if own_host || extra.iter().any(|e| e.contains(&net)) {
                     continue;
                 }
-                match claims.claim((Some(net), None), host) {
+                match claims.claim((Some(net), None), subject.service) {
                     Ok(()) => {
                         extra.push(net);
                         ranges.push(net);
@@ -592,7 +628,7 @@ fn tcp_chains(
                         &net_field,
                         subject.port,
                         &format!("destination {net}"),
-                        &holder,
+                        &holder.hostname,
                     )),
                 }
             }
@@ -641,6 +677,7 @@ fn http_coverage(
         .iter()
         .filter(|(ip, _)| net.contains(*ip))
         .map(|(ip, service)| {
+            let service = &service.hostname;
             let mut d = Diagnostic::new(
                 DiagnosticKind::ListenerConflict,
                 vs,

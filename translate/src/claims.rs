@@ -17,7 +17,7 @@
 use std::collections::BTreeMap;
 
 use pilotfish_crds::CreationTime;
-use pilotfish_registries::Service;
+use pilotfish_model::Service;
 
 /// Something that claims keys.
 pub trait Claimant {

@@ -242,7 +242,10 @@ fn per_type_table() {
     let endpoints_time = time(10, || endpoints::build(&ctx));
     let listeners_time = time(10, || listeners::build(&ctx, &mut Vec::new()));
     let routes_time = time(10, || routes::build(&ctx, &mut Vec::new()));
-    let built = (clusters::build(&ctx, &mut Vec::new()), endpoints::build(&ctx));
+    let built = (
+        clusters::build(&ctx, &mut Vec::new()),
+        endpoints::build(&ctx),
+    );
     let encode_shared = time(10, || {
         (
             encode_clusters(built.0.clone(), None),
@@ -258,7 +261,9 @@ fn per_type_table() {
         Snapshot::assemble(1, Default::default(), own, None)
     });
     println!();
-    println!("| 1,000 services, one sidecar view | context | clusters | endpoints | listeners | routes | encode clusters+endpoints | build+encode listeners+routes |");
+    println!(
+        "| 1,000 services, one sidecar view | context | clusters | endpoints | listeners | routes | encode clusters+endpoints | build+encode listeners+routes |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     println!(
         "| ms | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",

@@ -1,5 +1,7 @@
 //! VirtualServices that apply to a sidecar, and which one routes each host.
 
+use std::collections::HashMap;
+
 use pilotfish_crds::{ConfigObject, ConfigSpec, VirtualServiceSpec};
 
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
@@ -71,6 +73,12 @@ impl Selection<'_, '_> {
 pub struct VirtualServiceIndex<'a> {
     /// Sidecar-applicable, visible VirtualServices in precedence order.
     entries: Vec<IndexedVirtualService<'a>>,
+    /// Entries by each exact host they name, and entries with any wildcard
+    /// host: the only ones that can match a hostname. Every service of a
+    /// view asks which VirtualService routes it, and a scan of all entries
+    /// per service made that quadratic in the mesh's size.
+    by_exact_host: HashMap<String, Vec<usize>>,
+    with_wildcards: Vec<usize>,
 }
 
 impl<'a> VirtualServiceIndex<'a> {
@@ -126,7 +134,23 @@ impl<'a> VirtualServiceIndex<'a> {
             })
             .collect();
         entries.sort_by(|a, b| a.object.precedence().cmp(&b.object.precedence()));
-        VirtualServiceIndex { entries }
+        let mut by_exact_host: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut with_wildcards = Vec::new();
+        for (order, entry) in entries.iter().enumerate() {
+            for host in &entry.hosts {
+                if host.starts_with('*') {
+                    with_wildcards.push(order);
+                } else {
+                    by_exact_host.entry(host.clone()).or_default().push(order);
+                }
+            }
+        }
+        with_wildcards.dedup();
+        VirtualServiceIndex {
+            entries,
+            by_exact_host,
+            with_wildcards,
+        }
     }
 
     pub fn entries(&self) -> &[IndexedVirtualService<'a>] {
@@ -137,11 +161,20 @@ impl<'a> VirtualServiceIndex<'a> {
     pub fn select(&self, hostname: &str) -> Selection<'_, 'a> {
         let hostname = hostname.to_ascii_lowercase();
         let hostname = hostname.as_str();
-        let mut candidates: Vec<_> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter_map(|(order, vs)| {
+        let mut orders: Vec<usize> = self
+            .by_exact_host
+            .get(hostname)
+            .into_iter()
+            .flatten()
+            .chain(&self.with_wildcards)
+            .copied()
+            .collect();
+        orders.sort_unstable();
+        orders.dedup();
+        let mut candidates: Vec<_> = orders
+            .into_iter()
+            .filter_map(|order| {
+                let vs = &self.entries[order];
                 vs.best_match(hostname)
                     .map(|p| (hosts::specificity(p), order, vs))
             })
@@ -164,6 +197,63 @@ mod tests {
         format!(
             "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default, creationTimestamp: \"{created}\"}}\nspec: {{hosts: {hosts}, gateways: {gateways}, http: [{{route: [{{destination: {{host: reviews}}}}]}}]}}\n---\n"
         )
+    }
+
+    /// The host index finds exactly what a scan of every entry finds, in
+    /// the same order, over random meshes (wildcard and exact hosts, many
+    /// namespaces) and every hostname they route.
+    #[test]
+    fn indexed_selection_equals_a_scan_of_every_entry() {
+        fn scan<'i, 'a>(index: &'i VirtualServiceIndex<'a>, hostname: &str) -> Vec<&'i str> {
+            let mut candidates: Vec<_> = index
+                .entries
+                .iter()
+                .enumerate()
+                .filter_map(|(order, vs)| {
+                    vs.best_match(hostname)
+                        .map(|p| (hosts::specificity(p), order, vs))
+                })
+                .collect();
+            candidates.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            candidates
+                .into_iter()
+                .map(|(_, _, vs)| vs.object.meta.name.as_str())
+                .collect()
+        }
+        let mut compared = 0;
+        for seed in 0..60 {
+            let m = crate::test_support::random_mesh(seed);
+            for namespace in ["default", "other"] {
+                let index =
+                    VirtualServiceIndex::new(&m.config, &sidecar(namespace), "cluster.local");
+                let hostnames = m.services.iter().map(|s| s.hostname.clone()).chain(
+                    index
+                        .entries
+                        .iter()
+                        .flat_map(|e| e.hosts.clone())
+                        .map(|h| h.replace('*', "x")),
+                );
+                for hostname in hostnames {
+                    let selection = index.select(&hostname);
+                    let found: Vec<&str> = selection
+                        .winner
+                        .into_iter()
+                        .chain(selection.shadowed)
+                        .map(|vs| vs.object.meta.name.as_str())
+                        .collect();
+                    assert_eq!(
+                        found,
+                        scan(&index, &hostname.to_ascii_lowercase()),
+                        "seed {seed}, {hostname}"
+                    );
+                    compared += usize::from(!found.is_empty());
+                }
+            }
+        }
+        assert!(
+            compared > 100,
+            "the meshes route too few hosts to compare: {compared}"
+        );
     }
 
     #[test]

@@ -20,6 +20,9 @@ use envoy_types::pb::google::protobuf::Any;
 use crate::names;
 use crate::protobuf;
 
+/// ALPN values the HTTP inspector reports for plaintext HTTP.
+pub const SNIFFED_HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+
 /// The HTTP connection manager of listener `listener` on port `port`:
 /// routes come over RDS from the route configuration named after the port.
 pub fn http_connection_manager(listener: &str, port: u16) -> Filter {

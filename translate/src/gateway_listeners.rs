@@ -22,7 +22,6 @@ use crate::gateway_servers::{
     self, GatewayServer, PortFamily, PortServers, ServerKind, SniHolder, SniRank,
 };
 use crate::gateway_tls;
-use crate::listeners;
 use crate::names;
 use crate::protobuf;
 use crate::provenance;
@@ -236,7 +235,7 @@ fn passthrough_chains(
             if claimed.is_empty() {
                 continue;
             }
-            out.push(listeners::l4_chain(&L4Chain {
+            out.push(L4Chain::filter_chain(&L4Chain {
                 name: format!("tls|{}|{}|{field}", server.port, vs.name()),
                 ranges: Vec::new(),
                 server_names: claimed.into_iter().filter(|n| !n.is_empty()).collect(),
@@ -305,7 +304,7 @@ fn tcp_chain(
             }
             let field = format!("spec.tcp[{i}]");
             let target = rule_target(&scope, &rule.route, &field, diags)?;
-            return Some(listeners::l4_chain(&L4Chain {
+            return Some(L4Chain::filter_chain(&L4Chain {
                 name: format!("tcp|{}|{}|{field}", server.port, vs.name()),
                 ranges: Vec::new(),
                 server_names: Vec::new(),

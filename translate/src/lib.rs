@@ -16,6 +16,7 @@
 //! [`routes::build`]) take a [`Context`] so that a server can rebuild one
 //! type alone (say, EDS when only endpoints changed).
 
+pub mod chain_match;
 pub mod claims;
 pub mod clusters;
 pub mod context;

@@ -17,6 +17,7 @@ use std::net::IpAddr;
 
 use pilotfish_model::{Protocol, Resolution, Service};
 
+pub use crate::chain_match::MatchOn;
 use crate::claims::{Claim, Claimant, Claims};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
@@ -54,17 +55,6 @@ impl Handling {
                 | (Handling::Sniffed, Handling::Http)
         )
     }
-}
-
-/// What a service's filter chains match on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum MatchOn {
-    /// Destination IPs (without interception, the listener's own
-    /// address): sorted, unique, never empty.
-    Addresses(Vec<IpAddr>),
-    /// The TLS SNI, for VIP-less TLS services (external HTTPS hosts
-    /// resolved by DNS): their destination IPs are unknown.
-    ServerName(String),
 }
 
 /// A service that gets filter chains matching its own destinations.

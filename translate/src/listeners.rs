@@ -16,10 +16,7 @@ use crate::listener_matches::{self, AddressedService, Handling, MatchOn, PortPla
 use crate::names;
 use crate::protobuf;
 use crate::proxy::ProxyKind;
-use crate::tcp_routes::{L4Chain, Target};
-
-/// ALPN values the HTTP inspector reports for plaintext HTTP.
-pub const SNIFFED_HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
+use crate::tcp_routes::L4Chain;
 
 /// How long a sniffed port waits for the client's first bytes before
 /// treating the connection as TCP (server-first protocols send nothing).
@@ -82,7 +79,7 @@ fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
             // HTTP services never get addressed chains.
             Handling::Http => continue,
         }
-        chains.extend(svc.chains.iter().map(l4_chain));
+        chains.extend(svc.chains.iter().map(L4Chain::filter_chain));
     }
     let listener_filters = listener_filters(plan, &chains);
     let mut listener = Listener {
@@ -180,31 +177,12 @@ fn destination_match(svc: &AddressedService) -> FilterChainMatch {
     }
 }
 
-/// A tcp_proxy chain of a service (default route or VirtualService rule).
-pub(crate) fn l4_chain(chain: &L4Chain) -> FilterChain {
-    let filter = match &chain.target {
-        Target::Cluster(cluster) => filters::tcp_proxy(cluster),
-        Target::Weighted(clusters) => filters::weighted_tcp_proxy(&chain.service_cluster, clusters),
-    };
-    FilterChain {
-        name: chain.name.clone(),
-        filter_chain_match: Some(FilterChainMatch {
-            prefix_ranges: chain.ranges.iter().map(|n| protobuf::cidr(*n)).collect(),
-            server_names: chain.server_names.clone(),
-            ..Default::default()
-        }),
-        filters: vec![filter],
-        metadata: chain.metadata.clone(),
-        ..Default::default()
-    }
-}
-
 /// HTTP (as detected by the inspector) on a sniffed service's addresses
 /// goes to the port's HCM; its other traffic takes the service's tcp chains.
 fn sniffed_http_chain(listener: &str, port: u16, svc: &AddressedService) -> FilterChain {
     let cluster = names::outbound_cluster(port, None, &svc.service.hostname);
     let http_match = FilterChainMatch {
-        application_protocols: SNIFFED_HTTP_PROTOCOLS
+        application_protocols: filters::SNIFFED_HTTP_PROTOCOLS
             .iter()
             .map(|p| p.to_string())
             .collect(),

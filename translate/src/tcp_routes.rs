@@ -25,15 +25,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use envoy_types::pb::envoy::config::core::v3::Metadata;
+use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch};
 use ipnet::IpNet;
 use pilotfish_crds::RouteDestination;
 use pilotfish_model::{Protocol, Service};
 
+use crate::chain_match::MatchOn;
 use crate::claims::{Claim, Claimant, Claims};
 use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Severity};
-use crate::listener_matches::MatchOn;
+use crate::filters;
 use crate::names;
+use crate::protobuf;
 use crate::provenance;
 use crate::route_destinations::RuleScope;
 use crate::rule_applicability::{self, MatchConditions, RouteFor};
@@ -64,6 +67,29 @@ pub struct L4Chain {
     pub service_cluster: String,
     /// The objects the chain comes from (see [`crate::provenance`]).
     pub metadata: Option<Metadata>,
+}
+
+impl L4Chain {
+    /// The chain as an Envoy filter chain: a tcp_proxy to its target.
+    pub fn filter_chain(&self) -> FilterChain {
+        let filter = match &self.target {
+            Target::Cluster(cluster) => filters::tcp_proxy(cluster),
+            Target::Weighted(clusters) => {
+                filters::weighted_tcp_proxy(&self.service_cluster, clusters)
+            }
+        };
+        FilterChain {
+            name: self.name.clone(),
+            filter_chain_match: Some(FilterChainMatch {
+                prefix_ranges: self.ranges.iter().map(|n| protobuf::cidr(*n)).collect(),
+                server_names: self.server_names.clone(),
+                ..Default::default()
+            }),
+            filters: vec![filter],
+            metadata: self.metadata.clone(),
+            ..Default::default()
+        }
+    }
 }
 
 /// A match key of a chain without ALPN: destination range (or any) and SNI (or any).

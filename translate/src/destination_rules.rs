@@ -90,6 +90,16 @@ pub struct EffectivePolicy<'a> {
     pub tls_credential: Option<FoundCredential>,
 }
 
+impl EffectivePolicy<'_> {
+    /// What locality-aware load balancing reads of this policy.
+    pub fn locality_policy(&self) -> locality::LbPolicy<'_> {
+        locality::LbPolicy {
+            load_balancer: self.load_balancer.as_ref().map(|lb| lb.value),
+            outlier_detection: self.outlier_detection.is_some(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct DestinationRuleIndex<'a> {
     /// Visible rules in precedence order.

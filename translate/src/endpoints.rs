@@ -35,11 +35,15 @@ fn build_where(ctx: &Context, wanted: impl Fn(&str) -> bool) -> Vec<ClusterLoadA
                 ctx.destination_rules
                     .policy(&c.service.hostname, c.port.port, c.subset_name());
             // PASSTHROUGH clusters are ORIGINAL_DST: no EDS.
-            if locality::is_passthrough(&policy) {
+            if locality::is_passthrough(policy.locality_policy()) {
                 return None;
             }
             let mut cla = load_assignment(&c.name, &c.endpoints(ctx), AddressKind::IpOnly);
-            locality::apply(&mut cla, ctx.proxy.locality.as_ref(), &policy);
+            locality::apply(
+                &mut cla,
+                ctx.proxy.locality.as_ref(),
+                policy.locality_policy(),
+            );
             Some(cla)
         })
         .collect()

@@ -189,7 +189,7 @@ fn passthrough_chains(
             let mut names = Vec::new();
             for m in &rule.match_ {
                 if !rule_applicability::match_applies(
-                    ctx,
+                    ctx.proxy,
                     scope.target,
                     vs.namespace(),
                     server.port,
@@ -292,7 +292,7 @@ fn tcp_chain(
             let applies = rule.match_.is_empty()
                 || rule.match_.iter().any(|m| {
                     rule_applicability::match_applies(
-                        ctx,
+                        ctx.proxy,
                         scope.target,
                         vs.namespace(),
                         server.port,

@@ -16,8 +16,8 @@ use envoy_types::pb::envoy::config::core::v3::{
     DataSource, TransportSocket, data_source, transport_socket,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
-    TlsCertificate, TlsParameters, common_tls_context, secret, tls_parameters,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, Secret, TlsCertificate,
+    TlsParameters, common_tls_context, secret, tls_parameters,
 };
 use pilotfish_crds::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
@@ -27,20 +27,12 @@ use crate::gateway_servers::{self, CertificateSource, GatewayServer, ServerKind}
 use crate::names;
 use crate::protobuf;
 use crate::proxy::ProxyKind;
+use crate::sds::secret_config as sds;
+pub use crate::sds::{ca_secret_name, certificate_secret_name};
 use crate::upstream_tls;
 
 /// ALPN offered by terminated HTTPS servers.
 const HTTPS_ALPN: [&str; 2] = ["h2", "http/1.1"];
-
-/// SDS name of a credential's certificate and key.
-pub fn certificate_secret_name(credential: &str) -> String {
-    format!("kubernetes://{credential}")
-}
-
-/// SDS name of a credential's CA certificate.
-pub fn ca_secret_name(credential: &str) -> String {
-    format!("kubernetes://{credential}-cacert")
-}
 
 /// The TLS transport socket of a terminated server; `None` for servers that
 /// do not terminate TLS. HTTPS servers offer HTTP ALPN; TLS servers in front
@@ -139,13 +131,6 @@ fn protocol(v: TlsProtocol) -> tls_parameters::TlsProtocol {
         TlsProtocol::TlsV1_1 => Envoy::TlSv11,
         TlsProtocol::TlsV1_2 => Envoy::TlSv12,
         TlsProtocol::TlsV1_3 => Envoy::TlSv13,
-    }
-}
-
-pub(crate) fn sds(name: String) -> SdsSecretConfig {
-    SdsSecretConfig {
-        name,
-        sds_config: Some(protobuf::ads_config_source()),
     }
 }
 

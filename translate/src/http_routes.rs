@@ -145,7 +145,7 @@ fn rule_routes(
 /// other gateways do not apply to this route configuration.
 fn match_applies(scope: &RuleScope, m: &HttpMatchRequest) -> bool {
     rule_applicability::match_applies(
-        scope.ctx,
+        scope.ctx.proxy,
         scope.target,
         scope.namespace,
         scope.port,

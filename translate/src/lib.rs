@@ -49,6 +49,7 @@ pub mod route_match;
 pub mod route_policies;
 pub mod routes;
 pub mod rule_applicability;
+pub mod sds;
 pub mod service_clusters;
 pub mod tcp_routes;
 pub mod traffic_policy;

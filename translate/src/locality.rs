@@ -25,70 +25,11 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use pilotfish_crds::{LoadBalancerSettings, LocalityLbSetting, SimpleLb};
-use serde::Serialize;
 
-use crate::destination_rules::EffectivePolicy;
 use crate::diagnostics::Diagnostic;
 use crate::protobuf;
 
-/// Where a proxy or endpoint runs: `region/zone/subzone`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Locality {
-    pub region: String,
-    pub zone: String,
-    pub sub_zone: String,
-}
-
-impl Locality {
-    /// `region/zone/subzone`, any suffix of which may be missing; `None` for
-    /// an empty string.
-    pub fn parse(text: &str) -> Option<Locality> {
-        let text = text.trim();
-        if text.is_empty() {
-            return None;
-        }
-        let mut parts = text.splitn(3, '/').map(str::to_string);
-        Some(Locality {
-            region: parts.next().unwrap_or_default(),
-            zone: parts.next().unwrap_or_default(),
-            sub_zone: parts.next().unwrap_or_default(),
-        })
-    }
-
-    pub fn from_envoy(l: &EnvoyLocality) -> Option<Locality> {
-        let out = Locality {
-            region: l.region.clone(),
-            zone: l.zone.clone(),
-            sub_zone: l.sub_zone.clone(),
-        };
-        (!out.is_empty()).then_some(out)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.region.is_empty() && self.zone.is_empty() && self.sub_zone.is_empty()
-    }
-
-    /// Whether this locality matches a rule's `region[/zone[/subzone]]`,
-    /// where `*` matches anything and a missing part matches anything.
-    pub fn matches(&self, rule: &str) -> bool {
-        let mut parts = rule.trim().splitn(3, '/');
-        let (region, zone, sub_zone) = (parts.next(), parts.next(), parts.next());
-        let part = |rule: Option<&str>, value: &str, required: bool| match rule {
-            Some("*") => true,
-            None | Some("") => !required,
-            Some(rule) => rule == value,
-        };
-        part(region, &self.region, true)
-            && part(zone, &self.zone, false)
-            && part(sub_zone, &self.sub_zone, false)
-    }
-}
-
-impl std::fmt::Display for Locality {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}/{}", self.region, self.zone, self.sub_zone)
-    }
-}
+pub use crate::proxy::Locality;
 
 fn of_envoy(l: Option<&EnvoyLocality>) -> Locality {
     l.and_then(Locality::from_envoy).unwrap_or_default()
@@ -108,19 +49,29 @@ fn proximity(proxy: &Locality, ep: &Locality) -> u32 {
     }
 }
 
+/// What locality-aware balancing reads of a cluster's effective policy
+/// (`DestinationRule` traffic policy, see
+/// `destination_rules::EffectivePolicy::locality_policy`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LbPolicy<'p> {
+    pub load_balancer: Option<&'p LoadBalancerSettings>,
+    pub outlier_detection: bool,
+}
+
 /// Whether the policy routes to the caller's original destination.
-pub fn is_passthrough(policy: &EffectivePolicy) -> bool {
+pub fn is_passthrough(policy: LbPolicy) -> bool {
     policy
         .load_balancer
-        .as_ref()
-        .is_some_and(|lb| lb.value.simple == Some(SimpleLb::Passthrough))
+        .is_some_and(|lb| lb.simple == Some(SimpleLb::Passthrough))
 }
 
 /// The locality setting in force for a cluster: the rule's unless disabled
 /// or invalid, else Istio's mesh default (enabled, no rules).
-fn setting<'p>(policy: &EffectivePolicy<'p>) -> Option<LocalityLbSetting> {
-    let lb: Option<&LoadBalancerSettings> = policy.load_balancer.as_ref().map(|lb| lb.value);
-    match lb.and_then(|lb| lb.locality_lb_setting.as_ref()) {
+fn setting(policy: LbPolicy) -> Option<LocalityLbSetting> {
+    match policy
+        .load_balancer
+        .and_then(|lb| lb.locality_lb_setting.as_ref())
+    {
         None => Some(LocalityLbSetting::default()),
         Some(s) if s.enabled == Some(false) => None,
         Some(s) if !problems(s).is_empty() => None,
@@ -129,7 +80,7 @@ fn setting<'p>(policy: &EffectivePolicy<'p>) -> Option<LocalityLbSetting> {
 }
 
 /// Rewrites a load assignment for a proxy in `proxy` locality.
-pub fn apply(cla: &mut ClusterLoadAssignment, proxy: Option<&Locality>, policy: &EffectivePolicy) {
+pub fn apply(cla: &mut ClusterLoadAssignment, proxy: Option<&Locality>, policy: LbPolicy) {
     let Some(proxy) = proxy.filter(|l| !l.is_empty()) else {
         return;
     };
@@ -138,14 +89,14 @@ pub fn apply(cla: &mut ClusterLoadAssignment, proxy: Option<&Locality>, policy: 
     };
     if !setting.distribute.is_empty() {
         distribute(cla, proxy, &setting);
-    } else if policy.outlier_detection.is_some() {
+    } else if policy.outlier_detection {
         failover(cla, proxy, &setting);
     }
 }
 
 /// Cluster side: locality weights only take effect with
 /// `locality_weighted_lb_config`.
-pub fn apply_cluster(cluster: &mut Cluster, proxy: Option<&Locality>, policy: &EffectivePolicy) {
+pub fn apply_cluster(cluster: &mut Cluster, proxy: Option<&Locality>, policy: LbPolicy) {
     if proxy.is_none_or(Locality::is_empty) {
         return;
     }

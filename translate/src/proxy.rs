@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 
+use envoy_types::pb::envoy::config::core::v3::Locality as EnvoyLocality;
 use pilotfish_model::Protocol;
 use serde::Serialize;
-
-pub use crate::locality::Locality;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum ProxyKind {
@@ -81,4 +80,63 @@ pub struct ProxyView {
 pub struct InboundPort {
     pub port: u16,
     pub protocol: Protocol,
+}
+
+/// Where a proxy or endpoint runs: `region/zone/subzone`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Locality {
+    pub region: String,
+    pub zone: String,
+    pub sub_zone: String,
+}
+
+impl Locality {
+    /// `region/zone/subzone`, any suffix of which may be missing; `None` for
+    /// an empty string.
+    pub fn parse(text: &str) -> Option<Locality> {
+        let text = text.trim();
+        if text.is_empty() {
+            return None;
+        }
+        let mut parts = text.splitn(3, '/').map(str::to_string);
+        Some(Locality {
+            region: parts.next().unwrap_or_default(),
+            zone: parts.next().unwrap_or_default(),
+            sub_zone: parts.next().unwrap_or_default(),
+        })
+    }
+
+    pub fn from_envoy(l: &EnvoyLocality) -> Option<Locality> {
+        let out = Locality {
+            region: l.region.clone(),
+            zone: l.zone.clone(),
+            sub_zone: l.sub_zone.clone(),
+        };
+        (!out.is_empty()).then_some(out)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.sub_zone.is_empty()
+    }
+
+    /// Whether this locality matches a rule's `region[/zone[/subzone]]`,
+    /// where `*` matches anything and a missing part matches anything.
+    pub fn matches(&self, rule: &str) -> bool {
+        let mut parts = rule.trim().splitn(3, '/');
+        let (region, zone, sub_zone) = (parts.next(), parts.next(), parts.next());
+        let part = |rule: Option<&str>, value: &str, required: bool| match rule {
+            Some("*") => true,
+            None | Some("") => !required,
+            Some(rule) => rule == value,
+        };
+        part(region, &self.region, true)
+            && part(zone, &self.zone, false)
+            && part(sub_zone, &self.sub_zone, false)
+    }
+}
+
+impl std::fmt::Display for Locality {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.region, self.zone, self.sub_zone)
+    }
 }

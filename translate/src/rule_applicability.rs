@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use pilotfish_crds::{HttpMatchRequest, L4MatchAttributes, TlsMatchAttributes};
 
-use crate::context::Context;
+use crate::proxy::ProxyView;
 use crate::visibility;
 
 /// The gateway name that stands for "all sidecars".
@@ -86,20 +86,18 @@ macro_rules! match_conditions_from {
 
 match_conditions_from!(HttpMatchRequest, TlsMatchAttributes, L4MatchAttributes);
 
-/// Whether a match applies to the proxy of `ctx`, routed for `target` on `port`.
+/// Whether a match applies to `proxy`, routed for `target` on `port`.
 pub fn match_applies(
-    ctx: &Context,
+    proxy: &ProxyView,
     target: RouteFor,
     vs_namespace: &str,
     port: u16,
     m: MatchConditions,
 ) -> bool {
     let port_ok = m.port.is_none_or(|p| p == u32::from(port));
-    let labels_ok = visibility::labels_match(m.source_labels, &ctx.proxy.labels);
+    let labels_ok = visibility::labels_match(m.source_labels, &proxy.labels);
     let gateways_ok = m.gateways.is_empty() || names_target(m.gateways, vs_namespace, target);
-    let namespace_ok = m
-        .source_namespace
-        .is_none_or(|ns| *ns == ctx.proxy.namespace);
+    let namespace_ok = m.source_namespace.is_none_or(|ns| *ns == proxy.namespace);
     port_ok && labels_ok && gateways_ok && namespace_ok
 }
 

@@ -308,7 +308,7 @@ fn sni_covers(pattern: &str, name: &str) -> bool {
 
 /// Whether a rule match applies to this sidecar on `port`.
 fn applies(ctx: &Context, vs: &IndexedVirtualService, port: u16, m: MatchConditions) -> bool {
-    rule_applicability::match_applies(ctx, RouteFor::Mesh, vs.namespace(), port, m)
+    rule_applicability::match_applies(ctx.proxy, RouteFor::Mesh, vs.namespace(), port, m)
 }
 
 /// `destinationSubnets` as networks (host bits cleared); a bad entry is

@@ -61,7 +61,7 @@ pub fn apply(
     protocol: Protocol,
     diags: &mut Vec<Diagnostic>,
 ) {
-    if locality::is_passthrough(policy) {
+    if locality::is_passthrough(policy.locality_policy()) {
         make_passthrough(cluster);
     }
     // ORIGINAL_DST clusters must keep CLUSTER_PROVIDED.
@@ -77,10 +77,10 @@ pub fn apply(
         apply_outlier_detection(cluster, od, diags);
     }
     let proxy_locality = policy.proxy_locality.as_ref();
-    locality::apply_cluster(cluster, proxy_locality, policy);
+    locality::apply_cluster(cluster, proxy_locality, policy.locality_policy());
     if let Some(assignment) = cluster.load_assignment.as_mut() {
         // DNS clusters carry their endpoints inline.
-        locality::apply(assignment, proxy_locality, policy);
+        locality::apply(assignment, proxy_locality, policy.locality_policy());
     }
     let http = (policy.connection_pool.as_ref())
         .and_then(|pool| pool.value.http.as_ref().map(|h| pool.nested(h, "http")));

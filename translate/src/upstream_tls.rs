@@ -35,9 +35,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use pilotfish_crds::{ClientTlsMode, ClientTlsSettings};
 
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
-use crate::gateway_tls;
 use crate::names;
 use crate::protobuf;
+use crate::sds;
 
 /// What a cluster gets from a `tls` section.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,8 +76,8 @@ pub fn origination(
         (ClientTlsMode::Disable | ClientTlsMode::IstioMutual, _) => return None,
         (ClientTlsMode::Simple, _) => {}
         (ClientTlsMode::Mutual, Some(found)) => {
-            common.tls_certificate_sds_secret_configs = vec![gateway_tls::sds(
-                gateway_tls::certificate_secret_name(&found.name),
+            common.tls_certificate_sds_secret_configs = vec![sds::secret_config(
+                sds::certificate_secret_name(&found.name),
             )];
         }
         (ClientTlsMode::Mutual, None) => common.tls_certificates = vec![client_certificate(tls)?],
@@ -89,8 +89,8 @@ pub fn origination(
                     match_typed_subject_alt_names: san_matchers(tls),
                     ..Default::default()
                 }),
-                validation_context_sds_secret_config: Some(gateway_tls::sds(
-                    gateway_tls::ca_secret_name(&found.name),
+                validation_context_sds_secret_config: Some(sds::secret_config(
+                    sds::ca_secret_name(&found.name),
                 )),
                 ..Default::default()
             };

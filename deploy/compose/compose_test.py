@@ -49,9 +49,34 @@ SAMPLES = os.environ.get(
 )
 CACHE = os.environ.get("PILOTFISH_COMPOSE_CACHE", "/var/cache/pilotfish-compose")
 PROJECT = "pilotfish-compose-test"
-GATEWAY_PORT = 38080
-JAEGER_PORT = 36686
-CONSUL_PORT = 38500
+
+
+_TAKEN_PORTS = set()
+
+
+def free_port():
+    """A free loopback port below the ephemeral range (32768 and up), so
+    that no outgoing connection of a concurrent test can be holding it when
+    Docker publishes on it; never one this run already took."""
+    import random
+    import socket
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        if port in _TAKEN_PORTS:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _TAKEN_PORTS.add(port)
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
+GATEWAY_PORT = free_port()
+JAEGER_PORT = free_port()
+CONSUL_PORT = free_port()
 GATEWAY = f"http://127.0.0.1:{GATEWAY_PORT}"
 # How long a routing change may take to show at the gateway (it is
 # milliseconds in practice; the bound only ends a broken run).

@@ -33,7 +33,11 @@ BASE_IMAGE=${PREFIX}debian:$DEBIAN_RELEASE
 # Installed by debootstrap, so no Dockerfile runs apt-get; the tarball's
 # name carries the list, so changing it makes a new one.
 BASE_PACKAGES=ca-certificates,curl,iptables,openssl,python3
-BASE_TAR=$CACHE/base/debian-$DEBIAN_RELEASE-minbase-$(echo "$BASE_PACKAGES" | sha256sum | cut -c1-12).tar
+# The stack's service users, name:uid(=gid):home, made once in the base so
+# that every Dockerfile just says `USER uid:gid`. 1337 is the uid the
+# capture rules leave alone (the proxies).
+SERVICE_USERS="envoy:1337:/nonexistent pilotfish:10001:/nonexistent app:10002:/nonexistent jaeger:10003:/nonexistent consul:10004:/consul"
+BASE_TAR=$CACHE/base/debian-$DEBIAN_RELEASE-minbase-$(echo "$BASE_PACKAGES $SERVICE_USERS" | sha256sum | cut -c1-12).tar
 IMAGES=(pilotfish proxy consul kube-apiserver bookinfo jaeger)
 
 # The legacy builder (no BuildKit, which newer clients want as the buildx
@@ -116,6 +120,15 @@ make_base_tarball() {
     debootstrap --variant=minbase --include="$BASE_PACKAGES" "$DEBIAN_RELEASE" "$rootfs" "$MIRROR" >"$CACHE/base/debootstrap.log" 2>&1 ||
         { tail -n 20 "$CACHE/base/debootstrap.log" >&2; exit 1; }
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    local entry name id home home_flag
+    for entry in $SERVICE_USERS; do
+        IFS=: read -r name id home <<<"$entry"
+        home_flag=--no-create-home
+        [[ $home == /nonexistent ]] || home_flag=--create-home
+        chroot "$rootfs" groupadd --system --gid "$id" "$name"
+        chroot "$rootfs" useradd --system --uid "$id" --gid "$id" "$home_flag" \
+            --home-dir "$home" --shell /usr/sbin/nologin "$name"
+    done
     # Images must not start services while apt installs into them.
     printf '#!/bin/sh\nexit 101\n' >"$rootfs/usr/sbin/policy-rc.d"
     chmod 0755 "$rootfs/usr/sbin/policy-rc.d"
@@ -123,6 +136,9 @@ make_base_tarball() {
     mv "$BASE_TAR.tmp" "$BASE_TAR"
     sha256sum "$BASE_TAR" | cut -d' ' -f1 >"$BASE_TAR.sha256"
     rm -rf "$rootfs"
+    # Tarballs of other package or user lists are not used any more.
+    find "$CACHE/base" -maxdepth 1 -name "debian-$DEBIAN_RELEASE-minbase*.tar*" \
+        ! -name "$(basename "$BASE_TAR")*" -delete
     echo "    made $BASE_TAR ($(du -h "$BASE_TAR" | cut -f1))"
 }
 

@@ -144,16 +144,14 @@ def compose(*args, env=None, input=None):
     return run(compose_command() + ["-f", COMPOSE_FILE] + list(args), env=env, input=input)
 
 
+def kubectl(*args, input=None):
+    """kubectl in the API server's container (its KUBECONFIG is the admin's)."""
+    return compose("exec", "-T", "kube-apiserver", "kubectl", *args, input=input)
+
+
 def kubectl_apply(path):
     with open(path) as f:
-        compose("exec", "-T", "kube-apiserver", "kubectl",
-                "--kubeconfig=/var/run/pilotfish-kube/kubeconfig", "apply", "-f", "-",
-                input=f.read())
-
-
-def kubectl(*args):
-    return compose("exec", "-T", "kube-apiserver", "kubectl",
-                   "--kubeconfig=/var/run/pilotfish-kube/kubeconfig", *args)
+        kubectl("apply", "-f", "-", input=f.read())
 
 
 def wait_until(what, timeout, probe, interval=0.5):

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use dashmap::DashMap;
-use pilotfish_translate::{
-    Context, Diagnostic, DiagnosticKind, ProxyView, diagnostics, gateway_tls, listeners, routes,
-};
+use pilotfish_translate::{Context, Diagnostic, DiagnosticKind, ProxyView, diagnostics, emit};
 
 use crate::cluster_parts::ClusterParts;
 use crate::mesh_store::MeshGeneration;
@@ -187,12 +185,16 @@ impl SnapshotCache {
         let part = self
             .parts
             .part(generation, view, &self.shared, &self.metrics);
-        let ctx = Context::new(&generation.mesh, view);
+        let resolved = generation.resolved();
+        let ctx = Context::new(resolved, view);
+        // The generation's own diagnostics travel with each view's, so that
+        // reporting and the debug endpoint see them as they see a view's.
         let mut diagnostics = part.diagnostics.clone();
+        diagnostics.extend(resolved.diagnostics().iter().cloned());
         let own = ViewResources {
-            listeners: listeners::build(&ctx, &mut diagnostics),
-            routes: routes::build(&ctx, &mut diagnostics),
-            secrets: gateway_tls::secrets(&ctx, &mut diagnostics),
+            listeners: emit::listeners(&ctx, &mut diagnostics),
+            routes: emit::routes(&ctx, &mut diagnostics),
+            secrets: emit::secrets(&ctx, &mut diagnostics),
         };
         diagnostics::normalize(&mut diagnostics);
         let reuse = Some(previous.snapshot.as_ref()).filter(|s| s.mesh_version > 0);
@@ -231,8 +233,8 @@ impl SnapshotCache {
         let mut diagnostics = previous.diagnostics.as_ref().clone();
         let listeners = vip_less.then(|| {
             let mut listener_diagnostics = Vec::new();
-            let ctx = Context::new(&generation.mesh, view);
-            let listeners = listeners::build(&ctx, &mut listener_diagnostics);
+            let ctx = Context::new(generation.resolved(), view);
+            let listeners = emit::listeners(&ctx, &mut listener_diagnostics);
             diagnostics.retain(|d| !is_listener_diagnostic(d));
             diagnostics.extend(listener_diagnostics);
             diagnostics::normalize(&mut diagnostics);

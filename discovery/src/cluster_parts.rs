@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use pilotfish_translate::{Context, Diagnostic, ProxyView, clusters, endpoints};
+use pilotfish_translate::{Context, Diagnostic, ProxyView, emit};
 
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
@@ -71,7 +71,7 @@ impl ClusterParts {
             return part.clone();
         }
         metrics.cluster_part_builds.inc();
-        let ctx = Context::new(&generation.mesh, &key);
+        let ctx = Context::new(generation.resolved(), &key);
         let patchable = previous.as_ref().filter(|p| {
             generation.endpoints_only
                 && p.mesh_version > 0
@@ -80,7 +80,7 @@ impl ClusterParts {
         let part = match patchable {
             Some(previous) => {
                 let hosts = &generation.changed_hosts;
-                let fresh = endpoints::build_for_hosts(&ctx, hosts);
+                let fresh = emit::endpoints_for_hosts(&ctx, hosts);
                 ClusterPart {
                     mesh_version: generation.version,
                     clusters: previous.clusters.clone(),
@@ -90,8 +90,8 @@ impl ClusterParts {
             }
             None => {
                 let mut diagnostics = Vec::new();
-                let built_clusters = clusters::build(&ctx, &mut diagnostics);
-                let built_endpoints = endpoints::build(&ctx);
+                let built_clusters = emit::clusters(&ctx, &mut diagnostics);
+                let built_endpoints = emit::endpoints(&ctx);
                 // Equal resources keep the last generation's encodings (and versions).
                 let reuse = previous.as_deref();
                 ClusterPart {

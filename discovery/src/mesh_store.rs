@@ -8,7 +8,9 @@ use pilotfish_crds::{ConfigKey, ConfigObject, ConfigSpec};
 use pilotfish_registries::service_entry::add_service_entry;
 use pilotfish_registries::{Endpoint, RegistrySnapshot, Service};
 use pilotfish_translate::mesh::shared_endpoints;
-use pilotfish_translate::{CredentialKey, MeshConfig, MeshState, ReferencedLabels, TlsCredential};
+use pilotfish_translate::{
+    CredentialKey, MeshConfig, MeshState, ReferencedLabels, Resolved, TlsCredential, resolve,
+};
 
 use crate::problems::InputProblem;
 use crate::proxy_view::InboundIndex;
@@ -33,6 +35,9 @@ pub struct MeshGeneration {
     pub inbound: InboundIndex,
     /// Proxy label keys some config reads; see [`MeshGeneration::referenced_labels`].
     pub referenced_labels: OnceLock<ReferencedLabels>,
+    /// Stage 1 of the translation, run once for every view of the
+    /// generation; see [`MeshGeneration::resolved`].
+    pub resolved: OnceLock<Resolved>,
     /// Each config object's revision: the version of the generation in
     /// which its current content appeared (set when published).
     pub revisions: Arc<BTreeMap<ConfigKey, u64>>,
@@ -48,6 +53,12 @@ impl MeshGeneration {
     pub fn referenced_labels(&self) -> &ReferencedLabels {
         self.referenced_labels
             .get_or_init(|| ReferencedLabels::of(&self.mesh))
+    }
+
+    /// The generation resolved (translation stage 1), computed by the first
+    /// view that needs it; its views share it, and the parts it holds.
+    pub fn resolved(&self) -> &Resolved {
+        self.resolved.get_or_init(|| resolve(self.mesh.clone()))
     }
 }
 

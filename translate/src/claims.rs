@@ -60,13 +60,6 @@ pub enum Claim<'t, C> {
     Lost { winner: &'t C },
 }
 
-impl<C> Claim<'_, C> {
-    /// Whether the claimant holds the key.
-    pub fn holds(&self) -> bool {
-        !matches!(self, Claim::Lost { .. })
-    }
-}
-
 /// A loser of a key, with the holder that beat it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Conflict<'t, K, C> {
@@ -155,15 +148,6 @@ impl<K: Ord, C: Claimant> Claims<K, C> {
                     loser: &loser.claimant,
                 })
             })
-        })
-    }
-
-    /// The oldest holder of each key, by key (for tables whose claimants
-    /// never share).
-    pub fn into_holders(self) -> impl Iterator<Item = (K, C)> {
-        self.by_key.into_iter().filter_map(|(key, entries)| {
-            let first = entries.into_iter().next()?;
-            Some((key, first.claimant))
         })
     }
 }
@@ -285,7 +269,6 @@ mod tests {
         let mut claims = Claims::default();
         assert_eq!(claims.claim("k", object(1, "a")), Claim::Won);
         assert_eq!(claims.claim("k", object(1, "a")), Claim::Again);
-        assert!(claims.claim("k", object(1, "a")).holds());
         assert_eq!(claims.conflicts().count(), 0);
         assert_eq!(names(claims.holders(&"k")), ["a"]);
     }
@@ -309,15 +292,5 @@ mod tests {
         let _ = claims.claim("10.0.0.1", object(0, "oldest"));
         assert_eq!(names(claims.holders(&"10.0.0.1")), ["oldest"]);
         assert_eq!(claims.conflicts().count(), 3);
-    }
-
-    #[test]
-    fn into_holders_gives_each_key_its_oldest_claimant() {
-        let mut claims = Claims::default();
-        let _ = claims.claim("x", object(2, "young"));
-        let _ = claims.claim("x", object(1, "old"));
-        let _ = claims.claim("y", object(3, "only"));
-        let holders: Vec<_> = claims.into_holders().map(|(k, c)| (k, c.name)).collect();
-        assert_eq!(holders, [("x", "old"), ("y", "only")]);
     }
 }

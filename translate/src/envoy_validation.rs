@@ -554,7 +554,7 @@ fn envoy_accepts_l4_routes_and_tls_origination() {
 /// together with `locality_weighted_lb_config`.
 #[test]
 fn envoy_accepts_locality_load_balancing_and_passthrough() {
-    use crate::locality::Locality;
+    use crate::emit::policy::locality::Locality;
     let host = "reviews.default.svc.cluster.local";
     let mut eps = Vec::new();
     for (i, (locality, version)) in [

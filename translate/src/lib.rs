@@ -2,6 +2,22 @@
 //! resources. No I/O, no clocks, no randomness: the same input always gives
 //! equal output (resources sorted by name, input order irrelevant).
 //!
+//! Two stages:
+//! 1. [`resolve()`] — once per generation, no proxy in sight: services,
+//!    VirtualServices and DestinationRules ordered by precedence and
+//!    indexed, every object's own fields validated ([`Resolved`], with the
+//!    diagnostics of single objects).
+//! 2. [`emit()`] — per proxy view: selects from the [`Resolved`] what the
+//!    view sees (exportTo, workload selectors, sourceLabels, gateway
+//!    binding, its own ports) and builds Envoy resources; what depends on
+//!    less than the whole view (a service's virtual host) is built by the
+//!    first view that needs it and shared with the others.
+//!
+//! [`translate`] runs both for one view. Servers resolve once per
+//! generation and call the per-type emitters in [`emit`] (clusters and
+//! endpoints once per DestinationRule-selector key, EDS alone when only
+//! endpoints changed).
+//!
 //! Its input types (the service model and [`MeshState`]) live in the small
 //! `pilotfish-model` crate, not in `registries`, so that translation
 //! depends on no Consul or Kubernetes client either.
@@ -10,57 +26,28 @@
 //! (`typed_per_filter_config`, `typed_extension_protocol_options`) held in
 //! `HashMap`s, which prost encodes in hash order. Compare resources with
 //! `==`, or derive versions from the input, not from encoded bytes.
-//!
-//! [`translate`] builds everything; the per-type builders
-//! ([`clusters::build`], [`endpoints::build`], [`listeners::build`],
-//! [`routes::build`]) take a [`Context`] so that a server can rebuild one
-//! type alone (say, EDS when only endpoints changed).
 
-pub mod chain_match;
-pub mod claims;
-pub mod clusters;
-pub mod context;
-pub mod destination_rules;
+// Shared by both stages.
+pub(crate) mod claims;
 pub mod diagnostics;
-pub mod endpoints;
-pub mod filters;
-pub mod gateway_bindings;
-pub mod gateway_listeners;
-pub mod gateway_routes;
-pub mod gateway_servers;
-pub mod gateway_tls;
-pub mod hosts;
-pub mod http_routes;
-pub mod inbound;
-pub mod listener_matches;
-pub mod listeners;
-pub mod locality;
-/// The mesh state lives in `pilotfish-model`; kept here under its old path.
-pub use pilotfish_model::mesh;
+pub(crate) mod hosts;
 pub mod names;
-pub mod observability;
-pub mod protobuf;
+pub(crate) mod parts;
+pub(crate) mod protobuf;
 pub mod provenance;
 pub mod proxy;
 pub mod referenced_labels;
 pub mod resources;
-pub mod route_destinations;
-pub mod route_match;
-pub mod route_policies;
-pub mod routes;
-pub mod rule_applicability;
-pub mod sds;
-pub mod service_clusters;
-pub mod tcp_routes;
-pub mod traffic_policy;
-pub mod upstream_tls;
-pub mod virtual_service_index;
-pub mod visibility;
+pub(crate) mod rule_applicability;
+pub(crate) mod visibility;
+/// The mesh state lives in `pilotfish-model`; kept here under its old path.
+pub use pilotfish_model::mesh;
+
+pub mod emit;
+pub mod resolve;
 
 #[cfg(test)]
 mod envoy_validation;
-#[cfg(test)]
-mod gateway_tests;
 #[cfg(test)]
 mod generated_meshes;
 #[cfg(test)]
@@ -68,38 +55,33 @@ mod test_support;
 
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
-pub use context::Context;
 pub use diagnostics::{Diagnostic, DiagnosticKind, Severity};
+pub use emit::{Context, emit};
 pub use mesh::{
     CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsCredential, ZipkinCollector,
 };
 pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use referenced_labels::ReferencedLabels;
+pub use resolve::{Resolved, resolve};
 pub use resources::{Translation, XdsResources};
 
-/// Builds every resource type for one proxy view: clusters, endpoints,
-/// listeners, routes (a sidecar's, or a gateway's from its Gateways) and
-/// the SDS secrets its gateway servers and DestinationRules name.
+/// Both stages for one proxy view: every resource type (clusters,
+/// endpoints, listeners, routes, SDS secrets) and every diagnostic, the
+/// generation's own included.
 pub fn translate(mesh: &MeshState, proxy: &ProxyView) -> Translation {
-    let ctx = Context::new(mesh, proxy);
-    let mut diagnostics = Vec::new();
-    let resources = XdsResources {
-        clusters: clusters::build(&ctx, &mut diagnostics),
-        endpoints: endpoints::build(&ctx),
-        listeners: listeners::build(&ctx, &mut diagnostics),
-        routes: routes::build(&ctx, &mut diagnostics),
-        secrets: gateway_tls::secrets(&ctx, &mut diagnostics),
-    };
-    diagnostics::normalize(&mut diagnostics);
-    Translation {
-        resources,
-        diagnostics,
-    }
+    let resolved = resolve(mesh.clone());
+    let mut translation = emit(&resolved, proxy);
+    translation
+        .diagnostics
+        .extend(resolved.diagnostics().iter().cloned());
+    diagnostics::normalize(&mut translation.diagnostics);
+    translation
 }
 
 /// EDS alone, for endpoint-only changes.
 pub fn translate_endpoints(mesh: &MeshState, proxy: &ProxyView) -> Vec<ClusterLoadAssignment> {
-    endpoints::build(&Context::new(mesh, proxy))
+    let resolved = resolve(mesh.clone());
+    emit::endpoints(&Context::new(&resolved, proxy))
 }
 
 #[cfg(test)]

@@ -230,10 +230,13 @@ spec:
     /// view are those of the full view.
     #[test]
     fn clusters_and_endpoints_of_the_clusters_view_equal_the_full_ones() {
-        use crate::{Context, clusters, endpoints};
+        use crate::Context;
+        use crate::emit::{clusters, endpoints};
         for_every_labelled_view(|m, keys, view| {
             let projected = keys.project_view_for_clusters(view);
-            let (full, part) = (Context::new(m, view), Context::new(m, &projected));
+            let resolved = crate::resolve(m.clone());
+            let full = Context::new(&resolved, view);
+            let part = Context::new(&resolved, &projected);
             let (mut full_d, mut part_d) = (Vec::new(), Vec::new());
             assert_eq!(
                 clusters::build(&part, &mut part_d),
@@ -249,7 +252,11 @@ spec:
             sidecar_with_labels("default", &[("version", "v1")]),
             sidecar("default"),
         );
-        let (selected, other) = (Context::new(&m, &v1), Context::new(&m, &plain));
+        let resolved = crate::resolve(m);
+        let (selected, other) = (
+            Context::new(&resolved, &v1),
+            Context::new(&resolved, &plain),
+        );
         assert_ne!(
             clusters::build(&selected, &mut Vec::new()),
             clusters::build(&other, &mut Vec::new())
@@ -285,6 +292,76 @@ spec:
                 }
             }
         }
+    }
+
+    /// Stage 2 shares parts (virtual hosts) between the views of one
+    /// resolution; what a view gets from a resolution that other views
+    /// used first is exactly what it gets from one of its own, over the
+    /// labelled and random meshes, both proxy kinds, two namespaces and
+    /// every label set, in forward and reverse order.
+    #[test]
+    fn views_emitted_from_one_shared_resolution_equal_views_emitted_alone() {
+        let meshes = std::iter::once(labelled_mesh()).chain((0..20).map(|seed| {
+            let mut m = random_mesh(seed);
+            Arc::make_mut(&mut m.config).extend(config(LABEL_RULES));
+            m
+        }));
+        for m in meshes {
+            let views: Vec<ProxyView> = LABEL_SETS
+                .iter()
+                .flat_map(|labels| {
+                    [
+                        sidecar_with_labels("default", labels),
+                        sidecar_with_labels("other", labels),
+                        gateway_proxy("default", labels),
+                    ]
+                })
+                .collect();
+            let alone: Vec<_> = views
+                .iter()
+                .map(|v| crate::emit(&crate::resolve(m.clone()), v))
+                .collect();
+            let shared = crate::resolve(m.clone());
+            for (view, expected) in views.iter().zip(&alone).rev() {
+                assert_eq!(&crate::emit(&shared, view), expected, "{view:?}");
+            }
+            for (view, expected) in views.iter().zip(&alone) {
+                assert_eq!(&crate::emit(&shared, view), expected, "{view:?}");
+            }
+        }
+    }
+
+    /// Views that differ only in labels no rule selects share every
+    /// virtual host; a view selected by a `sourceLabels` rule gets its own
+    /// virtual host for that rule's host and shares the others.
+    #[test]
+    fn virtual_hosts_are_shared_unless_a_rule_selects_the_view() {
+        let resolved = crate::resolve(labelled_mesh());
+        let vhosts = |labels: &[(&str, &str)]| {
+            let view = sidecar_with_labels("default", labels);
+            let ctx = crate::Context::new(&resolved, &view);
+            let parts = crate::emit::route_parts(&ctx, &mut Vec::new());
+            let config = parts
+                .into_iter()
+                .find(|p| p.name() == "9080")
+                .expect("9080");
+            config.virtual_hosts
+        };
+        let plain = vhosts(&[("app", "batch")]);
+        let other = vhosts(&[("app", "web"), ("pod-template-hash", "x")]);
+        let selected = vhosts(&[("app", "productpage")]);
+        assert_eq!(plain.len(), other.len());
+        for (a, b) in plain.iter().zip(&other) {
+            assert!(Arc::ptr_eq(a, b), "{} not shared", a.name);
+        }
+        let own: Vec<&str> = plain
+            .iter()
+            .zip(&selected)
+            .filter(|(a, b)| !Arc::ptr_eq(a, b))
+            .map(|(a, _)| a.name.as_str())
+            .collect();
+        // Only the host the sourceLabels rule routes differs.
+        assert_eq!(own, ["reviews.default.svc.cluster.local:9080"]);
     }
 
     /// The projection is exact: over proxies of both kinds carrying

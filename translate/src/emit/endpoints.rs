@@ -8,10 +8,10 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 };
 use pilotfish_model::{Endpoint, Health, Resolution};
 
-use crate::context::Context;
-use crate::locality;
+use crate::emit::context::Context;
+use crate::emit::policy::locality;
+use crate::emit::service_clusters;
 use crate::protobuf;
-use crate::service_clusters;
 
 /// Load assignments for every EDS cluster (services with static
 /// resolution), sorted by cluster name. Clusters without endpoints get an

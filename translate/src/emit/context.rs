@@ -5,17 +5,19 @@ use std::collections::BTreeMap;
 
 use pilotfish_model::{Endpoint, Service};
 
-use crate::claims::Claims;
-use crate::destination_rules::DestinationRuleIndex;
+use crate::emit::policy::destination_rules::DestinationRuleIndex;
+use crate::emit::sidecar::virtual_service_index::{BoundTo, VirtualServiceIndex};
 use crate::mesh::{MeshState, OutboundTrafficPolicy};
 use crate::names;
 use crate::proxy::{InterceptionMode, ProxyView};
-use crate::virtual_service_index::VirtualServiceIndex;
+use crate::resolve::Resolved;
 use crate::visibility;
 
 pub struct Context<'a> {
     pub mesh: &'a MeshState,
     pub proxy: &'a ProxyView,
+    /// The generation this view selects from.
+    pub resolved: &'a Resolved,
     /// Visible services by hostname.
     services: BTreeMap<&'a str, &'a Service>,
     /// Hostnames by their lower-case form: config names hosts case-insensitively.
@@ -25,17 +27,24 @@ pub struct Context<'a> {
 }
 
 impl<'a> Context<'a> {
-    pub fn new(mesh: &'a MeshState, proxy: &'a ProxyView) -> Self {
-        let suffix = mesh.mesh.domain_suffix.as_str();
-        // One service per hostname; should a registry merge leave two, the
-        // older wins.
-        let mut claims: Claims<&'a str, &'a Service> = Claims::default();
-        for service in mesh.services.iter() {
-            if visibility::is_exported(&service.export_to, &service.namespace, &proxy.namespace) {
-                let _ = claims.claim(service.hostname.as_str(), service);
-            }
-        }
-        let services: BTreeMap<&'a str, &'a Service> = claims.into_holders().collect();
+    pub fn new(resolved: &'a Resolved, proxy: &'a ProxyView) -> Self {
+        let mesh = resolved.mesh();
+        // Per hostname, the oldest service the view can see (the order was
+        // decided by stage 1).
+        let services: BTreeMap<&'a str, &'a Service> = resolved
+            .services
+            .by_host
+            .iter()
+            .filter_map(|(hostname, positions)| {
+                let service = positions
+                    .iter()
+                    .filter_map(|p| mesh.services.get(*p))
+                    .find(|s| {
+                        visibility::is_exported(&s.export_to, &s.namespace, &proxy.namespace)
+                    })?;
+                Some((hostname.as_str(), service))
+            })
+            .collect();
         let lowercase = services
             .keys()
             .map(|h| (h.to_ascii_lowercase(), *h))
@@ -43,12 +52,32 @@ impl<'a> Context<'a> {
         Context {
             mesh,
             proxy,
+            resolved,
             services,
             lowercase,
-            destination_rules: DestinationRuleIndex::new(&mesh.config, proxy, suffix)
-                .with_credentials(&mesh.credentials),
-            virtual_services: VirtualServiceIndex::new(&mesh.config, proxy, suffix),
+            destination_rules: DestinationRuleIndex::new(
+                &resolved.destination_rules,
+                &mesh.config,
+                proxy,
+            )
+            .with_credentials(&mesh.credentials),
+            virtual_services: VirtualServiceIndex::new(
+                &resolved.virtual_services,
+                &mesh.config,
+                &proxy.namespace,
+                BoundTo::Mesh,
+            ),
         }
+    }
+
+    /// The visible VirtualServices bound to Gateways (for gateway proxies).
+    pub fn gateway_virtual_services(&self) -> VirtualServiceIndex<'a> {
+        VirtualServiceIndex::new(
+            &self.resolved.virtual_services,
+            &self.mesh.config,
+            &self.proxy.namespace,
+            BoundTo::Gateways,
+        )
     }
 
     /// Visible services, sorted by hostname.

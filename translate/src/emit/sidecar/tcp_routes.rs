@@ -30,17 +30,18 @@ use ipnet::IpNet;
 use pilotfish_crds::RouteDestination;
 use pilotfish_model::{Protocol, Service};
 
-use crate::chain_match::MatchOn;
 use crate::claims::{Claim, Claimant, Claims};
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, Severity};
-use crate::filters;
+use crate::emit::context::Context;
+use crate::emit::envoy::chain_match::MatchOn;
+use crate::emit::envoy::filters;
+use crate::emit::sidecar::route_destinations::RuleScope;
+use crate::emit::sidecar::virtual_service_index::IndexedVirtualService;
 use crate::names;
 use crate::protobuf;
 use crate::provenance;
-use crate::route_destinations::RuleScope;
+use crate::resolve::validate;
 use crate::rule_applicability::{self, MatchConditions, RouteFor};
-use crate::virtual_service_index::IndexedVirtualService;
 
 /// Where a chain's connections go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,28 +312,6 @@ fn applies(ctx: &Context, vs: &IndexedVirtualService, port: u16, m: MatchConditi
     rule_applicability::match_applies(ctx.proxy, RouteFor::Mesh, vs.namespace(), port, m)
 }
 
-/// `destinationSubnets` as networks (host bits cleared); a bad entry is
-/// reported and makes the whole match inapplicable.
-fn subnets(vs: &str, field: &str, texts: &[String]) -> Result<Vec<IpNet>, Diagnostic> {
-    texts
-        .iter()
-        .enumerate()
-        .map(|(k, text)| {
-            let text = text.trim();
-            let parsed = text
-                .parse::<IpNet>()
-                .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
-            parsed.map(|net| net.trunc()).map_err(|_| {
-                Diagnostic::invalid(
-                    vs,
-                    format!("{field}.destinationSubnets[{k}]"),
-                    format!("{text:?} is not an IP address or CIDR range; this match is ignored"),
-                )
-            })
-        })
-        .collect()
-}
-
 fn scope<'c, 'a>(
     ctx: &'c Context<'a>,
     vs: &'c IndexedVirtualService,
@@ -474,7 +453,7 @@ fn tls_chains<'a>(
                 }
                 continue;
             }
-            let narrowed = match subnets(&name, &match_field, &m.destination_subnets) {
+            let narrowed = match validate::subnets(&name, &match_field, &m.destination_subnets) {
                 Ok(nets) => nets,
                 Err(d) => {
                     diags.push(d);
@@ -596,7 +575,7 @@ fn tcp_chains<'a>(
                 );
                 continue;
             }
-            match subnets(&name, &match_field, &m.destination_subnets) {
+            match validate::subnets(&name, &match_field, &m.destination_subnets) {
                 Ok(nets) => matches.push((match_field, nets)),
                 Err(d) => diags.push(d),
             }
@@ -721,7 +700,7 @@ fn http_coverage(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listeners::tests::{listener_filter_names, ranges};
+    use crate::emit::listeners::tests::{listener_filter_names, ranges};
     use crate::test_support::*;
     use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
     use pilotfish_model::Protocol;

@@ -16,7 +16,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
 
 use crate::mesh::{MeshConfig, ZipkinCollector};
-use crate::{names, protobuf};
+use crate::names;
+use crate::protobuf;
 
 /// The cluster spans are sent to.
 pub const ZIPKIN_CLUSTER: &str = "zipkin";

@@ -13,21 +13,21 @@ use envoy_types::pb::envoy::config::route::v3::{
     virtual_host::TlsRequirementType,
 };
 
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
-use crate::gateway_bindings;
-use crate::gateway_servers::{self, GatewayServer, PortFamily, ServerKind};
-use crate::http_routes;
+use crate::emit::context::Context;
+use crate::emit::gateway::gateway_bindings;
+use crate::emit::gateway::gateway_servers::{self, GatewayServer, PortFamily, ServerKind};
+use crate::emit::sidecar::http_routes;
+use crate::emit::sidecar::virtual_service_index::{IndexedVirtualService, VirtualServiceIndex};
 use crate::protobuf;
-use crate::route_match;
-use crate::route_policies;
+use crate::resolve::route_match;
+use crate::resolve::route_policies;
 use crate::rule_applicability::RouteFor;
-use crate::virtual_service_index::{IndexedVirtualService, VirtualServiceIndex};
 
 /// Route configurations of a gateway proxy, sorted by name.
 pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<RouteConfiguration> {
     let plan = gateway_servers::plan(ctx, diags);
-    let index = VirtualServiceIndex::for_gateways(&ctx.mesh.config, ctx.proxy, ctx.domain_suffix());
+    let index = ctx.gateway_virtual_services();
     let all_servers: Vec<&GatewayServer> = plan.iter().flat_map(|p| &p.servers).collect();
     diags.extend(gateway_bindings::unbound_diagnostics(
         ctx,
@@ -129,7 +129,6 @@ fn virtual_host(
                 RouteFor::Gateway(gateway),
                 diags,
             ));
-            diags.extend(http_routes::unsupported(vs));
             if routes.len() == before {
                 continue;
             }

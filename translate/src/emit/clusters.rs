@@ -7,16 +7,16 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use pilotfish_model::{Endpoint, Resolution};
 
-use crate::context::Context;
 use crate::diagnostics::Diagnostic;
-use crate::endpoints::{self, AddressKind};
-use crate::inbound;
+use crate::emit::context::Context;
+use crate::emit::endpoints::{self, AddressKind};
+use crate::emit::envoy::observability;
+use crate::emit::policy::traffic_policy;
+use crate::emit::service_clusters::{self, ServiceCluster};
+use crate::emit::sidecar::inbound;
 use crate::names;
-use crate::observability;
 use crate::protobuf;
 use crate::provenance;
-use crate::service_clusters::{self, ServiceCluster};
-use crate::traffic_policy;
 
 /// Every cluster the proxy may route to, sorted by name.
 pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Cluster> {

@@ -3,20 +3,20 @@
 //! without interception gets no `virtualOutbound` (nothing is redirected to
 //! it) and per-port listeners bound on loopback, `127.0.0.1_<port>`, which
 //! the application dials itself (Istio's `InterceptionNone`). Gateways:
-//! [`crate::gateway_listeners`].
+//! [`crate::emit::gateway::gateway_listeners`].
 
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch, Listener};
 
-use crate::context::Context;
 use crate::diagnostics::Diagnostic;
-use crate::filters;
-use crate::inbound;
-use crate::listener_matches::{self, AddressedService, Handling, MatchOn, PortPlan};
+use crate::emit::context::Context;
+use crate::emit::envoy::filters;
+use crate::emit::sidecar::inbound;
+use crate::emit::sidecar::listener_matches::{self, AddressedService, Handling, MatchOn, PortPlan};
+use crate::emit::sidecar::tcp_routes::L4Chain;
 use crate::names;
 use crate::protobuf;
 use crate::proxy::ProxyKind;
-use crate::tcp_routes::L4Chain;
 
 /// How long a sniffed port waits for the client's first bytes before
 /// treating the connection as TCP (server-first protocols send nothing).
@@ -25,10 +25,10 @@ const PROTOCOL_DETECTION_TIMEOUT_SECS: u64 = 1;
 /// Listeners of a sidecar (or, for gateways, of its Gateway servers), sorted by name.
 pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
     let mut out = match ctx.proxy.kind {
-        ProxyKind::Router => crate::gateway_listeners::build(ctx, diags),
+        ProxyKind::Router => crate::emit::gateway::gateway_listeners::build(ctx, diags),
         _ => sidecar_listeners(ctx, diags),
     };
-    crate::observability::instrument(&ctx.mesh.mesh, &mut out);
+    crate::emit::envoy::observability::instrument(&ctx.mesh.mesh, &mut out);
     out
 }
 

@@ -5,30 +5,71 @@ use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost, route,
     route_action::ClusterSpecifier,
 };
+use std::sync::Arc;
+
 use pilotfish_model::Service;
 
 use crate::claims::{Claim, Claims};
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
+use crate::emit::context::Context;
+use crate::emit::sidecar::http_routes;
+use crate::emit::sidecar::listener_matches::{self, Handling};
 use crate::hosts;
-use crate::http_routes;
-use crate::listener_matches::{self, Handling};
 use crate::names;
+use crate::parts::{VirtualHostKey, VirtualHostPart};
 use crate::protobuf;
 use crate::proxy::ProxyKind;
-use crate::route_match;
-use crate::route_policies;
+use crate::resolve::route_match;
+use crate::resolve::route_policies;
+
+/// A route configuration whose virtual hosts are shared by `Arc` with
+/// the other views of the generation that have the same ones.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfigParts {
+    /// Everything but the virtual hosts.
+    pub config: RouteConfiguration,
+    pub virtual_hosts: Vec<Arc<VirtualHost>>,
+}
+
+impl RouteConfigParts {
+    /// A configuration built whole (its virtual hosts owned by it alone).
+    pub fn whole(mut config: RouteConfiguration) -> Self {
+        let virtual_hosts = std::mem::take(&mut config.virtual_hosts)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        RouteConfigParts {
+            config,
+            virtual_hosts,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The configuration as Envoy gets it.
+    pub fn assemble(self) -> RouteConfiguration {
+        let mut config = self.config;
+        config.virtual_hosts = self
+            .virtual_hosts
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect();
+        config
+    }
+}
 
 /// Route configurations of a sidecar (or, for gateways, of its Gateway
 /// servers), sorted by name.
-pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<RouteConfiguration> {
+pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<RouteConfigParts> {
     if ctx.proxy.kind == ProxyKind::Router {
-        return crate::gateway_routes::build(ctx, diags);
+        return crate::emit::gateway::gateway_routes::build(ctx, diags)
+            .into_iter()
+            .map(RouteConfigParts::whole)
+            .collect();
     }
-    for vs in ctx.virtual_services.entries() {
-        diags.extend(http_routes::unsupported(vs));
-    }
-    let mut out: Vec<RouteConfiguration> = listener_matches::services_by_port(ctx)
+    let mut out: Vec<RouteConfigParts> = listener_matches::services_by_port(ctx)
         .into_iter()
         .filter_map(|(port, services)| {
             let routed: Vec<&Service> = services
@@ -38,7 +79,7 @@ pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<RouteConfigurati
             (!routed.is_empty()).then(|| route_config(ctx, port, routed, diags))
         })
         .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     out
 }
 
@@ -54,7 +95,7 @@ fn route_config(
     port: u16,
     mut services: Vec<&Service>,
     diags: &mut Vec<Diagnostic>,
-) -> RouteConfiguration {
+) -> RouteConfigParts {
     // Older services keep contested domains.
     services.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
     let mut owners: Claims<String, &Service> = Claims::default();
@@ -64,25 +105,62 @@ fn route_config(
         if domains.is_empty() {
             continue;
         }
-        virtual_hosts.push(VirtualHost {
-            name: names::virtual_host(&service.hostname, port),
-            domains,
-            routes: http_routes::service_routes(ctx, service, port, diags),
-            ..Default::default()
-        });
+        // Domains follow from the view's namespace (what it sees), which
+        // the key holds, so the shared virtual host carries them too.
+        let part = ctx
+            .resolved
+            .parts
+            .virtual_host(virtual_host_key(ctx, service, port), || {
+                let mut diagnostics = Vec::new();
+                let virtual_host = VirtualHost {
+                    name: names::virtual_host(&service.hostname, port),
+                    domains,
+                    routes: http_routes::service_routes(ctx, service, port, &mut diagnostics),
+                    ..Default::default()
+                };
+                VirtualHostPart {
+                    virtual_host: Arc::new(virtual_host),
+                    diagnostics,
+                }
+            });
+        diags.extend(part.diagnostics.iter().cloned());
+        virtual_hosts.push(part.virtual_host.clone());
     }
     virtual_hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    virtual_hosts.push(catch_all_virtual_host(ctx));
-    RouteConfiguration {
-        name: names::route_config(port),
+    let fallback = ctx.fallback_cluster();
+    virtual_hosts.push(
+        ctx.resolved
+            .parts
+            .catch_all(fallback, || catch_all_virtual_host(fallback)),
+    );
+    RouteConfigParts {
+        config: RouteConfiguration {
+            name: names::route_config(port),
+            // A route to a subset cluster that does not exist yet answers
+            // 503 instead of getting the whole configuration rejected.
+            validate_clusters: Some(protobuf::bool_value(false)),
+            max_direct_response_body_size_bytes: Some(protobuf::u32_value(
+                route_policies::MAX_DIRECT_RESPONSE_BODY_BYTES,
+            )),
+            ..Default::default()
+        },
         virtual_hosts,
-        // A route to a subset cluster that does not exist yet answers 503
-        // instead of getting the whole configuration rejected.
-        validate_clusters: Some(protobuf::bool_value(false)),
-        max_direct_response_body_size_bytes: Some(protobuf::u32_value(
-            route_policies::MAX_DIRECT_RESPONSE_BODY_BYTES,
-        )),
-        ..Default::default()
+    }
+}
+
+/// Everything of the view that a service's virtual host depends on.
+fn virtual_host_key(ctx: &Context, service: &Service, port: u16) -> VirtualHostKey {
+    let winner = ctx.virtual_services.select(&service.hostname).winner;
+    let applicable_matches = winner
+        .map(|vs| http_routes::applicable_matches(ctx, vs, port))
+        .unwrap_or_default();
+    VirtualHostKey {
+        namespace: ctx.proxy.namespace.clone(),
+        destination_rules: ctx.destination_rules.applied(),
+        hostname: service.hostname.clone(),
+        port,
+        virtual_service: winner.map(|vs| vs.position),
+        applicable_matches,
     }
 }
 
@@ -120,8 +198,8 @@ fn domain_conflict(loser: &Service, winner: &Service, port: u16, domain: &str) -
 
 /// Requests for hosts that are not services: passed through, or refused
 /// with 502 under REGISTRY_ONLY.
-fn catch_all_virtual_host(ctx: &Context) -> VirtualHost {
-    let (name, action) = if ctx.fallback_cluster() == names::PASSTHROUGH_CLUSTER {
+fn catch_all_virtual_host(fallback_cluster: &str) -> VirtualHost {
+    let (name, action) = if fallback_cluster == names::PASSTHROUGH_CLUSTER {
         let forward = RouteAction {
             cluster_specifier: Some(ClusterSpecifier::Cluster(names::PASSTHROUGH_CLUSTER.into())),
             timeout: Some(protobuf::zero_duration()),
@@ -155,7 +233,7 @@ fn catch_all_virtual_host(ctx: &Context) -> VirtualHost {
 mod tests {
     use super::*;
     use crate::mesh::OutboundTrafficPolicy;
-    use crate::route_policies::DEFAULT_RETRY_ON;
+    use crate::resolve::route_policies::DEFAULT_RETRY_ON;
     use crate::test_support::*;
     use pilotfish_model::Protocol;
 

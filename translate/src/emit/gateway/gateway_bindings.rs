@@ -7,12 +7,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
-use crate::gateway_servers::{self, GatewayServer};
+use crate::emit::context::Context;
+use crate::emit::gateway::gateway_servers::{self, GatewayServer};
+use crate::emit::sidecar::virtual_service_index::IndexedVirtualService;
 use crate::hosts;
 use crate::rule_applicability::{self, RouteFor};
-use crate::virtual_service_index::IndexedVirtualService;
 
 /// The more specific of two host patterns when one covers the other.
 pub fn intersect(a: &str, b: &str) -> Option<String> {
@@ -27,8 +27,8 @@ pub fn intersect(a: &str, b: &str) -> Option<String> {
 
 /// `(host, VirtualService)` pairs a server takes, VirtualServices in
 /// precedence order (oldest first), each host once per VirtualService.
-pub fn bound<'i, 'a>(
-    entries: &'i [IndexedVirtualService<'a>],
+pub fn bound<'i, 'a: 'i>(
+    entries: impl Iterator<Item = &'i IndexedVirtualService<'a>>,
     server: &GatewayServer,
 ) -> Vec<(String, &'i IndexedVirtualService<'a>)> {
     let target = RouteFor::Gateway(&server.gateway_key);
@@ -38,7 +38,7 @@ pub fn bound<'i, 'a>(
             continue;
         }
         let mut seen = BTreeSet::new();
-        for vs_host in &vs.hosts {
+        for vs_host in vs.hosts {
             for server_host in server.hosts.iter().filter(|h| h.admits(vs.namespace())) {
                 if let Some(host) = intersect(vs_host, &server_host.host)
                     && seen.insert(host.clone())
@@ -53,9 +53,9 @@ pub fn bound<'i, 'a>(
 
 /// Warnings for VirtualServices that name a Gateway that does not exist,
 /// or one of the Gateways of this proxy without taking any of its hosts.
-pub fn unbound_diagnostics(
+pub fn unbound_diagnostics<'i, 'a: 'i>(
     ctx: &Context,
-    entries: &[IndexedVirtualService],
+    entries: impl Iterator<Item = &'i IndexedVirtualService<'a>>,
     servers: &[&GatewayServer],
 ) -> Vec<Diagnostic> {
     let existing: BTreeSet<String> = ctx
@@ -90,7 +90,7 @@ pub fn unbound_diagnostics(
             let takes_a_host = servers
                 .iter()
                 .filter(|s| s.gateway_key == key)
-                .any(|s| !bound(std::slice::from_ref(vs), s).is_empty());
+                .any(|s| !bound(std::iter::once(vs), s).is_empty());
             if selected.contains(&key) && !takes_a_host {
                 out.push(
                     Diagnostic::new(

@@ -17,16 +17,16 @@ use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost,
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use pilotfish_model::{Endpoint, Health};
 
-use crate::context::Context;
-use crate::endpoints::{self, AddressKind};
-use crate::filters;
-use crate::filters::SNIFFED_HTTP_PROTOCOLS;
-use crate::http_routes;
-use crate::listener_matches::Handling;
+use crate::emit::context::Context;
+use crate::emit::endpoints::{self, AddressKind};
+use crate::emit::envoy::filters;
+use crate::emit::envoy::filters::SNIFFED_HTTP_PROTOCOLS;
+use crate::emit::policy::traffic_policy;
+use crate::emit::sidecar::http_routes;
+use crate::emit::sidecar::listener_matches::Handling;
 use crate::names;
 use crate::protobuf;
 use crate::proxy::{InboundPort, InterceptionMode, ProxyKind};
-use crate::traffic_policy;
 
 pub const VIRTUAL_INBOUND_LISTENER: &str = "virtualInbound";
 pub const VIRTUAL_INBOUND_PORT: u16 = 15006;

@@ -21,15 +21,15 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use pilotfish_crds::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
-use crate::context::Context;
 use crate::diagnostics::Diagnostic;
-use crate::gateway_servers::{self, CertificateSource, GatewayServer, ServerKind};
+use crate::emit::context::Context;
+use crate::emit::envoy::sds::secret_config as sds;
+pub use crate::emit::envoy::sds::{ca_secret_name, certificate_secret_name};
+use crate::emit::gateway::gateway_servers::{self, CertificateSource, GatewayServer, ServerKind};
+use crate::emit::policy::upstream_tls;
 use crate::names;
 use crate::protobuf;
 use crate::proxy::ProxyKind;
-use crate::sds::secret_config as sds;
-pub use crate::sds::{ca_secret_name, certificate_secret_name};
-use crate::upstream_tls;
 
 /// ALPN offered by terminated HTTPS servers.
 const HTTPS_ALPN: [&str; 2] = ["h2", "http/1.1"];

@@ -8,16 +8,16 @@ use envoy_types::pb::envoy::config::route::v3::{
 use pilotfish_crds::{HttpMatchRequest, HttpRoute};
 use pilotfish_model::Service;
 
-use crate::context::Context;
 use crate::diagnostics::Diagnostic;
+use crate::emit::context::Context;
+use crate::emit::sidecar::route_destinations::{self, ResolvedDestination, RuleScope};
+use crate::emit::sidecar::virtual_service_index::IndexedVirtualService;
 use crate::names;
 use crate::protobuf;
 use crate::provenance;
-use crate::route_destinations::{self, ResolvedDestination, RuleScope};
-use crate::route_match;
-use crate::route_policies::{self, HeaderMutation};
+use crate::resolve::route_match;
+use crate::resolve::route_policies::{self, HeaderMutation};
 use crate::rule_applicability::{self, MatchConditions, RouteFor};
-use crate::virtual_service_index::IndexedVirtualService;
 
 /// Routes for `service` in route configuration `port`.
 pub fn service_routes(
@@ -51,7 +51,7 @@ pub fn default_route(
     let policy = ctx.destination_rules.policy(&service.hostname, port, None);
     let hash_policy = policy
         .load_balancer
-        .map(|lb| crate::traffic_policy::hash_policies(&lb, diags))
+        .map(|lb| crate::emit::policy::traffic_policy::hash_policies(&lb, diags))
         .unwrap_or_default();
     forward_all(cluster, hash_policy)
 }
@@ -137,6 +137,25 @@ fn rule_routes(
                 stat_prefix: m.and_then(|m| m.stat_prefix.clone()).unwrap_or_default(),
                 ..template.clone()
             })
+        })
+        .collect()
+}
+
+/// Which of `vs`'s HTTP matches apply to the view on `port`, in order: all
+/// that the view's own labels and namespace change in its routes.
+pub fn applicable_matches(ctx: &Context, vs: &IndexedVirtualService, port: u16) -> Vec<bool> {
+    vs.spec
+        .http
+        .iter()
+        .flat_map(|rule| &rule.match_)
+        .map(|m| {
+            rule_applicability::match_applies(
+                ctx.proxy,
+                RouteFor::Mesh,
+                vs.namespace(),
+                port,
+                MatchConditions::from(m),
+            )
         })
         .collect()
 }
@@ -275,48 +294,6 @@ fn shared_hash_policy(
     } else {
         Vec::new()
     }
-}
-
-/// Fields of a VirtualService Pilotfish does not translate, for sidecars.
-pub fn unsupported(vs: &IndexedVirtualService) -> Vec<Diagnostic> {
-    let mut fields = Vec::new();
-    let spec = vs.spec;
-    // `tls` and `tcp` rules are translated by crate::tcp_routes.
-    for (i, rule) in spec.http.iter().enumerate() {
-        let mut flag = |present: bool, name: &str| {
-            if present {
-                fields.push(format!("spec.http[{i}].{name}"));
-            }
-        };
-        flag(rule.delegate.is_some(), "delegate");
-        let delay = rule.fault.as_ref().and_then(|f| f.delay.as_ref());
-        flag(
-            delay.is_some_and(|d| d.exponential_delay.is_some()),
-            "fault.delay.exponentialDelay",
-        );
-        let abort = rule.fault.as_ref().and_then(|f| f.abort.as_ref());
-        flag(
-            abort.is_some_and(|a| a.http2_error.is_some()),
-            "fault.abort.http2Error",
-        );
-        flag(
-            rule.redirect
-                .as_ref()
-                .is_some_and(|r| r.derive_port.is_some()),
-            "redirect.derivePort",
-        );
-        let bytes = rule
-            .direct_response
-            .as_ref()
-            .and_then(|d| d.body.as_ref())
-            .is_some_and(|b| b.bytes.is_some());
-        flag(bytes, "directResponse.body.bytes");
-    }
-    let name = vs.name();
-    fields
-        .into_iter()
-        .map(|f| Diagnostic::unsupported(name.clone(), f))
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,14 +10,14 @@ use envoy_types::pb::envoy::config::route::v3::{
 use pilotfish_crds::{Destination, HttpRoute, HttpRouteDestination};
 use pilotfish_model::Service;
 
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
+use crate::emit::context::Context;
+use crate::emit::policy::traffic_policy;
 use crate::hosts;
 use crate::names;
 use crate::protobuf;
-use crate::route_policies::HeaderMutation;
+use crate::resolve::route_policies::HeaderMutation;
 use crate::rule_applicability::RouteFor;
-use crate::traffic_policy;
 
 /// Where a VirtualService's rules are being translated.
 pub struct RuleScope<'c, 'a> {

@@ -14,25 +14,25 @@ use envoy_types::pb::envoy::config::listener::v3::{FilterChain, FilterChainMatch
 use pilotfish_crds::RouteDestination;
 
 use crate::claims::{Claim, Claims};
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
-use crate::filters;
-use crate::gateway_bindings;
-use crate::gateway_servers::{
+use crate::emit::context::Context;
+use crate::emit::envoy::filters;
+use crate::emit::gateway::gateway_bindings;
+use crate::emit::gateway::gateway_servers::{
     self, GatewayServer, PortFamily, PortServers, ServerKind, SniHolder, SniRank,
 };
-use crate::gateway_tls;
+use crate::emit::gateway::gateway_tls;
+use crate::emit::sidecar::route_destinations::RuleScope;
+use crate::emit::sidecar::tcp_routes::{self, L4Chain, Target};
+use crate::emit::sidecar::virtual_service_index::{IndexedVirtualService, VirtualServiceIndex};
 use crate::names;
 use crate::protobuf;
 use crate::provenance;
-use crate::route_destinations::RuleScope;
 use crate::rule_applicability::{self, MatchConditions, RouteFor};
-use crate::tcp_routes::{self, L4Chain, Target};
-use crate::virtual_service_index::{IndexedVirtualService, VirtualServiceIndex};
 
 /// Listeners of a gateway proxy, sorted by name.
 pub fn build(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener> {
-    let index = VirtualServiceIndex::for_gateways(&ctx.mesh.config, ctx.proxy, ctx.domain_suffix());
+    let index = ctx.gateway_virtual_services();
     let mut out: Vec<Listener> = gateway_servers::plan(ctx, diags)
         .iter()
         .map(|port| port_listener(ctx, &index, port, diags))

@@ -31,7 +31,7 @@ use pilotfish_crds::{
 use crate::diagnostics::Diagnostic;
 use crate::names;
 use crate::protobuf;
-use crate::route_match;
+use crate::resolve::route_match;
 
 /// Retry conditions of Istio's default policy.
 pub const DEFAULT_RETRY_ON: &str =

@@ -30,12 +30,12 @@ use pilotfish_crds::{
 };
 use pilotfish_model::Protocol;
 
-use crate::destination_rules::{EffectivePolicy, Sourced};
 use crate::diagnostics::Diagnostic;
-use crate::locality;
+use crate::emit::policy::destination_rules::{EffectivePolicy, Sourced};
+use crate::emit::policy::locality;
+use crate::emit::policy::upstream_tls;
 use crate::names;
 use crate::protobuf::{self, count, u32_value};
-use crate::upstream_tls;
 
 /// Envoy's default circuit breakers (1024 connections, 3 retries...) are far
 /// too low for a mesh; like Istio, lift them unless a rule sets them.

@@ -5,8 +5,8 @@
 use pilotfish_crds::Subset;
 use pilotfish_model::{Endpoint, Service, ServicePort};
 
-use crate::context::Context;
-use crate::destination_rules::Sourced;
+use crate::emit::context::Context;
+use crate::emit::policy::destination_rules::Sourced;
 use crate::names;
 use crate::visibility;
 

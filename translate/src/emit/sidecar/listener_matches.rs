@@ -4,7 +4,7 @@
 //! so every TCP chain must match on its own addresses (or, for VIP-less TLS
 //! services, its SNI) and no match may be claimed twice. Once every service
 //! holds its own destinations, VirtualService `tls`/`tcp` rules split them
-//! and may claim more ([`crate::tcp_routes`]).
+//! and may claim more ([`crate::emit::sidecar::tcp_routes`]).
 //!
 //! Without interception the application dials the sidecar's loopback
 //! listener itself, so the only destination Envoy ever sees on a port is
@@ -17,12 +17,12 @@ use std::net::IpAddr;
 
 use pilotfish_model::{Protocol, Resolution, Service};
 
-pub use crate::chain_match::MatchOn;
 use crate::claims::{Claim, Claimant, Claims};
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind, service_object};
+use crate::emit::context::Context;
+pub use crate::emit::envoy::chain_match::MatchOn;
+use crate::emit::sidecar::tcp_routes::{self, L4Chain, MatchClaims};
 use crate::names;
-use crate::tcp_routes::{self, L4Chain, MatchClaims};
 
 /// How a port's traffic is handled by the listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

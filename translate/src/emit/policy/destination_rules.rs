@@ -2,6 +2,7 @@
 //! policy that applies to one cluster (host, port, subset).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use pilotfish_crds::{
     ClientTlsMode, ClientTlsSettings, ConfigObject, ConfigSpec, ConnectionPoolSettings,
@@ -12,12 +13,13 @@ use pilotfish_crds::{
 use envoy_types::pb::google::protobuf::Duration;
 
 use crate::diagnostics::Diagnostic;
+use crate::emit::policy::locality::{self, Locality};
+use crate::emit::policy::upstream_tls::{self, CredentialLookup, FoundCredential};
 use crate::hosts;
-use crate::locality::{self, Locality};
 use crate::mesh::{CredentialKey, TlsCredential};
 use crate::protobuf;
 use crate::proxy::ProxyView;
-use crate::upstream_tls::{self, CredentialLookup, FoundCredential};
+use crate::resolve::destination_rules::ResolvedDestinationRule;
 use crate::visibility;
 
 /// A piece of config with the object and field path it came from, so that
@@ -81,7 +83,7 @@ pub struct EffectivePolicy<'a> {
     pub load_balancer: Option<Sourced<'a, LoadBalancerSettings>>,
     pub connection_pool: Option<Sourced<'a, ConnectionPoolSettings>>,
     pub outlier_detection: Option<Sourced<'a, OutlierDetection>>,
-    /// Upstream TLS origination (see [`crate::upstream_tls`]).
+    /// Upstream TLS origination (see [`crate::emit::policy::upstream_tls`]).
     pub tls: Option<Sourced<'a, ClientTlsSettings>>,
     /// The proxy's own locality, for locality-aware load balancing.
     pub proxy_locality: Option<Locality>,
@@ -104,6 +106,8 @@ impl EffectivePolicy<'_> {
 pub struct DestinationRuleIndex<'a> {
     /// Visible rules in precedence order.
     rules: Vec<(&'a ConfigObject, &'a DestinationRuleSpec)>,
+    /// Their positions in the mesh's config: what sets this index apart.
+    positions: Arc<[usize]>,
     by_host: BTreeMap<String, MergedRule<'a>>,
     /// Wildcard hosts, most specific first.
     wildcards: Vec<String>,
@@ -114,26 +118,35 @@ pub struct DestinationRuleIndex<'a> {
 }
 
 impl<'a> DestinationRuleIndex<'a> {
-    pub fn new(config: &'a [ConfigObject], proxy: &ProxyView, domain_suffix: &str) -> Self {
-        let mut rules: Vec<_> = config
-            .iter()
-            .filter_map(|object| match &object.spec {
-                ConfigSpec::DestinationRule(spec) if applies(object, spec, proxy) => {
-                    Some((object, spec))
-                }
-                _ => None,
-            })
-            .collect();
-        rules.sort_by(|a, b| a.0.precedence().cmp(&b.0.precedence()));
-
+    /// Merges the generation's rules (in precedence order, hosts resolved)
+    /// that apply to `proxy`.
+    pub(crate) fn new(
+        table: &'a [ResolvedDestinationRule],
+        config: &'a [ConfigObject],
+        proxy: &ProxyView,
+    ) -> Self {
+        let mut rules = Vec::new();
+        let mut positions = Vec::new();
         let mut by_host: BTreeMap<String, MergedRule<'a>> = BTreeMap::new();
-        for &(object, spec) in &rules {
-            let host = hosts::resolve(&spec.host, &object.meta.namespace, domain_suffix);
-            let merged = by_host.entry(host.clone()).or_insert_with(|| MergedRule {
-                host,
-                traffic_policy: None,
-                subsets: Vec::new(),
-            });
+        for resolved in table {
+            let Some(object) = config.get(resolved.config) else {
+                continue;
+            };
+            let ConfigSpec::DestinationRule(spec) = &object.spec else {
+                continue;
+            };
+            if !applies(object, spec, proxy) {
+                continue;
+            }
+            rules.push((object, spec));
+            positions.push(resolved.config);
+            let merged = by_host
+                .entry(resolved.host.clone())
+                .or_insert_with(|| MergedRule {
+                    host: resolved.host.clone(),
+                    traffic_policy: None,
+                    subsets: Vec::new(),
+                });
             merged.absorb(object, spec);
         }
         let mut wildcards: Vec<String> = by_host
@@ -148,12 +161,19 @@ impl<'a> DestinationRuleIndex<'a> {
         });
         DestinationRuleIndex {
             rules,
+            positions: positions.into(),
             by_host,
             wildcards,
             proxy_locality: proxy.locality.clone(),
             credentials: None,
             proxy_namespace: proxy.namespace.clone(),
         }
+    }
+
+    /// The config positions of the rules that apply: views with equal
+    /// positions (and namespace) get equal policies.
+    pub fn applied(&self) -> Arc<[usize]> {
+        self.positions.clone()
     }
 
     /// Resolves `credentialName`s against these credentials.
@@ -518,7 +538,8 @@ spec:
     #[test]
     fn rules_for_one_host_merge_older_first() {
         let objects = config(RULES);
-        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = crate::resolve::destination_rules::table(&objects, "cluster.local");
+        let index = DestinationRuleIndex::new(&table, &objects, &sidecar("default"));
         let rule = index.for_host("reviews.default.svc.cluster.local").unwrap();
         let names: Vec<_> = rule.subsets.iter().map(|s| s.value.name.as_str()).collect();
         assert_eq!(names, ["v1", "v3"]);
@@ -534,7 +555,8 @@ spec:
     #[test]
     fn subset_and_port_level_settings_override_top_level() {
         let objects = config(RULES);
-        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = crate::resolve::destination_rules::table(&objects, "cluster.local");
+        let index = DestinationRuleIndex::new(&table, &objects, &sidecar("default"));
         let host = "reviews.default.svc.cluster.local";
         let top = index.policy(host, 9080, None);
         assert_eq!(
@@ -566,7 +588,8 @@ metadata: {name: wide, namespace: default}
 spec: {host: "*.example.com", subsets: [{name: a}]}
 "#,
         );
-        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = crate::resolve::destination_rules::table(&objects, "cluster.local");
+        let index = DestinationRuleIndex::new(&table, &objects, &sidecar("default"));
         assert!(index.has_subset("api.example.com", "a"));
         assert!(!index.has_subset("example.com", "a"));
     }
@@ -581,9 +604,11 @@ metadata: {name: private, namespace: team}
 spec: {host: db.example.com, exportTo: ["."], subsets: [{name: a}]}
 "#,
         );
-        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = crate::resolve::destination_rules::table(&objects, "cluster.local");
+        let index = DestinationRuleIndex::new(&table, &objects, &sidecar("default"));
         assert!(!index.has_subset("db.example.com", "a"));
-        let index = DestinationRuleIndex::new(&objects, &sidecar("team"), "cluster.local");
+        let table = crate::resolve::destination_rules::table(&objects, "cluster.local");
+        let index = DestinationRuleIndex::new(&table, &objects, &sidecar("team"));
         assert!(index.has_subset("db.example.com", "a"));
     }
 
@@ -601,7 +626,8 @@ spec:
     loadBalancer: {localityLbSetting: {enabled: true, failoverPriority: [topology.istio.io/network]}}
 "#,
         );
-        let index = DestinationRuleIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = crate::resolve::destination_rules::table(&objects, "cluster.local");
+        let index = DestinationRuleIndex::new(&table, &objects, &sidecar("default"));
         let fields: Vec<_> = index
             .unsupported()
             .into_iter()

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use pilotfish_crds::{ConfigObject, ConfigSpec, GatewaySpec, Server, ServerTlsMode};
 
 use crate::claims::{Claim, Claimant, Claims};
-use crate::context::Context;
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
+use crate::emit::context::Context;
 use crate::mesh::TlsCredential;
 use crate::visibility;
 

@@ -1,22 +1,21 @@
 //! VirtualServices that apply to a sidecar, and which one routes each host.
 
-use std::collections::HashMap;
-
 use pilotfish_crds::{ConfigObject, ConfigSpec, VirtualServiceSpec};
 
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
 use crate::hosts;
-use crate::proxy::ProxyView;
 use crate::visibility;
 
-use crate::rule_applicability::{self, RouteFor};
+use crate::resolve::virtual_services::VirtualServiceTable;
 
 #[derive(Clone, Debug)]
 pub struct IndexedVirtualService<'a> {
+    /// Position in the mesh's config.
+    pub position: usize,
     pub object: &'a ConfigObject,
     pub spec: &'a VirtualServiceSpec,
     /// `spec.hosts`, resolved against the object's namespace.
-    pub hosts: Vec<String>,
+    pub hosts: &'a [String],
 }
 
 impl IndexedVirtualService<'_> {
@@ -69,112 +68,81 @@ impl Selection<'_, '_> {
     }
 }
 
+/// The VirtualServices one view sees, selected from the generation's
+/// [`VirtualServiceTable`]: precedence and host resolution were decided
+/// there once; a view only filters by binding and visibility.
 #[derive(Clone, Debug, Default)]
 pub struct VirtualServiceIndex<'a> {
-    /// Sidecar-applicable, visible VirtualServices in precedence order.
-    entries: Vec<IndexedVirtualService<'a>>,
-    /// Entries by each exact host they name, and entries with any wildcard
-    /// host: the only ones that can match a hostname. Every service of a
-    /// view asks which VirtualService routes it, and a scan of all entries
-    /// per service made that quadratic in the mesh's size.
-    by_exact_host: HashMap<String, Vec<usize>>,
-    with_wildcards: Vec<usize>,
+    table: Option<&'a VirtualServiceTable>,
+    /// The view's entries, by the table's order (`None`: not for this view).
+    entries: Vec<Option<IndexedVirtualService<'a>>>,
+}
+
+/// Whom an index is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BoundTo {
+    /// Sidecars: VirtualServices with no gateways or with `mesh`.
+    Mesh,
+    /// Gateways: VirtualServices bound to at least one Gateway (which one is
+    /// decided per gateway server).
+    Gateways,
 }
 
 impl<'a> VirtualServiceIndex<'a> {
-    /// VirtualServices for sidecars (bound to no gateway or to `mesh`).
-    pub fn new(config: &'a [ConfigObject], proxy: &ProxyView, domain_suffix: &str) -> Self {
-        Self::build(config, proxy, domain_suffix, |spec, namespace| {
-            rule_applicability::binds(&spec.gateways, namespace, RouteFor::Mesh)
-        })
-    }
-
-    /// VirtualServices bound to at least one gateway; which one is decided
-    /// per gateway server.
-    pub fn for_gateways(
+    pub(crate) fn new(
+        table: &'a VirtualServiceTable,
         config: &'a [ConfigObject],
-        proxy: &ProxyView,
-        domain_suffix: &str,
+        proxy_namespace: &str,
+        bound: BoundTo,
     ) -> Self {
-        Self::build(config, proxy, domain_suffix, |spec, namespace| {
-            spec.gateways
-                .iter()
-                .any(|g| rule_applicability::gateway_key(g, namespace).is_some())
-        })
-    }
-
-    fn build(
-        config: &'a [ConfigObject],
-        proxy: &ProxyView,
-        domain_suffix: &str,
-        bound: impl Fn(&VirtualServiceSpec, &str) -> bool,
-    ) -> Self {
-        let mut entries: Vec<_> = config
+        let entries = table
+            .entries
             .iter()
-            .filter_map(|object| match &object.spec {
-                ConfigSpec::VirtualService(spec)
-                    if bound(spec, &object.meta.namespace)
-                        && visibility::is_exported(
-                            &spec.export_to,
-                            &object.meta.namespace,
-                            &proxy.namespace,
-                        ) =>
-                {
-                    Some(IndexedVirtualService {
-                        object,
-                        spec,
-                        hosts: spec
-                            .hosts
-                            .iter()
-                            .map(|h| hosts::resolve(h, &object.meta.namespace, domain_suffix))
-                            .collect(),
-                    })
-                }
-                _ => None,
+            .map(|entry| {
+                let object = config.get(entry.config)?;
+                let ConfigSpec::VirtualService(spec) = &object.spec else {
+                    return None;
+                };
+                let bound = match bound {
+                    BoundTo::Mesh => entry.for_mesh,
+                    BoundTo::Gateways => entry.for_gateways,
+                };
+                let visible = visibility::is_exported(
+                    &spec.export_to,
+                    &object.meta.namespace,
+                    proxy_namespace,
+                );
+                (bound && visible).then_some(IndexedVirtualService {
+                    position: entry.config,
+                    object,
+                    spec,
+                    hosts: &entry.hosts,
+                })
             })
             .collect();
-        entries.sort_by(|a, b| a.object.precedence().cmp(&b.object.precedence()));
-        let mut by_exact_host: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut with_wildcards = Vec::new();
-        for (order, entry) in entries.iter().enumerate() {
-            for host in &entry.hosts {
-                if host.starts_with('*') {
-                    with_wildcards.push(order);
-                } else {
-                    by_exact_host.entry(host.clone()).or_default().push(order);
-                }
-            }
-        }
-        with_wildcards.dedup();
         VirtualServiceIndex {
+            table: Some(table),
             entries,
-            by_exact_host,
-            with_wildcards,
         }
     }
 
-    pub fn entries(&self) -> &[IndexedVirtualService<'a>] {
-        &self.entries
+    /// The view's VirtualServices in precedence order.
+    pub fn entries(&self) -> impl Iterator<Item = &IndexedVirtualService<'a>> {
+        self.entries.iter().flatten()
     }
 
     /// Most specific host match wins, then the oldest object.
     pub fn select(&self, hostname: &str) -> Selection<'_, 'a> {
         let hostname = hostname.to_ascii_lowercase();
         let hostname = hostname.as_str();
-        let mut orders: Vec<usize> = self
-            .by_exact_host
-            .get(hostname)
-            .into_iter()
-            .flatten()
-            .chain(&self.with_wildcards)
-            .copied()
-            .collect();
-        orders.sort_unstable();
-        orders.dedup();
+        let orders = self
+            .table
+            .map(|t| t.candidates(hostname))
+            .unwrap_or_default();
         let mut candidates: Vec<_> = orders
             .into_iter()
             .filter_map(|order| {
-                let vs = &self.entries[order];
+                let vs = self.entries.get(order)?.as_ref()?;
                 vs.best_match(hostname)
                     .map(|p| (hosts::specificity(p), order, vs))
             })
@@ -191,7 +159,7 @@ impl<'a> VirtualServiceIndex<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{config, sidecar};
+    use crate::test_support::config;
 
     fn vs(name: &str, created: &str, hosts: &str, gateways: &str) -> String {
         format!(
@@ -206,8 +174,7 @@ mod tests {
     fn indexed_selection_equals_a_scan_of_every_entry() {
         fn scan<'i, 'a>(index: &'i VirtualServiceIndex<'a>, hostname: &str) -> Vec<&'i str> {
             let mut candidates: Vec<_> = index
-                .entries
-                .iter()
+                .entries()
                 .enumerate()
                 .filter_map(|(order, vs)| {
                     vs.best_match(hostname)
@@ -224,13 +191,12 @@ mod tests {
         for seed in 0..60 {
             let m = crate::test_support::random_mesh(seed);
             for namespace in ["default", "other"] {
-                let index =
-                    VirtualServiceIndex::new(&m.config, &sidecar(namespace), "cluster.local");
+                let table = VirtualServiceTable::new(&m.config, "cluster.local");
+                let index = VirtualServiceIndex::new(&table, &m.config, namespace, BoundTo::Mesh);
                 let hostnames = m.services.iter().map(|s| s.hostname.clone()).chain(
                     index
-                        .entries
-                        .iter()
-                        .flat_map(|e| e.hosts.clone())
+                        .entries()
+                        .flat_map(|e| e.hosts.to_vec())
                         .map(|h| h.replace('*', "x")),
                 );
                 for hostname in hostnames {
@@ -261,7 +227,8 @@ mod tests {
         let text = vs("b", "2024-02-01T00:00:00Z", "[reviews]", "[]")
             + &vs("a", "2024-01-01T00:00:00Z", "[reviews]", "[]");
         let objects = config(&text);
-        let index = VirtualServiceIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = VirtualServiceTable::new(&objects, "cluster.local");
+        let index = VirtualServiceIndex::new(&table, &objects, "default", BoundTo::Mesh);
         let host = "reviews.default.svc.cluster.local";
         let selection = index.select(host);
         assert_eq!(selection.winner.unwrap().object.meta.name, "a");
@@ -280,7 +247,8 @@ mod tests {
             "[]",
         ) + &vs("exact", "2024-02-01T00:00:00Z", "[reviews]", "[]");
         let objects = config(&text);
-        let index = VirtualServiceIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = VirtualServiceTable::new(&objects, "cluster.local");
+        let index = VirtualServiceIndex::new(&table, &objects, "default", BoundTo::Mesh);
         let selection = index.select("reviews.default.svc.cluster.local");
         assert_eq!(selection.winner.unwrap().object.meta.name, "exact");
         assert_eq!(
@@ -305,7 +273,8 @@ mod tests {
                 "[my-gateway, mesh]",
             );
         let objects = config(&text);
-        let index = VirtualServiceIndex::new(&objects, &sidecar("default"), "cluster.local");
+        let table = VirtualServiceTable::new(&objects, "cluster.local");
+        let index = VirtualServiceIndex::new(&table, &objects, "default", BoundTo::Mesh);
         assert!(
             index
                 .select("reviews.default.svc.cluster.local")

@@ -35,9 +35,9 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher:
 use pilotfish_crds::{ClientTlsMode, ClientTlsSettings};
 
 use crate::diagnostics::{Diagnostic, DiagnosticKind};
+use crate::emit::envoy::sds;
 use crate::names;
 use crate::protobuf;
-use crate::sds;
 
 /// What a cluster gets from a `tls` section.
 #[derive(Clone, Debug, PartialEq)]

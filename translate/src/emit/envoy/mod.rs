@@ -1,0 +1,7 @@
+//! Envoy building blocks the emitters share: filters, protobuf helpers,
+//! tracing and access logs, SDS references, filter chain matches.
+
+pub(crate) mod chain_match;
+pub(crate) mod filters;
+pub(crate) mod observability;
+pub(crate) mod sds;

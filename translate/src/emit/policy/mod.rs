@@ -1,0 +1,7 @@
+//! Traffic policy: DestinationRules merged for a view, and what they (and
+//! a route's own policies) become on clusters and routes.
+
+pub(crate) mod destination_rules;
+pub(crate) mod locality;
+pub(crate) mod traffic_policy;
+pub(crate) mod upstream_tls;

@@ -81,8 +81,7 @@ fn a_cluster_with_protocol_options_and_a_tls_socket_survives_a_json_round_trip()
 #[test]
 fn the_map_of_any_and_the_socket_config_come_out_expanded() {
     let json = message_to_json(&cluster_with_protocol_options_and_tls()).expect("cluster converts");
-    let options = &json["typedExtensionProtocolOptions"]
-        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    let options = &json["typedExtensionProtocolOptions"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
     assert_eq!(
         options["@type"],
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -109,5 +108,10 @@ fn the_map_of_any_and_the_socket_config_come_out_expanded() {
 fn json_with_a_field_the_message_lacks_is_rejected() {
     let json = json!({"name": "c", "connectTimeoutt": "1s"});
     let error = json_to_message::<Cluster>(&json).expect_err("unknown field");
-    assert!(error.to_string().contains("envoy.config.cluster.v3.Cluster"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("envoy.config.cluster.v3.Cluster"),
+        "{error}"
+    );
 }

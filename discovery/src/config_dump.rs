@@ -1,20 +1,17 @@
-//! A readable dump of what Pilotfish serves a proxy. envoy-types has no
-//! protobuf JSON mapping, so each resource is shown by name, size and its
-//! decoded structure in Rust debug notation; Envoy's own `/config_dump` on
-//! the proxy remains the authoritative JSON view.
+//! A dump of what Pilotfish serves a proxy: each resource by name, size and
+//! content in Envoy's own JSON (the protobuf JSON mapping Envoy's
+//! `/config_dump` prints: `"@type"` on every `Any`, durations as "5s",
+//! enums by name), so the two dumps can be compared side by side.
 //!
 //! Secrets are shown as Envoy's own config dump shows them: certificates in
 //! full, key material (private keys, passwords, PKCS#12 bundles, session
-//! ticket keys, generic secrets) replaced by `[redacted]`.
+//! ticket keys, generic secrets) replaced by `[redacted]` before the
+//! conversion, so it never reaches the JSON.
 
-use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::{DataSource, data_source};
-use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
-use envoy_types::pb::envoy::config::listener::v3::Listener;
-use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
 use envoy_types::pb::google::protobuf::Any;
-use prost::Message;
+use prost::{Message, Name};
 use serde_json::{Value, json};
 
 use crate::snapshot::Snapshot;
@@ -37,19 +34,21 @@ pub fn config_dump(snapshot: &Snapshot) -> Value {
     json!({"mesh_version": snapshot.mesh_version, "types": types})
 }
 
-fn describe(ty: XdsType, any: &Any) -> String {
-    let bytes = any.value.as_slice();
-    let decoded = match ty {
-        XdsType::Cluster => Cluster::decode(bytes).map(|m| format!("{m:#?}")),
-        XdsType::Endpoint => ClusterLoadAssignment::decode(bytes).map(|m| format!("{m:#?}")),
-        XdsType::Listener => Listener::decode(bytes).map(|m| format!("{m:#?}")),
-        XdsType::Route => RouteConfiguration::decode(bytes).map(|m| format!("{m:#?}")),
-        XdsType::Secret => Secret::decode(bytes).map(|mut m| {
-            redact(&mut m);
-            format!("{m:#?}")
-        }),
+fn describe(ty: XdsType, any: &Any) -> Value {
+    let converted = match ty {
+        XdsType::Secret => redacted(any),
+        _ => pilotfish_xds_json::any_to_json(any).map_err(|e| e.to_string()),
     };
-    decoded.unwrap_or_else(|e| format!("<undecodable: {e}>"))
+    converted.unwrap_or_else(|error| json!({ "error": error }))
+}
+
+/// A Secret's JSON, its key material redacted before the conversion.
+fn redacted(any: &Any) -> Result<Value, String> {
+    let mut secret = Secret::decode(any.value.as_slice())
+        .map_err(|e| format!("{}: protobuf does not decode: {e}", Secret::full_name()))?;
+    redact(&mut secret);
+    // Packed again so it carries "@type" like every other resource.
+    pilotfish_xds_json::any_to_json(&envoy_types::util::pack_any(secret)).map_err(|e| e.to_string())
 }
 
 /// Replaces key material with `[redacted]` (as Envoy's own dump does) and
@@ -88,6 +87,7 @@ fn as_text(source: &mut DataSource) {
 
 #[cfg(test)]
 mod tests {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
         CertificateValidationContext, TlsCertificate,
     };
@@ -134,8 +134,44 @@ mod tests {
         let sds = &dump["types"]["sds"];
         assert_eq!(sds["resources"][0]["name"], "kubernetes://gw-cert");
         assert_eq!(sds["resources"][1]["name"], "kubernetes://gw-cert-cacert");
-        let cert = sds["resources"][0]["resource"].as_str().unwrap_or_default();
-        assert!(cert.contains("CHAIN"), "certificates are shown: {cert}");
-        assert!(text.contains("CLIENTCA"));
+        let cert = &sds["resources"][0]["resource"];
+        assert_eq!(
+            cert["@type"],
+            "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+        );
+        let tls = &cert["tlsCertificate"];
+        assert_eq!(tls["privateKey"]["inlineString"], "[redacted]", "{cert}");
+        assert_eq!(
+            tls["certificateChain"]["inlineString"], "-----BEGIN CERTIFICATE-----\nCHAIN",
+            "certificates are shown as text: {cert}"
+        );
+        let ca = &sds["resources"][1]["resource"]["validationContext"]["trustedCa"];
+        assert_eq!(ca["inlineString"], "CLIENTCA");
+    }
+
+    #[test]
+    fn resources_are_dumped_in_envoys_json() {
+        let resources = XdsResources {
+            clusters: vec![Cluster {
+                name: "outbound|9080||reviews.default.svc.cluster.local".into(),
+                connect_timeout: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: 5,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let dump = config_dump(&Snapshot::build(1, resources, None));
+        let cds = &dump["types"]["cds"]["resources"][0];
+        assert_eq!(
+            cds["name"],
+            "outbound|9080||reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            cds["resource"]["@type"],
+            "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+        );
+        assert_eq!(cds["resource"]["connectTimeout"], "5s", "{cds}");
     }
 }

@@ -14,6 +14,7 @@ use pilotfish_discovery::cache::SnapshotCache;
 use pilotfish_discovery::mesh_store::MeshGeneration;
 use pilotfish_discovery::metrics::Metrics;
 use pilotfish_discovery::snapshot::Snapshot;
+use pilotfish_discovery::xds_types::XdsType;
 use pilotfish_registries::{
     Endpoint, Health, Protocol, RegistryKind, Resolution, Service, ServicePort,
 };
@@ -150,7 +151,7 @@ fn encoded_bytes(snapshot: &Snapshot) -> usize {
     ]
     .iter()
     .flat_map(|t| t.resources.values())
-    .map(|a| a.value.len())
+    .map(|a| a.value_len())
     .sum()
 }
 
@@ -208,22 +209,14 @@ fn generation(state: &MeshState, proxies: &[ProxyView]) -> (Duration, usize, usi
         .map(|proxy| cache.snapshot(&generation, proxy))
         .collect();
     let elapsed = started.elapsed();
-    // Bytes held once however many snapshots share them.
-    let mut seen = std::collections::HashSet::new();
+    // Bytes held once however many snapshots share them: resources'
+    // encodings and their response entries, each shared piece once.
+    let (mut sets, mut pieces) = (std::collections::HashSet::new(), Default::default());
     let retained = snapshots
         .iter()
-        .flat_map(|s| {
-            [
-                &s.clusters,
-                &s.endpoints,
-                &s.listeners,
-                &s.routes,
-                &s.secrets,
-            ]
-        })
-        .flat_map(|set| set.resources.values())
-        .filter(|any| seen.insert(std::sync::Arc::as_ptr(any)))
-        .map(|any| any.value.len())
+        .flat_map(|s| XdsType::ALL.map(|ty| s.of_shared(ty).clone()))
+        .filter(|set| sets.insert(std::sync::Arc::as_ptr(set)))
+        .map(|set| set.held_bytes(&mut pieces))
         .sum();
     (elapsed, cache.views(), retained)
 }
@@ -244,7 +237,7 @@ fn per_type_table() {
     let clusters_time = time(10, || emit::clusters(&ctx, &mut Vec::new()));
     let endpoints_time = time(10, || emit::endpoints(&ctx));
     let listeners_time = time(10, || emit::listeners(&ctx, &mut Vec::new()));
-    let routes_time = time(10, || emit::routes(&ctx, &mut Vec::new()));
+    let routes_time = time(10, || emit::route_parts(&ctx, &mut Vec::new()));
     let built = (emit::clusters(&ctx, &mut Vec::new()), emit::endpoints(&ctx));
     let encode_shared = time(10, || {
         (
@@ -255,10 +248,10 @@ fn per_type_table() {
     let encode_own = time(10, || {
         let own = ViewResources {
             listeners: emit::listeners(&ctx, &mut Vec::new()),
-            routes: emit::routes(&ctx, &mut Vec::new()),
+            routes: emit::route_parts(&ctx, &mut Vec::new()),
             secrets: emit::secrets(&ctx, &mut Vec::new()),
         };
-        Snapshot::assemble(1, Default::default(), own, None)
+        Snapshot::assemble(1, Default::default(), own, None, &Default::default())
     });
     println!();
     println!(

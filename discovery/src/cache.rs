@@ -17,6 +17,7 @@ use pilotfish_translate::{Context, Diagnostic, DiagnosticKind, ProxyView, diagno
 use crate::cluster_parts::ClusterParts;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
+use crate::route_blocks::RouteBlocks;
 use crate::snapshot::{SharedSets, Snapshot, ViewResources};
 
 /// Views kept when no limit is given.
@@ -65,6 +66,8 @@ pub struct SnapshotCache {
     shared: SharedSets,
     /// Clusters and endpoints, built once per clusters key and generation.
     parts: ClusterParts,
+    /// Virtual hosts encoded once per generation for every view's routes.
+    routes: RouteBlocks,
     /// Builds running at once: one per core. More would only interleave
     /// them, each holding its whole translation in memory meanwhile.
     builders: tokio::sync::Semaphore,
@@ -84,6 +87,7 @@ impl SnapshotCache {
             entries: DashMap::new(),
             shared: SharedSets::default(),
             parts: ClusterParts::default(),
+            routes: RouteBlocks::default(),
             builders: tokio::sync::Semaphore::new(cores),
             metrics,
             max_views: max_views.max(1),
@@ -193,7 +197,7 @@ impl SnapshotCache {
         diagnostics.extend(resolved.diagnostics().iter().cloned());
         let own = ViewResources {
             listeners: emit::listeners(&ctx, &mut diagnostics),
-            routes: emit::routes(&ctx, &mut diagnostics),
+            routes: emit::route_parts(&ctx, &mut diagnostics),
             secrets: emit::secrets(&ctx, &mut diagnostics),
         };
         diagnostics::normalize(&mut diagnostics);
@@ -203,6 +207,7 @@ impl SnapshotCache {
             (part.clusters.clone(), part.endpoints.clone()),
             own,
             reuse,
+            &self.routes,
         );
         Built {
             snapshot: Arc::new(self.shared.share(snapshot)),

@@ -24,7 +24,7 @@ pub fn config_dump(snapshot: &Snapshot) -> Value {
         let selected = of_type.select(None);
         let resources: Vec<Value> = selected
             .iter()
-            .map(|(name, any)| json!({"name": name, "bytes": any.value.len(), "resource": describe(ty, any)}))
+            .map(|(name, any)| json!({"name": name, "bytes": any.value_len(), "resource": describe(ty, &any.to_any())}))
             .collect();
         types.insert(
             ty.short().to_string(),

@@ -21,6 +21,8 @@ pub mod proxy_view;
 pub mod push;
 pub mod quarantine;
 pub mod readiness;
+pub mod resource;
+pub mod route_blocks;
 pub mod security;
 pub mod serve;
 pub mod snapshot;

@@ -1,7 +1,7 @@
 //! A snapshot: every resource of one proxy view, encoded once to `Any` and
 //! shared (via `Arc`) by every stream that serves that view.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -10,19 +10,20 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
-use envoy_types::pb::google::protobuf::Any;
-use envoy_types::util::pack_any;
 use pilotfish_translate::XdsResources;
+use pilotfish_translate::emit::RouteConfigParts;
 use pilotfish_translate::names::outbound_cluster_host;
 use sha2::{Digest, Sha256};
 
 use crate::ads::encoded::{EntryBuffer, delta_entry, write_delta_entry, write_sotw_entry};
+use crate::resource::Resource;
+use crate::route_blocks::RouteBlocks;
 use crate::xds_types::XdsType;
 
 /// Resources of one type, by name.
 #[derive(Debug, Default)]
 pub struct TypeResources {
-    pub resources: BTreeMap<String, Arc<Any>>,
+    pub resources: BTreeMap<String, Arc<Resource>>,
     /// Per-resource versions for incremental xDS, computed once per encoding
     /// rather than per stream and push.
     versions: BTreeMap<String, String>,
@@ -115,12 +116,10 @@ impl TypeResources {
                 let name = name(&item);
                 let old = previous.and_then(|p| p.resources.get(&name));
                 let any = match old {
-                    Some(old)
-                        if T::decode(old.value.as_slice()).is_ok_and(|decoded| decoded == item) =>
-                    {
+                    Some(old) if T::decode(old.value().as_ref()).is_ok_and(|d| d == item) => {
                         old.clone()
                     }
-                    _ => Arc::new(pack_any(item)),
+                    _ => Arc::new(Resource::encode(&item)),
                 };
                 (name, any)
             })
@@ -128,10 +127,10 @@ impl TypeResources {
         Self::new(resources)
     }
 
-    pub fn new(resources: BTreeMap<String, Arc<Any>>) -> Self {
+    pub fn new(resources: BTreeMap<String, Arc<Resource>>) -> Self {
         let versions: BTreeMap<String, String> = resources
             .iter()
-            .map(|(name, any)| (name.clone(), resource_version(any)))
+            .map(|(name, resource)| (name.clone(), resource.version()))
             .collect();
         let full_version =
             selection_version(versions.iter().map(|(n, v)| (n.as_str(), v.as_str())));
@@ -224,12 +223,26 @@ impl TypeResources {
     }
 
     /// The encoded delta entries (with versions) of `updated`, in order.
-    pub fn delta_parts(&self, updated: &[(String, String, Arc<Any>)]) -> Vec<Bytes> {
+    pub fn delta_parts(&self, updated: &[(String, String, Arc<Resource>)]) -> Vec<Bytes> {
         self.delta_entries.parts(
             updated,
             |(name, _, _)| name.as_str(),
             |(name, version, any)| Some(delta_entry(name, version, any)),
         )
+    }
+
+    /// Bytes this set holds: its resources' pieces and its response
+    /// entries, pieces whose address is already in `seen` left out (and
+    /// the others added to it), so sets sharing pieces count them once.
+    pub fn held_bytes(&self, seen: &mut HashSet<usize>) -> usize {
+        let pieces: usize = self
+            .resources
+            .values()
+            .flat_map(|r| r.pieces())
+            .filter(|p| seen.insert(p.as_ptr() as usize))
+            .map(|p| p.len())
+            .sum();
+        pieces + self.sotw_entries.own_len() + self.delta_entries.own_len()
     }
 
     /// The version of one resource (incremental xDS), if it exists.
@@ -253,7 +266,7 @@ impl TypeResources {
 
     /// The resources a subscription selects: all of them for a wildcard
     /// subscription, otherwise the named ones that exist.
-    pub fn select(&self, names: Option<&BTreeSet<String>>) -> Vec<(&String, &Arc<Any>)> {
+    pub fn select(&self, names: Option<&BTreeSet<String>>) -> Vec<(&String, &Arc<Resource>)> {
         match names {
             None => self.resources.iter().collect(),
             Some(names) => names
@@ -272,13 +285,6 @@ fn selection_version<'a>(items: impl Iterator<Item = (&'a str, &'a str)>) -> Str
         hasher.update(version.as_bytes());
     }
     hex::encode(&hasher.finalize()[..8])
-}
-
-/// Version of one resource: a short hash of its encoding. Encodings of equal
-/// resources are reused across generations, so an unchanged resource keeps
-/// its version and is not resent over incremental xDS.
-pub fn resource_version(any: &Any) -> String {
-    hex::encode(&Sha256::digest(&any.value)[..8])
 }
 
 /// Types are behind `Arc` so an endpoints-only rebuild shares the unchanged
@@ -304,39 +310,65 @@ impl Snapshot {
     ) -> Snapshot {
         let clusters = encode_clusters(resources.clusters, previous.map(|p| &*p.clusters));
         let endpoints = encode_endpoints(resources.endpoints, previous.map(|p| &*p.endpoints));
-        Snapshot::assemble(
+        // Encoded as a view's are (so versions agree), equal ones reused:
+        // a whole configuration's hosts are not shared with an earlier
+        // generation's, so equality is checked by decoding.
+        let parts = resources.routes.into_iter().map(RouteConfigParts::whole);
+        let routes = route_resources(
+            RouteBlocks::default().encode(mesh_version, parts.collect()),
+            previous,
+            |old, fresh| {
+                let decode = |r: &Resource| {
+                    <RouteConfiguration as prost::Message>::decode(r.value().as_ref()).ok()
+                };
+                decode(old).is_some_and(|old| Some(old) == decode(fresh))
+            },
+        );
+        Snapshot::with_own(
             mesh_version,
             (Arc::new(clusters), Arc::new(endpoints)),
-            ViewResources {
-                listeners: resources.listeners,
-                routes: resources.routes,
-                secrets: resources.secrets,
-            },
+            (resources.listeners, routes, resources.secrets),
             previous,
         )
     }
 
     /// A snapshot of clusters and endpoints already encoded (shared with
-    /// other views) and a view's own resources, encoded here; equal
-    /// resources keep `previous`'s encoding.
+    /// other views) and a view's own resources, encoded here: route
+    /// configurations from `blocks` (virtual hosts shared with other
+    /// views), the rest whole; equal resources keep `previous`'s encoding.
     pub fn assemble(
         mesh_version: u64,
-        (clusters, endpoints): (Arc<TypeResources>, Arc<TypeResources>),
+        shared: (Arc<TypeResources>, Arc<TypeResources>),
         own: ViewResources,
         previous: Option<&Snapshot>,
+        blocks: &RouteBlocks,
     ) -> Snapshot {
-        let routes =
-            TypeResources::encode(own.routes, |r| r.name.clone(), previous.map(|p| &*p.routes));
-        let secrets = TypeResources::encode(
-            own.secrets,
-            |s| s.name.clone(),
-            previous.map(|p| &*p.secrets),
+        let routes = route_resources(
+            blocks.encode(mesh_version, own.routes),
+            previous,
+            Resource::same_encoding,
         );
+        Snapshot::with_own(
+            mesh_version,
+            shared,
+            (own.listeners, routes, own.secrets),
+            previous,
+        )
+    }
+
+    fn with_own(
+        mesh_version: u64,
+        (clusters, endpoints): (Arc<TypeResources>, Arc<TypeResources>),
+        (listeners, routes, secrets): (Vec<Listener>, TypeResources, Vec<Secret>),
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        let secrets =
+            TypeResources::encode(secrets, |s| s.name.clone(), previous.map(|p| &*p.secrets));
         Snapshot {
             mesh_version,
             clusters,
             endpoints,
-            listeners: Arc::new(listener_resources(own.listeners, previous)),
+            listeners: Arc::new(listener_resources(listeners, previous)),
             routes: Arc::new(routes),
             secrets: Arc::new(secrets),
         }
@@ -392,11 +424,30 @@ impl Snapshot {
     }
 }
 
+/// Encoded route configurations as a set, each equal to one of `previous`
+/// (by `equal`) replaced by it.
+fn route_resources(
+    encoded: Vec<(String, Resource)>,
+    previous: Option<&Snapshot>,
+    equal: impl Fn(&Resource, &Resource) -> bool,
+) -> TypeResources {
+    let routes = encoded.into_iter().map(|(name, fresh)| {
+        let old = previous.and_then(|p| p.routes.resources.get(&name));
+        let resource = match old {
+            Some(old) if equal(old, &fresh) => old.clone(),
+            _ => Arc::new(fresh),
+        };
+        (name, resource)
+    });
+    TypeResources::new(routes.collect())
+}
+
 /// What a view builds for itself: everything but clusters and endpoints.
 #[derive(Debug, Default)]
 pub struct ViewResources {
     pub listeners: Vec<Listener>,
-    pub routes: Vec<RouteConfiguration>,
+    /// Route configurations with their virtual hosts shared by `Arc`.
+    pub routes: Vec<RouteConfigParts>,
     pub secrets: Vec<Secret>,
 }
 
@@ -422,7 +473,7 @@ pub fn patch_endpoints(
 ) -> TypeResources {
     let replaced = |name: &str| outbound_cluster_host(name).is_some_and(|h| hosts.contains(h));
     let fresh = encode_endpoints(fresh, Some(previous));
-    let mut all: BTreeMap<String, Arc<Any>> = previous
+    let mut all: BTreeMap<String, Arc<Resource>> = previous
         .resources
         .iter()
         .filter(|(name, _)| !replaced(name))
@@ -495,11 +546,11 @@ pub(crate) fn test_set(entries: &[(&str, &[u8])]) -> Arc<TypeResources> {
         entries
             .iter()
             .map(|(name, value)| {
-                let any = Any {
+                let any = envoy_types::pb::google::protobuf::Any {
                     type_url: "t".into(),
                     value: value.to_vec(),
                 };
-                (name.to_string(), Arc::new(any))
+                (name.to_string(), Arc::new(Resource::from_any(any)))
             })
             .collect(),
     ))
@@ -513,6 +564,7 @@ mod tests {
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
         Secret, TlsCertificate, secret,
     };
+    use envoy_types::pb::google::protobuf::Any;
 
     /// A route config with a multi-entry map, whose encoding order varies.
     fn routes() -> XdsResources {
@@ -611,7 +663,7 @@ mod tests {
     fn secrets_are_keyed_by_name_reused_when_equal_and_kept_by_endpoint_rebuilds() {
         let first = Snapshot::build(1, secrets(b"CERT"), None);
         let any = &first.secrets.resources["kubernetes://gw-cert"];
-        assert_eq!(any.type_url, XdsType::Secret.type_url());
+        assert_eq!(any.type_url(), XdsType::Secret.type_url());
 
         let second = Snapshot::build(2, secrets(b"CERT"), Some(&first));
         assert!(Arc::ptr_eq(

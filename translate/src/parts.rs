@@ -11,20 +11,63 @@ use std::sync::{Arc, Mutex};
 use envoy_types::pb::envoy::config::route::v3::VirtualHost;
 
 use crate::diagnostics::Diagnostic;
+use crate::emit::RouteConfigParts;
 
 /// What a sidecar's virtual host for one service on one port depends on.
+/// Addresses stand for values the generation holds for its whole life.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct VirtualHostKey {
-    pub namespace: String,
+    /// The domains claimed on the port (the address of the generation's
+    /// `ClaimedDomains`): they follow from the view's namespace, the port
+    /// and the other services on it.
+    pub claimed_domains: usize,
     /// The config positions of the DestinationRules that apply to the view.
     pub destination_rules: Arc<[usize]>,
-    pub hostname: String,
-    pub port: u16,
+    /// The service (its address in the generation's mesh state).
+    pub service: usize,
     /// The config position of the VirtualService that routes the host.
     pub virtual_service: Option<usize>,
     /// Which of its HTTP matches apply to the view (sourceLabels,
     /// sourceNamespace, port), in order.
     pub applicable_matches: Vec<bool>,
+}
+
+/// What a sidecar's route configuration for one port depends on: the
+/// services routed on the port (by address in the generation's state, in
+/// precedence order) and, per service, what its virtual host depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RouteConfigKey {
+    pub namespace: String,
+    pub port: u16,
+    pub fallback_cluster: &'static str,
+    pub destination_rules: Arc<[usize]>,
+    /// Per service: its address, its VirtualService's position and which
+    /// of the VirtualService's matches apply.
+    pub services: Vec<(usize, Option<usize>, Vec<bool>)>,
+}
+
+/// What the domains of a port's virtual hosts depend on: the view's
+/// namespace and the services routed on the port, in precedence order.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct DomainsKey {
+    pub namespace: String,
+    pub port: u16,
+    pub services: Vec<usize>,
+}
+
+/// Each service's domains (in the key's order; empty when older services
+/// hold them all) and the conflicts found.
+#[derive(Debug)]
+pub(crate) struct ClaimedDomains {
+    pub domains: Vec<Vec<String>>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// A route configuration and what building it reported.
+#[derive(Debug)]
+pub(crate) struct RouteConfigPart {
+    pub route_config: RouteConfigParts,
+    pub diagnostics: Vec<Diagnostic>,
 }
 
 /// A virtual host and what building it reported.
@@ -37,27 +80,40 @@ pub(crate) struct VirtualHostPart {
 #[derive(Debug, Default)]
 pub(crate) struct SharedParts {
     virtual_hosts: Mutex<HashMap<VirtualHostKey, Arc<VirtualHostPart>>>,
+    route_configs: Mutex<HashMap<RouteConfigKey, Arc<RouteConfigPart>>>,
+    domains: Mutex<HashMap<DomainsKey, Arc<ClaimedDomains>>>,
     /// The catch-all virtual host, by the cluster unknown hosts go to.
     catch_alls: Mutex<HashMap<&'static str, Arc<VirtualHost>>>,
 }
 
 impl SharedParts {
-    /// The part of `key`, built by `build` unless a view built it already.
-    /// Building runs outside the lock; two views racing on one key build
-    /// equal parts and the first one stored is kept.
+    /// The virtual host of `key`, built by `build` unless a view built it
+    /// already.
     pub fn virtual_host(
         &self,
         key: VirtualHostKey,
         build: impl FnOnce() -> VirtualHostPart,
     ) -> Arc<VirtualHostPart> {
-        if let Some(found) = lock(&self.virtual_hosts).get(&key) {
-            return found.clone();
-        }
-        let built = Arc::new(build());
-        lock(&self.virtual_hosts)
-            .entry(key)
-            .or_insert(built)
-            .clone()
+        shared(&self.virtual_hosts, key, build)
+    }
+
+    /// The domains of `key`, claimed by `claim` unless a view did already.
+    pub fn domains(
+        &self,
+        key: DomainsKey,
+        claim: impl FnOnce() -> ClaimedDomains,
+    ) -> Arc<ClaimedDomains> {
+        shared(&self.domains, key, claim)
+    }
+
+    /// The route configuration of `key`, built by `build` unless a view
+    /// built it already.
+    pub fn route_config(
+        &self,
+        key: RouteConfigKey,
+        build: impl FnOnce() -> RouteConfigPart,
+    ) -> Arc<RouteConfigPart> {
+        shared(&self.route_configs, key, build)
     }
 
     /// The catch-all virtual host for `fallback_cluster`.
@@ -71,6 +127,21 @@ impl SharedParts {
             .or_insert_with(|| Arc::new(build()))
             .clone()
     }
+}
+
+/// The value of `key` in `map`, built by `build` unless present. Building
+/// runs outside the lock; two views racing on one key build equal values
+/// and the first one stored is kept.
+fn shared<K: Eq + std::hash::Hash, V>(
+    map: &Mutex<HashMap<K, Arc<V>>>,
+    key: K,
+    build: impl FnOnce() -> V,
+) -> Arc<V> {
+    if let Some(found) = lock(map).get(&key) {
+        return found.clone();
+    }
+    let built = Arc::new(build());
+    lock(map).entry(key).or_insert(built).clone()
 }
 
 /// A panic elsewhere leaves a usable map (parts are complete values), so

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use crate::resource::Resource;
 use bytes::Bytes;
-use envoy_types::pb::google::protobuf::Any;
 
 use super::interned::{NameSet, NameSets};
 use crate::snapshot::{Selection, TypeResources};
@@ -29,7 +29,7 @@ pub struct Delta {
 #[derive(Debug)]
 pub enum Updated {
     /// Name, version, resource, one by one.
-    Listed(Vec<(String, String, Arc<Any>)>),
+    Listed(Vec<(String, String, Arc<Resource>)>),
     /// Everything a subscription selects (a proxy that holds nothing yet):
     /// shared by every stream with the same subscription.
     Selection(Arc<Selection>),

@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use crate::resource::Resource;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
 use prost::encoding::{DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
@@ -73,26 +73,34 @@ impl EncodedResponse {
 
 /// Writes a resource's entry in a state-of-the-world response (field
 /// `resources`).
-pub fn write_sotw_entry(any: &Any, buf: &mut impl BufMut) {
-    prost::encoding::message::encode(SOTW_RESOURCES, any, buf);
+pub fn write_sotw_entry(resource: &Resource, out: &mut EntryWriter) {
+    use prost::encoding::{encode_key, encode_varint};
+    encode_key(SOTW_RESOURCES, WireType::LengthDelimited, out.own());
+    encode_varint(resource.any_len() as u64, out.own());
+    resource.write_any(out);
 }
 
 /// Writes a resource's entry in a delta response: a `Resource` with its
-/// name and version (field `resources`), without copying the `Any`.
-pub fn write_delta_entry(name: &str, version: &str, any: &Any, buf: &mut impl BufMut) {
-    use prost::encoding::{encode_key, encode_varint, message};
+/// name and version (field `resources`), without copying shared pieces.
+pub fn write_delta_entry(name: &str, version: &str, resource: &Resource, out: &mut EntryWriter) {
+    use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len};
+    let any_len = resource.any_len();
     let len = text_field_len(RESOURCE_VERSION, version)
-        + message::encoded_len(RESOURCE_RESOURCE, any)
+        + key_len(RESOURCE_RESOURCE)
+        + encoded_len_varint(any_len as u64)
+        + any_len
         + text_field_len(RESOURCE_NAME, name);
-    encode_key(DELTA_RESOURCES, WireType::LengthDelimited, buf);
-    encode_varint(len as u64, buf);
-    write_text_field(RESOURCE_VERSION, version, buf);
-    message::encode(RESOURCE_RESOURCE, any, buf);
-    write_text_field(RESOURCE_NAME, name, buf);
+    encode_key(DELTA_RESOURCES, WireType::LengthDelimited, out.own());
+    encode_varint(len as u64, out.own());
+    write_text_field(RESOURCE_VERSION, version, out.own());
+    encode_key(RESOURCE_RESOURCE, WireType::LengthDelimited, out.own());
+    encode_varint(any_len as u64, out.own());
+    resource.write_any(out);
+    write_text_field(RESOURCE_NAME, name, out.own());
 }
 
 /// A string field as prost writes it (omitted when empty, as proto3 does).
-fn write_text_field(tag: u32, value: &str, buf: &mut impl BufMut) {
+pub fn write_text_field(tag: u32, value: &str, buf: &mut impl BufMut) {
     if !value.is_empty() {
         prost::encoding::encode_key(tag, WireType::LengthDelimited, buf);
         prost::encoding::encode_varint(value.len() as u64, buf);
@@ -100,7 +108,7 @@ fn write_text_field(tag: u32, value: &str, buf: &mut impl BufMut) {
     }
 }
 
-fn text_field_len(tag: u32, value: &str) -> usize {
+pub fn text_field_len(tag: u32, value: &str) -> usize {
     if value.is_empty() {
         0
     } else {
@@ -119,55 +127,108 @@ const RESOURCE_NAME: u32 = 3;
 
 /// A resource's entry in a state-of-the-world response, alone.
 #[cfg(test)]
-pub fn sotw_entry(any: &Any) -> Bytes {
-    let mut buf = BytesMut::new();
-    write_sotw_entry(any, &mut buf);
-    buf.freeze()
+pub fn sotw_entry(resource: &Resource) -> Bytes {
+    let mut out = EntryWriter::default();
+    write_sotw_entry(resource, &mut out);
+    Bytes::from(out.into_parts().concat())
 }
 
-/// A resource's entry in a delta response, alone.
-pub fn delta_entry(name: &str, version: &str, any: &Any) -> Bytes {
-    let mut buf = BytesMut::new();
-    write_delta_entry(name, version, any, &mut buf);
-    buf.freeze()
+/// A resource's entry in a delta response, alone (copied into one buffer:
+/// for the rare resource a set's buffer lacks).
+pub fn delta_entry(name: &str, version: &str, resource: &Resource) -> Bytes {
+    let mut out = EntryWriter::default();
+    write_delta_entry(name, version, resource, &mut out);
+    Bytes::from(out.into_parts().concat())
+}
+
+/// A piece of an encoded entry: bytes of the entry buffer itself, or a
+/// piece shared with other resources (referenced, not copied).
+#[derive(Clone, Debug)]
+enum Segment {
+    Own(Range<usize>),
+    Shared(Bytes),
+}
+
+/// Writes entries into one buffer, recording for each the runs of its own
+/// bytes and the shared pieces between them.
+#[derive(Debug, Default)]
+pub struct EntryWriter {
+    buffer: BytesMut,
+    segments: Vec<Segment>,
+    run_start: usize,
+}
+
+impl EntryWriter {
+    /// Where the entry's own bytes go.
+    pub fn own(&mut self) -> &mut BytesMut {
+        &mut self.buffer
+    }
+
+    /// Appends a shared piece by reference.
+    pub fn share(&mut self, piece: Bytes) {
+        self.close_run();
+        self.segments.push(Segment::Shared(piece));
+    }
+
+    fn close_run(&mut self) {
+        if self.buffer.len() > self.run_start {
+            self.segments
+                .push(Segment::Own(self.run_start..self.buffer.len()));
+        }
+        self.run_start = self.buffer.len();
+    }
+
+    /// The segments of the entry written since the last call.
+    fn end_entry(&mut self) -> Vec<Segment> {
+        self.close_run();
+        std::mem::take(&mut self.segments)
+    }
+
+    /// Everything written, as parts in order.
+    pub(crate) fn into_parts(mut self) -> Vec<Bytes> {
+        let segments = self.end_entry();
+        let buffer = self.buffer.freeze();
+        segments
+            .into_iter()
+            .map(|segment| match segment {
+                Segment::Own(range) => buffer.slice(range),
+                Segment::Shared(piece) => piece,
+            })
+            .collect()
+    }
 }
 
 /// The response entries of one resource set, encoded into one buffer in
-/// name order. A response selecting neighbouring entries sends one slice
-/// of it (a full set is a single slice), so what a stream queues and what
-/// HTTP/2 holds until the socket takes it are reference counts into this
-/// buffer, however many streams send it.
+/// name order (pieces shared with other sets referenced, not copied). A
+/// response selecting neighbouring entries sends one slice of it (a full
+/// set of single-piece resources is a single slice), so what a stream
+/// queues and what HTTP/2 holds until the socket takes it are reference
+/// counts, however many streams send it.
 #[derive(Debug, Default)]
 pub struct EntryBuffer {
     buffer: Bytes,
-    ranges: BTreeMap<String, Range<usize>>,
+    entries: BTreeMap<String, Vec<Segment>>,
 }
 
 impl EntryBuffer {
     /// Encodes one entry per name, in the iterator's order.
     pub fn build<'a, T: 'a>(
         items: impl IntoIterator<Item = (&'a String, T)>,
-        write: impl Fn(&str, T, &mut BytesMut),
+        write: impl Fn(&str, T, &mut EntryWriter),
     ) -> Self {
-        let mut buffer = BytesMut::new();
-        let mut ranges = BTreeMap::new();
+        let mut out = EntryWriter::default();
+        let mut entries = BTreeMap::new();
         for (name, item) in items {
-            let start = buffer.len();
-            write(name, item, &mut buffer);
-            ranges.insert(name.clone(), start..buffer.len());
+            write(name, item, &mut out);
+            entries.insert(name.clone(), out.end_entry());
         }
         EntryBuffer {
-            buffer: buffer.freeze(),
-            ranges,
+            buffer: out.buffer.freeze(),
+            entries,
         }
     }
 
-    /// One entry, alone.
-    pub fn get(&self, name: &str) -> Option<Bytes> {
-        self.ranges.get(name).map(|r| self.buffer.slice(r.clone()))
-    }
-
-    /// The entries of `items` as few slices as their order allows; an item
+    /// The entries of `items` as few parts as their order allows; an item
     /// this buffer lacks is encoded on its own by `missing` (or left out).
     pub fn parts<T>(
         &self,
@@ -177,32 +238,41 @@ impl EntryBuffer {
     ) -> Vec<Bytes> {
         let mut parts = Vec::new();
         let mut run: Option<Range<usize>> = None;
+        let flush = |run: &mut Option<Range<usize>>, parts: &mut Vec<Bytes>| {
+            if let Some(done) = run.take() {
+                parts.push(self.buffer.slice(done));
+            }
+        };
         for item in items {
-            match self.ranges.get(name(&item)) {
-                Some(range) => match &mut run {
-                    Some(current) if current.end == range.start => current.end = range.end,
-                    _ => {
-                        if let Some(done) = run.replace(range.clone()) {
-                            parts.push(self.buffer.slice(done));
+            let Some(segments) = self.entries.get(name(&item)) else {
+                if let Some(own) = missing(&item) {
+                    flush(&mut run, &mut parts);
+                    parts.push(own);
+                }
+                continue;
+            };
+            for segment in segments {
+                match segment {
+                    Segment::Own(range) => match &mut run {
+                        Some(current) if current.end == range.start => current.end = range.end,
+                        _ => {
+                            flush(&mut run, &mut parts);
+                            run = Some(range.clone());
                         }
-                    }
-                },
-                None => {
-                    if let Some(own) = missing(&item) {
-                        if let Some(done) = run.take() {
-                            parts.push(self.buffer.slice(done));
-                        }
-                        parts.push(own);
+                    },
+                    Segment::Shared(piece) => {
+                        flush(&mut run, &mut parts);
+                        parts.push(piece.clone());
                     }
                 }
             }
         }
-        parts.extend(run.map(|done| self.buffer.slice(done)));
+        flush(&mut run, &mut parts);
         parts
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Bytes held by this buffer itself (shared pieces not counted).
+    pub fn own_len(&self) -> usize {
         self.buffer.len()
     }
 }
@@ -238,11 +308,13 @@ impl Message for EncodedResponse {
 mod tests {
     use super::*;
 
-    fn any(type_url: &str, value: &[u8]) -> Any {
-        Any {
+    use envoy_types::pb::google::protobuf::Any;
+
+    fn any(type_url: &str, value: &[u8]) -> Resource {
+        Resource::from_any(Any {
             type_url: type_url.into(),
             value: value.to_vec(),
-        }
+        })
     }
 
     #[test]
@@ -260,7 +332,7 @@ mod tests {
             decoded,
             DiscoveryResponse {
                 version_info: "v1".into(),
-                resources: vec![a, b],
+                resources: vec![a.to_any(), b.to_any()],
                 type_url: "t".into(),
                 nonce: "n-1".into(),
                 ..Default::default()
@@ -287,11 +359,11 @@ mod tests {
         assert_eq!(decoded.resources.len(), 1);
         assert_eq!(decoded.resources[0].name, "a");
         assert_eq!(decoded.resources[0].version, "va");
-        assert_eq!(decoded.resources[0].resource.as_ref(), Some(&a));
+        assert_eq!(decoded.resources[0].resource.as_ref(), Some(&a.to_any()));
     }
 
-    fn buffer_of(names: &[&str]) -> (BTreeMap<String, Any>, EntryBuffer) {
-        let resources: BTreeMap<String, Any> = names
+    fn buffer_of(names: &[&str]) -> (BTreeMap<String, Resource>, EntryBuffer) {
+        let resources: BTreeMap<String, Resource> = names
             .iter()
             .map(|n| (n.to_string(), any("t/x", n.as_bytes())))
             .collect();
@@ -304,7 +376,7 @@ mod tests {
         let (resources, buffer) = buffer_of(&["a", "b", "c", "d"]);
         let all = buffer.parts(resources.keys(), |n| n.as_str(), |_| None);
         assert_eq!(all.len(), 1);
-        assert_eq!(all[0].len(), buffer.len());
+        assert_eq!(all[0].len(), buffer.own_len());
         let gaps = buffer.parts(["a", "b", "d"], |n| n, |_| None);
         assert_eq!(gaps.len(), 2);
         let joined: Vec<u8> = gaps.concat();
@@ -313,6 +385,29 @@ mod tests {
             .flat_map(|a| sotw_entry(a).to_vec())
             .collect();
         assert_eq!(joined, expected);
+    }
+
+    #[test]
+    fn shared_pieces_go_out_by_reference_between_runs_of_own_bytes() {
+        let shared = Bytes::from(vec![0x12, 0x02, b'h', b'i']);
+        let split = Resource::from_pieces(
+            "t/r".into(),
+            vec![Bytes::from_static(b"\x0a\x01r"), shared.clone()],
+        );
+        let resources = BTreeMap::from([
+            ("a".to_string(), any("t/x", b"a")),
+            ("b".to_string(), split),
+            ("c".to_string(), any("t/x", b"c")),
+        ]);
+        let buffer = EntryBuffer::build(resources.iter(), |_, r, out| write_sotw_entry(r, out));
+        let parts = buffer.parts(resources.keys(), |n| n.as_str(), |_| None);
+        assert_eq!(parts.len(), 3, "a and b's head, b's shared piece, then c");
+        assert_eq!(parts[1].as_ptr(), shared.as_ptr());
+        let expected: Vec<u8> = resources
+            .values()
+            .flat_map(|r| sotw_entry(r).to_vec())
+            .collect();
+        assert_eq!(parts.concat(), expected);
     }
 
     #[test]
@@ -335,7 +430,7 @@ mod tests {
             resources: vec![envoy_types::pb::envoy::service::discovery::v3::Resource {
                 name: "a".into(),
                 version: "va".into(),
-                resource: Some(a.clone()),
+                resource: Some(a.to_any()),
                 ..Default::default()
             }],
             ..Default::default()

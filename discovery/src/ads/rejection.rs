@@ -72,7 +72,8 @@ impl SentResponse {
         let Some(any) = self.resources.resources.get(name) else {
             return BTreeSet::new();
         };
-        let bytes = any.value.as_slice();
+        let value = any.value();
+        let bytes = value.as_ref();
         let decoded = match ty {
             XdsType::Route => {
                 RouteConfiguration::decode(bytes).map(|r| provenance::of_route_configuration(&r))
@@ -231,8 +232,8 @@ pub fn attribute(
 mod tests {
     use super::*;
 
+    use crate::resource::Resource;
     use envoy_types::pb::envoy::config::route::v3::{Route, VirtualHost};
-    use envoy_types::util::pack_any;
     use pilotfish_crds::ConfigObject;
 
     fn vs(name: &str) -> ConfigObject {
@@ -264,7 +265,7 @@ mod tests {
                     }],
                     ..Default::default()
                 };
-                (name.to_string(), Arc::new(pack_any(config)))
+                (name.to_string(), Arc::new(Resource::encode(&config)))
             })
             .collect();
         Arc::new(TypeResources::new(resources))

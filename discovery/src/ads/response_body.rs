@@ -114,6 +114,7 @@ impl Body for ResponseBody {
 mod tests {
     use super::*;
     use crate::ads::encoded::sotw_entry;
+    use crate::resource::Resource;
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
     use envoy_types::pb::google::protobuf::Any;
     use futures::stream;
@@ -153,10 +154,10 @@ mod tests {
 
     #[tokio::test]
     async fn messages_arrive_framed_and_entries_are_sent_by_reference() {
-        let entry = sotw_entry(&Any {
+        let entry = sotw_entry(&Resource::from_any(Any {
             type_url: "t/a".into(),
             value: vec![7; 1000],
-        });
+        }));
         let (data, trailers) = frames(
             vec![
                 Ok(response("1", vec![entry.clone()])),
@@ -186,10 +187,10 @@ mod tests {
             (tonic::Code::Unavailable as i32).to_string()
         );
 
-        let big = sotw_entry(&Any {
+        let big = sotw_entry(&Resource::from_any(Any {
             type_url: "t/a".into(),
             value: vec![0; 4096],
-        });
+        }));
         let (data, trailers) = frames(vec![Ok(response("1", vec![big]))], 1024).await;
         assert!(data.is_empty());
         assert_eq!(

@@ -16,7 +16,9 @@ use crate::emit::sidecar::http_routes;
 use crate::emit::sidecar::listener_matches::{self, Handling};
 use crate::hosts;
 use crate::names;
-use crate::parts::{VirtualHostKey, VirtualHostPart};
+use crate::parts::{
+    ClaimedDomains, DomainsKey, RouteConfigKey, RouteConfigPart, VirtualHostKey, VirtualHostPart,
+};
 use crate::protobuf;
 use crate::proxy::ProxyKind;
 use crate::resolve::route_match;
@@ -90,6 +92,8 @@ fn is_routed(service: &Service, port: u16) -> bool {
         .is_some_and(|p| matches!(Handling::of(p.protocol), Handling::Http | Handling::Sniffed))
 }
 
+/// The view's route configuration for `port`: shared with every view of
+/// the generation whose configuration depends on the same.
 fn route_config(
     ctx: &Context,
     port: u16,
@@ -98,31 +102,98 @@ fn route_config(
 ) -> RouteConfigParts {
     // Older services keep contested domains.
     services.sort_by(|a, b| a.precedence().cmp(&b.precedence()));
-    let mut owners: Claims<String, &Service> = Claims::default();
+    let routed: Vec<Routed> = services
+        .into_iter()
+        .map(|service| {
+            let (virtual_service, applicable_matches) = routing_of(ctx, service, port);
+            Routed {
+                service,
+                virtual_service,
+                applicable_matches,
+            }
+        })
+        .collect();
+    let key = RouteConfigKey {
+        namespace: ctx.proxy.namespace.clone(),
+        port,
+        fallback_cluster: ctx.fallback_cluster(),
+        destination_rules: ctx.destination_rules.applied(),
+        services: routed
+            .iter()
+            .map(|r| {
+                let address = std::ptr::from_ref(r.service) as usize;
+                (address, r.virtual_service, r.applicable_matches.clone())
+            })
+            .collect(),
+    };
+    let part = ctx.resolved.parts.route_config(key, || {
+        let mut diagnostics = Vec::new();
+        let route_config = build_route_config(ctx, port, routed, &mut diagnostics);
+        RouteConfigPart {
+            route_config,
+            diagnostics,
+        }
+    });
+    diags.extend(part.diagnostics.iter().cloned());
+    part.route_config.clone()
+}
+
+/// A service on the port and what of the view's routing applies to it.
+struct Routed<'a> {
+    service: &'a Service,
+    /// The config position of the VirtualService routing it.
+    virtual_service: Option<usize>,
+    /// Which of that VirtualService's matches apply to the view.
+    applicable_matches: Vec<bool>,
+}
+
+fn build_route_config(
+    ctx: &Context,
+    port: u16,
+    routed: Vec<Routed>,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteConfigParts {
+    let services: Vec<&Service> = routed.iter().map(|r| r.service).collect();
+    let key = DomainsKey {
+        namespace: ctx.proxy.namespace.clone(),
+        port,
+        services: services
+            .iter()
+            .map(|s| std::ptr::from_ref(*s) as usize)
+            .collect(),
+    };
+    let claimed = ctx
+        .resolved
+        .parts
+        .domains(key, || claim_domains(ctx, port, &services));
+    diags.extend(claimed.diagnostics.iter().cloned());
+    let destination_rules = ctx.destination_rules.applied();
     let mut virtual_hosts = Vec::new();
-    for service in services {
-        let domains = claim_domains(ctx, service, port, &mut owners, diags);
+    for (routed, domains) in routed.into_iter().zip(&claimed.domains) {
         if domains.is_empty() {
             continue;
         }
-        // Domains follow from the view's namespace (what it sees), which
-        // the key holds, so the shared virtual host carries them too.
-        let part = ctx
-            .resolved
-            .parts
-            .virtual_host(virtual_host_key(ctx, service, port), || {
-                let mut diagnostics = Vec::new();
-                let virtual_host = VirtualHost {
-                    name: names::virtual_host(&service.hostname, port),
-                    domains,
-                    routes: http_routes::service_routes(ctx, service, port, &mut diagnostics),
-                    ..Default::default()
-                };
-                VirtualHostPart {
-                    virtual_host: Arc::new(virtual_host),
-                    diagnostics,
-                }
-            });
+        let service = routed.service;
+        let key = VirtualHostKey {
+            claimed_domains: Arc::as_ptr(&claimed) as usize,
+            destination_rules: destination_rules.clone(),
+            service: std::ptr::from_ref(service) as usize,
+            virtual_service: routed.virtual_service,
+            applicable_matches: routed.applicable_matches,
+        };
+        let part = ctx.resolved.parts.virtual_host(key, || {
+            let mut diagnostics = Vec::new();
+            let virtual_host = VirtualHost {
+                name: names::virtual_host(&service.hostname, port),
+                domains: domains.clone(),
+                routes: http_routes::service_routes(ctx, service, port, &mut diagnostics),
+                ..Default::default()
+            };
+            VirtualHostPart {
+                virtual_host: Arc::new(virtual_host),
+                diagnostics,
+            }
+        });
         diags.extend(part.diagnostics.iter().cloned());
         virtual_hosts.push(part.virtual_host.clone());
     }
@@ -148,41 +219,43 @@ fn route_config(
     }
 }
 
-/// Everything of the view that a service's virtual host depends on.
-fn virtual_host_key(ctx: &Context, service: &Service, port: u16) -> VirtualHostKey {
+/// The position of the VirtualService routing `service` for the view, and
+/// which of its matches apply to the view on `port`.
+fn routing_of(ctx: &Context, service: &Service, port: u16) -> (Option<usize>, Vec<bool>) {
     let winner = ctx.virtual_services.select(&service.hostname).winner;
     let applicable_matches = winner
         .map(|vs| http_routes::applicable_matches(ctx, vs, port))
         .unwrap_or_default();
-    VirtualHostKey {
-        namespace: ctx.proxy.namespace.clone(),
-        destination_rules: ctx.destination_rules.applied(),
-        hostname: service.hostname.clone(),
-        port,
-        virtual_service: winner.map(|vs| vs.position),
-        applicable_matches,
-    }
+    (winner.map(|vs| vs.position), applicable_matches)
 }
 
-/// The service's domains that no older service claimed. Envoy rejects a
-/// route configuration in which two virtual hosts share a domain.
-fn claim_domains<'a>(
-    ctx: &Context,
-    service: &'a Service,
-    port: u16,
-    owners: &mut Claims<String, &'a Service>,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for domain in hosts::domains(service, port, &ctx.proxy.namespace, ctx.domain_suffix()) {
-        let domain = domain.to_ascii_lowercase();
-        match owners.claim(domain.clone(), service) {
-            Claim::Won => out.push(domain),
-            Claim::Again => {}
-            Claim::Lost { winner } => diags.push(domain_conflict(service, winner, port, &domain)),
-        }
+/// Each service's domains that no older service claimed (`services` in
+/// precedence order). Envoy rejects a route configuration in which two
+/// virtual hosts share a domain.
+fn claim_domains(ctx: &Context, port: u16, services: &[&Service]) -> ClaimedDomains {
+    let mut owners: Claims<String, &Service> = Claims::default();
+    let mut diagnostics = Vec::new();
+    let domains = services
+        .iter()
+        .map(|&service| {
+            let mut won = Vec::new();
+            for domain in hosts::domains(service, port, &ctx.proxy.namespace, ctx.domain_suffix()) {
+                let domain = domain.to_ascii_lowercase();
+                match owners.claim(domain.clone(), service) {
+                    Claim::Won => won.push(domain),
+                    Claim::Again => {}
+                    Claim::Lost { winner } => {
+                        diagnostics.push(domain_conflict(service, winner, port, &domain))
+                    }
+                }
+            }
+            won
+        })
+        .collect();
+    ClaimedDomains {
+        domains,
+        diagnostics,
     }
-    out
 }
 
 fn domain_conflict(loser: &Service, winner: &Service, port: u16, domain: &str) -> Diagnostic {

@@ -60,6 +60,7 @@ pub use emit::{Context, emit};
 pub use mesh::{
     CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsCredential, ZipkinCollector,
 };
+pub use pilotfish_model::Protocol;
 pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use referenced_labels::ReferencedLabels;
 pub use resolve::{Resolved, resolve};

@@ -8,6 +8,7 @@
 //! Stage 2 (`emit`) selects from a [`Resolved`] per view.
 
 pub(crate) mod destination_rules;
+mod dump;
 pub(crate) mod route_match;
 pub(crate) mod route_policies;
 pub(crate) mod services;

@@ -8,10 +8,47 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use envoy_types::pb::envoy::config::route::v3::VirtualHost;
+use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost};
 
 use crate::diagnostics::Diagnostic;
-use crate::emit::RouteConfigParts;
+
+/// A route configuration whose virtual hosts are shared by `Arc` with
+/// the other views of the generation that have the same ones.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteConfigParts {
+    /// Everything but the virtual hosts.
+    pub config: RouteConfiguration,
+    pub virtual_hosts: Vec<Arc<VirtualHost>>,
+}
+
+impl RouteConfigParts {
+    /// A configuration built whole (its virtual hosts owned by it alone).
+    pub fn whole(mut config: RouteConfiguration) -> Self {
+        let virtual_hosts = std::mem::take(&mut config.virtual_hosts)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        RouteConfigParts {
+            config,
+            virtual_hosts,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The configuration as Envoy gets it.
+    pub fn assemble(self) -> RouteConfiguration {
+        let mut config = self.config;
+        config.virtual_hosts = self
+            .virtual_hosts
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect();
+        config
+    }
+}
 
 /// What a sidecar's virtual host for one service on one port depends on.
 /// Addresses stand for values the generation holds for its whole life.

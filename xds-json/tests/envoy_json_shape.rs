@@ -2,93 +2,47 @@
 //! durations as "5s", enums by name, wrappers as plain values, 64-bit
 //! integers as strings, lowerCamel field names.
 
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, SocketAddress, TrafficDirection, address, socket_address,
-};
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
-};
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::{RouteAction, RouteConfiguration};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
-};
-use envoy_types::pb::google::protobuf::{Any, Duration, UInt32Value, UInt64Value};
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
+use envoy_types::pb::google::protobuf::{Any, UInt32Value, UInt64Value};
 use envoy_types::util::pack_any;
 use pilotfish_xds_json::{Error, any_to_json, message_to_json};
 use prost::Name;
 use serde_json::json;
 
+mod support;
+
+use support::{connection_manager, listener, routes_to, seconds, socket};
+
 fn route_configuration() -> RouteConfiguration {
     RouteConfiguration {
-        name: "8080".into(),
-        virtual_hosts: vec![VirtualHost {
-            name: "reviews.default.svc.cluster.local:8080".into(),
-            domains: vec!["reviews".into()],
-            routes: vec![Route {
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                    ..Default::default()
-                }),
-                action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                        "outbound|8080||reviews.default.svc.cluster.local".into(),
-                    )),
-                    timeout: Some(Duration {
-                        seconds: 5,
-                        nanos: 0,
-                    }),
-                    idle_timeout: Some(Duration {
-                        seconds: 0,
-                        nanos: 250_000_000,
-                    }),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
         max_direct_response_body_size_bytes: Some(UInt32Value { value: 4096 }),
-        ..Default::default()
+        ..routes_to(
+            "8080",
+            ("reviews.default.svc.cluster.local:8080", "reviews"),
+            "outbound|8080||reviews.default.svc.cluster.local",
+            |action| RouteAction {
+                timeout: seconds(5, 0),
+                idle_timeout: seconds(0, 250_000_000),
+                ..action
+            },
+        )
     }
 }
 
 fn listener_with_hcm() -> Listener {
-    let hcm = HttpConnectionManager {
-        stat_prefix: "outbound_0.0.0.0_8080".into(),
-        codec_type: http_connection_manager::CodecType::Http1 as i32,
-        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(
-            route_configuration(),
-        )),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
+    let hcm = connection_manager(
+        "outbound_0.0.0.0_8080",
+        http_connection_manager::CodecType::Http1,
+        route_configuration(),
+    );
     Listener {
-        name: "0.0.0.0_8080".into(),
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: "0.0.0.0".into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(8080)),
-                ..Default::default()
-            })),
-        }),
         traffic_direction: TrafficDirection::Outbound as i32,
         per_connection_buffer_limit_bytes: Some(UInt32Value { value: 32768 }),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
+        ..listener("0.0.0.0_8080", socket("0.0.0.0", 8080), hcm)
     }
 }
 

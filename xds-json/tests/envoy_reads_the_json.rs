@@ -9,90 +9,30 @@ use std::process::Command;
 
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{
-    Address, Node, SocketAddress, address, socket_address,
-};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
-use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
-use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
-};
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
-use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
-};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteAction;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager;
 use envoy_types::pb::google::protobuf::Duration;
-use envoy_types::util::pack_any;
 use pilotfish_model::Protocol;
 use pilotfish_translate::{InboundPort, MeshState, ProxyView};
 use pilotfish_xds_json::message_to_json;
 use serde_json::Value;
 
-fn socket(address: &str, port: u32) -> Address {
-    Address {
-        address: Some(address::Address::SocketAddress(SocketAddress {
-            address: address.into(),
-            port_specifier: Some(socket_address::PortSpecifier::PortValue(port)),
-            ..Default::default()
-        })),
-    }
-}
+mod support;
+
+use support::{connection_manager, listener, routes_to, seconds, socket};
 
 fn http_listener() -> Listener {
-    let routes = RouteConfiguration {
-        name: "local".into(),
-        virtual_hosts: vec![VirtualHost {
-            name: "backend".into(),
-            domains: vec!["*".into()],
-            routes: vec![Route {
-                r#match: Some(RouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix("/".into())),
-                    ..Default::default()
-                }),
-                action: Some(route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                        "backend".into(),
-                    )),
-                    timeout: Some(Duration {
-                        seconds: 15,
-                        nanos: 0,
-                    }),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    let hcm = HttpConnectionManager {
-        stat_prefix: "ingress".into(),
-        codec_type: http_connection_manager::CodecType::Auto as i32,
-        route_specifier: Some(http_connection_manager::RouteSpecifier::RouteConfig(routes)),
-        http_filters: vec![HttpFilter {
-            name: "envoy.filters.http.router".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(
-                Router::default(),
-            ))),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    Listener {
-        name: "ingress".into(),
-        address: Some(socket("127.0.0.1", 10080)),
-        filter_chains: vec![FilterChain {
-            filters: vec![Filter {
-                name: "envoy.filters.network.http_connection_manager".into(),
-                config_type: Some(filter::ConfigType::TypedConfig(pack_any(hcm))),
-            }],
-            ..Default::default()
-        }],
-        ..Default::default()
-    }
+    let routes = routes_to("local", ("backend", "*"), "backend", |action| RouteAction {
+        timeout: seconds(15, 0),
+        ..action
+    });
+    let hcm = connection_manager("ingress", http_connection_manager::CodecType::Auto, routes);
+    listener("ingress", socket("127.0.0.1", 10080), hcm)
 }
 
 fn static_cluster() -> Cluster {

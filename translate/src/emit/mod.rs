@@ -23,8 +23,8 @@ use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
+pub use crate::parts::RouteConfigParts;
 pub use context::Context;
-pub use routes::RouteConfigParts;
 
 use crate::diagnostics::{self, Diagnostic};
 use crate::proxy::ProxyView;

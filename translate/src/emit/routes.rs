@@ -17,50 +17,13 @@ use crate::emit::sidecar::listener_matches::{self, Handling};
 use crate::hosts;
 use crate::names;
 use crate::parts::{
-    ClaimedDomains, DomainsKey, RouteConfigKey, RouteConfigPart, VirtualHostKey, VirtualHostPart,
+    ClaimedDomains, DomainsKey, RouteConfigKey, RouteConfigPart, RouteConfigParts, VirtualHostKey,
+    VirtualHostPart,
 };
 use crate::protobuf;
 use crate::proxy::ProxyKind;
 use crate::resolve::route_match;
 use crate::resolve::route_policies;
-
-/// A route configuration whose virtual hosts are shared by `Arc` with
-/// the other views of the generation that have the same ones.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RouteConfigParts {
-    /// Everything but the virtual hosts.
-    pub config: RouteConfiguration,
-    pub virtual_hosts: Vec<Arc<VirtualHost>>,
-}
-
-impl RouteConfigParts {
-    /// A configuration built whole (its virtual hosts owned by it alone).
-    pub fn whole(mut config: RouteConfiguration) -> Self {
-        let virtual_hosts = std::mem::take(&mut config.virtual_hosts)
-            .into_iter()
-            .map(Arc::new)
-            .collect();
-        RouteConfigParts {
-            config,
-            virtual_hosts,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    /// The configuration as Envoy gets it.
-    pub fn assemble(self) -> RouteConfiguration {
-        let mut config = self.config;
-        config.virtual_hosts = self
-            .virtual_hosts
-            .into_iter()
-            .map(Arc::unwrap_or_clone)
-            .collect();
-        config
-    }
-}
 
 /// Route configurations of a sidecar (or, for gateways, of its Gateway
 /// servers), sorted by name.

@@ -191,7 +191,7 @@ fn starts_block(name: &str) -> bool {
     // SipHash with fixed keys: the same boundaries in every process.
     let mut hasher = DefaultHasher::new();
     name.hash(&mut hasher);
-    hasher.finish() % MEAN_BLOCK == 0
+    hasher.finish().is_multiple_of(MEAN_BLOCK)
 }
 
 /// `hosts` as `virtual_hosts` fields of a route configuration.

@@ -306,10 +306,28 @@ fn views_table() {
     }
 }
 
+/// One view's generation as the server builds it (resolve, emit through
+/// the shared parts, encode), by mesh size.
+fn served_view_table() {
+    println!();
+    println!("| services | one view's generation, served path | bytes held |");
+    println!("|---:|---:|---:|");
+    let proxy = &deployment_views(1);
+    for services in [1000, 5000] {
+        let state = mesh(services, 3);
+        let (time, _, bytes) = (0..3)
+            .map(|_| generation(&state, proxy))
+            .min_by_key(|(t, _, _)| *t)
+            .expect("three runs");
+        println!("| {services} | {:.1} ms | {bytes} |", time.as_secs_f64() * 1e3);
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "views") {
         per_type_table();
         views_table();
+        served_view_table();
         return;
     }
     let view = ProxyView {

@@ -319,7 +319,10 @@ fn served_view_table() {
             .map(|_| generation(&state, proxy))
             .min_by_key(|(t, _, _)| *t)
             .expect("three runs");
-        println!("| {services} | {:.1} ms | {bytes} |", time.as_secs_f64() * 1e3);
+        println!(
+            "| {services} | {:.1} ms | {bytes} |",
+            time.as_secs_f64() * 1e3
+        );
     }
 }
 

@@ -18,8 +18,14 @@ use crate::names;
 use crate::protobuf;
 use crate::proxy::ProxyKind;
 
-/// How long a sniffed port waits for the client's first bytes before
-/// treating the connection as TCP (server-first protocols send nothing).
+/// How long a sniffed port (any port with an HTTP or unknown-protocol
+/// service) waits for the client's first bytes before treating the
+/// connection as not HTTP: a server-first protocol (MySQL, SMTP) sends
+/// nothing until the server speaks, so its connection starts this much
+/// later, then takes its TCP chain or the port's default path. Istio's
+/// `protocolDetectionTimeout` defaults to 0 (wait forever), which hangs
+/// such clients; one second bounds the delay and is long enough for a
+/// client's first request on a loaded host.
 const PROTOCOL_DETECTION_TIMEOUT_SECS: u64 = 1;
 
 /// Listeners of a sidecar (or, for gateways, of its Gateway servers), sorted by name.
@@ -96,21 +102,19 @@ fn port_listener(ctx: &Context, plan: &PortPlan) -> Listener {
             Some(protobuf::seconds(PROTOCOL_DETECTION_TIMEOUT_SECS));
         listener.continue_on_listener_filters_timeout = true;
     }
-    if !plan.has_http {
-        // Nothing matches every destination: unknown ones follow the outbound
-        // policy, unless a ServiceEntry lets the whole port out.
-        listener.default_filter_chain = Some(match plan.passthrough {
-            Some(service) => {
-                let cluster = names::outbound_cluster(port, None, &service.hostname);
-                FilterChain {
-                    name: format!("tcp|{cluster}"),
-                    filters: vec![filters::tcp_proxy(&cluster)],
-                    ..Default::default()
-                }
+    // What no chain matches (on an HTTP port: what is not HTTP) goes to the
+    // port's owner, else follows the outbound policy.
+    listener.default_filter_chain = Some(match plan.owner {
+        Some(service) => {
+            let cluster = names::outbound_cluster(port, None, &service.hostname);
+            FilterChain {
+                name: format!("tcp|{cluster}"),
+                filters: vec![filters::tcp_proxy(&cluster)],
+                ..Default::default()
             }
-            None => fallback_chain(ctx),
-        });
-    }
+        }
+        None => fallback_chain(ctx),
+    });
     listener
 }
 
@@ -125,7 +129,8 @@ pub(crate) fn fallback_chain(ctx: &Context) -> FilterChain {
 }
 
 /// The TLS inspector reads SNI for chains matching server names; the HTTP
-/// inspector tells HTTP from other traffic for sniffed services.
+/// inspector tells HTTP from other traffic on ports with HTTP or sniffed
+/// services.
 fn listener_filters(
     plan: &PortPlan,
     chains: &[FilterChain],
@@ -135,10 +140,11 @@ fn listener_filters(
             .as_ref()
             .is_some_and(|m| !m.server_names.is_empty())
     });
-    let sniffing = plan
-        .addressed
-        .iter()
-        .any(|s| s.handling == Handling::Sniffed);
+    let sniffing = plan.has_http
+        || plan
+            .addressed
+            .iter()
+            .any(|s| s.handling == Handling::Sniffed);
     let mut out = Vec::new();
     if sni {
         out.push(filters::tls_inspector());
@@ -155,12 +161,28 @@ fn bind_to_port(ctx: &Context) -> Option<envoy_types::pb::google::protobuf::Bool
     (!ctx.proxy.interception.binds_listeners()).then(|| protobuf::bool_value(false))
 }
 
-/// One HCM for every HTTP service of the port; RDS tells them apart.
+/// One HCM for the HTTP traffic of the port (as the inspector detects it)
+/// to destinations without chains of their own; RDS tells the services
+/// apart. Other traffic takes the listener's default chain, so a raw TCP or
+/// TLS client on an HTTP port reaches its destination (or is refused by
+/// the outbound policy) instead of getting an HTTP protocol error.
 fn http_catch_all_chain(listener: &str, port: u16) -> FilterChain {
     FilterChain {
         name: "http".into(),
+        filter_chain_match: Some(http_protocols(FilterChainMatch::default())),
         filters: vec![filters::http_connection_manager(listener, port)],
         ..Default::default()
+    }
+}
+
+/// `base` narrowed to what the HTTP inspector recognises as HTTP.
+fn http_protocols(base: FilterChainMatch) -> FilterChainMatch {
+    FilterChainMatch {
+        application_protocols: filters::SNIFFED_HTTP_PROTOCOLS
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
+        ..base
     }
 }
 
@@ -181,16 +203,9 @@ fn destination_match(svc: &AddressedService) -> FilterChainMatch {
 /// goes to the port's HCM; its other traffic takes the service's tcp chains.
 fn sniffed_http_chain(listener: &str, port: u16, svc: &AddressedService) -> FilterChain {
     let cluster = names::outbound_cluster(port, None, &svc.service.hostname);
-    let http_match = FilterChainMatch {
-        application_protocols: filters::SNIFFED_HTTP_PROTOCOLS
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-        ..destination_match(svc)
-    };
     FilterChain {
         name: format!("http|{cluster}"),
-        filter_chain_match: Some(http_match),
+        filter_chain_match: Some(http_protocols(destination_match(svc))),
         filters: vec![filters::http_connection_manager(listener, port)],
         ..Default::default()
     }
@@ -363,7 +378,12 @@ pub(crate) mod tests {
             "tcp|outbound|7000||legacy.default.svc.cluster.local",
         );
         assert_eq!(ranges(tcp), ["127.0.0.1/32"]);
-        assert_eq!(chain_named(listener, "http").filter_chain_match, None);
+        let http = chain_named(listener, "http").filter_chain_match.clone();
+        assert_eq!(
+            http.map(|m| m.prefix_ranges),
+            Some(vec![]),
+            "any destination"
+        );
         assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
         assert_envoy_invariants(&t);
     }
@@ -395,9 +415,14 @@ pub(crate) mod tests {
         let listener = listener_named(&t, "0.0.0.0_9080");
         assert_eq!(listener.filter_chains.len(), 1);
         let chain = &listener.filter_chains[0];
+        let matched = chain.filter_chain_match.clone().unwrap_or_default();
         assert_eq!(
-            chain.filter_chain_match, None,
-            "HTTP chain matches every destination"
+            (matched.prefix_ranges.len(), matched.application_protocols),
+            (
+                0,
+                filters::SNIFFED_HTTP_PROTOCOLS.map(String::from).to_vec()
+            ),
+            "the HTTP chain takes HTTP to every destination"
         );
         let hcm = hcm(chain);
         assert_eq!(hcm.stat_prefix, "outbound_0.0.0.0_9080");
@@ -417,10 +442,17 @@ pub(crate) mod tests {
                     .position(|f| *f == "envoy.filters.http.router")
         );
         assert_eq!(
-            listener.default_filter_chain, None,
-            "the HTTP chain catches everything"
+            listener
+                .default_filter_chain
+                .as_ref()
+                .map(|c| c.name.as_str()),
+            Some("PassthroughCluster"),
+            "what is not HTTP follows the outbound policy"
         );
-        assert!(listener.listener_filters.is_empty());
+        assert_eq!(
+            listener_filter_names(listener),
+            ["envoy.filters.listener.http_inspector"]
+        );
         assert_eq!(t.resources.routes.len(), 1);
         assert_eq!(
             route_config_named(&t, "9080").virtual_hosts.len(),
@@ -477,6 +509,63 @@ pub(crate) mod tests {
         assert_envoy_invariants(&t);
     }
 
+    /// Istio gives a VIP-less TCP service alone on its port the whole port:
+    /// a DNS ServiceEntry has no address to match, and without owning the
+    /// port it would get no traffic at all.
+    #[test]
+    fn a_lone_tcp_service_without_addresses_owns_its_port_beside_http() {
+        let registry_only = |mut m: crate::MeshState| {
+            m.mesh.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly;
+            m
+        };
+        let mut db = service("db.example.com", &[], &[(5432, Protocol::Tcp)]);
+        db.resolution = pilotfish_model::Resolution::Dns;
+        let web = service(
+            "web.default.svc.cluster.local",
+            &["10.0.0.1"],
+            &[(5432, Protocol::Http)],
+        );
+        let m = registry_only(mesh(vec![db.clone(), web], vec![], &[]));
+        let t = translate_for(&m, &sidecar("default"));
+        let listener = listener_named(&t, "0.0.0.0_5432");
+        let default = listener
+            .default_filter_chain
+            .as_ref()
+            .expect("default chain");
+        assert_eq!(
+            tcp_proxy_cluster(default).as_deref(),
+            Some("outbound|5432||db.example.com"),
+            "not BlackHoleCluster: the database owns the port"
+        );
+        hcm(chain_named(listener, "http"));
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert_envoy_invariants(&t);
+
+        // A second such service: neither can own the port, both are reported.
+        let mut other = service("db2.example.com", &[], &[(5432, Protocol::Tcp)]);
+        other.resolution = pilotfish_model::Resolution::Dns;
+        let t = translate_for(
+            &registry_only(mesh(vec![db, other], vec![], &[])),
+            &sidecar("default"),
+        );
+        let listener = listener_named(&t, "0.0.0.0_5432");
+        let default = listener
+            .default_filter_chain
+            .as_ref()
+            .expect("default chain");
+        assert_eq!(
+            tcp_proxy_cluster(default).as_deref(),
+            Some("BlackHoleCluster")
+        );
+        let unreachable: Vec<_> = t
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == DiagnosticKind::Unreachable)
+            .map(|d| d.object.as_str())
+            .collect();
+        assert_eq!(unreachable.len(), 2, "{:?}", t.diagnostics);
+    }
+
     #[test]
     fn http_and_tcp_services_on_one_port() {
         let m = mesh(
@@ -504,7 +593,15 @@ pub(crate) mod tests {
             "tcp|outbound|8080||cache.default.svc.cluster.local",
         );
         assert_eq!(ranges(tcp), ["10.0.0.2/32", "fd00::2/128"]);
-        assert_eq!(listener.default_filter_chain, None);
+        let default = listener
+            .default_filter_chain
+            .as_ref()
+            .expect("default chain");
+        assert_eq!(
+            tcp_proxy_cluster(default).as_deref(),
+            Some("PassthroughCluster"),
+            "neither HTTP nor a TCP service's address: the outbound policy"
+        );
         assert!(
             route_config_named(&t, "8080")
                 .virtual_hosts
@@ -586,7 +683,12 @@ pub(crate) mod tests {
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_80");
         assert_eq!(listener.filter_chains.len(), 3);
-        assert_eq!(chain_named(listener, "http").filter_chain_match, None);
+        let http = chain_named(listener, "http").filter_chain_match.clone();
+        assert_eq!(
+            http.map(|m| m.prefix_ranges),
+            Some(vec![]),
+            "any destination"
+        );
         assert_envoy_invariants(&t);
     }
 
@@ -672,15 +774,20 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn vipless_tcp_service_without_endpoints_gets_no_chain() {
+    fn a_lone_vipless_tcp_service_without_endpoints_owns_its_port() {
         let m = one_service_mesh("lonely.service.consul", &[], 6379, Protocol::Tcp);
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_6379");
         assert!(listener.filter_chains.is_empty());
-        assert!(listener.default_filter_chain.is_some());
-        let unreachable = diagnostics_of(&t, DiagnosticKind::Unreachable);
-        assert_eq!(unreachable.len(), 1);
-        assert_eq!(unreachable[0].object, "service lonely.service.consul");
+        let default = listener
+            .default_filter_chain
+            .as_ref()
+            .expect("default chain");
+        assert_eq!(
+            tcp_proxy_cluster(default).as_deref(),
+            Some("outbound|6379||lonely.service.consul")
+        );
+        assert!(diagnostics_of(&t, DiagnosticKind::Unreachable).is_empty());
         assert_envoy_invariants(&t);
     }
 

@@ -71,14 +71,17 @@ pub struct AddressedService<'a> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PortPlan<'a> {
     pub port: u16,
-    /// Some HTTP service is on the port: one chain without a match serves it.
+    /// Some HTTP service is on the port: HTTP to any destination no chain
+    /// of its own matches goes to the port's route configuration.
     pub has_http: bool,
     /// Sorted by hostname.
     pub addressed: Vec<AddressedService<'a>>,
-    /// A TCP service without addresses whose resolution is NONE (a
-    /// ServiceEntry letting a whole port out): it takes the destinations no
-    /// chain matches, where no HTTP service does already.
-    pub passthrough: Option<&'a Service>,
+    /// The TCP service that owns the port: it takes the non-HTTP traffic
+    /// to destinations no chain matches (without one, the outbound traffic
+    /// policy does). A ServiceEntry of resolution NONE without addresses
+    /// (letting a whole port out), or the port's only TCP service without
+    /// a VIP, as Istio gives such a service the port.
+    pub owner: Option<&'a Service>,
 }
 
 /// Visible services grouped by port number, ports ascending, services by
@@ -188,24 +191,31 @@ pub fn plan<'a>(
     let has_http = ordered
         .iter()
         .any(|(_, p)| Handling::of(*p) == Handling::Http);
+    let lone = lone_vipless_tcp_service(ctx, &ordered);
     let mut claims = PortClaims::default();
     let mut addressed = Vec::new();
-    // Destinations no chain matches go to one passthrough service.
-    let mut passthrough: Claims<(), &'a Service> = Claims::default();
+    // Destinations no chain matches go to one owner of the port.
+    let mut owner: Claims<(), &'a Service> = Claims::default();
+    let mut claim_port = |service: &'a Service, diags: &mut Vec<Diagnostic>| {
+        if let Claim::Lost { winner } = owner.claim((), service) {
+            diags.push(conflict(service, winner, port, "(any other destination)"));
+        }
+    };
     for &(service, protocol) in &ordered {
         let handling = Handling::of(protocol);
         let wanted = destination_addresses(ctx, service, port);
+        let is_lone = lone.is_some_and(|l| std::ptr::eq(l, service));
+        if is_lone {
+            claim_port(service, diags);
+        }
         let match_on = if !wanted.is_empty() {
             claims.addresses(service, handling, port, wanted, diags)
         } else if protocol == Protocol::Tls {
             claims.server_name(service, port, diags)
-        } else if handling == Handling::Opaque
-            && service.resolution == Resolution::Passthrough
-            && !has_http
-        {
-            if let Claim::Lost { winner } = passthrough.claim((), service) {
-                diags.push(conflict(service, winner, port, "(any other destination)"));
-            }
+        } else if handling == Handling::Opaque && service.resolution == Resolution::Passthrough {
+            claim_port(service, diags);
+            None
+        } else if is_lone {
             None
         } else {
             if handling != Handling::Http {
@@ -240,7 +250,30 @@ pub fn plan<'a>(
         port,
         has_http,
         addressed,
-        passthrough: passthrough.holders(&()).first().copied().copied(),
+        owner: owner.holders(&()).first().copied().copied(),
+    }
+}
+
+/// The port's TCP service without a VIP (resolved by DNS, or known only by
+/// its endpoints), when it is the only one: it can own the port, since no
+/// other such service needs telling apart from it. A ServiceEntry of
+/// resolution NONE claims the port on its own and is not counted; without
+/// interception each listener has one address and this does not apply.
+fn lone_vipless_tcp_service<'a>(
+    ctx: &Context,
+    ordered: &[(&'a Service, Protocol)],
+) -> Option<&'a Service> {
+    if ctx.proxy.interception.binds_listeners() {
+        return None;
+    }
+    let mut vipless = ordered.iter().filter(|(service, protocol)| {
+        *protocol == Protocol::Tcp
+            && service.resolution != Resolution::Passthrough
+            && service.vips.iter().all(IpAddr::is_unspecified)
+    });
+    match (vipless.next(), vipless.next()) {
+        (Some((service, _)), None) => Some(*service),
+        _ => None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
-use pilotfish_translate::{InterceptionMode, Locality, ProxyKind, ProxyView};
+use pilotfish_translate::{DnsOptions, InterceptionMode, Locality, ProxyKind, ProxyView};
 use serde::Serialize;
 
 use crate::security::WorkloadIdentity;
@@ -117,8 +117,22 @@ pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
             // Filled per mesh generation from the registries (see proxy_view).
             inbound: Vec::new(),
             locality: node.locality.as_ref().and_then(Locality::from_envoy),
+            dns: DnsOptions {
+                capture: metadata.is_some_and(|m| flag_field(m, "DNS_CAPTURE")),
+                auto_allocate: metadata.is_some_and(|m| flag_field(m, "DNS_AUTO_ALLOCATE")),
+            },
         },
     })
+}
+
+/// A boolean flag as Istio's agent writes it: the string "true" (or a
+/// JSON boolean).
+fn flag_field(s: &Struct, key: &str) -> bool {
+    match s.fields.get(key).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(v)) => v.eq_ignore_ascii_case("true"),
+        Some(Kind::BoolValue(v)) => *v,
+        _ => false,
+    }
 }
 
 fn string_field(s: &Struct, key: &str) -> Option<String> {
@@ -182,6 +196,35 @@ mod tests {
             id.view.labels.get("app").map(String::as_str),
             Some("reviews")
         );
+    }
+
+    #[test]
+    fn dns_proxying_is_asked_for_by_istio_metadata_flags() {
+        let node = |flags: &[(&str, Value)]| Node {
+            id: "sidecar~10.1.0.7~a.shop~shop.svc.cluster.local".into(),
+            metadata: Some(Struct {
+                fields: flags
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect(),
+            }),
+            ..Default::default()
+        };
+        let dns = |n: Node| identify(Some(&n)).expect("valid node").view.dns;
+        assert_eq!(dns(node(&[])), DnsOptions::default());
+        let both = node(&[
+            ("DNS_CAPTURE", string("true")),
+            ("DNS_AUTO_ALLOCATE", string("True")),
+        ]);
+        assert_eq!(
+            dns(both),
+            DnsOptions {
+                capture: true,
+                auto_allocate: true
+            }
+        );
+        let off = node(&[("DNS_CAPTURE", string("false"))]);
+        assert!(!dns(off).capture);
     }
 
     #[test]

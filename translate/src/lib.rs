@@ -61,7 +61,7 @@ pub use mesh::{
     CredentialKey, MeshConfig, MeshState, OutboundTrafficPolicy, TlsCredential, ZipkinCollector,
 };
 pub use pilotfish_model::Protocol;
-pub use proxy::{InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
+pub use proxy::{DnsOptions, InboundPort, InterceptionMode, Locality, ProxyKind, ProxyView};
 pub use referenced_labels::ReferencedLabels;
 pub use resolve::{Resolved, resolve};
 pub use resources::{Translation, XdsResources};

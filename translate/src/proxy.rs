@@ -73,6 +73,18 @@ pub struct ProxyView {
     /// Where the proxy runs (Envoy `Node.locality`), for locality-aware
     /// load balancing.
     pub locality: Option<Locality>,
+    /// DNS proxying the proxy asked for (node metadata `DNS_CAPTURE`,
+    /// `DNS_AUTO_ALLOCATE`, as Istio's `ISTIO_META_DNS_*`).
+    pub dns: DnsOptions,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct DnsOptions {
+    /// The application's DNS queries are captured to the sidecar.
+    pub capture: bool,
+    /// ServiceEntries without addresses are matched at their allocated
+    /// VIPs (240.240.0.0/16), which the sidecar's DNS answers give out.
+    pub auto_allocate: bool,
 }
 
 /// A port the local application listens on, and what it speaks.

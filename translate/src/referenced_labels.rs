@@ -110,6 +110,7 @@ fn with_labels(view: &ProxyView, labels: Labels) -> ProxyView {
         labels,
         inbound: view.inbound.clone(),
         locality: view.locality.clone(),
+        dns: view.dns,
     }
 }
 

@@ -101,6 +101,27 @@ impl<'a> Context<'a> {
             .unwrap_or_default()
     }
 
+    /// The addresses `service` is matched at for this view: its VIPs, or
+    /// the one allocated to it when the proxy uses allocated addresses.
+    /// Unspecified VIPs (0.0.0.0 would match everything) are left out.
+    pub fn service_addresses(&self, service: &Service) -> Vec<std::net::IpAddr> {
+        let vips: Vec<std::net::IpAddr> = service
+            .vips
+            .iter()
+            .copied()
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        if !vips.is_empty() || !self.proxy.dns.auto_allocate {
+            return vips;
+        }
+        self.resolved
+            .addresses
+            .of(&service.hostname)
+            .map(std::net::IpAddr::V4)
+            .into_iter()
+            .collect()
+    }
+
     pub fn domain_suffix(&self) -> &str {
         &self.mesh.mesh.domain_suffix
     }

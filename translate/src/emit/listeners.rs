@@ -566,6 +566,41 @@ pub(crate) mod tests {
         assert_eq!(unreachable.len(), 2, "{:?}", t.diagnostics);
     }
 
+    /// DNS ServiceEntries without addresses cannot share a port by address
+    /// unless they get one: a proxy that uses allocated VIPs matches each
+    /// at its own, and the others cannot tell them apart.
+    #[test]
+    fn dns_service_entries_sharing_a_port_are_told_apart_by_allocated_addresses() {
+        let entries: Vec<pilotfish_model::Service> =
+            ["db-a.example.com", "db-b.example.com", "db-c.example.com"]
+                .iter()
+                .map(|host| {
+                    let mut s = service(host, &[], &[(5432, Protocol::Tcp)]);
+                    s.registry = pilotfish_model::RegistryKind::ServiceEntry;
+                    s.resolution = pilotfish_model::Resolution::Dns;
+                    s
+                })
+                .collect();
+        let m = mesh(entries, vec![], &[]);
+        let mut proxy = sidecar("default");
+        proxy.dns.auto_allocate = true;
+        let t = translate_for(&m, &proxy);
+        let listener = listener_named(&t, "0.0.0.0_5432");
+        let resolved = crate::resolve(m.clone());
+        for host in ["db-a.example.com", "db-b.example.com", "db-c.example.com"] {
+            let chain = chain_named(listener, &format!("tcp|outbound|5432||{host}"));
+            let allocated = resolved.addresses.of(host).expect("allocated");
+            assert_eq!(ranges(chain), [format!("{allocated}/32")]);
+        }
+        assert!(t.diagnostics.is_empty(), "{:?}", t.diagnostics);
+        assert_envoy_invariants(&t);
+
+        // Without allocated addresses nothing tells them apart.
+        let t = translate_for(&m, &sidecar("default"));
+        assert!(listener_named(&t, "0.0.0.0_5432").filter_chains.is_empty());
+        assert_eq!(diagnostics_of(&t, DiagnosticKind::Unreachable).len(), 3);
+    }
+
     #[test]
     fn http_and_tcp_services_on_one_port() {
         let m = mesh(

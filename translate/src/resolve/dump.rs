@@ -4,6 +4,8 @@
 //! got. Objects are named as diagnostics name them, never by the file they
 //! came from, so the dump does not depend on where the input lives.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
 use pilotfish_crds::ConfigObject;
@@ -54,6 +56,7 @@ impl Resolved {
             "services": services,
             "virtual_services": virtual_services,
             "destination_rules": destination_rules,
+            "allocated_addresses": self.addresses.iter().collect::<BTreeMap<_, _>>(),
             "diagnostics": self.diagnostics(),
         })
     }

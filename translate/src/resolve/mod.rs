@@ -7,6 +7,7 @@
 //!
 //! Stage 2 (`emit`) selects from a [`Resolved`] per view.
 
+pub(crate) mod addresses;
 pub(crate) mod destination_rules;
 mod dump;
 pub(crate) mod route_match;
@@ -27,6 +28,8 @@ pub struct Resolved {
     pub(crate) services: services::ServiceTable,
     pub(crate) virtual_services: virtual_services::VirtualServiceTable,
     pub(crate) destination_rules: Vec<destination_rules::ResolvedDestinationRule>,
+    /// VIPs for ServiceEntries without addresses, for proxies that use them.
+    pub(crate) addresses: addresses::AllocatedAddresses,
     diagnostics: Vec<Diagnostic>,
     /// What views build that depends on less than the whole view, built by
     /// the first view that needs it and shared with the rest.
@@ -43,6 +46,7 @@ pub fn resolve(mesh: impl Into<Arc<MeshState>>) -> Resolved {
         services: services::ServiceTable::new(&mesh.services),
         virtual_services: virtual_services::VirtualServiceTable::new(&mesh.config, suffix),
         destination_rules: destination_rules::table(&mesh.config, suffix),
+        addresses: addresses::AllocatedAddresses::new(&mesh.services),
         diagnostics,
         parts: SharedParts::default(),
         mesh,

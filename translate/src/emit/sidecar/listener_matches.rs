@@ -156,13 +156,7 @@ pub fn destination_addresses(ctx: &Context, service: &Service, port: u16) -> BTr
     if ctx.proxy.interception.binds_listeners() {
         return BTreeSet::from([ctx.proxy.interception.outbound_listener_address()]);
     }
-    // An unspecified VIP (0.0.0.0) would match everything.
-    let vips: BTreeSet<IpAddr> = service
-        .vips
-        .iter()
-        .copied()
-        .filter(|ip| !ip.is_unspecified())
-        .collect();
+    let vips: BTreeSet<IpAddr> = ctx.service_addresses(service).into_iter().collect();
     if !vips.is_empty() {
         return vips;
     }
@@ -269,7 +263,7 @@ fn lone_vipless_tcp_service<'a>(
     let mut vipless = ordered.iter().filter(|(service, protocol)| {
         *protocol == Protocol::Tcp
             && service.resolution != Resolution::Passthrough
-            && service.vips.iter().all(IpAddr::is_unspecified)
+            && ctx.service_addresses(service).is_empty()
     });
     match (vipless.next(), vipless.next()) {
         (Some((service, _)), None) => Some(*service),

@@ -18,6 +18,11 @@
 # Envoy's InboundPassthroughCluster, go straight through (as in Istio, this
 # is what keeps passthrough from looping).
 #
+# DNS (only with --capture-dns): UDP queries to port 53 from anything but
+# Envoy are REDIRECTed to Envoy's DNS listener (15053), which answers mesh
+# names with their service addresses and forwards the rest upstream; Envoy's
+# own queries leave as they are.
+#
 # The script is idempotent: it removes its own chains before installing them.
 set -euo pipefail
 
@@ -32,6 +37,8 @@ usage: pilotfish-iptables.sh [options]
   -x CIDRS   comma-separated destination CIDRs never to capture
   -b PORTS   comma-separated inbound ports to capture, or '*' (default: none)
   -d PORTS   comma-separated inbound ports never to capture
+  --capture-dns [PORT]
+             redirect the application's DNS (UDP 53) to PORT (default 15053)
   --clean    remove every rule and chain this script installs, then exit
   -h         this help
 USAGE
@@ -46,6 +53,7 @@ EXCLUDE_CIDRS=
 INBOUND_PORTS=
 EXCLUDE_INBOUND_PORTS=
 CLEAN_ONLY=0
+DNS_PORT=
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -58,6 +66,8 @@ while [[ $# -gt 0 ]]; do
         -b) INBOUND_PORTS=$2; shift 2 ;;
         -d) EXCLUDE_INBOUND_PORTS=$2; shift 2 ;;
         --clean) CLEAN_ONLY=1; shift ;;
+        --capture-dns)
+            if [[ $# -gt 1 && "$2" =~ ^[0-9]+$ ]]; then DNS_PORT=$2; shift 2; else DNS_PORT=15053; shift; fi ;;
         -h|--help) usage; exit 0 ;;
         *) echo "pilotfish-iptables: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -80,8 +90,9 @@ clean() {
     # Jumps first: a chain that is still referenced cannot be deleted.
     while nat -D OUTPUT -p tcp -j PILOTFISH_OUTPUT 2>/dev/null; do :; done
     while nat -D PREROUTING -p tcp -j PILOTFISH_INBOUND 2>/dev/null; do :; done
+    while nat -D OUTPUT -p udp --dport 53 -j PILOTFISH_DNS 2>/dev/null; do :; done
     local chain
-    for chain in PILOTFISH_OUTPUT PILOTFISH_INBOUND PILOTFISH_REDIRECT PILOTFISH_IN_REDIRECT; do
+    for chain in PILOTFISH_OUTPUT PILOTFISH_INBOUND PILOTFISH_REDIRECT PILOTFISH_IN_REDIRECT PILOTFISH_DNS; do
         nat -F "$chain" 2>/dev/null || true
         nat -X "$chain" 2>/dev/null || true
     done
@@ -146,6 +157,16 @@ install_inbound() {
     nat -A PREROUTING -p tcp -j PILOTFISH_INBOUND
 }
 
+install_dns() {
+    [[ -n "$DNS_PORT" ]] || return 0
+    nat -N PILOTFISH_DNS
+    # Envoy's own upstream queries must reach the real resolvers.
+    nat -A PILOTFISH_DNS -m owner --uid-owner "$PROXY_UID" -j RETURN
+    nat -A PILOTFISH_DNS -m owner --gid-owner "$PROXY_GID" -j RETURN
+    nat -A PILOTFISH_DNS -p udp -j REDIRECT --to-ports "$DNS_PORT"
+    nat -A OUTPUT -p udp --dport 53 -j PILOTFISH_DNS
+}
+
 clean
 if [[ "$CLEAN_ONLY" == 1 ]]; then
     echo "pilotfish-iptables: removed"
@@ -154,4 +175,5 @@ fi
 install_inbound_redirect
 install_outbound
 install_inbound
-echo "pilotfish-iptables: outbound TCP -> :$OUT_PORT (uid/gid $PROXY_UID/$PROXY_GID and 127.0.0.1 excluded)${INBOUND_PORTS:+; inbound ports $INBOUND_PORTS -> :$IN_PORT}"
+install_dns
+echo "pilotfish-iptables: outbound TCP -> :$OUT_PORT (uid/gid $PROXY_UID/$PROXY_GID and 127.0.0.1 excluded)${INBOUND_PORTS:+; inbound ports $INBOUND_PORTS -> :$IN_PORT}${DNS_PORT:+; DNS (UDP 53) -> :$DNS_PORT}"

@@ -35,6 +35,10 @@ pub struct BootstrapOptions {
     pub service_account: Option<String>,
     /// Connect to Pilotfish's secure port over TLS. `None`: plaintext.
     pub xds_tls: Option<XdsTls>,
+    /// Ask for DNS proxying: metadata `DNS_CAPTURE` and `DNS_AUTO_ALLOCATE`
+    /// (the sidecar answers the pod's captured DNS with service addresses,
+    /// allocated ones for ServiceEntries without addresses).
+    pub dns_proxy: bool,
 }
 
 /// How Envoy reaches the secure xDS port and proves who it is.
@@ -205,6 +209,12 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
             clusters.push(admin_cluster(opts.admin_port));
         }
     }
+    if opts.dns_proxy {
+        // As Istio's agent writes ISTIO_META_DNS_*.
+        for flag in ["DNS_CAPTURE", "DNS_AUTO_ALLOCATE"] {
+            out["node"]["metadata"][flag] = json!("true");
+        }
+    }
     Ok(out)
 }
 
@@ -331,7 +341,19 @@ mod tests {
             stats_port: Some(15090),
             service_account: None,
             xds_tls: None,
+            dns_proxy: false,
         }
+    }
+
+    #[test]
+    fn dns_proxying_is_asked_for_in_the_node_metadata() {
+        let mut o = options();
+        let plain = bootstrap(&o).expect("bootstrap");
+        assert_eq!(plain["node"]["metadata"].get("DNS_CAPTURE"), None);
+        o.dns_proxy = true;
+        let b = bootstrap(&o).expect("bootstrap");
+        assert_eq!(b["node"]["metadata"]["DNS_CAPTURE"], "true");
+        assert_eq!(b["node"]["metadata"]["DNS_AUTO_ALLOCATE"], "true");
     }
 
     #[test]

@@ -455,6 +455,12 @@ struct BootstrapArgs {
     /// and written into the bootstrap).
     #[arg(long, requires = "xds_root_cert")]
     token_file: Option<PathBuf>,
+    /// DNS proxying (Istio's ISTIO_META_DNS_CAPTURE and _AUTO_ALLOCATE): the
+    /// sidecar answers the pod's DNS, captured by `pilotfish-iptables.sh
+    /// --capture-dns`, with service addresses, allocated ones for
+    /// ServiceEntries without addresses.
+    #[arg(long)]
+    dns_proxy: bool,
 }
 
 fn main() -> ExitCode {
@@ -685,6 +691,7 @@ fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         },
         service_account: args.service_account.clone(),
         xds_tls,
+        dns_proxy: args.dns_proxy,
     };
     let value = bootstrap(&opts)?;
     println!("{}", serde_json::to_string_pretty(&value)?);

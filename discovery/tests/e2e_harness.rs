@@ -67,7 +67,7 @@ fn backends_answer_http_and_tcp_inside_their_namespace() {
 fn capture_sends_client_traffic_through_envoy_and_lets_envoy_out() {
     let dir = TestDir::new("harness");
     let ns = Arc::new(Netns::new());
-    ns.capture_outbound();
+    ns.capture_outbound(false);
     let mut backends = Backends::start(&ns);
     let backend = backends.add("127.0.0.11:9080".parse().unwrap(), "reviews", "v1");
     let envoy = Envoy::start_with_bootstrap(ns.clone(), dir.path(), PASSTHROUGH_BOOTSTRAP);

@@ -79,7 +79,7 @@ impl LocalityPod {
         let registry_file = write_registry_file(dir.path(), REGISTRY);
 
         let ns = Arc::new(Netns::new());
-        ns.capture_outbound();
+        ns.capture_outbound(false);
         let backends = Backends::start_for_registry(&ns, REGISTRY);
         let pilotfish = Pilotfish::start(
             ns.clone(),

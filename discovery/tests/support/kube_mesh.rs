@@ -388,7 +388,7 @@ impl KubePod {
         write_world_readable(&registry_file, &opts.registry_file);
 
         let ns = Arc::new(Netns::new());
-        ns.capture_outbound();
+        ns.capture_outbound(false);
         let mut ips: Vec<&str> = BOOKINFO
             .iter()
             .flat_map(|(_, _, eps)| eps.iter().map(|(_, ip)| *ip))

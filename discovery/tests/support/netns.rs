@@ -42,10 +42,12 @@ impl Netns {
     }
 
     /// Installs the sidecar's iptables capture (deploy/scripts/pilotfish-iptables.sh)
-    /// with its defaults: all outbound TCP except uid 1337 and 127.0.0.1 goes to 15001.
-    pub fn capture_outbound(&self) {
+    /// with its defaults: all outbound TCP except uid 1337 and 127.0.0.1 goes
+    /// to 15001; with `dns`, also DNS (UDP 53) to 15053.
+    pub fn capture_outbound(&self, dns: bool) {
         let script = repo_path("deploy/scripts/pilotfish-iptables.sh");
-        run_checked(&mut self.command(script.to_str().expect("utf-8 path"), &[]));
+        let args: &[&str] = if dns { &["--capture-dns"] } else { &[] };
+        run_checked(&mut self.command(script.to_str().expect("utf-8 path"), args));
     }
 
     /// Runs `f` on a thread that has joined the namespace: every socket it

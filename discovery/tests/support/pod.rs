@@ -39,6 +39,9 @@ pub struct PodBuilder {
     /// Runtime keys set in the Envoy bootstrap's static layer, over what
     /// `pilotfish bootstrap` put there.
     envoy_runtime: Vec<(String, serde_json::Value)>,
+    /// The pod's DNS is captured to its sidecar, which asks for DNS
+    /// proxying (`--capture-dns`, `pilotfish bootstrap --dns-proxy`).
+    dns_proxy: bool,
 }
 
 impl PodBuilder {
@@ -108,6 +111,14 @@ impl PodBuilder {
         self
     }
 
+    /// DNS proxying: the pod's DNS queries go to its sidecar, which answers
+    /// service names with their (possibly allocated) addresses.
+    pub fn dns_proxy(mut self) -> Self {
+        self.dns_proxy = true;
+        self.bootstrap_args.push("--dns-proxy".to_string());
+        self
+    }
+
     /// A sidecar without interception: no iptables rules, and its
     /// bootstrap says `--interception-mode NONE`.
     pub fn without_interception(mut self) -> Self {
@@ -150,7 +161,7 @@ impl PodBuilder {
 
         let ns = Arc::new(Netns::new());
         if self.gateway_labels.is_none() && !self.without_interception {
-            ns.capture_outbound();
+            ns.capture_outbound(self.dns_proxy);
         }
         let backends = Backends::start_for_registry(&ns, &self.registry);
         let secure = self.secure_xds || secure_xds::enabled_for_suite();

@@ -46,6 +46,7 @@ fn sidecar_listeners(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener
         out.push(virtual_outbound(ctx));
     }
     out.extend(inbound::listener(ctx));
+    out.extend(crate::emit::sidecar::dns::listener(ctx));
     for (port, services) in listener_matches::services_by_port(ctx) {
         let plan = listener_matches::plan(ctx, port, &services, diags);
         out.push(port_listener(ctx, &plan));
@@ -242,6 +243,11 @@ pub(crate) mod tests {
             .iter()
             .map(|f| f.name.as_str())
             .collect()
+    }
+
+    /// Where a listener's default chain sends what no chain matches.
+    fn default_cluster(listener: &Listener) -> Option<String> {
+        tcp_proxy_cluster(listener.default_filter_chain.as_ref()?)
     }
 
     fn chain_named<'l>(listener: &'l Listener, name: &str) -> &'l FilterChain {
@@ -528,12 +534,8 @@ pub(crate) mod tests {
         let m = registry_only(mesh(vec![db.clone(), web], vec![], &[]));
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_5432");
-        let default = listener
-            .default_filter_chain
-            .as_ref()
-            .expect("default chain");
         assert_eq!(
-            tcp_proxy_cluster(default).as_deref(),
+            default_cluster(listener).as_deref(),
             Some("outbound|5432||db.example.com"),
             "not BlackHoleCluster: the database owns the port"
         );
@@ -549,12 +551,8 @@ pub(crate) mod tests {
             &sidecar("default"),
         );
         let listener = listener_named(&t, "0.0.0.0_5432");
-        let default = listener
-            .default_filter_chain
-            .as_ref()
-            .expect("default chain");
         assert_eq!(
-            tcp_proxy_cluster(default).as_deref(),
+            default_cluster(listener).as_deref(),
             Some("BlackHoleCluster")
         );
         let unreachable: Vec<_> = t
@@ -628,12 +626,8 @@ pub(crate) mod tests {
             "tcp|outbound|8080||cache.default.svc.cluster.local",
         );
         assert_eq!(ranges(tcp), ["10.0.0.2/32", "fd00::2/128"]);
-        let default = listener
-            .default_filter_chain
-            .as_ref()
-            .expect("default chain");
         assert_eq!(
-            tcp_proxy_cluster(default).as_deref(),
+            default_cluster(listener).as_deref(),
             Some("PassthroughCluster"),
             "neither HTTP nor a TCP service's address: the outbound policy"
         );
@@ -814,12 +808,8 @@ pub(crate) mod tests {
         let t = translate_for(&m, &sidecar("default"));
         let listener = listener_named(&t, "0.0.0.0_6379");
         assert!(listener.filter_chains.is_empty());
-        let default = listener
-            .default_filter_chain
-            .as_ref()
-            .expect("default chain");
         assert_eq!(
-            tcp_proxy_cluster(default).as_deref(),
+            default_cluster(listener).as_deref(),
             Some("outbound|6379||lonely.service.consul")
         );
         assert!(diagnostics_of(&t, DiagnosticKind::Unreachable).is_empty());

@@ -5,7 +5,7 @@
 //! and ServiceEntries generated from the CRD schemas ([`schema_values`]),
 //! written as text and read by the same loader and validation the server
 //! uses; the objects it accepts, over a small fixed registry, are translated
-//! for one proxy (sidecar, sidecar with inbound ports, sidecar without
+//! for one proxy (sidecar, sidecar with inbound ports and DNS proxying, sidecar without
 //! interception, or ingress gateway) and the result is checked by a real
 //! `envoy --mode validate`. A rejection is shrunk to the smallest objects
 //! Envoy still rejects and printed as YAML.
@@ -70,7 +70,7 @@ pub struct Case {
 
 const PROXIES: [&str; 4] = [
     "sidecar",
-    "sidecar with inbound ports",
+    "sidecar with inbound ports and DNS proxying",
     "sidecar without interception",
     "ingress gateway",
 ];
@@ -80,6 +80,10 @@ fn proxy_view(index: usize) -> ProxyView {
         0 => sidecar("default"),
         1 => ProxyView {
             labels: sidecar_with_labels("default", &[("app", "reviews"), ("version", "v1")]).labels,
+            dns: crate::proxy::DnsOptions {
+                capture: true,
+                auto_allocate: true,
+            },
             ..with_inbound(&[
                 (9080, Protocol::Http),
                 (5432, Protocol::Tcp),

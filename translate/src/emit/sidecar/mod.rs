@@ -2,6 +2,7 @@
 //! listener matches per port (HTTP, TCP, TLS, sniffed), and the routes the
 //! VirtualServices bound to `mesh` produce.
 
+pub(crate) mod dns;
 pub(crate) mod http_routes;
 pub(crate) mod inbound;
 pub(crate) mod listener_matches;

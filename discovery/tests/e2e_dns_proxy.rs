@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use support::dns::resolve_a;
 use support::l4::{tcp_tally, wait_chain};
-use support::{Pod, run_checked};
+use support::{PROPAGATION, Pod, run_checked, wait_until};
 
 const REGISTRY: &str = r#"
 services:
@@ -42,6 +42,18 @@ fn entries() -> String {
         .collect::<Vec<_>>()
         .join("---\n")
 }
+
+/// Written while no control plane runs.
+const LATER: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db-d}
+spec:
+  hosts: [db-d.example.com]
+  ports: [{number: 5432, name: tcp-postgres, protocol: TCP}]
+  resolution: DNS
+  endpoints: [{address: 127.0.0.64}]
+"#;
 
 const DATABASES: [(&str, &str); 3] = [
     ("db-a.example.com", "127.0.0.61:5432"),
@@ -116,11 +128,20 @@ fn dns_service_entries_sharing_a_port_are_reached_by_name_through_the_sidecars_d
     let web = resolve(&pod, "web.default.svc.cluster.local");
     assert_eq!(web, Ipv4Addr::new(127, 1, 0, 90), "a mesh service's VIP");
 
-    // Another replica (here: the next instance) allocates the same.
+    // Another replica (here: the next instance) allocates the same. A
+    // fourth entry written after the restart shows that the sidecar's DNS
+    // table is the new instance's, not the one Envoy kept meanwhile.
     pod.pilotfish
         .terminate(Duration::from_secs(10))
         .expect("pilotfish exits on SIGTERM");
+    pod.write_config("later.yaml", LATER);
     pod.restart_pilotfish();
+    wait_until("db-d resolved through the sidecar", PROPAGATION * 4, || {
+        let server: SocketAddr = RESOLVER.parse().expect("resolver address");
+        pod.ns()
+            .run(|| resolve_a(server, "db-d.example.com", Duration::from_secs(1)))
+            .map_err(|e| e.to_string())
+    });
     pod.pilotfish.wait_synced_without_nack(pod.envoy.node_id());
     for ((host, _), before) in DATABASES.iter().zip(&addresses) {
         assert_eq!(resolve(&pod, host), *before, "{host} after a restart");

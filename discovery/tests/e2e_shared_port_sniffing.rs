@@ -4,7 +4,8 @@
 //! a chain of its own follows the outbound traffic policy (or goes to the
 //! TCP service that owns the port) instead of meeting an HTTP parser. A
 //! TCP service without a VIP alone on its port owns the port, so a DNS
-//! ServiceEntry is reachable under REGISTRY_ONLY whatever address the
+//! ServiceEntry (its name served by a DNS server the test runs in the
+//! pod's namespace) is reachable under REGISTRY_ONLY whatever address the
 //! application resolved its name to.
 
 mod support;
@@ -28,8 +29,8 @@ services:
 "#;
 
 /// The database as egress is usually declared: resolved by DNS, no
-/// addresses. Its endpoint is given as an IP literal, which Envoy's DNS
-/// cluster resolves to itself, so the test needs no DNS server.
+/// addresses, no endpoints. Envoy resolves its host through the pod's
+/// resolver, a DNS server the test runs in the pod's namespace.
 const DATABASE: &str = r#"
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -39,7 +40,6 @@ spec:
   ports: [{number: 5432, name: tcp-postgres, protocol: TCP}]
   resolution: DNS
   location: MESH_EXTERNAL
-  endpoints: [{address: 127.0.0.95}]
 "#;
 
 const WEB_VIP: &str = "127.1.0.90:8080";
@@ -62,6 +62,7 @@ fn pod_on_shared_ports(name: &str, policy: &str) -> Sniffing {
     let mut pod = Pod::builder(name)
         .registry(REGISTRY)
         .config("db.yaml", DATABASE)
+        .resolver(&[("db.example.com", "127.0.0.95")])
         .pilotfish_arg("--outbound-traffic-policy")
         .pilotfish_arg(policy)
         .start();

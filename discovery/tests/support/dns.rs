@@ -141,3 +141,92 @@ impl Resolver {
         }
     }
 }
+
+/// A small authoritative DNS server for tests: answers A queries for the
+/// names it was given (NOERROR with no answer for other types, NXDOMAIN for
+/// other names), on UDP in a namespace, until dropped. What a pod's real
+/// resolver is to the Envoy resolving a ServiceEntry's host.
+pub struct DnsServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DnsServer {
+    pub fn start(
+        ns: &super::netns::Netns,
+        addr: SocketAddr,
+        records: &[(String, Ipv4Addr)],
+    ) -> DnsServer {
+        let records: HashMap<String, Ipv4Addr> = records
+            .iter()
+            .map(|(name, ip)| (name.to_ascii_lowercase(), *ip))
+            .collect();
+        let socket = ns
+            .run(|| UdpSocket::bind(addr))
+            .expect("bind the test DNS server");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stopping.load(Ordering::Relaxed) {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(reply) = answer(&buf[..n], &records) {
+                    let _ = socket.send_to(&reply, from);
+                }
+            }
+        });
+        DnsServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The reply to one query, `None` for what is not a one-question query.
+fn answer(query: &[u8], records: &HashMap<String, Ipv4Addr>) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[4..6] != [0, 1] {
+        return None;
+    }
+    let mut labels = Vec::new();
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(at + 1..at + 1 + len)?).to_ascii_lowercase());
+        at += 1 + len;
+    }
+    let question_end = at + 5;
+    let qtype = u16::from_be_bytes([*query.get(at + 1)?, *query.get(at + 2)?]);
+    let found = records.get(&labels.join("."));
+    let mut reply = query.get(..question_end)?.to_vec();
+    // QR, RD copied, RA; NXDOMAIN for unknown names.
+    reply[2] = 0x80 | (query[2] & 0x01);
+    reply[3] = if found.is_some() { 0x80 } else { 0x83 };
+    reply[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+    if let (Some(ip), TYPE_A) = (found, qtype) {
+        reply[7] = 1;
+        reply.extend_from_slice(&[0xc0, 0x0c]);
+        reply.extend_from_slice(&TYPE_A.to_be_bytes());
+        reply.extend_from_slice(&CLASS_IN.to_be_bytes());
+        reply.extend_from_slice(&30u32.to_be_bytes());
+        reply.extend_from_slice(&4u16.to_be_bytes());
+        reply.extend_from_slice(&ip.octets());
+    }
+    Some(reply)
+}

@@ -50,6 +50,19 @@ impl Netns {
         run_checked(&mut self.command(script.to_str().expect("utf-8 path"), args));
     }
 
+    /// Programs started in the namespace (`ip netns exec`, which mounts
+    /// /etc/netns/<name>/resolv.conf over /etc/resolv.conf) resolve names
+    /// through `nameserver`.
+    pub fn use_resolver(&self, nameserver: std::net::Ipv4Addr) {
+        let dir = std::path::Path::new("/etc/netns").join(&self.name);
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<name>");
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:1 attempts:2\n"),
+        )
+        .expect("write the namespace's resolv.conf");
+    }
+
     /// Runs `f` on a thread that has joined the namespace: every socket it
     /// opens lives there. Panics in `f` propagate to the caller.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -82,6 +95,7 @@ pub fn enter(name: &str) {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&self.name));
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();

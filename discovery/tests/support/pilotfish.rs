@@ -234,7 +234,10 @@ impl Pilotfish {
                     "pilotfish recorded NACKs: {nacks:?}\nsyncz: {text}"
                 );
                 let (pairs, unacked) = sent_vs_acked(&syncz);
-                assert!(pairs > 0, "syncz shows no sent/acked fields: {text}");
+                if pairs == 0 {
+                    // Connected, nothing sent yet (a stream just opened).
+                    return Err(format!("nothing sent yet: {text}"));
+                }
                 if unacked.is_empty() {
                     Ok(syncz)
                 } else {

@@ -42,6 +42,9 @@ pub struct PodBuilder {
     /// The pod's DNS is captured to its sidecar, which asks for DNS
     /// proxying (`--capture-dns`, `pilotfish bootstrap --dns-proxy`).
     dns_proxy: bool,
+    /// Names the pod's resolver answers (a test DNS server in the
+    /// namespace): what Envoy resolves DNS ServiceEntries through.
+    resolver: Option<Vec<(String, std::net::Ipv4Addr)>>,
 }
 
 impl PodBuilder {
@@ -111,6 +114,18 @@ impl PodBuilder {
         self
     }
 
+    /// The namespace's resolver (programs started in it use it) answers
+    /// `records`, name → IPv4 address, and nothing else.
+    pub fn resolver(mut self, records: &[(&str, &str)]) -> Self {
+        self.resolver = Some(
+            records
+                .iter()
+                .map(|(name, ip)| (name.to_string(), ip.parse().expect("IPv4 address")))
+                .collect(),
+        );
+        self
+    }
+
     /// DNS proxying: the pod's DNS queries go to its sidecar, which answers
     /// service names with their (possibly allocated) addresses.
     pub fn dns_proxy(mut self) -> Self {
@@ -160,6 +175,10 @@ impl PodBuilder {
         let registry_file = write_registry_file(dir.path(), &self.registry);
 
         let ns = Arc::new(Netns::new());
+        let dns_server = self.resolver.as_ref().map(|records| {
+            ns.use_resolver(TEST_RESOLVER);
+            super::dns::DnsServer::start(&ns, (TEST_RESOLVER, 53).into(), records)
+        });
         if self.gateway_labels.is_none() && !self.without_interception {
             ns.capture_outbound(self.dns_proxy);
         }
@@ -225,11 +244,15 @@ impl PodBuilder {
             pilotfish_args,
             starts: 1,
             secure,
+            _dns_server: dns_server,
             dir,
             ns,
         }
     }
 }
+
+/// Where a pod's test resolver listens.
+const TEST_RESOLVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 54);
 
 /// Fields drop in order: Envoy and pilotfish are killed before the
 /// backends stop and the namespace goes.
@@ -244,6 +267,7 @@ pub struct Pod {
     starts: usize,
     /// Envoys of this pod use the secure xDS port.
     secure: bool,
+    _dns_server: Option<super::dns::DnsServer>,
     dir: TestDir,
     ns: Arc<Netns>,
 }

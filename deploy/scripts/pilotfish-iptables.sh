@@ -164,7 +164,9 @@ install_dns() {
     nat -A PILOTFISH_DNS -m owner --uid-owner "$PROXY_UID" -j RETURN
     nat -A PILOTFISH_DNS -m owner --gid-owner "$PROXY_GID" -j RETURN
     nat -A PILOTFISH_DNS -p udp -j REDIRECT --to-ports "$DNS_PORT"
-    nat -A OUTPUT -p udp --dport 53 -j PILOTFISH_DNS
+    # First in OUTPUT: a container runtime's own DNS rules (Docker DNATs
+    # queries to its embedded resolver) would otherwise take them before us.
+    nat -I OUTPUT 1 -p udp --dport 53 -j PILOTFISH_DNS
 }
 
 clean

@@ -82,6 +82,10 @@ fn dns_service_entries_sharing_a_port_are_reached_by_name_through_the_sidecars_d
         .pilotfish_arg("--outbound-traffic-policy")
         .pilotfish_arg("REGISTRY_ONLY")
         .dns_proxy()
+        .resolver(&[
+            ("outside.example.org", "127.0.0.77"),
+            ("plainname", "127.0.0.78"),
+        ])
         .start();
     for (host, backend) in DATABASES {
         let name = host.split('.').next().unwrap_or_default();
@@ -124,6 +128,29 @@ fn dns_service_entries_sharing_a_port_are_reached_by_name_through_the_sidecars_d
     }
     let distinct: std::collections::BTreeSet<_> = addresses.iter().collect();
     assert_eq!(distinct.len(), 3, "{addresses:?}");
+    // A name the mesh does not know goes to the pod's own resolver.
+    assert_eq!(
+        resolve(&pod, "outside.example.org"),
+        Ipv4Addr::new(127, 0, 0, 77),
+        "forwarded upstream"
+    );
+    assert_eq!(
+        resolve(&pod, "plainname"),
+        Ipv4Addr::new(127, 0, 0, 78),
+        "a single-label name forwarded upstream"
+    );
+    // What applications do: glibc's getaddrinfo (A and AAAA queries to
+    // the namespace's nameserver, captured to the sidecar).
+    for (name, ip) in [
+        ("plainname", "127.0.0.78"),
+        ("outside.example.org", "127.0.0.77"),
+    ] {
+        let out = run_checked(&mut pod.ns().command("getent", &["ahosts", name]));
+        assert!(
+            out.contains(ip),
+            "getent ahosts {name} through the sidecar: {out}"
+        );
+    }
     // A mesh service with a VIP is answered with it.
     let web = resolve(&pod, "web.default.svc.cluster.local");
     assert_eq!(web, Ipv4Addr::new(127, 1, 0, 90), "a mesh service's VIP");

@@ -100,9 +100,19 @@ impl Resource {
 
     /// Whether `other` encodes the same bytes, however they are split.
     pub fn same_encoding(&self, other: &Resource) -> bool {
-        self.type_url == other.type_url
-            && self.value_len() == other.value_len()
+        if self.type_url != other.type_url || self.value_len() != other.value_len() {
+            return false;
+        }
+        // Split alike (the usual case: the same blocks): piece by piece,
+        // shared pieces compared by address; otherwise byte by byte.
+        let alike = self.pieces.len() == other.pieces.len()
             && self
+                .pieces
+                .iter()
+                .zip(&other.pieces)
+                .all(|(a, b)| (a.as_ptr() == b.as_ptr() && a.len() == b.len()) || a == b);
+        alike
+            || self
                 .pieces
                 .iter()
                 .flat_map(|p| p.iter())

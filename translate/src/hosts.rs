@@ -46,15 +46,11 @@ pub fn kubernetes_parts<'h>(hostname: &'h str, domain_suffix: &str) -> Option<(&
     valid.then_some((service, namespace))
 }
 
-/// Istio's domain set for a service port, as seen from `proxy_namespace`:
-/// the FQDN, the shorter Kubernetes forms (the bare name only from the same
-/// namespace), and every VIP, each also with `:port`.
-pub fn domains(
-    service: &Service,
-    port: u16,
-    proxy_namespace: &str,
-    domain_suffix: &str,
-) -> Vec<String> {
+/// The names a workload in `proxy_namespace` may use for `service`: its
+/// hostname (lowercase) and, for `<name>.<ns>.svc.<suffix>`, the shorter
+/// forms Kubernetes' search path resolves (`<name>.<ns>.svc`,
+/// `<name>.<ns>`, and `<name>` within its own namespace).
+pub fn names(service: &Service, proxy_namespace: &str, domain_suffix: &str) -> Vec<String> {
     let host = service.hostname.to_ascii_lowercase();
     let mut names = vec![host.clone()];
     if let Some((svc, ns)) = kubernetes_parts(&host, domain_suffix) {
@@ -64,6 +60,19 @@ pub fn domains(
             names.push(svc.to_string());
         }
     }
+    names
+}
+
+/// Istio's domain set for a service port, as seen from `proxy_namespace`:
+/// the FQDN, the shorter Kubernetes forms (the bare name only from the same
+/// namespace), and every VIP, each also with `:port`.
+pub fn domains(
+    service: &Service,
+    port: u16,
+    proxy_namespace: &str,
+    domain_suffix: &str,
+) -> Vec<String> {
+    let names = names(service, proxy_namespace, domain_suffix);
     let mut out = Vec::with_capacity(names.len() * 2 + service.vips.len() * 2);
     for name in names {
         let with_port = names::host_port(&name, port);

@@ -48,6 +48,16 @@ pub fn service(host: &str, vips: &[&str], ports: &[(u16, Protocol)]) -> Service 
     }
 }
 
+/// A ServiceEntry host resolved by DNS, without addresses, on one TCP port:
+/// egress as it is usually declared.
+pub fn dns_service_entry(host: &str, port: u16) -> Service {
+    Service {
+        registry: RegistryKind::ServiceEntry,
+        resolution: Resolution::Dns,
+        ..service(host, &[], &[(port, Protocol::Tcp)])
+    }
+}
+
 pub fn created(mut service: Service, timestamp: &str) -> Service {
     service.created = Some(timestamp.into());
     service

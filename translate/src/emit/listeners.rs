@@ -524,8 +524,7 @@ pub(crate) mod tests {
             m.mesh.outbound_traffic_policy = OutboundTrafficPolicy::RegistryOnly;
             m
         };
-        let mut db = service("db.example.com", &[], &[(5432, Protocol::Tcp)]);
-        db.resolution = pilotfish_model::Resolution::Dns;
+        let db = dns_service_entry("db.example.com", 5432);
         let web = service(
             "web.default.svc.cluster.local",
             &["10.0.0.1"],
@@ -544,8 +543,7 @@ pub(crate) mod tests {
         assert_envoy_invariants(&t);
 
         // A second such service: neither can own the port, both are reported.
-        let mut other = service("db2.example.com", &[], &[(5432, Protocol::Tcp)]);
-        other.resolution = pilotfish_model::Resolution::Dns;
+        let other = dns_service_entry("db2.example.com", 5432);
         let t = translate_for(
             &registry_only(mesh(vec![db, other], vec![], &[])),
             &sidecar("default"),
@@ -569,16 +567,9 @@ pub(crate) mod tests {
     /// at its own, and the others cannot tell them apart.
     #[test]
     fn dns_service_entries_sharing_a_port_are_told_apart_by_allocated_addresses() {
-        let entries: Vec<pilotfish_model::Service> =
-            ["db-a.example.com", "db-b.example.com", "db-c.example.com"]
-                .iter()
-                .map(|host| {
-                    let mut s = service(host, &[], &[(5432, Protocol::Tcp)]);
-                    s.registry = pilotfish_model::RegistryKind::ServiceEntry;
-                    s.resolution = pilotfish_model::Resolution::Dns;
-                    s
-                })
-                .collect();
+        let entries = ["db-a.example.com", "db-b.example.com", "db-c.example.com"]
+            .map(|host| dns_service_entry(host, 5432))
+            .to_vec();
         let m = mesh(entries, vec![], &[]);
         let mut proxy = sidecar("default");
         proxy.dns.auto_allocate = true;

@@ -84,15 +84,10 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::service;
-    use pilotfish_model::Protocol;
+    use crate::test_support::{created, dns_service_entry};
 
-    fn entry(host: &str, created: &str) -> Service {
-        let mut s = service(host, &[], &[(5432, Protocol::Tcp)]);
-        s.registry = RegistryKind::ServiceEntry;
-        s.resolution = Resolution::Dns;
-        s.created = Some(created.into());
-        s
+    fn entry(host: &str, timestamp: &str) -> Service {
+        created(dns_service_entry(host, 5432), timestamp)
     }
 
     #[test]

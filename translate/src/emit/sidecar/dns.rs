@@ -9,8 +9,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::emit::context::Context;
+use crate::hosts;
+use crate::protobuf;
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, SocketAddress, TrafficDirection, address, socket_address,
+    Address, TrafficDirection, address, socket_address,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Listener, ListenerFilter, listener_filter};
 use envoy_types::pb::envoy::data::dns::v3::DnsTable;
@@ -21,10 +24,6 @@ use envoy_types::pb::envoy::extensions::filters::udp::dns_filter::v3::DnsFilterC
 use envoy_types::pb::envoy::extensions::filters::udp::dns_filter::v3::dns_filter_config::{
     ClientContextConfig, ServerContextConfig, server_context_config,
 };
-use pilotfish_model::Service;
-
-use crate::emit::context::Context;
-use crate::protobuf;
 
 /// Istio's DNS proxy port, which capture rules redirect port 53 to.
 pub const DNS_PORT: u16 = 15053;
@@ -55,16 +54,7 @@ pub fn listener(ctx: &Context) -> Option<Listener> {
     };
     Some(Listener {
         name: DNS_LISTENER.into(),
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                protocol: socket_address::Protocol::Udp as i32,
-                address: "127.0.0.1".into(),
-                port_specifier: Some(socket_address::PortSpecifier::PortValue(u32::from(
-                    DNS_PORT,
-                ))),
-                ..Default::default()
-            })),
-        }),
+        address: Some(udp(protobuf::socket_address("127.0.0.1", DNS_PORT))),
         listener_filters: vec![ListenerFilter {
             name: "envoy.filters.udp.dns_filter".into(),
             config_type: Some(listener_filter::ConfigType::TypedConfig(protobuf::any(
@@ -75,6 +65,13 @@ pub fn listener(ctx: &Context) -> Option<Listener> {
         traffic_direction: TrafficDirection::Outbound as i32,
         ..Default::default()
     })
+}
+
+fn udp(mut address: Address) -> Address {
+    if let Some(address::Address::SocketAddress(socket)) = &mut address.address {
+        socket.protocol = socket_address::Protocol::Udp as i32;
+    }
+    address
 }
 
 /// Every name of every visible service with an address, sorted.
@@ -89,7 +86,7 @@ fn table(ctx: &Context) -> DnsTable {
         if addresses.is_empty() || service.hostname.contains('*') {
             continue;
         }
-        for name in names_of(service, &ctx.proxy.namespace, ctx.domain_suffix()) {
+        for name in hosts::names(service, &ctx.proxy.namespace, ctx.domain_suffix()) {
             // The older service (first seen) keeps a name two could answer.
             names.entry(name).or_insert_with(|| addresses.clone());
         }
@@ -111,32 +108,11 @@ fn table(ctx: &Context) -> DnsTable {
     }
 }
 
-/// The names a pod in `namespace` may use for `service`: its hostname and,
-/// for `<name>.<ns>.svc.<suffix>`, the shorter forms Kubernetes' search
-/// path resolves (`<name>.<ns>.svc`, `<name>.<ns>`, and `<name>` within
-/// its own namespace).
-fn names_of(service: &Service, namespace: &str, suffix: &str) -> Vec<String> {
-    let host = service.hostname.to_ascii_lowercase();
-    let mut out = vec![host.clone()];
-    let cluster_part = format!(".svc.{suffix}");
-    if let Some((name, ns)) = host
-        .strip_suffix(&cluster_part)
-        .and_then(|rest| rest.split_once('.'))
-    {
-        out.push(format!("{name}.{ns}.svc"));
-        out.push(format!("{name}.{ns}"));
-        if ns == namespace {
-            out.push(name.to_string());
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::test_support::*;
-    use pilotfish_model::{Protocol, RegistryKind, Resolution};
+    use pilotfish_model::Protocol;
 
     fn dns_table(listener: &Listener) -> BTreeMap<String, Vec<String>> {
         let filter = &listener.listener_filters[0];
@@ -165,9 +141,7 @@ mod tests {
 
     #[test]
     fn a_capturing_sidecar_answers_service_names_with_vips_and_allocated_addresses() {
-        let mut db = service("db.example.com", &[], &[(5432, Protocol::Tcp)]);
-        db.registry = RegistryKind::ServiceEntry;
-        db.resolution = Resolution::Dns;
+        let db = dns_service_entry("db.example.com", 5432);
         let m = mesh(
             vec![
                 service(

@@ -5,6 +5,7 @@ pub mod ads;
 pub mod bootstrap;
 pub mod cache;
 pub mod certificate_client;
+pub mod cli;
 pub mod cluster_parts;
 pub mod config_dump;
 pub mod debug;

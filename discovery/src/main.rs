@@ -13,6 +13,7 @@ use pilotfish_discovery::bootstrap::{self, BootstrapOptions, XdsTls, bootstrap};
 use pilotfish_discovery::certificate_client::{
     ClientCertificate, RequestOptions, issue_offline, renew_until_cancelled, request_once,
 };
+use pilotfish_discovery::cli;
 use pilotfish_discovery::incoming::{DEFAULT_MAX_CONNECTIONS, IncomingLimits};
 use pilotfish_discovery::mesh_config_file::{self, MeshConfigFile};
 use pilotfish_discovery::paths::{self, Expected};
@@ -61,6 +62,19 @@ enum Command {
         #[command(subcommand)]
         command: CertificateCommand,
     },
+    /// Check Istio config files offline, as the server would read them,
+    /// plus cross-object checks (undefined subsets, unknown hosts...).
+    Validate(cli::validate::ValidateArgs),
+    /// Every proxy connected to a running server and how synced it is.
+    ProxyStatus(cli::proxy_status::ProxyStatusArgs),
+    /// What a running server sent one proxy: clusters, listeners, routes,
+    /// endpoints or secrets.
+    ProxyConfig(cli::proxy_config::ProxyConfigArgs),
+    /// The path a request takes through a proxy's config, and the Istio
+    /// objects behind each step.
+    Explain(cli::explain::ExplainArgs),
+    /// Which proxies and resources a config change would change.
+    Diff(cli::diff::DiffArgs),
 }
 
 #[derive(Subcommand)]
@@ -465,14 +479,20 @@ struct BootstrapArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let success = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
     let result = match cli.command {
-        Command::Serve(args) => run_serve(*args),
-        Command::Discovery { args } => run_discovery(&args),
-        Command::Bootstrap(args) => run_bootstrap(args),
-        Command::Certificate { command } => run_certificate(command),
+        Command::Serve(args) => success(run_serve(*args)),
+        Command::Discovery { args } => success(run_discovery(&args)),
+        Command::Bootstrap(args) => success(run_bootstrap(args)),
+        Command::Certificate { command } => success(run_certificate(command)),
+        Command::Validate(args) => cli::validate::run(args),
+        Command::ProxyStatus(args) => cli::proxy_status::run(args),
+        Command::ProxyConfig(args) => cli::proxy_config::run(args),
+        Command::Explain(args) => cli::explain::run(args),
+        Command::Diff(args) => cli::diff::run(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // One line, every cause after a colon: what a log collector
             // keeps together ("cannot listen on ADDRESS (--flag): Address

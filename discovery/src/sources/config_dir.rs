@@ -215,6 +215,11 @@ impl ConfigDirs {
 
 /// `*.yaml`/`*.yml` files directly in `dir`, sorted for determinism.
 fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    // A file given in place of a directory (`pilotfish validate FILE`) is
+    // read whatever its name.
+    if std::fs::metadata(dir)?.is_file() {
+        return Ok(vec![dir.to_path_buf()]);
+    }
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;

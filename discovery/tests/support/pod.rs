@@ -252,7 +252,7 @@ impl PodBuilder {
 }
 
 /// Where a pod's test resolver listens.
-const TEST_RESOLVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 54);
+pub const TEST_RESOLVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 54);
 
 /// Fields drop in order: Envoy and pilotfish are killed before the
 /// backends stop and the namespace goes.

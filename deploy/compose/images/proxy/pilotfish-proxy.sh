@@ -9,6 +9,8 @@
 #   PROXY_TYPE             sidecar (default) or router (a gateway)
 #   POD_NAME, POD_NAMESPACE  the workload (default: the hostname, default)
 #   PROXY_LABELS           space-separated KEY=VALUE workload labels
+#   DNS_PROXY              1 (default): answer the app's DNS (bootstrap
+#                          --dns-proxy; the capture runs with --capture-dns)
 #   PROXY_ARGS             more `pilotfish bootstrap` flags
 set -euo pipefail
 
@@ -25,6 +27,7 @@ args=(bootstrap
 for label in ${PROXY_LABELS:-}; do
     args+=(--label "$label")
 done
+[[ ${DNS_PROXY:-1} == 1 ]] && args+=(--dns-proxy)
 # shellcheck disable=SC2206 # word splitting of extra flags is intended
 args+=(${PROXY_ARGS:-})
 

@@ -30,7 +30,7 @@
 // Shared by both stages.
 pub(crate) mod claims;
 pub mod diagnostics;
-pub(crate) mod hosts;
+pub mod hosts;
 pub mod names;
 pub(crate) mod parts;
 pub(crate) mod protobuf;
@@ -44,6 +44,7 @@ pub(crate) mod visibility;
 pub use pilotfish_model::mesh;
 
 pub mod emit;
+pub mod explain;
 pub mod resolve;
 
 #[cfg(test)]

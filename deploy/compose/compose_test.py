@@ -4,7 +4,8 @@
 Builds the images, brings Bookinfo on Consul up with Pilotfish, and checks
 through the ingress gateway which reviews version answered:
 
-  1. without routing rules (every version serves),
+  1. without routing rules (every version serves), each app's DNS lookups
+     answered by its sidecar (DNS proxying, on by default here),
   2. under Istio's virtual-service-all-v1, virtual-service-reviews-test-v2
      and virtual-service-reviews-50-v3, applied unchanged with kubectl to the
      stack's API server,
@@ -344,6 +345,20 @@ def up():
     # Healthy apps are registered; the gateway routes once it has their endpoints.
     wait_until("the gateway to serve /productpage", PROPAGATION_TIMEOUT,
                lambda: product_page()[0] == 200)
+    sidecar_answers_dns("productpage-v1-sidecar")
+
+
+def sidecar_answers_dns(sidecar):
+    """DNS proxying is on: the app's lookups (details, reviews, consul)
+    were captured to its sidecar's DNS listener and answered there."""
+    stats = compose("exec", "-T", sidecar, "curl", "-fsS",
+                    "http://127.0.0.1:15000/stats?filter=^dns_filter").stdout
+    counters = dict(line.split(": ", 1) for line in stats.splitlines() if ": " in line)
+    queries = int(counters.get("dns_filter.dns.downstream_rx_queries", "0"))
+    answers = int(counters.get("dns_filter.dns.downstream_tx_responses", "0"))
+    check(queries > 0 and answers == queries,
+          f"{sidecar}: the app's DNS did not go through the sidecar: {stats!r}")
+    log(f"  {sidecar} answered {answers} DNS queries of its app")
 
 
 def rules_from_the_api_server():

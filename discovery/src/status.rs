@@ -24,7 +24,19 @@ pub struct TypeStatus {
     pub rejected: Option<Rejection>,
     pub pushes: u64,
     pub nacks: u64,
+    /// The proxy's answer to the last response it answered was a NACK.
+    pub last_response_rejected: bool,
+    /// When the last response of this type was sent (Unix milliseconds).
+    pub last_push_unix_ms: Option<u64>,
     pub resource_names: ResourceNames,
+}
+
+/// Milliseconds since the Unix epoch, for status timestamps.
+pub fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
 }
 
 /// The resources of a type a proxy holds, kept as the shared data they come

@@ -195,6 +195,7 @@ impl<R> Session<R> {
         let settled = sent.is_some_and(|sent| self.acceptance.entry(ty).or_default().accept(sent));
         self.update_status(ty, |s| {
             s.acked_version = Some(version.to_string());
+            s.last_response_rejected = false;
             if settled {
                 s.rejected = None;
             }
@@ -241,6 +242,7 @@ impl<R> Session<R> {
         self.update_status(ty, |s| {
             s.last_nack = Some(message.to_string());
             s.nacks += 1;
+            s.last_response_rejected = true;
             if rejection.is_some() {
                 s.rejected = rejection;
             }
@@ -291,6 +293,7 @@ impl<R> Session<R> {
             s.sent_version = Some(version.to_string());
             s.sent_nonce = Some(nonce.to_string());
             s.pushes += 1;
+            s.last_push_unix_ms = Some(crate::status::unix_millis());
             s.resource_names = names;
         });
     }

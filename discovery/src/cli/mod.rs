@@ -10,6 +10,7 @@ pub mod offline;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod table;
+pub mod unknown_hosts;
 pub mod validate;
 
 use clap::ValueEnum;

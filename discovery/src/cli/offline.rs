@@ -5,7 +5,12 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use pilotfish_registries::RegistrySnapshot;
+use pilotfish_registries::consul::{ConsulConfig, ConsulRegistry};
 use clap::Args;
 use pilotfish_crds::ConfigSpec;
 use pilotfish_translate::{
@@ -13,7 +18,8 @@ use pilotfish_translate::{
 };
 
 use crate::mesh_config_file::{self, MeshConfigFile};
-use crate::mesh_store::{MeshGeneration, MeshStore};
+use crate::mesh_store::{MeshGeneration, MeshStore, RegistryScope};
+use crate::sources::consul;
 use crate::sources::config_dir::ConfigDirs;
 use crate::sources::registry_files::RegistryFiles;
 
@@ -35,7 +41,19 @@ pub struct MeshFiles {
     /// Overrides the mesh config's outboundTrafficPolicy.
     #[arg(long, value_parser = ["ALLOW_ANY", "REGISTRY_ONLY"])]
     pub outbound_traffic_policy: Option<String>,
+    /// Also read the services of a Consul agent once (`consul`).
+    #[arg(long, value_parser = ["consul"])]
+    pub registry: Option<String>,
+    /// The Consul agent for `--registry consul`.
+    #[arg(long, default_value = "http://127.0.0.1:8500")]
+    pub consul_address: String,
+    /// The domain Consul services are named in, as `serve --consul-domain`.
+    #[arg(long)]
+    pub consul_domain: Option<String>,
 }
+
+/// How long `--registry consul` waits for the first full read.
+const CONSUL_READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl MeshFiles {
     /// One generation from `config` (files or directories of Istio YAML)
@@ -65,7 +83,40 @@ impl MeshFiles {
             RegistryFiles::new(self.registry_files.clone()),
             mesh,
         );
+        if self.registry.is_some() {
+            let snapshot = self.read_consul()?;
+            store.add_dynamic_registry(consul::REGISTRY_NAME);
+            store.set_dynamic_registry(consul::REGISTRY_NAME, snapshot, RegistryScope::Everything);
+        }
         Ok(store.rebuild())
+    }
+
+    /// Every Consul service, read once through the server's own watcher.
+    fn read_consul(&self) -> anyhow::Result<Arc<RegistrySnapshot>> {
+        let mut config = ConsulConfig::new(self.consul_address.clone());
+        if let Some(domain) = &self.consul_domain {
+            config.domain = domain.clone();
+        }
+        config.token = std::env::var("CONSUL_HTTP_TOKEN").ok();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime for Consul")?;
+        runtime.block_on(async {
+            let registry = ConsulRegistry::start(config)?;
+            let mut snapshots = registry.snapshots();
+            let status = registry.status();
+            let synced = tokio::time::timeout(CONSUL_READ_TIMEOUT, snapshots.wait_for(|s| s.synced)).await;
+            match synced {
+                Ok(Ok(snapshot)) => Ok(snapshot.snapshot.clone()),
+                _ => bail!(
+                    "Consul at {} was not read within {}s: {}",
+                    self.consul_address,
+                    CONSUL_READ_TIMEOUT.as_secs(),
+                    status.borrow().last_error.clone().unwrap_or_else(|| "no answer".into())
+                ),
+            }
+        })
     }
 }
 

@@ -174,6 +174,12 @@ impl Pilotfish {
         });
     }
 
+    /// The debug/metrics address (in the pod's namespace), what the
+    /// operator commands take as `--server`.
+    pub fn http_address(&self) -> &str {
+        &self.http_address
+    }
+
     /// `GET path` on pilotfish's HTTP address.
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
         self.ns.run(|| control_get(&self.http_address, path))

@@ -81,6 +81,7 @@ pub fn router(state: DebugState) -> Router {
         .route("/debug/syncz", get(syncz))
         .route("/debug/diagnostics", get(diagnostics))
         .route("/debug/config_dump", get(dump))
+        .route("/debug/explain", get(explain))
         .route("/debug/registries", get(registries))
         .route("/debug/credentials", get(credentials))
         .with_state(state)
@@ -220,4 +221,31 @@ async fn dump(
     let view = crate::proxy_view::view_for(&proxy.identity, &generation.inbound);
     let snapshot = state.ctx.cache.snapshot(&generation, &view);
     Json(config_dump(&snapshot)).into_response()
+}
+
+/// `/debug/explain?proxy=<node id or pod>&url=<url>&header=<name: value>`:
+/// the path that request takes through the proxy ([`crate::explain_endpoint`]).
+async fn explain(
+    State(state): State<DebugState>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    use crate::explain_endpoint::{self, ExplainQuery};
+    let answer = ExplainQuery::from_pairs(pairs).and_then(|query| {
+        let proxy =
+            explain_endpoint::find_proxy(&state.ctx.status, &query.proxy).ok_or_else(|| {
+                explain_endpoint::ExplainEndpointError::UnknownProxy(query.proxy.clone())
+            })?;
+        let generation = state.ctx.generations.borrow().clone();
+        let view = crate::proxy_view::view_for(&proxy.identity, &generation.inbound);
+        let snapshot = state.ctx.cache.snapshot(&generation, &view);
+        explain_endpoint::explain(&query, &proxy, &generation, &snapshot)
+    });
+    match answer.map(|e| explain_endpoint::envelope(&e)) {
+        Ok(Ok(envelope)) => Json(envelope).into_response(),
+        Ok(Err(error)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
+        Err(error) => {
+            let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            (status, format!("{error}\n")).into_response()
+        }
+    }
 }

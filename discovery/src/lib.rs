@@ -9,6 +9,7 @@ pub mod cli;
 pub mod cluster_parts;
 pub mod config_dump;
 pub mod debug;
+pub mod explain_endpoint;
 pub mod incoming;
 pub mod memory;
 pub mod mesh_config_file;

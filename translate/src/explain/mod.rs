@@ -45,19 +45,25 @@ pub struct Explanation {
     pub request: ExplainRequest,
     pub steps: Vec<Step>,
     pub outcome: Outcome,
+    /// Whether the request reaches a destination or gets a non-error
+    /// answer from Envoy itself.
+    pub succeeded: bool,
 }
 
-impl Explanation {
-    /// Whether the request would reach a destination (or get a non-error
+impl Outcome {
+    /// Whether the request reaches a destination (or gets a non-error
     /// direct answer): the CLI's exit code.
-    pub fn succeeded(&self) -> bool {
-        match &self.outcome {
+    pub fn succeeds(&self) -> bool {
+        match self {
             Outcome::Forwarded { destinations } => destinations.iter().any(|d| d.found),
             Outcome::Passthrough { .. } | Outcome::Redirect { .. } => true,
             Outcome::DirectResponse { status, .. } => *status < 400,
             Outcome::Blackhole { .. } | Outcome::Failed { .. } => false,
         }
     }
+}
+
+impl Explanation {
 
     /// Every config object that shaped the path, once.
     pub fn config(&self) -> BTreeSet<&ConfigKey> {
@@ -195,6 +201,7 @@ pub fn explain(
     Explanation {
         request: request.clone(),
         steps,
+        succeeded: outcome.succeeds(),
         outcome,
     }
 }
@@ -250,4 +257,20 @@ fn socket_address(
         },
         _ => None,
     }
+}
+
+/// [`explain`] with what the mesh knows: the endpoints' labels, and, when
+/// the URL names a host rather than an IP, the address of the service that
+/// name means to a proxy in `namespace`.
+pub fn explain_in_mesh(
+    resources: &XdsResources,
+    mesh: &pilotfish_model::MeshState,
+    namespace: &str,
+    mut request: ExplainRequest,
+) -> Explanation {
+    if request.destination_ip.is_none() {
+        request.destination_ip =
+            service_address(mesh, &request.host, namespace, &mesh.mesh.domain_suffix);
+    }
+    explain(resources, &endpoint_labels(mesh), &request)
 }

@@ -67,6 +67,12 @@ if [[ $MODE == netns ]]; then
     done
 fi
 
+if [[ $MODE == netns ]]; then
+    say "Quick start in a network namespace of its own (root; --mode none runs without iptables); Ctrl-C stops it at any point"
+else
+    say "Quick start without root: Envoy in interception mode NONE, so no iptables and no traffic to the services' VIPs: requests go to Envoy's listener on 127.0.0.1 and are routed by their Host header (as root, a network namespace captures traffic to the VIPs); Ctrl-C stops it at any point"
+fi
+
 # --- Envoy -------------------------------------------------------------------
 ENVOY_VERSION=$(sed -n 's/^ENVOY_VERSION=//p' "$ROOT/scripts/setup.sh")
 INSTALLED_ENVOY=${PILOTFISH_TEST_ROOT:-/opt/pilotfish-test}/bin/envoy
@@ -106,8 +112,8 @@ if [[ -n "${PILOTFISH_BIN:-}" ]]; then
     PILOTFISH=$PILOTFISH_BIN
     [[ -x "$PILOTFISH" ]] || fail "PILOTFISH_BIN=$PILOTFISH is not an executable"
 else
-    say "building pilotfish (cargo build --release -p pilotfish-discovery --bin pilotfish)"
-    (cd "$ROOT" && cargo build --release --quiet -p pilotfish-discovery --bin pilotfish)
+    say "building pilotfish: cargo build --release -p pilotfish-discovery --bin pilotfish (minutes the first time)"
+    (cd "$ROOT" && cargo build --release -p pilotfish-discovery --bin pilotfish)
     PILOTFISH=$ROOT/target/release/pilotfish
 fi
 
@@ -146,9 +152,10 @@ cleanup() {
         ip netns del "$NS" 2>/dev/null || true
         rm -rf "/etc/netns/$NS"
     fi
-    if [[ $SUCCEEDED -eq 1 || $status -eq 130 || $status -eq 143 ]]; then
+    # Logs are kept when something failed after a process started.
+    if [[ $SUCCEEDED -eq 1 || $status -eq 130 || $status -eq 143 || ${#PIDS[@]} -eq 0 ]]; then
         rm -rf "$DIR"
-        say "stopped everything; removed ${NS:+network namespace $NS and }$DIR"
+        [[ ${#PIDS[@]} -eq 0 ]] || say "stopped everything; removed ${NS:+network namespace $NS and }$DIR"
     else
         echo "quickstart: FAILED; logs kept in $DIR" >&2
         local log
@@ -290,12 +297,19 @@ tally() {
         | sort | uniq -c | sort -rn | awk '{n = $1; $1 = ""; printf "%s%s: %d", sep, substr($0, 2), n; sep = ", "} END {print ""}'
 }
 
-# only TALLY ANSWER...: the tally holds every ANSWER and nothing else.
-only() {
-    local tally=$1 answer
-    shift
-    [[ $(tr ',' '\n' <<<"$tally" | grep -c .) -eq $# ]] || return 1
-    for answer in "$@"; do [[ "$tally" == *"$answer: "* ]] || return 1; done
+# within TALLY MIN ANSWER...: every answer in TALLY is one of the ANSWERs,
+# and at least MIN different ones came.
+within() {
+    local tally=$1 min=$2 part seen=0
+    shift 2
+    while read -r part; do
+        [[ -n "$part" ]] || continue
+        local allowed=0 answer
+        for answer in "$@"; do [[ "$part" == "$answer: "* ]] && allowed=1; done
+        [[ $allowed -eq 1 ]] || return 1
+        seen=$((seen + 1))
+    done < <(tr ',' '\n' <<<"$tally")
+    [[ $seen -ge $min ]]
 }
 
 answers() { [[ "$(ask "${@:2}")" == "$1" ]]; }
@@ -304,21 +318,24 @@ wait_for 30 "reviews v1 to answer a normal user" "${PIDS[-1]}" answers "reviews 
 wait_for 30 "reviews v2 to answer jason" "${PIDS[-1]}" answers "reviews v2" -H "end-user: jason"
 
 OK=1
-report() {  # report WHO TALLY EXPECTATION ANSWER...
+report() {  # report WHO TALLY EXPECTATION MIN ANSWER...
     local who=$1 result=$2 expectation=$3
     shift 3
-    if only "$result" "$@"; then
+    if within "$result" "$@"; then
         printf '    %-18s %s\n' "$who" "$result"
     else
         printf '    %-18s %s   <-- expected %s\n' "$who" "$result" "$expectation"
         OK=0
     fi
 }
+# A 50/50 split shows both versions in 20 requests but for one chance in 2^19.
+SPLIT_MIN=1
+((REQUESTS >= 20)) && SPLIT_MIN=2
 
 say "routing from testdata/bookinfo/config/reviews-jason-v2.yaml: end-user jason to reviews v2, everyone else to v1"
 say "$REQUESTS requests each $HOW:"
-report "normal user" "$(tally)" "only v1" "reviews v1"
-report "end-user: jason" "$(tally -H "end-user: jason")" "only v2" "reviews v2"
+report "normal user" "$(tally)" "only v1" 1 "reviews v1"
+report "end-user: jason" "$(tally -H "end-user: jason")" "only v2" 1 "reviews v2"
 
 # --- a routing change --------------------------------------------------------
 # Istio's Bookinfo traffic-shifting step: half of everyone's traffic to v3.
@@ -349,8 +366,8 @@ say "applied a routing change: replaced VirtualService reviews in $DIR/config/re
 changed_at=$(date +%s%3N)
 wait_for 30 "reviews v3 to answer after the change" "${PIDS[-1]}" answers "reviews v3"
 say "Envoy routes by the new VirtualService (seen $(($(date +%s%3N) - changed_at)) ms after the write); $REQUESTS requests each again:"
-report "normal user" "$(tally)" "v1 and v3" "reviews v1" "reviews v3"
-report "end-user: jason" "$(tally -H "end-user: jason")" "v1 and v3" "reviews v1" "reviews v3"
+report "normal user" "$(tally)" "v1 and v3" "$SPLIT_MIN" "reviews v1" "reviews v3"
+report "end-user: jason" "$(tally -H "end-user: jason")" "v1 and v3" "$SPLIT_MIN" "reviews v1" "reviews v3"
 
 if [[ $OK -ne 1 ]]; then
     fail "requests did not go where the routing rules say"
@@ -373,7 +390,8 @@ fi
 say "up; send requests yourself:"
 printf '      %s\n' "${try[@]}"
 echo "    edit $DIR/config/*.yaml (or $REGISTRY) and Envoy has the change within about 100 ms"
-echo "    pilotfish: ${run}curl -s http://127.0.0.1:$HTTP_PORT/debug/syncz    Envoy admin: ${run}curl -s http://127.0.0.1:$ADMIN_PORT/config_dump"
+echo "    what pilotfish sent:  ${run}curl -s http://127.0.0.1:$HTTP_PORT/debug/syncz"
+echo "    what Envoy holds:     ${run}curl -s http://127.0.0.1:$ADMIN_PORT/config_dump"
 say "press Ctrl-C (or kill $$) to stop everything"
 # Returns when a signal arrives (the traps clean up) or a process dies.
 while true; do

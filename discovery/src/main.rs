@@ -211,8 +211,12 @@ struct ServeArgs {
     /// Namespace for config objects that name none.
     #[arg(long, default_value = "default")]
     default_namespace: String,
-    /// Log as JSON lines.
-    #[arg(long)]
+    /// Log format: `text` (colours only on a terminal) or `json` (one
+    /// object per line).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Same as `--log-format json`.
+    #[arg(long, hide = true)]
     log_json: bool,
     /// Registries to watch besides --registry-file files (which imply `file`); repeatable.
     /// Their order is their precedence for a hostname defined twice.
@@ -504,7 +508,7 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_tracing(args.log_json);
+    init_tracing(args.log_json || args.log_format == LogFormat::Json);
     args.check_paths()?;
     if args.registries.contains(&RegistryArg::File) && args.registry_files.is_empty() {
         bail!("--registry file needs at least one --registry-file");
@@ -806,6 +810,12 @@ fn run_certificate(command: CertificateCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn init_tracing(json: bool) {

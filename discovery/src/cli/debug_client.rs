@@ -25,6 +25,9 @@ pub fn get_json(address: &str, path_and_query: &str) -> anyhow::Result<Value> {
         .enable_all()
         .build()
         .context("starting an HTTP client")?;
+    // reqwest is built without a default TLS provider; the process uses
+    // ring (a second install is refused, which is fine).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     runtime.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(TIMEOUT)

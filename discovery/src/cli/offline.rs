@@ -9,18 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use pilotfish_registries::RegistrySnapshot;
-use pilotfish_registries::consul::{ConsulConfig, ConsulRegistry};
 use clap::Args;
 use pilotfish_crds::ConfigSpec;
+use pilotfish_registries::RegistrySnapshot;
+use pilotfish_registries::consul::{ConsulConfig, ConsulRegistry};
 use pilotfish_translate::{
     InboundPort, InterceptionMode, MeshConfig, OutboundTrafficPolicy, ProxyKind, ProxyView,
 };
 
 use crate::mesh_config_file::{self, MeshConfigFile};
 use crate::mesh_store::{MeshGeneration, MeshStore, RegistryScope};
-use crate::sources::consul;
 use crate::sources::config_dir::ConfigDirs;
+use crate::sources::consul;
 use crate::sources::registry_files::RegistryFiles;
 
 /// Where the mesh comes from, as `serve` takes it.
@@ -59,6 +59,11 @@ impl MeshFiles {
     /// One generation from `config` (files or directories of Istio YAML)
     /// and the registry files, with every problem the server would report.
     pub fn load(&self, config: &[PathBuf]) -> anyhow::Result<MeshGeneration> {
+        Ok(self.store(config)?.rebuild())
+    }
+
+    /// The store `load` rebuilds, for callers that add config of their own.
+    pub fn store(&self, config: &[PathBuf]) -> anyhow::Result<MeshStore> {
         for path in config.iter().chain(&self.registry_files) {
             std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         }
@@ -88,7 +93,7 @@ impl MeshFiles {
             store.add_dynamic_registry(consul::REGISTRY_NAME);
             store.set_dynamic_registry(consul::REGISTRY_NAME, snapshot, RegistryScope::Everything);
         }
-        Ok(store.rebuild())
+        Ok(store)
     }
 
     /// Every Consul service, read once through the server's own watcher.
@@ -106,14 +111,19 @@ impl MeshFiles {
             let registry = ConsulRegistry::start(config)?;
             let mut snapshots = registry.snapshots();
             let status = registry.status();
-            let synced = tokio::time::timeout(CONSUL_READ_TIMEOUT, snapshots.wait_for(|s| s.synced)).await;
+            let synced =
+                tokio::time::timeout(CONSUL_READ_TIMEOUT, snapshots.wait_for(|s| s.synced)).await;
             match synced {
                 Ok(Ok(snapshot)) => Ok(snapshot.snapshot.clone()),
                 _ => bail!(
                     "Consul at {} was not read within {}s: {}",
                     self.consul_address,
                     CONSUL_READ_TIMEOUT.as_secs(),
-                    status.borrow().last_error.clone().unwrap_or_else(|| "no answer".into())
+                    status
+                        .borrow()
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "no answer".into())
                 ),
             }
         })

@@ -418,3 +418,54 @@ fn serve_logs_plain_text_off_a_terminal_and_json_lines_with_log_format_json() {
         "{json_log}"
     );
 }
+
+#[test]
+fn validate_checks_hosts_against_a_real_consul_agent_with_registry_consul() {
+    use std::sync::Arc;
+    use support::consul::{Consul, Instance};
+    use support::netns::Netns;
+    use support::testdir::TestDir;
+
+    let dir = TestDir::new("validate-consul");
+    let ns = Arc::new(Netns::new());
+    let consul = Consul::start(ns.clone(), dir.path(), "127.0.0.1");
+    consul.register(&Instance::new("details-1", "details", "127.0.0.1", 9080));
+    let config = dir.path().join("vs.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: details}\n\
+         spec:\n  hosts: [details.service.consul]\n  http:\n  - route:\n    \
+         - destination: {host: details.service.consul}\n    - destination: {host: reviews.service.consul}\n",
+    )
+    .expect("write");
+    let run_in = |pod_ns: &Netns, args: &[&str]| {
+        let out = pod_ns
+            .command(support::pilotfish::binary(), args)
+            .output()
+            .expect("run pilotfish");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), stdout)
+    };
+    let url = consul.url();
+    let (code, out) = run_in(
+        &ns,
+        &[
+            "validate",
+            config.to_str().expect("utf-8"),
+            "--registry",
+            "consul",
+            "--consul-address",
+            &url,
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("route[1].destination.host: host reviews.service.consul is not a service"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("host details.service.consul"),
+        "details is in Consul: {out}"
+    );
+}

@@ -105,8 +105,6 @@ fn online(args: &ExplainArgs, proxy: &str) -> anyhow::Result<Value> {
     for header in &args.headers {
         query.push_str(&format!("&header={}", encode_query_value(header)));
     }
-    // reqwest's rustls needs the process's crypto provider, as `serve` sets it.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = args.server.as_deref().unwrap_or(DEFAULT_ADDRESS);
     debug_client::get_json(server, &query).with_context(|| format!("explaining {}", args.url))
 }

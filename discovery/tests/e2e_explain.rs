@@ -355,5 +355,15 @@ fn explain_names_the_backend_envoy_used_for_every_request() {
         })
     };
     assert_eq!(routes(&offline), routes(&online));
+
+    // The pod's name finds the proxy too, at the default server address.
+    let by_pod: Vec<String> = ["explain", "http://reviews:9080/", "-H", "end-user: jason"]
+        .into_iter()
+        .chain(["--proxy", "explain.default", "-o", "json"])
+        .map(String::from)
+        .collect();
+    let (by_pod, code) = pilotfish_explain(&pod, &by_pod);
+    assert_eq!(code, Some(0));
+    assert_eq!(by_pod["outcome"], online["outcome"], "{by_pod:#}");
     pod.envoy.assert_no_rejected_updates();
 }

@@ -145,7 +145,7 @@ fn validate_passes_the_testdata_and_fails_bad_objects_with_file_line_and_field()
 fn diff_lists_the_proxies_and_resources_a_change_would_touch_and_exits_1() {
     let dir = temp_dir("diff");
     let file = dir.join("reviews-v3.yaml");
-    std::fs::write(&file, &bookinfo::reviews_weighted(&[("v3", 100)])).expect("write");
+    std::fs::write(&file, bookinfo::reviews_weighted(&[("v3", 100)])).expect("write");
     let base = [
         "diff",
         "--config",

@@ -64,7 +64,6 @@ impl Outcome {
 }
 
 impl Explanation {
-
     /// Every config object that shaped the path, once.
     pub fn config(&self) -> BTreeSet<&ConfigKey> {
         let steps = self.steps.iter().flat_map(|s| &s.config);

@@ -49,7 +49,7 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-const BROKEN: &str = r#"# an object the loader rejects, one a DestinationRule lacks, one nothing knows
+const BROKEN: &str = r#"# an object the loader rejects, one a DestinationRule lacks, one nothing knows, a duplicate
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: ratings-timeout}
@@ -75,6 +75,14 @@ spec:
   gateways: [no-such-gateway]
   http:
   - route: [{destination: {host: ghost.example.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
 "#;
 
 #[test]
@@ -115,6 +123,12 @@ fn validate_passes_the_testdata_and_fails_bad_objects_with_file_line_and_field()
         ),
         "[UnknownHost]".into(),
         "Gateway default/no-such-gateway does not exist".into(),
+        // Located at the copy that is not used (files are read in path
+        // order: the temporary file's copy is used).
+        format!(
+            "{}:2: error: VirtualService default/reviews: metadata.name: duplicate object",
+            repo(&format!("{CONFIG}/{}", bookinfo::REVIEWS_VS_FILE))
+        ),
     ];
     for line in &expected {
         assert!(out.contains(line.as_str()), "missing {line:?} in:\n{out}");
@@ -137,7 +151,7 @@ fn validate_passes_the_testdata_and_fails_bad_objects_with_file_line_and_field()
     ] {
         assert!(kinds.contains(kind), "{kind} in {kinds:?}");
     }
-    assert_eq!(report["errors"], 3, "{out}");
+    assert_eq!(report["errors"], 4, "{out}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -75,7 +75,11 @@ pub fn findings(generation: &MeshGeneration) -> Vec<Finding> {
     for p in &generation.problems {
         out.insert(Finding {
             severity: "error",
-            location: locate.source(&p.source, p.object.as_deref()),
+            // The problem's own document first: a duplicate's object key
+            // names the copy that is used, elsewhere.
+            location: locate
+                .document(&p.source)
+                .unwrap_or_else(|| locate.source(&p.source, p.object.as_deref())),
             object: p.object.clone(),
             field: p.field.clone(),
             kind: "InvalidInput".into(),
@@ -187,23 +191,22 @@ impl Locator {
         Locator { by_object }
     }
 
-    /// The object's location when known, else `source` (`PATH (document
-    /// N)` for an object that did not load) as `file:line`.
+    /// The object's location when known, else `source` (as `file:line`
+    /// when it names a document).
     fn source(&self, source: &str, object: Option<&str>) -> String {
         if let Some(location) = object.and_then(|o| self.by_object.get(o)) {
             return location.clone();
         }
-        let document = source
-            .strip_suffix(')')
-            .and_then(|s| s.rsplit_once(" (document "))
-            .and_then(|(path, n)| Some((path, n.parse::<usize>().ok()?)));
-        match document {
-            Some((path, n)) => match document_lines(path).get(n) {
-                Some(line) => format!("{path}:{line}"),
-                None => source.to_string(),
-            },
-            None => source.to_string(),
-        }
+        self.document(source).unwrap_or_else(|| source.to_string())
+    }
+
+    /// `PATH:LINE` for a source `PATH (document N)`.
+    fn document(&self, source: &str) -> Option<String> {
+        let (path, n) = source.strip_suffix(')')?.rsplit_once(" (document ")?;
+        let line = document_lines(path)
+            .get(n.parse::<usize>().ok()?)
+            .copied()?;
+        Some(format!("{path}:{line}"))
     }
 
     fn diagnostic(&self, d: &Diagnostic, proxies: Vec<String>) -> Finding {

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::error::ConfigError;
 use crate::object::{
-    ConfigKey, ConfigMeta, ConfigObject, ConfigSpec, GROUP, Kind, Origin, VERSIONS,
+    ConfigKey, ConfigMeta, ConfigObject, ConfigSpec, GROUPS, Kind, Origin, versions_of,
 };
 
 /// What one YAML text yielded.
@@ -14,18 +14,19 @@ use crate::object::{
 pub struct LoadOutcome {
     pub objects: Vec<ConfigObject>,
     pub errors: Vec<ConfigError>,
-    /// Objects that are not Istio networking config (a Deployment in the same
-    /// file, say), described for debug logs.
+    /// Objects that are not Istio config of a group Pilotfish reads (a
+    /// Deployment in the same file, say), described for debug logs.
     pub ignored: Vec<String>,
 }
 
-/// Istio networking kinds Pilotfish does not serve (yet).
+/// Istio kinds of our API groups that Pilotfish does not serve (yet).
 const NOT_SERVED: &[&str] = &[
     "Sidecar",
     "EnvoyFilter",
     "WorkloadEntry",
     "WorkloadGroup",
     "ProxyConfig",
+    "RequestAuthentication",
 ];
 
 /// Parses every document of `text`. `source` names the file in errors;
@@ -84,18 +85,16 @@ fn load_document(origin: &Origin, doc: Value, default_namespace: &str, out: &mut
             for (i, item) in items.into_iter().enumerate() {
                 match load_object(origin, item, default_namespace, &format!("items[{i}].")) {
                     Ok(Some(obj)) => out.objects.push(obj),
-                    Ok(None) => out.ignored.push(format!(
-                        "{origin}: items[{i}] is not Istio networking config"
-                    )),
+                    Ok(None) => out
+                        .ignored
+                        .push(format!("{origin}: items[{i}] is not Istio config")),
                     Err(err) => out.errors.push(err),
                 }
             }
         }
         other => match load_object(origin, other, default_namespace, "") {
             Ok(Some(obj)) => out.objects.push(obj),
-            Ok(None) => out
-                .ignored
-                .push(format!("{origin}: not Istio networking config")),
+            Ok(None) => out.ignored.push(format!("{origin}: not Istio config")),
             Err(err) => out.errors.push(err),
         },
     }
@@ -140,7 +139,7 @@ pub fn load_object(
     let (group, version) = api_version
         .split_once('/')
         .unwrap_or(("", api_version.as_str()));
-    if group != GROUP {
+    if !GROUPS.contains(&group) {
         return Ok(None);
     }
     let kind_name = map
@@ -148,12 +147,12 @@ pub fn load_object(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let Some(kind) = Kind::from_name(&kind_name) else {
+    let Some(kind) = Kind::in_group(group, &kind_name) else {
         // Never silently dropped: a typo, or an Istio kind not served yet.
         let message = if NOT_SERVED.contains(&kind_name.as_str()) {
-            format!("{kind_name} ({GROUP}) is not supported by Pilotfish; the object is ignored")
+            format!("{kind_name} ({group}) is not supported by Pilotfish; the object is ignored")
         } else {
-            format!("unknown kind {kind_name:?} in {GROUP}")
+            format!("unknown kind {kind_name:?} in {group}")
         };
         return Err(ConfigError::new(origin.clone(), message).at_field(format!("{prefix}kind")));
     };
@@ -175,12 +174,13 @@ pub fn load_object(
             .for_object(key.clone())
             .at_field(field)
     };
-    if !VERSIONS.contains(&version) {
+    let versions = versions_of(group);
+    if !versions.contains(&version) {
         return Err(err(
             format!("{prefix}apiVersion"),
             format!(
-                "unsupported version {version:?} of {GROUP}; served versions are {}",
-                VERSIONS.join(", ")
+                "unsupported version {version:?} of {group}; served versions are {}",
+                versions.join(", ")
             ),
         ));
     }
@@ -204,6 +204,8 @@ pub fn load_object(
         Kind::DestinationRule => typed(spec_value).map(ConfigSpec::DestinationRule),
         Kind::Gateway => typed(spec_value).map(ConfigSpec::Gateway),
         Kind::ServiceEntry => typed(spec_value).map(ConfigSpec::ServiceEntry),
+        Kind::PeerAuthentication => typed(spec_value).map(ConfigSpec::PeerAuthentication),
+        Kind::AuthorizationPolicy => typed(spec_value).map(ConfigSpec::AuthorizationPolicy),
     }
     .map_err(|(path, message)| err(join_path(&spec_prefix, &path), message))?;
 
@@ -356,7 +358,7 @@ spec:
 
     #[test]
     fn loads_all_served_versions() {
-        for version in VERSIONS {
+        for version in crate::object::VERSIONS {
             let text = VS.replace("v1alpha3", version);
             let out = load_yaml("vs.yaml", &text, "default");
             assert!(out.errors.is_empty(), "{:?}", out.errors);

@@ -12,9 +12,11 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 use serde_json::json;
 
-use crate::object::{Kind, VERSIONS};
+use crate::object::Kind;
 use crate::structural::structural_problems;
-use crate::{DestinationRule, Gateway, ServiceEntry, VirtualService};
+use crate::{
+    AuthorizationPolicy, DestinationRule, Gateway, PeerAuthentication, ServiceEntry, VirtualService,
+};
 
 /// Where `gen-crds` writes and the drift test reads.
 pub const MANIFEST_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests");
@@ -44,13 +46,15 @@ pub struct ManifestFile {
     pub contents: String,
 }
 
-/// The CRD of `kind`, served at every version in [`VERSIONS`].
+/// The CRD of `kind`, served at every version of [`Kind::versions`].
 pub fn crd(kind: Kind) -> CustomResourceDefinition {
     let mut crd = match kind {
         Kind::VirtualService => VirtualService::crd(),
         Kind::DestinationRule => DestinationRule::crd(),
         Kind::Gateway => Gateway::crd(),
         Kind::ServiceEntry => ServiceEntry::crd(),
+        Kind::PeerAuthentication => PeerAuthentication::crd(),
+        Kind::AuthorizationPolicy => AuthorizationPolicy::crd(),
     };
     crd.spec.names.list_kind = Some(format!("{kind}List"));
     let template = crd.spec.versions.drain(..).next().unwrap_or_default();
@@ -72,7 +76,8 @@ pub fn crd(kind: Kind) -> CustomResourceDefinition {
         required: (kind == Kind::ServiceEntry).then(|| vec!["spec".to_string()]),
         ..Default::default()
     };
-    crd.spec.versions = VERSIONS
+    crd.spec.versions = kind
+        .versions()
         .iter()
         .map(|version| CustomResourceDefinitionVersion {
             name: version.to_string(),
@@ -97,7 +102,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     Kind::ALL.into_iter().map(crd).collect()
 }
 
-/// `<plural>.networking.istio.io.yaml`.
+/// `<plural>.<group>.yaml`.
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
 }
@@ -149,6 +154,12 @@ fn description(kind: Kind) -> &'static str {
         }
         Kind::Gateway => "Ports, protocols and hosts served by an edge proxy.",
         Kind::ServiceEntry => "Adds hosts, often outside the mesh, to the service registry.",
+        Kind::PeerAuthentication => {
+            "Whether workloads accept mutual TLS, plaintext or both from their peers."
+        }
+        Kind::AuthorizationPolicy => {
+            "Which requests workloads allow or deny, by peer, operation and conditions."
+        }
     }
 }
 
@@ -315,7 +326,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_kind_is_served_at_all_versions_with_v1_stored() {
+    fn every_kind_is_served_at_its_groups_versions_with_v1_stored() {
         for crd in crds() {
             let versions: Vec<(&str, bool, bool)> = crd
                 .spec
@@ -323,20 +334,22 @@ mod tests {
                 .iter()
                 .map(|v| (v.name.as_str(), v.served, v.storage))
                 .collect();
-            assert_eq!(
-                versions,
-                [
+            let expected: &[(&str, bool, bool)] = if crd.spec.group == "security.istio.io" {
+                &[("v1", true, true), ("v1beta1", true, false)]
+            } else {
+                assert_eq!(crd.spec.group, "networking.istio.io");
+                &[
                     ("v1", true, true),
                     ("v1beta1", true, false),
-                    ("v1alpha3", true, false)
+                    ("v1alpha3", true, false),
                 ]
-            );
+            };
+            assert_eq!(versions, expected);
             let schemas: Vec<_> = crd.spec.versions.iter().map(|v| &v.schema).collect();
             assert!(
                 schemas.windows(2).all(|w| w[0] == w[1]),
                 "versions must share one schema"
             );
-            assert_eq!(crd.spec.group, "networking.istio.io");
         }
     }
 

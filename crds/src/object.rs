@@ -8,11 +8,19 @@ use serde::Serialize;
 
 use crate::CreationTime;
 
-use crate::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, VirtualServiceSpec};
+use crate::{
+    AuthorizationPolicySpec, DestinationRuleSpec, GatewaySpec, PeerAuthenticationSpec,
+    ServiceEntrySpec, VirtualServiceSpec,
+};
 
 pub const GROUP: &str = "networking.istio.io";
 /// API versions of `networking.istio.io` that carry the same schema.
 pub const VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+pub const SECURITY_GROUP: &str = "security.istio.io";
+/// API versions of `security.istio.io` that carry the same schema.
+pub const SECURITY_VERSIONS: [&str; 2] = ["v1", "v1beta1"];
+/// Every API group Pilotfish reads config from.
+pub const GROUPS: [&str; 2] = [GROUP, SECURITY_GROUP];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Kind {
@@ -20,18 +28,41 @@ pub enum Kind {
     DestinationRule,
     Gateway,
     ServiceEntry,
+    PeerAuthentication,
+    AuthorizationPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 6] = [
         Kind::VirtualService,
         Kind::DestinationRule,
         Kind::Gateway,
         Kind::ServiceEntry,
+        Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
     ];
 
     pub fn from_name(kind: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == kind)
+    }
+
+    /// The kind called `kind` in API group `group`.
+    pub fn in_group(group: &str, kind: &str) -> Option<Kind> {
+        Kind::from_name(kind).filter(|k| k.group() == group)
+    }
+
+    pub fn group(self) -> &'static str {
+        match self {
+            Kind::VirtualService | Kind::DestinationRule | Kind::Gateway | Kind::ServiceEntry => {
+                GROUP
+            }
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy => SECURITY_GROUP,
+        }
+    }
+
+    /// The API versions served for this kind, newest first.
+    pub fn versions(self) -> &'static [&'static str] {
+        versions_of(self.group())
     }
 
     pub fn as_str(self) -> &'static str {
@@ -40,7 +71,18 @@ impl Kind {
             Kind::DestinationRule => "DestinationRule",
             Kind::Gateway => "Gateway",
             Kind::ServiceEntry => "ServiceEntry",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
+    }
+}
+
+/// The versions served in `group` (none for a group that is not ours).
+pub fn versions_of(group: &str) -> &'static [&'static str] {
+    match group {
+        GROUP => &VERSIONS,
+        SECURITY_GROUP => &SECURITY_VERSIONS,
+        _ => &[],
     }
 }
 
@@ -87,6 +129,8 @@ pub enum ConfigSpec {
     DestinationRule(DestinationRuleSpec),
     Gateway(GatewaySpec),
     ServiceEntry(ServiceEntrySpec),
+    PeerAuthentication(PeerAuthenticationSpec),
+    AuthorizationPolicy(AuthorizationPolicySpec),
 }
 
 impl ConfigSpec {
@@ -96,6 +140,8 @@ impl ConfigSpec {
             ConfigSpec::DestinationRule(_) => Kind::DestinationRule,
             ConfigSpec::Gateway(_) => Kind::Gateway,
             ConfigSpec::ServiceEntry(_) => Kind::ServiceEntry,
+            ConfigSpec::PeerAuthentication(_) => Kind::PeerAuthentication,
+            ConfigSpec::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
         }
     }
 }

@@ -58,7 +58,7 @@ fn prepare(server: &KubeApiServer) {
 }
 
 /// Every object deploy/kubernetes/ should create, as kubectl names them.
-const OBJECTS: [&str; 17] = [
+const OBJECTS: [&str; 19] = [
     "namespace/pilotfish-system",
     "serviceaccount/pilotfish",
     "clusterrole.rbac.authorization.k8s.io/pilotfish",
@@ -76,6 +76,8 @@ const OBJECTS: [&str; 17] = [
     "deployment.apps/pilotfish-ingressgateway",
     "service/pilotfish-ingressgateway",
     "customresourcedefinition.apiextensions.k8s.io/serviceentries.networking.istio.io",
+    "customresourcedefinition.apiextensions.k8s.io/peerauthentications.security.istio.io",
+    "customresourcedefinition.apiextensions.k8s.io/authorizationpolicies.security.istio.io",
 ];
 
 #[test]
@@ -226,6 +228,8 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         "destinationrules.networking.istio.io",
         "gateways.networking.istio.io",
         "serviceentries.networking.istio.io",
+        "peerauthentications.security.istio.io",
+        "authorizationpolicies.security.istio.io",
         // Gateway credentials (credentialName), read like istiod does.
         "secrets",
     ];
@@ -260,7 +264,10 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         ("list", "nodes"),
         ("create", "leases.coordination.k8s.io"),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("list", "authorizationpolicies.security.istio.io"),
+        ("update", "authorizationpolicies.security.istio.io"),
+        ("patch", "peerauthentications.security.istio.io/status"),
+        // Not served by Pilotfish, so not read.
+        ("list", "requestauthentications.security.istio.io"),
     ];
     for (verb, resource) in denied {
         assert!(

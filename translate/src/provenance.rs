@@ -58,6 +58,8 @@ fn kebab_kind(kind: Kind) -> &'static str {
         Kind::DestinationRule => "destination-rule",
         Kind::Gateway => "gateway",
         Kind::ServiceEntry => "service-entry",
+        Kind::PeerAuthentication => "peer-authentication",
+        Kind::AuthorizationPolicy => "authorization-policy",
     }
 }
 

@@ -52,6 +52,9 @@ impl ReferencedLabels {
                 ),
                 // A ServiceEntry's workloadSelector selects endpoints, not proxies.
                 ConfigSpec::ServiceEntry(_) => {}
+                // Not translated yet; their selectors join the view key
+                // when they are.
+                ConfigSpec::PeerAuthentication(_) | ConfigSpec::AuthorizationPolicy(_) => {}
             }
         }
         // An empty selector matches every proxy: it tells none apart.

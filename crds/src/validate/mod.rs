@@ -5,10 +5,12 @@
 //! Checks follow what Istio itself rejects; an object with errors is not
 //! served, so a check stricter than Istio would drop valid config.
 
+mod authorization_policy;
 mod destination_rule;
 mod gateway;
 pub mod headers;
 pub mod hosts;
+mod peer_authentication;
 mod re2;
 mod service_entry;
 pub mod virtual_service;
@@ -27,6 +29,8 @@ pub fn validate(obj: &ConfigObject) -> Vec<ConfigError> {
         ConfigSpec::DestinationRule(spec) => destination_rule::check(spec, &mut report),
         ConfigSpec::Gateway(spec) => gateway::check(spec, &mut report),
         ConfigSpec::ServiceEntry(spec) => service_entry::check(spec, &mut report),
+        ConfigSpec::PeerAuthentication(spec) => peer_authentication::check(spec, &mut report),
+        ConfigSpec::AuthorizationPolicy(spec) => authorization_policy::check(spec, &mut report),
     }
     report.errors
 }

@@ -85,7 +85,10 @@ fn referenced_hosts(object: &ConfigObject) -> Vec<(String, String, bool)> {
             }
         }
         ConfigSpec::DestinationRule(dr) => out.push(("spec.host".into(), dr.host.clone(), false)),
-        ConfigSpec::Gateway(_) | ConfigSpec::ServiceEntry(_) => {}
+        ConfigSpec::Gateway(_)
+        | ConfigSpec::ServiceEntry(_)
+        | ConfigSpec::PeerAuthentication(_)
+        | ConfigSpec::AuthorizationPolicy(_) => {}
     }
     out
 }

@@ -1,5 +1,6 @@
 //! Istio config from a Kubernetes API server: VirtualService,
-//! DestinationRule, Gateway and ServiceEntry of `networking.istio.io`,
+//! DestinationRule, Gateway and ServiceEntry of `networking.istio.io` and
+//! PeerAuthentication and AuthorizationPolicy of `security.istio.io`,
 //! watched at `v1` (the API server converts whatever version they were
 //! written in) as dynamic objects, in all namespaces or a configured set.
 //!
@@ -14,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use pilotfish_crds::load::load_object;
-use pilotfish_crds::object::GROUP;
 use pilotfish_crds::validate::validate;
 use pilotfish_crds::{ConfigKey, ConfigObject, Kind, Origin};
 use pilotfish_registries::kubernetes::kube::Api;
@@ -42,12 +42,14 @@ pub fn plural(kind: Kind) -> &'static str {
         Kind::DestinationRule => "destinationrules",
         Kind::Gateway => "gateways",
         Kind::ServiceEntry => "serviceentries",
+        Kind::PeerAuthentication => "peerauthentications",
+        Kind::AuthorizationPolicy => "authorizationpolicies",
     }
 }
 
 pub fn api_resource(kind: Kind) -> ApiResource {
     ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(GROUP, VERSION, kind.as_str()),
+        &GroupVersionKind::gvk(kind.group(), VERSION, kind.as_str()),
         plural(kind),
     )
 }
@@ -78,7 +80,7 @@ pub fn start(
                 reflect(
                     api,
                     resource.clone(),
-                    describe(&format!("{kind} ({GROUP}/{VERSION})"), *ns),
+                    describe(&format!("{kind} ({}/{VERSION})", kind.group()), *ns),
                     |o| strip_metadata(&mut o.metadata),
                     tracker.clone(),
                     changed.clone(),
@@ -323,5 +325,11 @@ mod tests {
         assert_eq!(r.api_version, "networking.istio.io/v1");
         assert_eq!(r.plural, "serviceentries");
         assert_eq!(r.kind, "ServiceEntry");
+        let r = api_resource(Kind::AuthorizationPolicy);
+        assert_eq!(r.api_version, "security.istio.io/v1");
+        assert_eq!(r.plural, "authorizationpolicies");
+        let r = api_resource(Kind::PeerAuthentication);
+        assert_eq!(r.api_version, "security.istio.io/v1");
+        assert_eq!(r.plural, "peerauthentications");
     }
 }

@@ -371,6 +371,41 @@ spec:
     }
 
     #[test]
+    fn loads_security_kinds_at_v1_and_v1beta1_only() {
+        let pa = "apiVersion: security.istio.io/VERSION\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\napiVersion: security.istio.io/VERSION\nkind: AuthorizationPolicy\nmetadata: {name: deny-all}\nspec: {action: DENY, rules: [{}]}\n";
+        for version in crate::object::SECURITY_VERSIONS {
+            let out = load_yaml("sec.yaml", &pa.replace("VERSION", version), "default");
+            assert!(out.errors.is_empty(), "{:?}", out.errors);
+            let keys: Vec<String> = out.objects.iter().map(|o| o.key().to_string()).collect();
+            assert_eq!(
+                keys,
+                [
+                    "PeerAuthentication istio-system/default",
+                    "AuthorizationPolicy default/deny-all"
+                ]
+            );
+        }
+        let old = load_yaml("sec.yaml", &pa.replace("VERSION", "v1alpha3"), "default");
+        let error = old.errors[0].to_string();
+        assert!(
+            error.contains("apiVersion") && error.contains("v1, v1beta1"),
+            "{error}"
+        );
+        // A kind of the other group is not ours under this group's name.
+        let wrong_group = VS.replace("networking.istio.io/v1alpha3", "security.istio.io/v1");
+        let error = load_yaml("x.yaml", &wrong_group, "default").errors[0].to_string();
+        assert!(error.contains("unknown kind"), "{error}");
+        let jwt = pa
+            .replace("VERSION", "v1")
+            .replace("kind: PeerAuthentication", "kind: RequestAuthentication");
+        let error = load_yaml("j.yaml", &jwt, "default").errors[0].to_string();
+        assert!(
+            error.contains("RequestAuthentication (security.istio.io) is not supported"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn loads_multi_document_and_lists() {
         let text = format!(
             "{VS}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: DestinationRule\n  metadata: {{name: reviews, namespace: shop}}\n  spec: {{host: reviews}}\n- apiVersion: apps/v1\n  kind: Deployment\n  metadata: {{name: x}}\n"

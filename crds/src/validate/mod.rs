@@ -14,6 +14,7 @@ mod peer_authentication;
 mod re2;
 mod service_entry;
 pub mod virtual_service;
+mod workload_selector;
 
 use crate::common::{Percent, StringMatch};
 use crate::duration::parse_duration;

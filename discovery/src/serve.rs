@@ -22,11 +22,11 @@ use crate::metrics::Metrics;
 use crate::push::{self, Debounce};
 use crate::quarantine::{QuarantinePolicy, QuarantineSink};
 use crate::readiness::Readiness;
-use crate::security::Authenticator;
 use crate::security::authn::{DEFAULT_TOKEN_AUDIENCE, TokenReviewer};
 use crate::security::ca::CertificateAuthority;
 use crate::security::csr::CertificateService;
 use crate::security::server_tls::{self, ServingCertificate};
+use crate::security::{Authenticator, WorkloadCertificates};
 use crate::sources;
 use crate::sources::config_dir::ConfigDirs;
 use crate::sources::registry_files::RegistryFiles;
@@ -172,18 +172,22 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     };
     let authenticator = Arc::new(Authenticator::new(&opts.identity.trust_domain, reviewer));
     let readiness = Arc::new(Readiness::waiting(store.pending_sources()));
-    let ctx = Arc::new(
-        XdsContext::with_limits(metrics.clone(), generation_rx, opts.limits.clone())
-            .with_authenticator(authenticator.clone())
-            .with_readiness(readiness.clone())
-            .with_quarantine(QuarantineSink::new(opts.quarantine, change_tx.clone())),
-    );
     let ca = match &opts.secure_xds {
         Some(secure) => Some(Arc::new(
             load_ca(&secure.ca, kube.as_ref(), &opts.identity.trust_domain).await?,
         )),
         None => None,
     };
+    let mut xds = XdsContext::with_limits(metrics.clone(), generation_rx, opts.limits.clone())
+        .with_authenticator(authenticator.clone())
+        .with_readiness(readiness.clone())
+        .with_quarantine(QuarantineSink::new(opts.quarantine, change_tx.clone()));
+    if let (Some(secure), Some(ca)) = (&opts.secure_xds, &ca) {
+        let workload_certificates = WorkloadCertificates::new(ca.clone(), secure.workload_cert_ttl);
+        tokio::spawn(workload_certificates.clone().run(xds.shutdown.clone()));
+        xds = xds.with_workload_certificates(workload_certificates);
+    }
+    let ctx = Arc::new(xds);
     // Kept alive for as long as the server runs: dropping stops the watches.
     let mut _consul = None;
     let mut _kubernetes = None;

@@ -87,7 +87,7 @@ impl DeltaConnection {
         let Some(stream) = self.types.get_mut(&ty) else {
             return Ok(());
         };
-        let resources = self.session.resources(&snapshot, ty).clone();
+        let resources = self.session.resources(&snapshot, ty);
         let delta = stream.state.diff(&resources);
         if delta.is_empty() && !always {
             return Ok(());

@@ -15,6 +15,7 @@ mod response_body;
 mod service;
 mod session;
 mod stream;
+mod workload_secrets;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ use crate::mesh_store::MeshGeneration;
 use crate::metrics::Metrics;
 use crate::quarantine::QuarantineSink;
 use crate::readiness::Readiness;
-use crate::security::{Authenticator, PeerInfo};
+use crate::security::{Authenticator, PeerInfo, WorkloadCertificates};
 use crate::status::SyncStatus;
 use encoded::EncodedResponse;
 pub use limits::XdsLimits;
@@ -66,6 +67,9 @@ pub struct XdsContext {
     /// Where rejected config objects are sent to be left out; `None`: only
     /// reported.
     pub quarantine: Option<QuarantineSink>,
+    /// SDS `default` and `ROOTCA` per verified identity; `None` without a
+    /// mesh CA (no secure port).
+    pub workload_certificates: Option<Arc<WorkloadCertificates>>,
     next_connection: AtomicU64,
 }
 
@@ -94,6 +98,7 @@ impl XdsContext {
             name_sets: interned::NameSets::default(),
             readiness: Arc::new(Readiness::ready()),
             quarantine: None,
+            workload_certificates: None,
             next_connection: AtomicU64::new(1),
         }
     }
@@ -101,6 +106,12 @@ impl XdsContext {
     /// Leaves out the config objects proxies' rejections are down to.
     pub fn with_quarantine(mut self, sink: QuarantineSink) -> Self {
         self.quarantine = Some(sink);
+        self
+    }
+
+    /// Serves authenticated proxies their workload certificates over SDS.
+    pub fn with_workload_certificates(mut self, store: Arc<WorkloadCertificates>) -> Self {
+        self.workload_certificates = Some(store);
         self
     }
 

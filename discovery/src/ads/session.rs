@@ -18,12 +18,14 @@ use super::XdsContext;
 use super::limits::check_node_size;
 use super::rejection::{self, Acceptance, Rejection, SentResponse, Verdict};
 use super::requests::{DecodeRequest, decode_node};
+use super::workload_secrets::StreamSecrets;
 use crate::mesh_store::MeshGeneration;
 use crate::metrics::type_label;
 use crate::node::{ProxyIdentity, identify};
 use crate::proxy_view::view_for;
 use crate::quarantine::QuarantineRequest;
 use crate::security::WorkloadIdentity;
+use crate::security::workload_certificates::is_workload_secret;
 use crate::snapshot::{Snapshot, TypeResources};
 use crate::status::{ProxyStatus, ResourceNames, TypeStatus};
 use crate::xds_types::{XdsProtocol, XdsType};
@@ -51,6 +53,9 @@ pub struct Session<R> {
     caller: Caller,
     /// A refused secret request was logged (once per stream; counted always).
     refusal_logged: bool,
+    /// The identity's workload certificate (SDS `default`, `ROOTCA`), once
+    /// the proxy asked for it.
+    workload_secrets: Option<StreamSecrets>,
     tx: mpsc::Sender<Result<R, Status>>,
     identity: Option<ProxyIdentity>,
     status: Option<Arc<Mutex<ProxyStatus>>>,
@@ -76,6 +81,7 @@ impl<R> Session<R> {
             protocol,
             caller,
             refusal_logged: false,
+            workload_secrets: None,
             tx,
             identity: None,
             status: None,
@@ -96,7 +102,10 @@ impl<R> Session<R> {
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let node = decode_node(node)?;
         let node = node.as_ref();
-        let identity = identify(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut identity = identify(node).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // Mesh mTLS in its config only for a proxy that is served its
+        // workload certificate: a proven identity over TLS.
+        identity.view.workload_certificate = self.caller.secure && self.caller.identity.is_some();
         if let Some(verified) = &self.caller.identity
             && let Err(mismatch) = identity.matches(verified)
         {
@@ -146,12 +155,56 @@ impl<R> Session<R> {
 
     /// The resources of `ty` this stream may receive from `snapshot`:
     /// secrets only for a caller whose verified identity is of the proxy's
-    /// namespace (checked at registration), everything else for anyone.
-    pub fn resources<'a>(&self, snapshot: &'a Snapshot, ty: XdsType) -> &'a Arc<TypeResources> {
-        if ty == XdsType::Secret && !self.may_hold_secrets() {
-            return &NO_SECRETS;
+    /// namespace (checked at registration), with its own workload
+    /// certificate once it asked for it; everything else for anyone.
+    pub fn resources(&mut self, snapshot: &Snapshot, ty: XdsType) -> Arc<TypeResources> {
+        if ty != XdsType::Secret {
+            return snapshot.of_shared(ty).clone();
         }
-        snapshot.of_shared(ty)
+        if !self.may_hold_secrets() {
+            return NO_SECRETS.clone();
+        }
+        match &mut self.workload_secrets {
+            Some(workload) => workload.merge(snapshot.of_shared(ty)),
+            None => snapshot.of_shared(ty).clone(),
+        }
+    }
+
+    /// Resolves when this stream's workload certificate is renewed (never
+    /// if it holds none); borrows nothing of the session.
+    pub fn workload_renewal(&self) -> impl Future<Output = ()> + Send + 'static {
+        let renewed = self.workload_secrets.as_ref().map(StreamSecrets::renewed);
+        async move {
+            match renewed {
+                Some(renewed) => renewed.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Issues (or shares) the verified identity's workload certificate the
+    /// first time the proxy asks for `default` or `ROOTCA`; only ever for
+    /// a caller that may hold secrets.
+    fn hold_workload_certificate<N: AsRef<[u8]>>(&mut self, names: &[N]) {
+        if self.workload_secrets.is_some()
+            || !names
+                .iter()
+                .any(|n| std::str::from_utf8(n.as_ref()).is_ok_and(is_workload_secret))
+        {
+            return;
+        }
+        let (Some(store), Some(identity)) = (
+            &self.ctx.workload_certificates,
+            self.caller.identity.as_ref(),
+        ) else {
+            return;
+        };
+        match store.acquire(identity) {
+            Ok(lease) => self.workload_secrets = Some(StreamSecrets::new(lease)),
+            Err(error) => {
+                tracing::warn!(connection = self.id, %identity, %error, "cannot issue a workload certificate; default and ROOTCA stay unanswered")
+            }
+        }
     }
 
     fn may_hold_secrets(&self) -> bool {
@@ -161,7 +214,11 @@ impl<R> Session<R> {
     /// Logs (once per stream) and counts a secret request that will be
     /// answered without secrets; names only, never key material.
     pub fn note_request<N: AsRef<[u8]>>(&mut self, ty: XdsType, names: &[N]) {
-        if ty != XdsType::Secret || self.may_hold_secrets() {
+        if ty != XdsType::Secret {
+            return;
+        }
+        if self.may_hold_secrets() {
+            self.hold_workload_certificate(names);
             return;
         }
         let reason = if self.caller.secure {
@@ -378,6 +435,7 @@ pub async fn serve<P: Protocol>(mut protocol: P, mut requests: RequestStream<P::
     generations.mark_unchanged();
     let shutdown = protocol.session().ctx.shutdown.clone();
     loop {
+        let renewed = protocol.session().workload_renewal();
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // UNAVAILABLE makes Envoy reconnect (to another replica),
@@ -413,6 +471,16 @@ pub async fn serve<P: Protocol>(mut protocol: P, mut requests: RequestStream<P::
                     break;
                 }
                 protocol.session().record_generation();
+            }
+            _ = renewed => {
+                // Pushed at once, not with the next mesh change: only the
+                // renewed `default` differs.
+                if let Some(workload) = &mut protocol.session().workload_secrets {
+                    workload.mark_seen();
+                }
+                if protocol.push_changed().await.is_err() {
+                    break;
+                }
             }
         }
     }

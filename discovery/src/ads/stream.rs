@@ -86,7 +86,7 @@ impl Connection {
         let Some(snapshot) = self.session.snapshot().await else {
             return Ok(());
         };
-        let current = self.session.resources(&snapshot, ty).clone();
+        let current = self.session.resources(&snapshot, ty);
         // Only what the proxy subscribed to (a request made the entry).
         let Some(sub) = self.subscriptions.get_mut(&ty) else {
             return Ok(());

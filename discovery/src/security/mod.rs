@@ -2,7 +2,8 @@
 //! workload identities (SPIFFE), Pilotfish's certificate authority, the TLS
 //! listener that verifies client certificates, and the authenticator that
 //! turns a connection (client certificate or ServiceAccount token) into a
-//! verified identity.
+//! verified identity; and the workload certificates served to proxies over
+//! SDS.
 
 pub mod authn;
 pub mod ca;
@@ -10,6 +11,8 @@ pub mod csr;
 pub mod identity;
 pub mod metrics;
 pub mod server_tls;
+pub mod workload_certificates;
 
 pub use authn::{Authenticator, PeerInfo};
 pub use identity::WorkloadIdentity;
+pub use workload_certificates::WorkloadCertificates;

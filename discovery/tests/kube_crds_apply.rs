@@ -1,8 +1,9 @@
 //! Our CRDs (crds/manifests/, generated from the Rust types) on a real
 //! kube-apiserver: they install, Istio's Bookinfo networking samples are
 //! accepted at each of v1alpha3, v1beta1 and v1 and read back unchanged as
-//! v1 (nothing pruned), and the server's structural schema rejects unknown
-//! fields and wrong types, naming the field.
+//! v1 (nothing pruned), as are our security.istio.io samples
+//! (testdata/security/) at v1beta1 and v1, and the server's structural
+//! schema rejects unknown fields and wrong types, naming the field.
 //!
 //! Needs scripts/install-kube-apiserver.sh (run by scripts/setup.sh); no root.
 
@@ -25,6 +26,12 @@ const SERVED: [(&str, &str); 4] = [
     ("ServiceEntry", "serviceentries"),
 ];
 
+/// The `security.istio.io` kinds, served at v1beta1 and v1.
+const SECURITY: [(&str, &str); 2] = [
+    ("PeerAuthentication", "peerauthentications"),
+    ("AuthorizationPolicy", "authorizationpolicies"),
+];
+
 /// Applies crds/manifests/ and waits until every CRD is Established.
 fn install_crds(server: &KubeApiServer) {
     let dir = repo_path("crds/manifests");
@@ -42,6 +49,11 @@ fn install_crds(server: &KubeApiServer) {
     let names: Vec<String> = SERVED
         .iter()
         .map(|(_, p)| format!("crd/{p}.networking.istio.io"))
+        .chain(
+            SECURITY
+                .iter()
+                .map(|(_, p)| format!("crd/{p}.security.istio.io")),
+        )
         .collect();
     let mut args = vec!["wait", "--for=condition=Established", "--timeout=60s"];
     args.extend(names.iter().map(String::as_str));
@@ -234,5 +246,82 @@ fn schema_rejects_unknown_fields_and_wrong_types_naming_the_field() {
             "{version}: the rejection should name spec.hosts and its type:\n{}",
             out.stderr
         );
+    }
+}
+
+#[test]
+fn security_samples_are_accepted_at_v1beta1_and_v1_and_read_back_unchanged() {
+    let server = KubeApiServer::start("crds-security");
+    install_crds(&server);
+    let dir = repo_path("testdata/security");
+    let mut docs = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("testdata/security") {
+        let path = entry.expect("dir entry").path();
+        let text = std::fs::read_to_string(&path).expect("read sample");
+        // Pilotfish itself accepts them, semantic checks included.
+        let loaded = pilotfish_crds::load_yaml(&path.display().to_string(), &text, "default");
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        for object in &loaded.objects {
+            let errors = pilotfish_crds::validate::validate(object);
+            assert!(errors.is_empty(), "{errors:?}");
+        }
+        docs.extend(pilotfish_crds::load::parse_documents(&text).expect("sample YAML"));
+    }
+    let kinds: BTreeMap<&str, usize> = SECURITY
+        .iter()
+        .map(|(kind, _)| {
+            let n = docs.iter().filter(|d| d["kind"] == *kind).count();
+            (*kind, n)
+        })
+        .collect();
+    assert!(
+        kinds.values().all(|n| *n > 0),
+        "a sample of each kind: {kinds:?}"
+    );
+
+    for version in ["v1beta1", "v1"] {
+        let namespace = format!("security-{version}");
+        let mut stream = format!(
+            "{}\n",
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        );
+        for doc in &docs {
+            let mut object = doc.clone();
+            object["apiVersion"] = json!(format!("security.istio.io/{version}"));
+            object["metadata"]["namespace"] = json!(namespace);
+            stream.push_str(&format!("---\n{object}\n"));
+        }
+        server
+            .kubectl_stdin(&["apply", "--validate=strict", "-f", "-"], &stream)
+            .expect_success(&format!("apply security samples at {version}"));
+        for (kind, plural) in SECURITY {
+            let out = server
+                .kubectl(&[
+                    "get",
+                    &format!("{plural}.v1.security.istio.io"),
+                    "-n",
+                    &namespace,
+                    "-o",
+                    "json",
+                ])
+                .expect_success(&format!("get {plural} as v1"));
+            let list: Value = serde_json::from_str(&out.stdout).expect("kubectl JSON");
+            let items = list["items"].as_array().expect("items");
+            let written: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+            assert_eq!(items.len(), written.len(), "{kind} at {version}");
+            for item in items {
+                assert_eq!(item["apiVersion"], "security.istio.io/v1");
+                let want = written
+                    .iter()
+                    .find(|d| d["metadata"]["name"] == item["metadata"]["name"])
+                    .expect("a written object");
+                assert!(
+                    same(&item["spec"], &want["spec"]),
+                    "{kind} written at {version} reads back different:\nwrote {:#}\nread  {:#}",
+                    want["spec"],
+                    item["spec"]
+                );
+            }
+        }
     }
 }

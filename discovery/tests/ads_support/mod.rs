@@ -182,6 +182,12 @@ pub async fn start_with_quarantine(
     (harness, received)
 }
 
+/// A harness on [`REGISTRY`] whose context `configure` completes (e.g.
+/// with a workload certificate store).
+pub async fn start_with_context(configure: impl FnOnce(XdsContext) -> XdsContext) -> Harness {
+    start_configured(REGISTRY, XdsLimits::default(), configure).await
+}
+
 async fn start_configured(
     registry_yaml: &str,
     limits: XdsLimits,

@@ -245,8 +245,10 @@ fn an_authenticated_envoy_gets_its_spiffe_certificate_and_the_root_a_plaintext_o
         );
     }
     // Nothing of the CA's key or the workload keys in pilotfish's pages or log.
-    for page in ["/debug/syncz", "/debug/config_dump"] {
-        let (_, body) = world.pilotfish.get(page).unwrap_or_default();
+    let proxy_dump = format!("/debug/config_dump?proxy={}", secure.node_id());
+    for page in ["/debug/syncz", proxy_dump.as_str()] {
+        let (status, body) = world.pilotfish.get(page).unwrap_or_default();
+        assert_eq!(status, 200, "{page}: {body}");
         assert!(!body.contains("PRIVATE KEY"), "{page} shows a key");
     }
     assert!(!world.pilotfish.log().contains("PRIVATE KEY"));

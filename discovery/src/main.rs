@@ -610,6 +610,7 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             outbound_traffic_policy,
             access_log_file: mesh_file.access_log_file,
             zipkin: mesh_file.zipkin,
+            trust_domain: args.security.trust_domain.clone(),
             ..MeshConfig::default()
         },
         default_namespace: args.default_namespace,

@@ -121,6 +121,9 @@ pub fn identify(node: Option<&Node>) -> Result<ProxyIdentity, NodeError> {
                 capture: metadata.is_some_and(|m| flag_field(m, "DNS_CAPTURE")),
                 auto_allocate: metadata.is_some_and(|m| flag_field(m, "DNS_AUTO_ALLOCATE")),
             },
+            // Never from the node: the session sets it from what the
+            // caller proved.
+            workload_certificate: false,
         },
     })
 }

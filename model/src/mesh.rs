@@ -42,6 +42,9 @@ pub struct MeshConfig {
     /// Istio's `enableTracing` with `defaultConfig.tracing.zipkin.address`:
     /// generated HTTP connection managers report spans there.
     pub zipkin: Option<ZipkinCollector>,
+    /// The mesh CA's trust domain: mesh mTLS accepts peers whose SPIFFE id
+    /// is `spiffe://<trust_domain>/...`.
+    pub trust_domain: String,
 }
 
 impl Default for MeshConfig {
@@ -54,6 +57,7 @@ impl Default for MeshConfig {
             xds_cluster: "xds-grpc".into(),
             access_log_file: None,
             zipkin: None,
+            trust_domain: "cluster.local".into(),
         }
     }
 }

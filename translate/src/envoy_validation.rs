@@ -16,9 +16,9 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     Cluster,
     cluster::{ClusterDiscoveryType, DiscoveryType},
 };
-use envoy_types::pb::envoy::config::core::v3::transport_socket;
 use envoy_types::pb::envoy::config::core::v3::{
-    ApiConfigSource, ApiVersion, GrpcService, Node, api_config_source::ApiType, grpc_service,
+    ApiConfigSource, ApiVersion, DataSource, GrpcService, Node, TransportSocket,
+    api_config_source::ApiType, data_source, grpc_service, transport_socket,
 };
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
@@ -26,7 +26,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
     HttpConnectionManager, http_connection_manager::RouteSpecifier,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    UpstreamTlsContext, common_tls_context::ValidationContextType,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, Secret, TlsCertificate,
+    UpstreamTlsContext, common_tls_context::ValidationContextType, secret,
 };
 use envoy_types::pb::google::protobuf::{Struct, Value, value};
 use prost::Message;
@@ -43,7 +44,7 @@ fn bootstrap(t: &Translation) -> Bootstrap {
         .resources
         .listeners
         .iter()
-        .map(|l| inline_routes(l.clone(), routes))
+        .map(|l| static_listener_secrets(inline_routes(l.clone(), routes)))
         .collect();
     let mut clusters: Vec<Cluster> = t
         .resources
@@ -79,7 +80,13 @@ fn bootstrap(t: &Translation) -> Bootstrap {
         static_resources: Some(bootstrap::StaticResources {
             listeners,
             clusters,
-            secrets: t.resources.secrets.clone(),
+            secrets: t
+                .resources
+                .secrets
+                .iter()
+                .cloned()
+                .chain(mesh_secrets())
+                .collect(),
         }),
         dynamic_resources: Some(bootstrap::DynamicResources {
             ads_config: Some(ads),
@@ -94,33 +101,94 @@ fn bootstrap(t: &Translation) -> Bootstrap {
 /// translation's own): validate mode has no ADS to fetch them from, and
 /// Envoy 1.40 crashes validating an upstream context that waits on one.
 fn static_secrets(mut cluster: Cluster) -> Cluster {
-    let Some(socket) = cluster.transport_socket.as_mut() else {
-        return cluster;
-    };
-    let Some(transport_socket::ConfigType::TypedConfig(any)) = socket.config_type.as_mut() else {
-        return cluster;
-    };
-    let Some(mut context) = protobuf::unpack::<UpstreamTlsContext>(any) else {
-        return cluster;
-    };
-    if let Some(common) = context.common_tls_context.as_mut() {
-        for sds in &mut common.tls_certificate_sds_secret_configs {
-            sds.sds_config = None;
-        }
-        match common.validation_context_type.as_mut() {
-            Some(ValidationContextType::CombinedValidationContext(combined)) => {
-                if let Some(sds) = combined.validation_context_sds_secret_config.as_mut() {
-                    sds.sds_config = None;
-                }
-            }
-            Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => {
-                sds.sds_config = None;
-            }
-            _ => {}
+    let matches = cluster
+        .transport_socket_matches
+        .iter_mut()
+        .filter_map(|m| m.transport_socket.as_mut());
+    for socket in cluster.transport_socket.iter_mut().chain(matches) {
+        static_socket(socket);
+    }
+    cluster
+}
+
+/// The same for a listener's TLS chains (mesh mTLS inbound).
+fn static_listener_secrets(mut listener: Listener) -> Listener {
+    for chain in listener
+        .filter_chains
+        .iter_mut()
+        .chain(listener.default_filter_chain.as_mut())
+    {
+        if let Some(socket) = chain.transport_socket.as_mut() {
+            static_socket(socket);
         }
     }
-    *any = protobuf::any(context);
-    cluster
+    listener
+}
+
+fn static_socket(socket: &mut TransportSocket) {
+    let Some(transport_socket::ConfigType::TypedConfig(any)) = socket.config_type.as_mut() else {
+        return;
+    };
+    if let Some(mut context) = protobuf::unpack::<UpstreamTlsContext>(any) {
+        context
+            .common_tls_context
+            .iter_mut()
+            .for_each(static_common);
+        *any = protobuf::any(context);
+    } else if let Some(mut context) = protobuf::unpack::<DownstreamTlsContext>(any) {
+        context
+            .common_tls_context
+            .iter_mut()
+            .for_each(static_common);
+        *any = protobuf::any(context);
+    }
+}
+
+fn static_common(common: &mut CommonTlsContext) {
+    for sds in &mut common.tls_certificate_sds_secret_configs {
+        sds.sds_config = None;
+    }
+    match common.validation_context_type.as_mut() {
+        Some(ValidationContextType::CombinedValidationContext(combined)) => {
+            if let Some(sds) = combined.validation_context_sds_secret_config.as_mut() {
+                sds.sds_config = None;
+            }
+        }
+        Some(ValidationContextType::ValidationContextSdsSecretConfig(sds)) => {
+            sds.sds_config = None;
+        }
+        _ => {}
+    }
+}
+
+/// What the server sends a proxy with a workload certificate (`default`,
+/// `ROOTCA`), from the test fixtures; unused static secrets are harmless.
+fn mesh_secrets() -> Vec<Secret> {
+    let inline = |name: &str| DataSource {
+        specifier: Some(data_source::Specifier::InlineBytes(
+            std::fs::read(tls_fixture(name)).expect("fixture"),
+        )),
+        ..Default::default()
+    };
+    vec![
+        Secret {
+            name: "default".into(),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline("client.pem")),
+                private_key: Some(inline("client-key.pem")),
+                ..Default::default()
+            })),
+        },
+        Secret {
+            name: "ROOTCA".into(),
+            r#type: Some(secret::Type::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(inline("ca.pem")),
+                    ..Default::default()
+                },
+            )),
+        },
+    ]
 }
 
 /// What the sidecar bootstrap must carry too: RE2's default program size
@@ -257,6 +325,56 @@ fn envoy_accepts_the_translation_of_a_busy_mesh() {
         (9092, Protocol::Grpc),
     ]);
     envoy_validates(&translate_for(&m, &with_inbound), "busy-inbound");
+    // A proxy with a workload certificate: mesh TLS chains on every kind
+    // of inbound port, auto mTLS on every outbound cluster.
+    let certified = crate::ProxyView {
+        workload_certificate: true,
+        ..with_inbound
+    };
+    envoy_validates(&translate_for(&m, &certified), "busy-mesh-mtls");
+}
+
+#[test]
+fn envoy_accepts_istio_mutual_and_auto_mtls_with_sds_workload_certificates() {
+    let mut m = bookinfo(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec:
+  host: ratings
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL}
+    portLevelSettings:
+    - port: {number: 9080}
+      tls: {mode: ISTIO_MUTUAL, subjectAltNames: ["spiffe://cluster.local/ns/default/sa/ratings"]}
+"#,
+    );
+    let labelled = (1..=3)
+        .map(|v| {
+            let version = format!("v{v}");
+            endpoint(
+                &format!("10.1.0.{v}"),
+                9080,
+                9080,
+                &[
+                    ("version", version.as_str()),
+                    ("security.istio.io/tlsMode", "istio"),
+                ],
+            )
+        })
+        .collect();
+    m.endpoints
+        .insert(REVIEWS.into(), std::sync::Arc::new(labelled));
+    let certified = crate::ProxyView {
+        workload_certificate: true,
+        ..with_inbound(&[
+            (9080, Protocol::Http),
+            (9090, Protocol::Tcp),
+            (9091, Protocol::Unknown),
+        ])
+    };
+    envoy_validates(&translate_for(&m, &certified), "mesh-mtls");
 }
 
 #[test]

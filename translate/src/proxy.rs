@@ -76,6 +76,11 @@ pub struct ProxyView {
     /// DNS proxying the proxy asked for (node metadata `DNS_CAPTURE`,
     /// `DNS_AUTO_ALLOCATE`, as Istio's `ISTIO_META_DNS_*`).
     pub dns: DnsOptions,
+    /// The proxy proved a mesh identity on the secure xDS port, so it is
+    /// served its workload certificate over SDS (`default`, `ROOTCA`) and
+    /// can originate and accept mesh mTLS. Set by the server, never by
+    /// what a proxy says about itself.
+    pub workload_certificate: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -114,6 +114,7 @@ fn with_labels(view: &ProxyView, labels: Labels) -> ProxyView {
         inbound: view.inbound.clone(),
         locality: view.locality.clone(),
         dns: view.dns,
+        workload_certificate: view.workload_certificate,
     }
 }
 

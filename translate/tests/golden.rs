@@ -122,6 +122,19 @@ fn views(mesh: &MeshState) -> Vec<(&'static str, ProxyView)> {
             ..Default::default()
         },
     )];
+    // Where rules ask for mesh mTLS, also the view of a sidecar that holds
+    // its workload certificate (authenticated on the secure port).
+    let mesh_mtls = mesh
+        .config
+        .iter()
+        .any(|o| format!("{:?}", o.spec).contains("IstioMutual"));
+    if mesh_mtls {
+        let certified = ProxyView {
+            workload_certificate: true,
+            ..views[0].1.clone()
+        };
+        views.push(("sidecar-productpage-v1-workload-certificate", certified));
+    }
     let has_gateways = mesh
         .config
         .iter()

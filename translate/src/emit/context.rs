@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use pilotfish_model::{Endpoint, Service};
 
+use crate::emit::envoy::mesh_tls::MeshTls;
 use crate::emit::policy::destination_rules::DestinationRuleIndex;
 use crate::emit::sidecar::virtual_service_index::{BoundTo, VirtualServiceIndex};
 use crate::mesh::{MeshState, OutboundTrafficPolicy};
@@ -60,7 +61,10 @@ impl<'a> Context<'a> {
                 &mesh.config,
                 proxy,
             )
-            .with_credentials(&mesh.credentials),
+            .with_credentials(&mesh.credentials)
+            .with_mesh_tls(proxy.workload_certificate.then(|| MeshTls {
+                trust_domain: mesh.mesh.trust_domain.clone(),
+            })),
             virtual_services: VirtualServiceIndex::new(
                 &resolved.virtual_services,
                 &mesh.config,

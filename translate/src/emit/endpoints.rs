@@ -11,6 +11,7 @@ use pilotfish_model::{Endpoint, Health, Resolution};
 use crate::emit::context::Context;
 use crate::emit::policy::locality;
 use crate::emit::service_clusters;
+use crate::emit::envoy::mesh_tls;
 use crate::protobuf;
 
 /// Load assignments for every EDS cluster (services with static
@@ -102,7 +103,8 @@ fn lb_endpoint(ep: &Endpoint) -> LbEndpoint {
             address: Some(protobuf::socket_address(ep.address.trim(), ep.port)),
             ..Default::default()
         })),
-        ..Default::default()
+        // What auto mTLS clusters match on (workloads with a sidecar).
+        metadata: mesh_tls::endpoint_metadata(&ep.labels),
     }
 }
 

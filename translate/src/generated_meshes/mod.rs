@@ -70,7 +70,7 @@ pub struct Case {
 
 const PROXIES: [&str; 4] = [
     "sidecar",
-    "sidecar with inbound ports and DNS proxying",
+    "sidecar with inbound ports, DNS proxying and a workload certificate (mesh mTLS)",
     "sidecar without interception",
     "ingress gateway",
 ];
@@ -84,6 +84,7 @@ fn proxy_view(index: usize) -> ProxyView {
                 capture: true,
                 auto_allocate: true,
             },
+            workload_certificate: true,
             ..with_inbound(&[
                 (9080, Protocol::Http),
                 (5432, Protocol::Tcp),

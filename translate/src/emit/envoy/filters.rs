@@ -11,7 +11,10 @@ use envoy_types::pb::envoy::extensions::filters::listener::http_inspector::v3::H
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds,
-    http_connection_manager::{RouteSpecifier, StripPortMode, UpgradeConfig},
+    http_connection_manager::{
+        ForwardClientCertDetails, RouteSpecifier, SetCurrentClientCertDetails, StripPortMode,
+        UpgradeConfig,
+    },
     http_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
@@ -52,6 +55,24 @@ pub fn gateway_connection_manager(port: u16, route_config: &str) -> Filter {
 /// side, where the routes never change independently of the listener).
 pub fn inline_http_connection_manager(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
     connection_manager(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes))
+}
+
+/// The receiving side of mesh mTLS: the caller's SPIFFE id (and subject)
+/// reach the application in `x-forwarded-client-cert`, as in Istio.
+pub fn inline_mtls_http_connection_manager(
+    stat_prefix: &str,
+    routes: RouteConfiguration,
+) -> Filter {
+    let mut hcm =
+        connection_manager_config(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes));
+    hcm.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
+    hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
+        subject: Some(protobuf::bool_value(true)),
+        uri: true,
+        dns: true,
+        ..Default::default()
+    });
+    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
 }
 
 fn connection_manager(stat_prefix: String, routes: RouteSpecifier) -> Filter {

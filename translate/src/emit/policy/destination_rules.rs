@@ -13,6 +13,7 @@ use pilotfish_crds::{
 use envoy_types::pb::google::protobuf::Duration;
 
 use crate::diagnostics::Diagnostic;
+use crate::emit::envoy::mesh_tls::MeshTls;
 use crate::emit::policy::locality::{self, Locality};
 use crate::emit::policy::upstream_tls::{self, CredentialLookup, FoundCredential};
 use crate::hosts;
@@ -90,6 +91,9 @@ pub struct EffectivePolicy<'a> {
     /// The credential `tls.credentialName` names, when the proxy's
     /// namespace holds it.
     pub tls_credential: Option<FoundCredential>,
+    /// The proxy holds a workload certificate: `ISTIO_MUTUAL` and auto
+    /// mTLS are possible.
+    pub mesh_tls: Option<MeshTls>,
 }
 
 impl EffectivePolicy<'_> {
@@ -115,6 +119,7 @@ pub struct DestinationRuleIndex<'a> {
     /// Credentials (`credentialName`) of the proxy's namespace.
     credentials: Option<&'a BTreeMap<CredentialKey, TlsCredential>>,
     proxy_namespace: String,
+    mesh_tls: Option<MeshTls>,
 }
 
 impl<'a> DestinationRuleIndex<'a> {
@@ -167,6 +172,7 @@ impl<'a> DestinationRuleIndex<'a> {
             proxy_locality: proxy.locality.clone(),
             credentials: None,
             proxy_namespace: proxy.namespace.clone(),
+            mesh_tls: None,
         }
     }
 
@@ -182,6 +188,12 @@ impl<'a> DestinationRuleIndex<'a> {
         credentials: &'a BTreeMap<CredentialKey, TlsCredential>,
     ) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// The proxy's mesh TLS, when it holds a workload certificate.
+    pub fn with_mesh_tls(mut self, mesh_tls: Option<MeshTls>) -> Self {
+        self.mesh_tls = mesh_tls;
         self
     }
 
@@ -248,6 +260,7 @@ impl<'a> DestinationRuleIndex<'a> {
             .map(|rule| rule.policy(port, subset))
             .unwrap_or_default();
         policy.proxy_locality = self.proxy_locality.clone();
+        policy.mesh_tls = self.mesh_tls.clone();
         policy.tls_credential = policy
             .tls
             .as_ref()
@@ -275,7 +288,14 @@ impl<'a> DestinationRuleIndex<'a> {
                             namespace: &self.proxy_namespace,
                         },
                     };
-                    upstream_tls::diagnostics(&object.key().to_string(), &path, tls, lookup)
+                    let certificate = self.mesh_tls.is_some();
+                    upstream_tls::diagnostics(
+                        &object.key().to_string(),
+                        &path,
+                        tls,
+                        lookup,
+                        certificate,
+                    )
                 });
                 let locality = locality_sections(spec).into_iter().flat_map(|(path, s)| {
                     locality::diagnostics(&object.key().to_string(), &path, s)

@@ -25,12 +25,13 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::{UInt32Value, UInt64Value};
 use pilotfish_crds::{
-    ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy, HttpSettings,
-    LoadBalancerSettings, OutlierDetection, SimpleLb, TcpSettings,
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, H2UpgradePolicy,
+    HttpSettings, LoadBalancerSettings, OutlierDetection, SimpleLb, TcpSettings,
 };
 use pilotfish_model::Protocol;
 
 use crate::diagnostics::Diagnostic;
+use crate::emit::envoy::mesh_tls;
 use crate::emit::policy::destination_rules::{EffectivePolicy, Sourced};
 use crate::emit::policy::locality;
 use crate::emit::policy::upstream_tls;
@@ -85,10 +86,27 @@ pub fn apply(
     let http = (policy.connection_pool.as_ref())
         .and_then(|pool| pool.value.http.as_ref().map(|h| pool.nested(h, "http")));
     let mut options = http_protocol_options(protocol, http.as_ref(), diags);
-    if let Some(tls) = &policy.tls {
-        let upstream = upstream(protocol, http.as_ref().map(|h| h.value));
-        let credential = policy.tls_credential.as_ref();
-        apply_tls(cluster, &mut options, tls.value, upstream, credential);
+    let upstream = upstream(protocol, http.as_ref().map(|h| h.value));
+    match (&policy.tls, &policy.mesh_tls) {
+        (Some(tls), Some(mesh)) if tls.value.mode == Some(ClientTlsMode::IstioMutual) => {
+            let sni = tls
+                .value
+                .sni
+                .clone()
+                .unwrap_or_else(|| mesh_tls::sni_for_cluster(&cluster.name));
+            cluster.transport_socket =
+                Some(mesh.upstream(mesh_alpn(upstream), sni, &tls.value.subject_alt_names));
+        }
+        (Some(tls), _) => {
+            let credential = policy.tls_credential.as_ref();
+            apply_tls(cluster, &mut options, tls.value, upstream, credential);
+        }
+        // No TLS settings: Istio's auto mTLS, for the mesh's own clusters.
+        (None, Some(mesh)) if auto_mtls_applies(cluster) => {
+            let sni = mesh_tls::sni_for_cluster(&cluster.name);
+            cluster.transport_socket_matches = mesh.auto(mesh_alpn(upstream), sni);
+        }
+        (None, _) => {}
     }
     if let Some(options) = options {
         cluster.typed_extension_protocol_options.insert(
@@ -96,6 +114,25 @@ pub fn apply(
             protobuf::any(options),
         );
     }
+}
+
+/// What a mesh client offers: whether the stream inside is HTTP, so that
+/// the server's sidecar picks its HTTP chain.
+fn mesh_alpn(upstream: Option<Upstream>) -> &'static [&'static str] {
+    match upstream {
+        Some(Upstream::Http2) => &mesh_tls::H2_ALPN,
+        Some(Upstream::Http1 | Upstream::Downstream) => &mesh_tls::HTTP11_ALPN,
+        None => &mesh_tls::TCP_ALPN,
+    }
+}
+
+/// Outbound clusters with endpoints of their own (not ORIGINAL_DST).
+fn auto_mtls_applies(cluster: &Cluster) -> bool {
+    let original_dst = cluster.cluster_discovery_type
+        == Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        ));
+    cluster.name.starts_with("outbound|") && !original_dst
 }
 
 /// TLS origination; HTTP clusters without an explicit SNI take it from the

@@ -13,8 +13,10 @@
 //!   `kubernetes://<name>` and `kubernetes://<name>-cacert`. A Secret the
 //!   proxy's namespace does not hold is reported; the cluster then uses the
 //!   file fields only.
-//! - `ISTIO_MUTUAL` needs mesh certificates Pilotfish does not issue:
-//!   reported, and the cluster stays plaintext.
+//! - `ISTIO_MUTUAL`: mesh mTLS with the proxy's workload certificate
+//!   ([`crate::emit::envoy::mesh_tls`]), for proxies that hold one; for
+//!   others (not authenticated on the secure xDS port) it is reported and
+//!   the cluster stays plaintext.
 //!
 //! Problems are reported once per DestinationRule section
 //! ([`diagnostics`]), not once per cluster the section applies to.
@@ -207,6 +209,7 @@ pub fn diagnostics(
     path: &str,
     tls: &ClientTlsSettings,
     credential: CredentialLookup,
+    workload_certificate: bool,
 ) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let unsupported = |field: &str, message: String| {
@@ -216,10 +219,12 @@ pub fn diagnostics(
     match mode {
         ClientTlsMode::Disable => return out,
         ClientTlsMode::IstioMutual => {
-            out.push(unsupported(
-                "mode",
-                "mode ISTIO_MUTUAL is not supported yet (Pilotfish does not issue mesh certificates); the cluster stays plaintext".into(),
-            ));
+            if !workload_certificate {
+                out.push(unsupported(
+                    "mode",
+                    "mode ISTIO_MUTUAL needs the proxy's workload certificate, which only proxies authenticated on the secure xDS port get; this proxy's cluster stays plaintext".into(),
+                ));
+            }
             return out;
         }
         ClientTlsMode::Simple | ClientTlsMode::Mutual => {}
@@ -360,7 +365,8 @@ mod tests {
                 "DestinationRule default/db",
                 "spec.trafficPolicy.tls",
                 &tls,
-                CredentialLookup::NotNamed
+                CredentialLookup::NotNamed,
+                false
             )
             .is_empty()
         );
@@ -413,6 +419,7 @@ mod tests {
             "spec.trafficPolicy.tls",
             &tls,
             lookup,
+            false,
         )
         .into_iter()
         .map(|d| (d.kind, d.field.unwrap_or_default(), d.message))
@@ -420,14 +427,14 @@ mod tests {
     }
 
     #[test]
-    fn istio_mutual_is_reported_as_not_supported_yet() {
+    fn istio_mutual_without_a_workload_certificate_is_reported() {
         let found = fields(r#"{"mode":"ISTIO_MUTUAL"}"#);
         assert_eq!(found.len(), 1);
         let (kind, field, message) = &found[0];
         assert_eq!(*kind, DiagnosticKind::Unsupported);
         assert_eq!(field, "spec.trafficPolicy.tls.mode");
         assert!(
-            message.contains("ISTIO_MUTUAL is not supported yet"),
+            message.contains("ISTIO_MUTUAL needs the proxy's workload certificate"),
             "{message}"
         );
         assert!(message.contains("plaintext"), "{message}");
@@ -499,7 +506,8 @@ mod tests {
                 "DestinationRule default/r",
                 "spec.trafficPolicy.tls",
                 &tls,
-                lookup
+                lookup,
+                false
             )
             .is_empty()
         );

@@ -21,6 +21,7 @@ use crate::emit::context::Context;
 use crate::emit::endpoints::{self, AddressKind};
 use crate::emit::envoy::filters;
 use crate::emit::envoy::filters::SNIFFED_HTTP_PROTOCOLS;
+use crate::emit::envoy::mesh_tls::{self, MeshTls};
 use crate::emit::policy::traffic_policy;
 use crate::emit::sidecar::http_routes;
 use crate::emit::sidecar::listener_matches::Handling;
@@ -122,8 +123,12 @@ pub fn listener(ctx: &Context) -> Option<Listener> {
     if !has_inbound(ctx) {
         return None;
     }
+    let mesh = mesh_tls(ctx);
     let mut chains = Vec::new();
     for port in &ctx.proxy.inbound {
+        if let Some(mesh) = &mesh {
+            chains.extend(mesh_chains(port, mesh));
+        }
         chains.extend(port_chains(port));
     }
     let sniffing = ctx
@@ -131,6 +136,7 @@ pub fn listener(ctx: &Context) -> Option<Listener> {
         .inbound
         .iter()
         .any(|p| Handling::of(p.protocol) == Handling::Sniffed);
+    let inspecting = sniffing || (mesh.is_some() && !ctx.proxy.inbound.is_empty());
     // Redirected connections arrive on 15006; the original destination
     // (restored by this filter) picks the chain by port.
     let mut listener_filters = vec![ListenerFilter {
@@ -142,6 +148,11 @@ pub fn listener(ctx: &Context) -> Option<Listener> {
         ),
         ..Default::default()
     }];
+    // TLS first: a mesh connection's ALPN picks its chain; the HTTP
+    // inspector then reads plaintext only.
+    if mesh.is_some() && !ctx.proxy.inbound.is_empty() {
+        listener_filters.push(filters::tls_inspector());
+    }
     if sniffing {
         listener_filters.push(filters::http_inspector());
     }
@@ -158,8 +169,8 @@ pub fn listener(ctx: &Context) -> Option<Listener> {
             ..Default::default()
         }),
         listener_filters,
-        listener_filters_timeout: sniffing.then(|| protobuf::seconds(1)),
-        continue_on_listener_filters_timeout: sniffing,
+        listener_filters_timeout: inspecting.then(|| protobuf::seconds(1)),
+        continue_on_listener_filters_timeout: inspecting,
         traffic_direction: TrafficDirection::Inbound as i32,
         ..Default::default()
     })
@@ -199,6 +210,44 @@ fn port_chains(port: &InboundPort) -> Vec<FilterChain> {
             }
             vec![sniffed, tcp()]
         }
+    }
+}
+
+/// The proxy's mesh TLS, when it holds a workload certificate.
+fn mesh_tls(ctx: &Context) -> Option<MeshTls> {
+    ctx.proxy.workload_certificate.then(|| MeshTls {
+        trust_domain: ctx.mesh.mesh.trust_domain.clone(),
+    })
+}
+
+/// Mesh mTLS to a local port (Istio's PERMISSIVE, the default): chains
+/// for TLS with a mesh ALPN terminate it with the workload certificate,
+/// requiring the caller's, then deliver as the plaintext chains do, which
+/// stay for callers without a sidecar.
+fn mesh_chains(port: &InboundPort, mesh: &MeshTls) -> Vec<FilterChain> {
+    let cluster = cluster_name(port.port);
+    let chain = |kind: &str, alpns: &[&str], filter| FilterChain {
+        name: format!("tls|{kind}|{cluster}"),
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(protobuf::u32_value(u32::from(port.port))),
+            transport_protocol: "tls".into(),
+            application_protocols: alpns.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        }),
+        filters: vec![filter],
+        transport_socket: Some(mesh.downstream()),
+        ..Default::default()
+    };
+    let http = || filters::inline_mtls_http_connection_manager(&cluster, local_routes(&cluster));
+    let tcp = || filters::tcp_proxy(&cluster);
+    match Handling::of(port.protocol) {
+        Handling::Http => vec![chain("http", &mesh_tls::MESH_ALPNS, http())],
+        Handling::Opaque => vec![chain("tcp", &mesh_tls::MESH_ALPNS, tcp())],
+        // The client's ALPN says whether the stream inside is HTTP.
+        Handling::Sniffed => vec![
+            chain("http", &mesh_tls::MESH_HTTP_ALPNS, http()),
+            chain("tcp", &mesh_tls::TCP_ALPN, tcp()),
+        ],
     }
 }
 

@@ -45,6 +45,9 @@ pub struct MeshConfig {
     /// The mesh CA's trust domain: mesh mTLS accepts peers whose SPIFFE id
     /// is `spiffe://<trust_domain>/...`.
     pub trust_domain: String,
+    /// Istio's `rootNamespace`: security policies here without a selector
+    /// apply to the whole mesh.
+    pub root_namespace: String,
 }
 
 impl Default for MeshConfig {
@@ -58,6 +61,7 @@ impl Default for MeshConfig {
             access_log_file: None,
             zipkin: None,
             trust_domain: "cluster.local".into(),
+            root_namespace: "istio-system".into(),
         }
     }
 }

@@ -33,6 +33,12 @@ pub enum DiagnosticKind {
     /// A VirtualService bound to a gateway none of whose servers takes its
     /// hosts (or to a Gateway that does not exist).
     UnboundVirtualService,
+    /// A security policy ignored because another one of the same scope
+    /// takes precedence (an older PeerAuthentication for the workload).
+    ShadowedPolicy,
+    /// A security policy that cannot be enforced as written on this proxy:
+    /// the traffic it governs is refused rather than let through.
+    PolicyFailedClosed,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -64,11 +70,13 @@ impl DiagnosticKind {
             | DiagnosticKind::MissingSubset
             | DiagnosticKind::UnknownDestination
             | DiagnosticKind::InvalidField
-            | DiagnosticKind::MissingCredential => Severity::Error,
+            | DiagnosticKind::MissingCredential
+            | DiagnosticKind::PolicyFailedClosed => Severity::Error,
             DiagnosticKind::ShadowedVirtualService
             | DiagnosticKind::Unsupported
             | DiagnosticKind::Unreachable
-            | DiagnosticKind::UnboundVirtualService => Severity::Warning,
+            | DiagnosticKind::UnboundVirtualService
+            | DiagnosticKind::ShadowedPolicy => Severity::Warning,
         }
     }
 }

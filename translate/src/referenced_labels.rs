@@ -31,6 +31,9 @@ pub struct ReferencedLabels {
     route_selectors: BTreeSet<Labels>,
     /// DestinationRule workloadSelectors.
     workload_selectors: BTreeSet<Labels>,
+    /// PeerAuthentication and AuthorizationPolicy selectors: they shape
+    /// the inbound listener only, never clusters.
+    policy_selectors: BTreeSet<Labels>,
 }
 
 impl ReferencedLabels {
@@ -52,14 +55,18 @@ impl ReferencedLabels {
                 ),
                 // A ServiceEntry's workloadSelector selects endpoints, not proxies.
                 ConfigSpec::ServiceEntry(_) => {}
-                // Not translated yet; their selectors join the view key
-                // when they are.
-                ConfigSpec::PeerAuthentication(_) | ConfigSpec::AuthorizationPolicy(_) => {}
+                ConfigSpec::PeerAuthentication(spec) => out
+                    .policy_selectors
+                    .extend(spec.selector.iter().map(|s| s.match_labels.clone())),
+                ConfigSpec::AuthorizationPolicy(spec) => out
+                    .policy_selectors
+                    .extend(spec.selector.iter().map(|s| s.match_labels.clone())),
             }
         }
         // An empty selector matches every proxy: it tells none apart.
         out.route_selectors.retain(|s| !s.is_empty());
         out.workload_selectors.retain(|s| !s.is_empty());
+        out.policy_selectors.retain(|s| !s.is_empty());
         out
     }
 
@@ -68,6 +75,7 @@ impl ReferencedLabels {
         self.route_selectors
             .iter()
             .chain(&self.workload_selectors)
+            .chain(&self.policy_selectors)
             .flat_map(|s| s.keys().map(String::as_str))
             .collect()
     }
@@ -77,7 +85,10 @@ impl ReferencedLabels {
     /// with all of `labels`.
     pub fn project(&self, labels: &Labels) -> Labels {
         union_of_matching(
-            self.route_selectors.iter().chain(&self.workload_selectors),
+            self.route_selectors
+                .iter()
+                .chain(&self.workload_selectors)
+                .chain(&self.policy_selectors),
             labels,
         )
     }
@@ -181,6 +192,21 @@ spec:
   - port: {number: 8080, name: http, protocol: HTTP}
     hosts: ["*"]
 ---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict-reviews, namespace: default}
+spec:
+  selector: {matchLabels: {tier: backend}}
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-batch, namespace: default}
+spec:
+  selector: {matchLabels: {app: batch}}
+  action: DENY
+  rules: [{to: [{operation: {ports: ["9090"]}}]}]
+---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: via-ingress, namespace: default}
@@ -201,7 +227,7 @@ spec:
     fn collects_source_labels_gateway_selectors_and_workload_selectors() {
         let keys = ReferencedLabels::of(&labelled_mesh());
         let keys: Vec<&str> = keys.keys().into_iter().collect();
-        assert_eq!(keys, ["app", "istio", "version"]);
+        assert_eq!(keys, ["app", "istio", "tier", "version"]);
         assert!(ReferencedLabels::of(&busy_mesh()).keys().is_empty());
     }
 
@@ -268,18 +294,20 @@ spec:
         );
     }
 
-    const LABEL_SETS: [&[(&str, &str)]; 6] = [
+    const LABEL_SETS: [&[(&str, &str)]; 7] = [
         &[],
         &[("app", "productpage"), ("pod-template-hash", "abc")],
         &[("app", "batch"), ("version", "v1"), ("team", "x")],
         &[("version", "v1"), ("random", "1")],
         &[("istio", "ingressgateway"), ("zone", "a")],
         &[("istio", "egressgateway"), ("app", "productpage")],
+        &[("tier", "backend"), ("app", "batch"), ("zone", "b")],
     ];
 
-    /// Calls `check` for a sidecar and a gateway with each of
-    /// [`LABEL_SETS`], over the labelled mesh and 20 random meshes with the
-    /// same rules.
+    /// Calls `check` for a sidecar, a certified sidecar serving ports (the
+    /// security policies shape its inbound side) and a gateway with each
+    /// of [`LABEL_SETS`], over the labelled mesh and 20 random meshes with
+    /// the same rules.
     fn for_every_labelled_view(mut check: impl FnMut(&MeshState, &ReferencedLabels, &ProxyView)) {
         let meshes = std::iter::once(labelled_mesh()).chain((0..20).map(|seed| {
             let mut m = random_mesh(seed);
@@ -291,11 +319,24 @@ spec:
             for labels in LABEL_SETS {
                 for view in [
                     sidecar_with_labels("default", labels),
+                    serving_sidecar(labels),
                     gateway_proxy("default", labels),
                 ] {
                     check(&m, &keys, &view);
                 }
             }
+        }
+    }
+
+    fn serving_sidecar(labels: &[(&str, &str)]) -> ProxyView {
+        ProxyView {
+            workload_certificate: true,
+            inbound: with_inbound(&[
+                (9080, pilotfish_model::Protocol::Http),
+                (9090, pilotfish_model::Protocol::Tcp),
+            ])
+            .inbound,
+            ..sidecar_with_labels("default", labels)
         }
     }
 
@@ -394,5 +435,12 @@ spec:
             ),
             translate(&m, &gateway_proxy("default", &[]))
         );
+        for policy_labels in [("tier", "backend"), ("app", "batch")] {
+            assert_ne!(
+                translate(&m, &serving_sidecar(&[policy_labels])),
+                translate(&m, &serving_sidecar(&[])),
+                "{policy_labels:?}"
+            );
+        }
     }
 }

@@ -45,7 +45,7 @@ fn sidecar_listeners(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Vec<Listener
     if !ctx.proxy.interception.binds_listeners() {
         out.push(virtual_outbound(ctx));
     }
-    out.extend(inbound::listener(ctx));
+    out.extend(inbound::listener(ctx, diags));
     out.extend(crate::emit::sidecar::dns::listener(ctx));
     for (port, services) in listener_matches::services_by_port(ctx) {
         let plan = listener_matches::plan(ctx, port, &services, diags);

@@ -1,4 +1,4 @@
-//! Network, HTTP and listener filters of outbound listeners.
+//! Network, HTTP and listener filters of sidecar and gateway listeners.
 
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, ListenerFilter, filter, listener_filter,
@@ -52,9 +52,17 @@ pub fn gateway_connection_manager(port: u16, route_config: &str) -> Filter {
 }
 
 /// An HTTP connection manager with its routes inline (the sidecar's inbound
-/// side, where the routes never change independently of the listener).
-pub fn inline_http_connection_manager(stat_prefix: &str, routes: RouteConfiguration) -> Filter {
-    connection_manager(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes))
+/// side, where the routes never change independently of the listener);
+/// `authorization` filters run first.
+pub fn inline_http_connection_manager(
+    stat_prefix: &str,
+    routes: RouteConfiguration,
+    authorization: Vec<HttpFilter>,
+) -> Filter {
+    let mut hcm =
+        connection_manager_config(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes));
+    hcm.http_filters.splice(0..0, authorization);
+    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
 }
 
 /// The receiving side of mesh mTLS: the caller's SPIFFE id (and subject)
@@ -62,9 +70,11 @@ pub fn inline_http_connection_manager(stat_prefix: &str, routes: RouteConfigurat
 pub fn inline_mtls_http_connection_manager(
     stat_prefix: &str,
     routes: RouteConfiguration,
+    authorization: Vec<HttpFilter>,
 ) -> Filter {
     let mut hcm =
         connection_manager_config(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes));
+    hcm.http_filters.splice(0..0, authorization);
     hcm.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
     hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
         subject: Some(protobuf::bool_value(true)),

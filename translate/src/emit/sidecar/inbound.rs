@@ -1,7 +1,10 @@
 //! The sidecar's receiving side: `virtualInbound` on 15006, where iptables
 //! sends traffic addressed to the workload, and the `inbound|<port>||`
 //! clusters that deliver it to the local application on 127.0.0.1. Ports the
-//! registry does not know for this workload pass through unchanged.
+//! registry does not know for this workload pass through unchanged. Each
+//! port's PeerAuthentication mode decides whether it takes mesh mTLS,
+//! plaintext or both; AuthorizationPolicies become RBAC filters on its
+//! chains.
 
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
@@ -11,17 +14,21 @@ use envoy_types::pb::envoy::config::core::v3::{
     BindConfig, SocketAddress, TrafficDirection, socket_address,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
-    FilterChain, FilterChainMatch, Listener, ListenerFilter,
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter,
 };
 use envoy_types::pb::envoy::config::route::v3::{RouteConfiguration, VirtualHost, route};
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use pilotfish_model::{Endpoint, Health};
 
+use crate::diagnostics::{Diagnostic, DiagnosticKind};
 use crate::emit::context::Context;
 use crate::emit::endpoints::{self, AddressKind};
 use crate::emit::envoy::filters;
 use crate::emit::envoy::filters::SNIFFED_HTTP_PROTOCOLS;
 use crate::emit::envoy::mesh_tls::{self, MeshTls};
+use crate::emit::envoy::rbac;
+use crate::emit::policy::authorization::{AuthorizationGuards, InboundAuthorization};
+use crate::emit::policy::peer_authentication::{PeerAuthentication, PeerMode};
 use crate::emit::policy::traffic_policy;
 use crate::emit::sidecar::http_routes;
 use crate::emit::sidecar::listener_matches::Handling;
@@ -119,17 +126,21 @@ fn local_cluster(ctx: &Context, port: &InboundPort) -> Cluster {
 }
 
 /// `virtualInbound`, or nothing for proxies without interception.
-pub fn listener(ctx: &Context) -> Option<Listener> {
+pub fn listener(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Option<Listener> {
     if !has_inbound(ctx) {
         return None;
     }
     let mesh = mesh_tls(ctx);
+    let peers = PeerAuthentication::for_proxy(ctx.mesh, ctx.proxy, diags);
+    let authz = InboundAuthorization::for_proxy(ctx, diags);
+    let guards = authz.guards();
     let mut chains = Vec::new();
     for port in &ctx.proxy.inbound {
-        if let Some(mesh) = &mesh {
-            chains.extend(mesh_chains(port, mesh));
+        let mode = peers.mode(port.port);
+        if mode == PeerMode::Strict && mesh.is_none() {
+            diags.push(uncertified_strict(ctx, &peers, port.port));
         }
-        chains.extend(port_chains(port));
+        chains.extend(port_chains_for_mode(port, mode, mesh.as_ref(), &guards));
     }
     let sniffing = ctx
         .proxy
@@ -176,7 +187,72 @@ pub fn listener(ctx: &Context) -> Option<Listener> {
     })
 }
 
-fn port_chains(port: &InboundPort) -> Vec<FilterChain> {
+/// The chains of one local port under its PeerAuthentication mode.
+fn port_chains_for_mode(
+    port: &InboundPort,
+    mode: PeerMode,
+    mesh: Option<&MeshTls>,
+    guards: &AuthorizationGuards,
+) -> Vec<FilterChain> {
+    match (mode, mesh) {
+        (PeerMode::Strict, Some(mesh)) => {
+            let mut chains = mesh_chains(port, mesh, guards);
+            chains.extend(refusing_chains(port, true));
+            chains
+        }
+        (PeerMode::Permissive, Some(mesh)) => {
+            let mut chains = mesh_chains(port, mesh, guards);
+            chains.extend(port_chains(port, guards));
+            chains
+        }
+        // Without a workload certificate mTLS cannot be terminated: STRICT
+        // fails closed rather than falling back to plaintext.
+        (PeerMode::Strict, None) => refusing_chains(port, false),
+        (PeerMode::Permissive | PeerMode::Disable, _) => port_chains(port, guards),
+    }
+}
+
+/// Chains that close what reaches a port in a way its mode refuses:
+/// plaintext, and (`tls`) TLS without a mesh ALPN. Without them those
+/// connections would take the listener's default chain, which passes
+/// them through to the application.
+fn refusing_chains(port: &InboundPort, tls: bool) -> Vec<FilterChain> {
+    let cluster = cluster_name(port.port);
+    let refuse = |name: String, transport: &str| FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            destination_port: Some(protobuf::u32_value(u32::from(port.port))),
+            transport_protocol: transport.to_string(),
+            ..Default::default()
+        }),
+        filters: vec![
+            rbac::refuse_all(&name),
+            filters::tcp_proxy(names::BLACKHOLE_CLUSTER),
+        ],
+        name,
+        ..Default::default()
+    };
+    let mut chains = vec![refuse(format!("refused|{cluster}"), "")];
+    if tls {
+        chains.push(refuse(format!("refused|tls|{cluster}"), "tls"));
+    }
+    chains
+}
+
+fn uncertified_strict(ctx: &Context, peers: &PeerAuthentication, port: u16) -> Diagnostic {
+    let object = peers
+        .source()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("proxy in namespace {}", ctx.proxy.namespace));
+    Diagnostic::new(
+        DiagnosticKind::PolicyFailedClosed,
+        object,
+        format!(
+            "port {port} requires mTLS (STRICT) but this proxy has no workload certificate: connections to it are refused; the proxy must authenticate on the secure xDS port (15012) to be served one"
+        ),
+    )
+}
+
+fn port_chains(port: &InboundPort, guards: &AuthorizationGuards) -> Vec<FilterChain> {
     let cluster = cluster_name(port.port);
     let by_port = FilterChainMatch {
         destination_port: Some(protobuf::u32_value(u32::from(port.port))),
@@ -188,14 +264,20 @@ fn port_chains(port: &InboundPort) -> Vec<FilterChain> {
         filters: vec![filters::inline_http_connection_manager(
             &cluster,
             local_routes(&cluster),
+            guards.http(),
         )],
         ..Default::default()
     };
-    let tcp = || FilterChain {
-        name: format!("tcp|{cluster}"),
-        filter_chain_match: Some(by_port.clone()),
-        filters: vec![filters::tcp_proxy(&cluster)],
-        ..Default::default()
+    let tcp = || {
+        let name = format!("tcp|{cluster}");
+        let mut chain_filters = guards.tcp(&name);
+        chain_filters.push(filters::tcp_proxy(&cluster));
+        FilterChain {
+            filter_chain_match: Some(by_port.clone()),
+            filters: chain_filters,
+            name,
+            ..Default::default()
+        }
     };
     match Handling::of(port.protocol) {
         Handling::Http => vec![http()],
@@ -220,26 +302,43 @@ fn mesh_tls(ctx: &Context) -> Option<MeshTls> {
     })
 }
 
-/// Mesh mTLS to a local port (Istio's PERMISSIVE, the default): chains
-/// for TLS with a mesh ALPN terminate it with the workload certificate,
-/// requiring the caller's, then deliver as the plaintext chains do, which
-/// stay for callers without a sidecar.
-fn mesh_chains(port: &InboundPort, mesh: &MeshTls) -> Vec<FilterChain> {
+/// Mesh mTLS to a local port (PERMISSIVE and STRICT): chains for TLS with
+/// a mesh ALPN terminate it with the workload certificate, requiring the
+/// caller's, then deliver as the plaintext chains do.
+fn mesh_chains(
+    port: &InboundPort,
+    mesh: &MeshTls,
+    guards: &AuthorizationGuards,
+) -> Vec<FilterChain> {
     let cluster = cluster_name(port.port);
-    let chain = |kind: &str, alpns: &[&str], filter| FilterChain {
-        name: format!("tls|{kind}|{cluster}"),
-        filter_chain_match: Some(FilterChainMatch {
-            destination_port: Some(protobuf::u32_value(u32::from(port.port))),
-            transport_protocol: "tls".into(),
-            application_protocols: alpns.iter().map(|p| p.to_string()).collect(),
+    let chain = |kind: &str, alpns: &[&str], mut chain_filters: Vec<Filter>| {
+        let name = format!("tls|{kind}|{cluster}");
+        if kind == "tcp" {
+            let mut guarded = guards.tcp(&name);
+            guarded.append(&mut chain_filters);
+            chain_filters = guarded;
+        }
+        FilterChain {
+            filter_chain_match: Some(FilterChainMatch {
+                destination_port: Some(protobuf::u32_value(u32::from(port.port))),
+                transport_protocol: "tls".into(),
+                application_protocols: alpns.iter().map(|p| p.to_string()).collect(),
+                ..Default::default()
+            }),
+            filters: chain_filters,
+            transport_socket: Some(mesh.downstream()),
+            name,
             ..Default::default()
-        }),
-        filters: vec![filter],
-        transport_socket: Some(mesh.downstream()),
-        ..Default::default()
+        }
     };
-    let http = || filters::inline_mtls_http_connection_manager(&cluster, local_routes(&cluster));
-    let tcp = || filters::tcp_proxy(&cluster);
+    let http = || {
+        vec![filters::inline_mtls_http_connection_manager(
+            &cluster,
+            local_routes(&cluster),
+            guards.http(),
+        )]
+    };
+    let tcp = || vec![filters::tcp_proxy(&cluster)];
     match Handling::of(port.protocol) {
         Handling::Http => vec![chain("http", &mesh_tls::MESH_ALPNS, http())],
         Handling::Opaque => vec![chain("tcp", &mesh_tls::MESH_ALPNS, tcp())],
@@ -403,5 +502,137 @@ mod tests {
                 .filter_chains
                 .is_empty()
         );
+    }
+
+    fn with_policies(yaml: &str) -> crate::MeshState {
+        bookinfo(yaml)
+    }
+
+    fn certified(ports: &[(u16, Protocol)]) -> crate::ProxyView {
+        crate::ProxyView {
+            workload_certificate: true,
+            labels: [("app".to_string(), "reviews".to_string())].into(),
+            ..with_inbound(ports)
+        }
+    }
+
+    fn chain_names(t: &crate::Translation) -> Vec<String> {
+        listener_named(t, VIRTUAL_INBOUND_LISTENER)
+            .filter_chains
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+
+    const MESH_STRICT: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec:
+  mtls: {mode: STRICT}
+"#;
+
+    #[test]
+    fn strict_keeps_only_mesh_tls_and_closes_plaintext_instead_of_passing_it_through() {
+        let t = translate_for(
+            &with_policies(MESH_STRICT),
+            &certified(&[(9080, Protocol::Http), (9090, Protocol::Tcp)]),
+        );
+        assert_eq!(
+            chain_names(&t),
+            [
+                "tls|http|inbound|9080||",
+                "refused|inbound|9080||",
+                "refused|tls|inbound|9080||",
+                "tls|tcp|inbound|9090||",
+                "refused|inbound|9090||",
+                "refused|tls|inbound|9090||",
+            ]
+        );
+        let l = listener_named(&t, VIRTUAL_INBOUND_LISTENER);
+        let refused = &l.filter_chains[1];
+        let m = refused.filter_chain_match.as_ref().expect("match");
+        // Any plaintext connection to the port lands here, not on the
+        // passthrough default chain.
+        assert_eq!(m.destination_port.as_ref().map(|p| p.value), Some(9080));
+        assert!(m.transport_protocol.is_empty() && m.application_protocols.is_empty());
+        assert_eq!(refused.filters[0].name, rbac::NETWORK_RBAC);
+        let after_rbac = FilterChain {
+            filters: refused.filters[1..].to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(
+            tcp_proxy_cluster(&after_rbac).as_deref(),
+            Some(names::BLACKHOLE_CLUSTER)
+        );
+        assert_envoy_invariants(&t);
+    }
+
+    #[test]
+    fn permissive_is_the_default_and_keeps_both() {
+        let t = translate_for(&bookinfo(""), &certified(&[(9080, Protocol::Http)]));
+        assert_eq!(
+            chain_names(&t),
+            ["tls|http|inbound|9080||", "http|inbound|9080||"]
+        );
+    }
+
+    #[test]
+    fn disable_keeps_plaintext_only() {
+        let t = translate_for(
+            &with_policies(&MESH_STRICT.replace("STRICT", "DISABLE")),
+            &certified(&[(9080, Protocol::Http)]),
+        );
+        assert_eq!(chain_names(&t), ["http|inbound|9080||"]);
+    }
+
+    #[test]
+    fn port_level_mode_applies_to_its_port_only() {
+        let yaml = format!(
+            "{MESH_STRICT}---\n{}",
+            r#"apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  portLevelMtls:
+    9090: {mode: PERMISSIVE}
+"#
+        );
+        let t = translate_for(
+            &with_policies(&yaml),
+            &certified(&[(9080, Protocol::Http), (9090, Protocol::Tcp)]),
+        );
+        assert_eq!(
+            chain_names(&t),
+            [
+                "tls|http|inbound|9080||",
+                "refused|inbound|9080||",
+                "refused|tls|inbound|9080||",
+                "tls|tcp|inbound|9090||",
+                "tcp|inbound|9090||",
+            ]
+        );
+    }
+
+    #[test]
+    fn uncertified_strict_fails_closed_with_a_diagnostic() {
+        let t = translate_for(
+            &with_policies(MESH_STRICT),
+            &with_inbound(&[(9080, Protocol::Http), (9091, Protocol::Unknown)]),
+        );
+        assert_eq!(
+            chain_names(&t),
+            ["refused|inbound|9080||", "refused|inbound|9091||"]
+        );
+        let failed = diagnostics_of(&t, crate::DiagnosticKind::PolicyFailedClosed);
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        assert_eq!(failed[0].object, "PeerAuthentication istio-system/default");
+        assert!(
+            failed[0].message.contains("authenticate"),
+            "{}",
+            failed[0].message
+        );
+        assert_envoy_invariants(&t);
     }
 }

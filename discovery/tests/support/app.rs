@@ -229,6 +229,7 @@ fn answer(app: &Shared, request: &IncomingRequest, peer: SocketAddr) -> Value {
         "host": request.host,
         "peer": peer.ip().to_string(),
         "end_user": request.headers.iter().find(|(n, _)| n == "end-user").map(|(_, v)| v),
+        "xfcc": request.headers.iter().find(|(n, _)| n == "x-forwarded-client-cert").map(|(_, v)| v),
         "calls": calls,
     })
 }
@@ -262,6 +263,9 @@ pub struct AppAnswer {
     pub version: String,
     pub pod: String,
     pub peer: String,
+    /// The `x-forwarded-client-cert` the app received: its sidecar took
+    /// the request over mesh mTLS and names the caller's certificate.
+    pub xfcc: Option<String>,
     /// Per callee: its answer, or what went wrong (status, error).
     pub calls: Vec<(String, Result<AppAnswer, String>)>,
 }
@@ -314,6 +318,7 @@ impl AppAnswer {
             version: text("version")?,
             pod: text("pod")?,
             peer: text("peer")?,
+            xfcc: json.get("xfcc").and_then(Value::as_str).map(str::to_string),
             calls,
         })
     }

@@ -48,6 +48,8 @@ pub const BRIDGE_IP: &str = "10.77.0.1";
 /// Pod IPs are 10.77.0.<FIRST_POD_HOST + n>.
 const FIRST_POD_HOST: usize = 10;
 pub const XDS_PORT: u16 = 15010;
+/// Pilotfish's secure xDS port ([`Mesh::start_secure`]).
+pub const SECURE_XDS_PORT: u16 = 15012;
 pub const PILOTFISH_HTTP_PORT: u16 = 15014;
 pub const HTTP_PORT: u16 = 9080;
 /// Consul's DNS domain: service `details` is `details.service.consul`.
@@ -69,6 +71,12 @@ pub struct PodSpec {
     /// The `-b` of pilotfish-iptables.sh: the app's port unless set
     /// (`*` captures every port but Envoy's own).
     pub inbound_capture: Option<String>,
+    /// False for a pod without a sidecar: no Envoy, no interception.
+    pub sidecar: bool,
+    /// The sidecar connects to the secure xDS port with a workload
+    /// certificate of `default/<service account>` (needs
+    /// [`Mesh::start_secure`]).
+    pub service_account: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -90,6 +98,8 @@ impl PodSpec {
                 callees: Vec::new(),
             },
             inbound_capture: None,
+            sidecar: true,
+            service_account: None,
         }
     }
 
@@ -101,6 +111,8 @@ impl PodSpec {
             version: version.to_string(),
             kind: PodKind::TcpEcho { port },
             inbound_capture: None,
+            sidecar: true,
+            service_account: None,
         }
     }
 
@@ -115,6 +127,20 @@ impl PodSpec {
     /// Inbound capture of every port but the sidecar's own (`-b '*'`).
     pub fn capture_all_inbound(mut self) -> PodSpec {
         self.inbound_capture = Some("*".into());
+        self
+    }
+
+    /// A pod without a sidecar and without interception: its app is
+    /// reached, and calls, directly.
+    pub fn without_sidecar(mut self) -> PodSpec {
+        self.sidecar = false;
+        self
+    }
+
+    /// Its sidecar proves `default/<service_account>` on the secure xDS
+    /// port (a certificate from the mesh CA, see [`super::secure_xds`]).
+    pub fn service_account(mut self, service_account: &str) -> PodSpec {
+        self.service_account = Some(service_account.to_string());
         self
     }
 
@@ -279,6 +305,8 @@ pub struct Mesh {
     pub consul: Consul,
     host: Arc<Netns>,
     config_dir: PathBuf,
+    /// The secure xDS port is open, with the mesh CA in the test directory.
+    secure: bool,
     dir: TestDir,
 }
 
@@ -287,6 +315,17 @@ impl Mesh {
     /// pilotfish watching Consul and a config directory holding `config`
     /// (file name, YAML); returns once pilotfish is ready.
     pub fn start(name: &str, config: &[(&str, &str)], extra_args: &[&str]) -> Mesh {
+        Mesh::start_with(name, config, extra_args, false)
+    }
+
+    /// [`Mesh::start`] with the secure xDS port (`BRIDGE_IP:15012`) open and
+    /// the mesh CA in the test directory, for pods with a
+    /// [`PodSpec::service_account`].
+    pub fn start_secure(name: &str, config: &[(&str, &str)], extra_args: &[&str]) -> Mesh {
+        Mesh::start_with(name, config, extra_args, true)
+    }
+
+    fn start_with(name: &str, config: &[(&str, &str)], extra_args: &[&str], secure: bool) -> Mesh {
         let dir = TestDir::new(name);
         let config_dir = dir.path().join("config");
         std::fs::create_dir(&config_dir).expect("create config dir");
@@ -315,6 +354,9 @@ impl Mesh {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if secure {
+            args.extend(super::secure_xds::pilotfish_args(dir.path()));
+        }
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let pilotfish = Pilotfish::serve(
             host.clone(),
@@ -328,6 +370,7 @@ impl Mesh {
             consul,
             host,
             config_dir,
+            secure,
             dir,
         }
     }
@@ -387,15 +430,17 @@ impl Mesh {
         in_pod(&["route", "add", "default", "via", BRIDGE_IP]);
 
         // proxy_init's job: outbound to 15001, the app's port inbound to 15006.
-        let script = repo_path("deploy/scripts/pilotfish-iptables.sh");
-        let port = spec
-            .inbound_capture
-            .clone()
-            .unwrap_or_else(|| spec.port().to_string());
-        run_checked(&mut ns.command(
-            script.to_str().expect("utf-8 path"),
-            &["-p", "15001", "-z", "15006", "-u", "1337", "-b", &port],
-        ));
+        if spec.sidecar {
+            let script = repo_path("deploy/scripts/pilotfish-iptables.sh");
+            let port = spec
+                .inbound_capture
+                .clone()
+                .unwrap_or_else(|| spec.port().to_string());
+            run_checked(&mut ns.command(
+                script.to_str().expect("utf-8 path"),
+                &["-p", "15001", "-z", "15006", "-u", "1337", "-b", &port],
+            ));
+        }
 
         let dir = self.dir.path().join(&spec.name);
         std::fs::create_dir(&dir).expect("create pod dir");
@@ -435,13 +480,23 @@ impl Mesh {
     /// `pilotfish bootstrap --ip <pod ip> --name <pod> --label app=..
     /// --label version=..`, all at once, and waits until each says LIVE.
     pub fn start_sidecars(&mut self) {
-        let xds = format!("{BRIDGE_IP}:{XDS_PORT}");
         // Spawned from this thread: a process started from a short-lived
         // thread gets its parent-death signal when that thread ends.
         let mut started = Vec::new();
         for (i, pod) in self.pods.iter_mut().enumerate() {
-            if pod.envoy.is_none() {
-                let bootstrap = sidecar_bootstrap(pod, &xds);
+            if pod.envoy.is_none() && pod.spec.sidecar {
+                let bootstrap = match &pod.spec.service_account {
+                    Some(service_account) => {
+                        assert!(self.secure, "{}: use Mesh::start_secure", pod.spec.name);
+                        let args = super::secure_xds::certificate_bootstrap_args(
+                            self.dir.path(),
+                            "default",
+                            service_account,
+                        );
+                        sidecar_bootstrap(pod, &format!("{BRIDGE_IP}:{SECURE_XDS_PORT}"), &args)
+                    }
+                    None => sidecar_bootstrap(pod, &format!("{BRIDGE_IP}:{XDS_PORT}"), &[]),
+                };
                 pod.envoy = Some(Envoy::spawn_with_bootstrap(
                     pod.ns.clone(),
                     &pod.dir,
@@ -546,7 +601,7 @@ impl Mesh {
                 .or_default()
                 .insert(format!("{}:{}", pod.ip, pod.spec.port()));
         }
-        for pod in &self.pods {
+        for pod in self.pods.iter().filter(|p| p.spec.sidecar) {
             for ((service, port), hosts) in &services {
                 let cluster = super::outbound_cluster(*port, "", &host(service));
                 self.wait_cluster_hosts(pod.name(), &cluster, hosts, STARTUP);
@@ -605,7 +660,7 @@ pub fn metric_value(text: &str, name: &str, label: &str) -> Option<f64> {
 
 /// `pilotfish bootstrap` for a mesh pod: its IP (which is how pilotfish finds
 /// its inbound ports in the registry), name and labels.
-fn sidecar_bootstrap(pod: &MeshPod, xds: &str) -> String {
+fn sidecar_bootstrap(pod: &MeshPod, xds: &str, extra_args: &[String]) -> String {
     let app = format!("app={}", pod.spec.service);
     let version = format!("version={}", pod.spec.version);
     let mut cmd = std::process::Command::new(pilotfish::binary());
@@ -630,6 +685,6 @@ fn sidecar_bootstrap(pod: &MeshPod, xds: &str) -> String {
         "--interception-mode",
         "REDIRECT",
     ]);
-    super::envoy::add_args(&mut cmd, &[]);
+    super::envoy::add_args(&mut cmd, extra_args);
     run_checked(&mut cmd)
 }

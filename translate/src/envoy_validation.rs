@@ -377,6 +377,114 @@ spec:
     envoy_validates(&translate_for(&m, &certified), "mesh-mtls");
 }
 
+/// PeerAuthentication modes (mesh STRICT, namespace PERMISSIVE, workload
+/// DISABLE with port-level overrides) and AuthorizationPolicies using
+/// every field, on certified and uncertified sidecars with HTTP, TCP and
+/// sniffed ports.
+#[test]
+fn envoy_accepts_peer_authentication_and_authorization_policy_rbac() {
+    let m = bookinfo(SECURITY_POLICIES);
+    let ports = [
+        (9080, Protocol::Http),
+        (9090, Protocol::Tcp),
+        (9091, Protocol::Unknown),
+    ];
+    let labelled = |certified| crate::ProxyView {
+        workload_certificate: certified,
+        labels: [("app".to_string(), "reviews".to_string())].into(),
+        ..with_inbound(&ports)
+    };
+    envoy_validates(&translate_for(&m, &labelled(true)), "security-certified");
+    envoy_validates(&translate_for(&m, &labelled(false)), "security-uncertified");
+    let other = crate::ProxyView {
+        workload_certificate: true,
+        ..with_inbound(&ports)
+    };
+    envoy_validates(&translate_for(&m, &other), "security-namespace");
+}
+
+const SECURITY_POLICIES: &str = r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  mtls: {mode: DISABLE}
+  portLevelMtls:
+    9080: {mode: STRICT}
+    9091: {mode: PERMISSIVE}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all-fields, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/evil/sa/x", "*/sa/bad", "evil.local/*", "*"]
+        notPrincipals: ["cluster.local/ns/default/sa/good"]
+        namespaces: ["evil", "test-*", "*-dev"]
+        notNamespaces: ["default"]
+        ipBlocks: ["10.9.0.0/16", "192.168.1.1"]
+        notIpBlocks: ["10.9.1.0/24"]
+        remoteIpBlocks: ["172.16.0.0/12"]
+        notRemoteIpBlocks: ["172.16.1.1"]
+    - source: {serviceAccounts: ["evil/x", "local"], notServiceAccounts: ["evil/y"]}
+    - source: {trustDomains: ["other.local", "*"], notTrustDomains: ["cluster.local"]}
+    to:
+    - operation:
+        hosts: ["evil.example.com", "*.evil.com", "evil.*", "*"]
+        notHosts: ["ok.evil.com"]
+        methods: ["DELETE"]
+        notMethods: ["GET"]
+        paths: ["/admin", "/admin/*", "*.php", "*"]
+        notPaths: ["/admin/ok"]
+        ports: ["9080"]
+        notPorts: ["9999"]
+    when:
+    - {key: "request.headers[x-evil]", values: ["yes", "*", "a*", "*b"], notValues: ["no"]}
+    - {key: source.principal, values: ["cluster.local/ns/evil/sa/x"], notValues: ["*"]}
+    - {key: source.namespace, values: ["evil"], notValues: ["default"]}
+    - {key: source.ip, values: ["10.9.0.1"], notValues: ["10.9.0.2/32"]}
+    - {key: remote.ip, values: ["10.9.0.0/24"]}
+    - {key: destination.ip, values: ["10.1.0.1"], notValues: ["10.1.0.2"]}
+    - {key: destination.port, values: ["9080"], notValues: ["9090"]}
+    - {key: connection.sni, values: ["*.local"]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-some, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/productpage"]}}]
+    to: [{operation: {methods: ["GET"], paths: ["/reviews/*"]}}]
+  - to: [{operation: {ports: ["9090"]}}]
+  - {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-nothing, namespace: istio-system}
+spec: {}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: experimental, namespace: default}
+spec:
+  rules: [{when: [{key: experimental.envoy.filters.x, values: ["y"]}]}]
+"#;
+
 #[test]
 fn envoy_accepts_access_logs_and_zipkin_tracing_on_sidecars_and_gateways() {
     let m = with_access_log_and_tracing(busy_mesh());

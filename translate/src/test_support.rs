@@ -222,7 +222,7 @@ pub fn endpoint_address(lb: &LbEndpoint) -> String {
     format!("{}:{port}", sa.address)
 }
 
-fn typed_config(filter: &Filter) -> &envoy_types::pb::google::protobuf::Any {
+pub fn typed_config(filter: &Filter) -> &envoy_types::pb::google::protobuf::Any {
     match &filter.config_type {
         Some(filter::ConfigType::TypedConfig(any)) => any,
         _ => panic!("filter {} has no typed config", filter.name),

@@ -9,7 +9,9 @@
 //!   `security.istio.io/tlsMode|istio` (the label auto mTLS looks for);
 //! - `details-v1` is an app without a sidecar (no Envoy, no interception),
 //!   registered without that label;
-//! - `legacy-v1` is a client without a sidecar, not registered.
+//! - `legacy-v1` is a client without a sidecar, not registered;
+//! - `ratings-v1` (`ratings`) is a second meshed client, not registered,
+//!   for AuthorizationPolicies that tell identities apart.
 //!
 //! Every request is a real one: from a pod's namespace to the callee's pod
 //! IP, captured by the caller's iptables to its sidecar (meshed callers)
@@ -28,7 +30,7 @@ use serde_json::Value;
 
 use support::app::AppAnswer;
 use support::mesh::{HTTP_PORT, Mesh, MeshPod, PodSpec, host};
-use support::{PROPAGATION, STARTUP, outbound_cluster, wait_until};
+use support::{PROPAGATION, Request, STARTUP, outbound_cluster, wait_until};
 
 const CLIENT: &str = "productpage-v1";
 const CLIENT_SA: &str = "productpage";
@@ -38,6 +40,9 @@ const SERVER_SA: &str = "reviews";
 const PLAIN_BACKEND: &str = "details-v1";
 /// A client without a sidecar.
 const PLAIN_CLIENT: &str = "legacy-v1";
+/// A second meshed client, of another identity.
+const OTHER_CLIENT: &str = "ratings-v1";
+const OTHER_SA: &str = "ratings";
 const TLS_MODE_TAG: &str = "security.istio.io/tlsMode|istio";
 /// Requests per assertion.
 const REQUESTS: usize = 20;
@@ -64,6 +69,7 @@ fn start(name: &str, extra_args: &[&str]) -> Mesh {
     mesh.add_pod(PodSpec::http("reviews", "v1").service_account(SERVER_SA));
     mesh.add_pod(PodSpec::http("details", "v1").without_sidecar());
     mesh.add_pod(PodSpec::http("legacy", "v1").without_sidecar());
+    mesh.add_pod(PodSpec::http("ratings", "v1").service_account(OTHER_SA));
     for pod in [CLIENT, SERVER] {
         let instance = mesh.pod(pod).instance(Some("http")).tag(TLS_MODE_TAG);
         mesh.consul.register(&instance);
@@ -71,11 +77,13 @@ fn start(name: &str, extra_args: &[&str]) -> Mesh {
     mesh.register(PLAIN_BACKEND, Some("http"));
     mesh.start_sidecars();
     mesh.wait_converged(&[CLIENT, SERVER, PLAIN_BACKEND]);
-    wait_until(
-        "the meshed client's first mTLS request to reviews",
-        STARTUP,
-        || mtls_call(mesh.pod(CLIENT), CLIENT_SA),
-    );
+    for (client, sa) in [(CLIENT, CLIENT_SA), (OTHER_CLIENT, OTHER_SA)] {
+        wait_until(
+            &format!("{client}'s first mTLS request to reviews"),
+            STARTUP,
+            || mtls_call(mesh.pod(client), sa),
+        );
+    }
     mesh
 }
 
@@ -449,4 +457,236 @@ fn ssl_stats(pod: &MeshPod) -> Vec<(String, u64)> {
         .into_iter()
         .filter(|(name, value)| name.contains("ssl.") && *value > 0)
         .collect()
+}
+
+/// Writes a policy, then waits until the server's sidecar has applied it:
+/// until `probe` (a request whose answer the policy changes) succeeds.
+fn apply_policy(
+    mesh: &Mesh,
+    file: &str,
+    yaml: &str,
+    what: &str,
+    probe: impl FnMut() -> Result<(), String>,
+) {
+    mesh.write_config(file, yaml);
+    wait_until(what, PROPAGATION, probe);
+    mesh.pilotfish()
+        .wait_synced_without_nack(mesh.pod(SERVER).envoy().node_id());
+}
+
+/// `method path` to reviews from `from` (its pod IP, found by name;
+/// captured by `from`'s sidecar if it has one); the status, or the I/O
+/// error when no HTTP answer came.
+fn request(
+    from: &MeshPod,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<u16, String> {
+    let ips = from
+        .resolve(&host("reviews"))
+        .map_err(|e| format!("resolve reviews: {e}"))?;
+    let mut request = Request::get(
+        &format!("{}:{HTTP_PORT}", ips[0]),
+        &format!("{}:{HTTP_PORT}", host("reviews")),
+    )
+    .method(method)
+    .path(path);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    from.run(|| request.send())
+        .map(|response| response.status)
+        .map_err(|e| format!("{} -> {request}: {e}", from.name()))
+}
+
+/// Sends `n` requests, each of which must get `status`.
+fn all_get(
+    from: &MeshPod,
+    (method, path): (&str, &str),
+    headers: &[(&str, &str)],
+    status: u16,
+    n: usize,
+) {
+    let wrong: Vec<String> = (0..n)
+        .filter_map(|_| match request(from, method, path, headers) {
+            Ok(s) if s == status => None,
+            other => Some(format!("{other:?}")),
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} {method} {path} {headers:?}: {} of {n} did not get {status}: {wrong:?}",
+        from.name(),
+        wrong.len()
+    );
+}
+
+fn peer_authentication(mode: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: reviews-peer-authentication
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  mtls:
+    mode: {mode}
+"
+    )
+}
+
+#[test]
+fn strict_peer_authentication_refuses_plaintext_callers_and_keeps_mtls_ones() {
+    let mesh = start("mtls-strict", &[]);
+    let client = mesh.pod(CLIENT);
+    let legacy = mesh.pod(PLAIN_CLIENT);
+    let server = mesh.pod(SERVER);
+    plaintext_call(legacy, "reviews", "127.0.0.1").expect("PERMISSIVE before the policy");
+
+    apply_policy(
+        &mesh,
+        "peer-authentication.yaml",
+        &peer_authentication("STRICT"),
+        "reviews to refuse plaintext",
+        || match legacy.call("reviews", &[]) {
+            Err(_) => Ok(()),
+            Ok(answer) => Err(format!("still answered: {answer:?}")),
+        },
+    );
+    let served = server.served();
+    let refused: Vec<String> = (0..REQUESTS)
+        .filter_map(|_| request(legacy, "GET", "/", &[]).err())
+        .collect();
+    assert_eq!(
+        refused.len(),
+        REQUESTS,
+        "every plaintext request must be refused without an HTTP answer: {refused:?}"
+    );
+    assert_eq!(
+        server.served(),
+        served,
+        "no plaintext request reached the app"
+    );
+    all_succeed("productpage -> reviews under STRICT", REQUESTS, || {
+        mtls_call(client, CLIENT_SA)
+    });
+    assert_eq!(server.served(), served + REQUESTS as u64);
+
+    // Back to PERMISSIVE: the refusals were the policy's.
+    apply_policy(
+        &mesh,
+        "peer-authentication.yaml",
+        &peer_authentication("PERMISSIVE"),
+        "reviews to take plaintext again",
+        || plaintext_call(legacy, "reviews", "127.0.0.1").map(drop),
+    );
+    all_succeed("legacy -> reviews under PERMISSIVE", REQUESTS, || {
+        plaintext_call(legacy, "reviews", "127.0.0.1")
+    });
+    mesh.assert_no_rejected_updates();
+}
+
+fn authorization_policy(name: &str, action: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: reviews
+  action: {action}
+  rules:
+{rules}"
+    )
+}
+
+#[test]
+fn authorization_policy_allows_only_the_named_principal() {
+    let mesh = start("mtls-authz-principal", &[]);
+    let client = mesh.pod(CLIENT);
+    let other = mesh.pod(OTHER_CLIENT);
+    let legacy = mesh.pod(PLAIN_CLIENT);
+    apply_policy(
+        &mesh,
+        "authz.yaml",
+        &authorization_policy(
+            "reviews-from-productpage",
+            "ALLOW",
+            &format!(
+                "  - from:\n    - source:\n        principals: [\"cluster.local/ns/default/sa/{CLIENT_SA}\"]\n"
+            ),
+        ),
+        "reviews to refuse ratings",
+        || match request(other, "GET", "/", &[])? {
+            403 => Ok(()),
+            s => Err(format!("ratings got {s}")),
+        },
+    );
+    all_succeed("productpage, the allowed principal", REQUESTS, || {
+        mtls_call(client, CLIENT_SA)
+    });
+    all_get(other, ("GET", "/"), &[], 403, REQUESTS);
+    // No certificate, no principal.
+    all_get(legacy, ("GET", "/"), &[], 403, REQUESTS);
+    mesh.assert_no_rejected_updates();
+}
+
+#[test]
+fn authorization_policy_denies_a_path_and_a_method_and_allows_the_rest() {
+    let mesh = start("mtls-authz-deny", &[]);
+    let client = mesh.pod(CLIENT);
+    let legacy = mesh.pod(PLAIN_CLIENT);
+    apply_policy(
+        &mesh,
+        "authz.yaml",
+        &authorization_policy(
+            "reviews-deny-admin-and-delete",
+            "DENY",
+            "  - to:\n    - operation:\n        paths: [\"/admin\", \"/admin/*\"]\n  - to:\n    - operation:\n        methods: [\"DELETE\"]\n",
+        ),
+        "reviews to deny /admin",
+        || match request(client, "GET", "/admin", &[])? {
+            403 => Ok(()),
+            s => Err(format!("GET /admin got {s}")),
+        },
+    );
+    for from in [client, legacy] {
+        all_get(from, ("GET", "/admin"), &[], 403, REQUESTS);
+        all_get(from, ("GET", "/admin/users"), &[], 403, REQUESTS);
+        all_get(from, ("DELETE", "/reviews/1"), &[], 403, REQUESTS);
+        all_get(from, ("GET", "/reviews/1"), &[], 200, REQUESTS);
+        all_get(from, ("POST", "/administrator"), &[], 200, REQUESTS);
+    }
+    mesh.assert_no_rejected_updates();
+}
+
+#[test]
+fn authorization_policy_header_condition_needs_the_header_value() {
+    let mesh = start("mtls-authz-header", &[]);
+    let client = mesh.pod(CLIENT);
+    apply_policy(
+        &mesh,
+        "authz.yaml",
+        &authorization_policy(
+            "reviews-with-token",
+            "ALLOW",
+            "  - when:\n    - key: request.headers[x-token]\n      values: [\"ok\"]\n",
+        ),
+        "reviews to refuse a request without x-token",
+        || match request(client, "GET", "/", &[])? {
+            403 => Ok(()),
+            s => Err(format!("got {s}")),
+        },
+    );
+    all_get(client, ("GET", "/"), &[], 403, REQUESTS);
+    all_get(client, ("GET", "/"), &[("x-token", "wrong")], 403, REQUESTS);
+    all_get(client, ("GET", "/"), &[("x-token", "ok")], 200, REQUESTS);
+    mesh.assert_no_rejected_updates();
 }

@@ -97,11 +97,13 @@ fn proxy_view(index: usize) -> ProxyView {
     }
 }
 
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 6] = [
     Kind::VirtualService,
     Kind::DestinationRule,
     Kind::Gateway,
     Kind::ServiceEntry,
+    Kind::PeerAuthentication,
+    Kind::AuthorizationPolicy,
 ];
 
 fn generate(schemas: &Schemas, pools: &Pools, seed: u64) -> Case {
@@ -114,7 +116,8 @@ fn generate(schemas: &Schemas, pools: &Pools, seed: u64) -> Case {
     let documents = (0..count)
         .map(|i| {
             let kind = *g.rng.pick(&[
-                KINDS[0], KINDS[0], KINDS[0], KINDS[1], KINDS[1], KINDS[2], KINDS[3],
+                KINDS[0], KINDS[0], KINDS[0], KINDS[1], KINDS[1], KINDS[2], KINDS[3], KINDS[4],
+                KINDS[5],
             ]);
             g.temper = if g.rng.below(3) == 0 {
                 Temper::Edgy
@@ -137,7 +140,7 @@ fn generate(schemas: &Schemas, pools: &Pools, seed: u64) -> Case {
 /// objects that meet each other (Gateways named `gw` selecting the ingress
 /// gateway), since unrelated objects translate to little.
 fn document(g: &mut Generator, kind: Kind, index: usize, mut spec: Value) -> Value {
-    let version = *g.rng.pick(&["v1alpha3", "v1beta1", "v1"]);
+    let version = *g.rng.pick(kind.versions());
     let edgy = g.temper == Temper::Edgy;
     let name = match (kind, g.rng.below(10)) {
         (_, 0) if edgy => "Bad_Name".to_string(),
@@ -149,6 +152,14 @@ fn document(g: &mut Generator, kind: Kind, index: usize, mut spec: Value) -> Val
         .pick(&["default", "default", "default", "istio-system", "other"]);
     if kind == Kind::Gateway && g.rng.below(5) != 0 {
         spec["selector"] = json!({"istio": "ingressgateway"});
+    }
+    // Policies select the certified sidecar (app: reviews) more often than not.
+    let policy = matches!(kind, Kind::PeerAuthentication | Kind::AuthorizationPolicy);
+    if policy && spec.get("selector").is_some() && g.rng.below(3) != 0 {
+        spec["selector"] = json!({"matchLabels": {"app": "reviews"}});
+    }
+    if kind == Kind::AuthorizationPolicy && !edgy {
+        enforceable_policy(&mut spec);
     }
     if kind == Kind::VirtualService && !edgy {
         sni_hosts_from_hosts(g, &mut spec);
@@ -171,11 +182,27 @@ fn document(g: &mut Generator, kind: Kind, index: usize, mut spec: Value) -> Val
         metadata["creationTimestamp"] = json!(created);
     }
     json!({
-        "apiVersion": format!("networking.istio.io/{version}"),
+        "apiVersion": format!("{}/{version}", kind.group()),
         "kind": kind.as_str(),
         "metadata": metadata,
         "spec": spec,
     })
+}
+
+/// Leaves out of an AuthorizationPolicy what loading rejects as not
+/// enforceable (attachments, CUSTOM and AUDIT), so most get through.
+fn enforceable_policy(spec: &mut Value) {
+    if let Some(fields) = spec.as_object_mut() {
+        for field in ["targetRef", "targetRefs", "provider"] {
+            fields.remove(field);
+        }
+        if matches!(
+            fields.get("action").and_then(Value::as_str),
+            Some("CUSTOM" | "AUDIT")
+        ) {
+            fields.insert("action".into(), json!("DENY"));
+        }
+    }
 }
 
 /// A VirtualService's SNI hosts must fall under its own hosts; draw them
@@ -360,7 +387,7 @@ fn credentials() -> Vec<(CredentialKey, TlsCredential)> {
 /// What loading and checking one case found.
 struct Outcome {
     generated: usize,
-    accepted: [usize; 4],
+    accepted: [usize; KINDS.len()],
     envoy: Result<(), String>,
 }
 
@@ -378,7 +405,7 @@ fn check(case: &Case) -> Outcome {
         .into_iter()
         .filter(|obj| pilotfish_crds::validate::validate(obj).is_empty())
         .collect();
-    let mut accepted = [0; 4];
+    let mut accepted = [0; KINDS.len()];
     for obj in &objects {
         let at = KINDS.iter().position(|k| *k == obj.kind());
         accepted[at.expect("a generated kind")] += 1;
@@ -403,7 +430,7 @@ fn accepted_by_envoy(mesh: &MeshState, case: &Case) -> Result<(), String> {
 struct Totals {
     meshes: AtomicUsize,
     generated: AtomicUsize,
-    accepted: [AtomicUsize; 4],
+    accepted: [AtomicUsize; KINDS.len()],
     meshes_with_config: AtomicUsize,
 }
 
@@ -463,13 +490,16 @@ fn envoy_accepts_every_generated_mesh_that_validation_accepts() {
     let meshes = totals.meshes.load(Ordering::Relaxed);
     eprintln!(
         "generated meshes {first}..{}: {meshes} meshes, {generated} objects, accepted by validation: \
-         {} VirtualServices, {} DestinationRules, {} Gateways, {} ServiceEntries; \
+         {} VirtualServices, {} DestinationRules, {} Gateways, {} ServiceEntries, \
+         {} PeerAuthentications, {} AuthorizationPolicies; \
          {} meshes translated with config",
         first + count,
         accepted[0],
         accepted[1],
         accepted[2],
         accepted[3],
+        accepted[4],
+        accepted[5],
         totals.meshes_with_config.load(Ordering::Relaxed),
     );
     let failures = failures.into_inner().expect("failures");

@@ -368,12 +368,13 @@ fn held_chain(pod: &MeshPod) -> Result<String, String> {
         .ok_or_else(|| "no active secret default".into())
 }
 
-#[test]
-fn certificates_rotate_under_mtls_traffic_without_a_failed_request() {
-    // Renewed every 2 s (half of 4 s); every request a new upstream
-    // connection, so each one is a handshake with the certificates of
-    // the moment.
-    let mesh = start("mtls-rotation", &["--workload-cert-ttl-seconds", "4"]);
+/// A DestinationRule for reviews (no TLS settings: auto mTLS stays) with
+/// one request per upstream connection, then waits until both meshed
+/// clients have it: every request is then a new mTLS connection to the
+/// server's sidecar, a handshake with the certificates of the moment,
+/// judged by the inbound chains of the moment. (A kept-alive connection
+/// stays on the filter chain it was accepted by until Envoy drains it.)
+fn one_request_per_connection(mesh: &Mesh) {
     mesh.write_config(
         "dr.yaml",
         &format!(
@@ -392,20 +393,35 @@ spec:
             host("reviews")
         ),
     );
+    for client in [CLIENT, OTHER_CLIENT] {
+        let client = mesh.pod(client);
+        wait_until(
+            &format!(
+                "one request per connection on {}'s reviews cluster",
+                client.name()
+            ),
+            PROPAGATION,
+            || {
+                let cluster = active_cluster(client, &reviews_cluster()).ok_or("no cluster")?;
+                cluster
+                    .to_string()
+                    .contains("\"max_requests_per_connection\":1")
+                    .then_some(())
+                    .ok_or_else(|| format!("cluster: {cluster}"))
+            },
+        );
+    }
+}
+
+#[test]
+fn certificates_rotate_under_mtls_traffic_without_a_failed_request() {
+    // Renewed every 2 s (half of 4 s); every request a new upstream
+    // connection, so each one is a handshake with the certificates of
+    // the moment.
+    let mesh = start("mtls-rotation", &["--workload-cert-ttl-seconds", "4"]);
+    one_request_per_connection(&mesh);
     let client = mesh.pod(CLIENT);
     let server = mesh.pod(SERVER);
-    wait_until(
-        "one request per upstream connection on the client's reviews cluster",
-        PROPAGATION,
-        || {
-            let cluster = active_cluster(client, &reviews_cluster()).ok_or("no cluster")?;
-            cluster
-                .to_string()
-                .contains("\"max_requests_per_connection\":1")
-                .then_some(())
-                .ok_or_else(|| format!("cluster: {cluster}"))
-        },
-    );
 
     const RENEWALS: usize = 3;
     let mut seen: [BTreeSet<String>; 2] = Default::default();
@@ -610,6 +626,7 @@ spec:
 #[test]
 fn authorization_policy_allows_only_the_named_principal() {
     let mesh = start("mtls-authz-principal", &[]);
+    one_request_per_connection(&mesh);
     let client = mesh.pod(CLIENT);
     let other = mesh.pod(OTHER_CLIENT);
     let legacy = mesh.pod(PLAIN_CLIENT);
@@ -641,6 +658,7 @@ fn authorization_policy_allows_only_the_named_principal() {
 #[test]
 fn authorization_policy_denies_a_path_and_a_method_and_allows_the_rest() {
     let mesh = start("mtls-authz-deny", &[]);
+    one_request_per_connection(&mesh);
     let client = mesh.pod(CLIENT);
     let legacy = mesh.pod(PLAIN_CLIENT);
     apply_policy(
@@ -670,6 +688,7 @@ fn authorization_policy_denies_a_path_and_a_method_and_allows_the_rest() {
 #[test]
 fn authorization_policy_header_condition_needs_the_header_value() {
     let mesh = start("mtls-authz-header", &[]);
+    one_request_per_connection(&mesh);
     let client = mesh.pod(CLIENT);
     apply_policy(
         &mesh,

@@ -19,6 +19,12 @@
 //! `reviews` app reports the `x-forwarded-client-cert` its sidecar set,
 //! which only the mesh TLS chains set, naming the caller's SPIFFE id.
 //!
+//! Covered: auto mTLS (and plaintext to a workload without a sidecar),
+//! PERMISSIVE by default, DestinationRule ISTIO_MUTUAL and its
+//! `subjectAltNames`, certificate rotation under traffic, PeerAuthentication
+//! STRICT, AuthorizationPolicy ALLOW by principal, DENY by path and method,
+//! and a `request.headers` condition.
+//!
 //! Needs root (network namespaces, uid 1337 for Envoy).
 
 mod support;

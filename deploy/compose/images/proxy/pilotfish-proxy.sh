@@ -35,4 +35,4 @@ bootstrap=/tmp/envoy-bootstrap.json
 /usr/local/bin/pilotfish "${args[@]}" >"$bootstrap"
 echo "pilotfish-proxy: ${PROXY_TYPE:-sidecar} ${POD_NAME:-$(hostname)} at $ip, labels: ${PROXY_LABELS:-none}" >&2
 exec /usr/local/bin/envoy -c "$bootstrap" --log-level "${ENVOY_LOG_LEVEL:-warning}" \
-    --drain-time-s 2 --parent-shutdown-time-s 3
+    --drain-time-s 2 --drain-strategy immediate --parent-shutdown-time-s 3

@@ -14,16 +14,26 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::{Message, Name};
 use serde_json::{Value, json};
 
+use crate::security::workload_certificates::WorkloadSecrets;
 use crate::snapshot::Snapshot;
 use crate::xds_types::XdsType;
 
-pub fn config_dump(snapshot: &Snapshot) -> Value {
+/// `workload`: the proxy's own workload certificate (`default`, `ROOTCA`),
+/// which lives beside the view's snapshot, not in it.
+pub fn config_dump(snapshot: &Snapshot, workload: Option<&WorkloadSecrets>) -> Value {
     let mut types = serde_json::Map::new();
     for ty in XdsType::ALL {
         let of_type = snapshot.of(ty);
         let selected = of_type.select(None);
+        let own = workload
+            .filter(|_| ty == XdsType::Secret)
+            .map(|w| &w.resources)
+            .into_iter()
+            .flatten();
         let resources: Vec<Value> = selected
             .iter()
+            .map(|(name, any)| (*name, *any))
+            .chain(own)
             .map(|(name, any)| json!({"name": name, "bytes": any.value_len(), "resource": describe(ty, &any.to_any())}))
             .collect();
         types.insert(

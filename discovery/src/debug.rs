@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use crate::ads::XdsContext;
 use crate::config_dump::config_dump;
 use crate::readiness::Readiness;
+use crate::security::WorkloadIdentity;
 use crate::status::SyncStatus;
 
 #[derive(Clone)]
@@ -220,7 +221,13 @@ async fn dump(
     let generation = state.ctx.generations.borrow().clone();
     let view = crate::proxy_view::view_for(&proxy.identity, &generation.inbound);
     let snapshot = state.ctx.cache.snapshot(&generation, &view);
-    Json(config_dump(&snapshot)).into_response()
+    let workload = proxy
+        .verified_identity
+        .as_deref()
+        .and_then(|uri| WorkloadIdentity::parse_spiffe(uri).ok())
+        .zip(state.ctx.workload_certificates.as_ref())
+        .and_then(|(identity, store)| store.peek(&identity));
+    Json(config_dump(&snapshot, workload.as_deref())).into_response()
 }
 
 /// `/debug/explain?proxy=<node id or pod>&url=<url>&header=<name: value>`:

@@ -32,6 +32,7 @@ use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureSc
 use serde_json::{Value, json};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
+use sha2::{Digest, Sha256};
 use support::envoy::{Envoy, sidecar_bootstrap};
 use support::netns::Netns;
 use support::pilotfish::{self, Pilotfish};
@@ -252,6 +253,54 @@ fn an_authenticated_envoy_gets_its_spiffe_certificate_and_the_root_a_plaintext_o
         assert!(!body.contains("PRIVATE KEY"), "{page} shows a key");
     }
     assert!(!world.pilotfish.log().contains("PRIVATE KEY"));
+
+    // `pilotfish proxy-config secrets` names the proxy's own certificate,
+    // valid now, with the fingerprint of the leaf Envoy holds, and the root.
+    let out = world
+        .ns
+        .command(
+            support::pilotfish::binary(),
+            &[
+                "proxy-config",
+                "secrets",
+                secure.node_id(),
+                "--server",
+                world.pilotfish.http_address(),
+                "-o",
+                "json",
+            ],
+        )
+        .output()
+        .expect("run pilotfish proxy-config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    let secrets: Vec<Value> = serde_json::from_str(&text).expect("JSON");
+    let by_name = |name: &str| {
+        secrets
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let (_, leaf) = held_certificate(&secure).expect("Envoy holds default");
+    let fingerprint: String = Sha256::digest(&leaf)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let default = by_name("default");
+    assert_eq!(default["type"], "Cert Chain", "{text}");
+    assert_eq!(default["valid_now"], true, "{text}");
+    // A day's certificate here: the one Envoy holds.
+    assert_eq!(
+        default["sha256_fingerprint"],
+        fingerprint.as_str(),
+        "{text}"
+    );
+    assert_eq!(by_name("ROOTCA")["type"], "CA", "{text}");
 }
 
 #[test]

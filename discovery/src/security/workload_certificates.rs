@@ -295,6 +295,14 @@ impl WorkloadCertificates {
         self.lock().values().map(|entry| entry.renew_at).min()
     }
 
+    /// The identity's current certificate, if a stream holds one; holds
+    /// nothing itself (for the debug pages).
+    pub fn peek(&self, identity: &WorkloadIdentity) -> Option<Arc<WorkloadSecrets>> {
+        self.lock()
+            .get(identity)
+            .map(|entry| entry.secrets.borrow().clone())
+    }
+
     /// Identities with a certificate (held by at least one stream).
     pub fn identities(&self) -> usize {
         self.lock().len()

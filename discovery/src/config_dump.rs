@@ -137,7 +137,7 @@ mod tests {
             ..Default::default()
         };
         let snapshot = Snapshot::build(1, resources, None);
-        let dump = config_dump(&snapshot);
+        let dump = config_dump(&snapshot, None);
         let text = dump.to_string();
         assert!(!text.contains("SECRETKEY"), "{text}");
         assert!(text.contains("[redacted]"), "{text}");
@@ -172,7 +172,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let dump = config_dump(&Snapshot::build(1, resources, None));
+        let dump = config_dump(&Snapshot::build(1, resources, None), None);
         let cds = &dump["types"]["cds"]["resources"][0];
         assert_eq!(
             cds["name"],

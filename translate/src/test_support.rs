@@ -337,9 +337,14 @@ fn assert_unique_chain_matches(listener: &Listener, sidecar: bool) {
     let mut complete = std::collections::BTreeSet::new();
     for chain in &listener.filter_chains {
         let m = chain.filter_chain_match.clone().unwrap_or_default();
+        // Inbound passthrough over mesh TLS (STRICT) is narrowed by ALPN.
+        let mesh_passthrough = listener.name
+            == crate::emit::sidecar::inbound::VIRTUAL_INBOUND_LISTENER
+            && !m.application_protocols.is_empty();
         if sidecar
             && tcp_proxy_targets(chain).is_some()
             && listener.name != crate::names::VIRTUAL_OUTBOUND_LISTENER
+            && !mesh_passthrough
         {
             assert!(
                 !m.prefix_ranges.is_empty()

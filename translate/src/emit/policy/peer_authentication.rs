@@ -51,6 +51,11 @@ impl PeerAuthentication {
         self.ports.get(&port).copied().unwrap_or(self.default)
     }
 
+    /// The workload's mode, for ports it does not declare.
+    pub fn workload_mode(&self) -> PeerMode {
+        self.default
+    }
+
     /// `PeerAuthentication ns/name` that set the mode of `port`, if any.
     pub fn source(&self) -> Option<&str> {
         self.source.as_deref()

@@ -142,12 +142,27 @@ pub fn listener(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Option<Listener> 
         }
         chains.extend(port_chains_for_mode(port, mode, mesh.as_ref(), &guards));
     }
+    // Ports the workload does not declare pass through; under a STRICT
+    // workload mode only over mesh TLS, as in Istio.
+    let strict = peers.workload_mode() == PeerMode::Strict;
+    if let (true, Some(mesh)) = (strict, &mesh) {
+        chains.push(mesh_passthrough_chain(mesh, &guards));
+    }
+    let default_filter_chain = match strict {
+        true => refusing_default_chain(),
+        false => FilterChain {
+            name: INBOUND_PASSTHROUGH_CLUSTER.to_string(),
+            filters: vec![filters::tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER)],
+            ..Default::default()
+        },
+    };
     let sniffing = ctx
         .proxy
         .inbound
         .iter()
         .any(|p| Handling::of(p.protocol) == Handling::Sniffed);
-    let inspecting = sniffing || (mesh.is_some() && !ctx.proxy.inbound.is_empty());
+    let tls_inspecting = mesh.is_some() && (strict || !ctx.proxy.inbound.is_empty());
+    let inspecting = sniffing || tls_inspecting;
     // Redirected connections arrive on 15006; the original destination
     // (restored by this filter) picks the chain by port.
     let mut listener_filters = vec![ListenerFilter {
@@ -161,7 +176,7 @@ pub fn listener(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Option<Listener> 
     }];
     // TLS first: a mesh connection's ALPN picks its chain; the HTTP
     // inspector then reads plaintext only.
-    if mesh.is_some() && !ctx.proxy.inbound.is_empty() {
+    if tls_inspecting {
         listener_filters.push(filters::tls_inspector());
     }
     if sniffing {
@@ -174,11 +189,7 @@ pub fn listener(ctx: &Context, diags: &mut Vec<Diagnostic>) -> Option<Listener> 
             VIRTUAL_INBOUND_PORT,
         )),
         filter_chains: chains,
-        default_filter_chain: Some(FilterChain {
-            name: INBOUND_PASSTHROUGH_CLUSTER.to_string(),
-            filters: vec![filters::tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER)],
-            ..Default::default()
-        }),
+        default_filter_chain: Some(default_filter_chain),
         listener_filters,
         listener_filters_timeout: inspecting.then(|| protobuf::seconds(1)),
         continue_on_listener_filters_timeout: inspecting,
@@ -236,6 +247,39 @@ fn refusing_chains(port: &InboundPort, tls: bool) -> Vec<FilterChain> {
         chains.push(refuse(format!("refused|tls|{cluster}"), "tls"));
     }
     chains
+}
+
+/// Mesh TLS to a port the workload does not declare, under STRICT:
+/// terminated, authorized, then passed through to the original destination.
+fn mesh_passthrough_chain(mesh: &MeshTls, guards: &AuthorizationGuards) -> FilterChain {
+    let name = format!("tls|{INBOUND_PASSTHROUGH_CLUSTER}");
+    let mut chain_filters = guards.tcp(&name);
+    chain_filters.push(filters::tcp_proxy(INBOUND_PASSTHROUGH_CLUSTER));
+    FilterChain {
+        filter_chain_match: Some(FilterChainMatch {
+            transport_protocol: "tls".into(),
+            application_protocols: mesh_tls::MESH_ALPNS.iter().map(|p| p.to_string()).collect(),
+            ..Default::default()
+        }),
+        filters: chain_filters,
+        transport_socket: Some(mesh.downstream()),
+        name,
+        ..Default::default()
+    }
+}
+
+/// STRICT: whatever no chain took (plaintext, other TLS) is closed, not
+/// passed through; without a workload certificate that is everything.
+fn refusing_default_chain() -> FilterChain {
+    let name = format!("refused|{INBOUND_PASSTHROUGH_CLUSTER}");
+    FilterChain {
+        filters: vec![
+            rbac::refuse_all(&name),
+            filters::tcp_proxy(names::BLACKHOLE_CLUSTER),
+        ],
+        name,
+        ..Default::default()
+    }
 }
 
 fn uncertified_strict(ctx: &Context, peers: &PeerAuthentication, port: u16) -> Diagnostic {
@@ -547,9 +591,19 @@ spec:
                 "tls|tcp|inbound|9090||",
                 "refused|inbound|9090||",
                 "refused|tls|inbound|9090||",
+                "tls|InboundPassthroughCluster",
             ]
         );
         let l = listener_named(&t, VIRTUAL_INBOUND_LISTENER);
+        // Ports the workload does not declare: mesh TLS passes through,
+        // everything else is closed by the default chain.
+        let passthrough = l.filter_chains.last().expect("passthrough chain");
+        let m = passthrough.filter_chain_match.as_ref().expect("match");
+        assert!(m.destination_port.is_none() && m.transport_protocol == "tls");
+        assert!(passthrough.transport_socket.is_some());
+        let default = l.default_filter_chain.as_ref().expect("default chain");
+        assert_eq!(default.name, "refused|InboundPassthroughCluster");
+        assert_eq!(default.filters[0].name, rbac::NETWORK_RBAC);
         let refused = &l.filter_chains[1];
         let m = refused.filter_chain_match.as_ref().expect("match");
         // Any plaintext connection to the port lands here, not on the
@@ -611,6 +665,7 @@ spec:
                 "refused|tls|inbound|9080||",
                 "tls|tcp|inbound|9090||",
                 "tcp|inbound|9090||",
+                "tls|InboundPassthroughCluster",
             ]
         );
     }
@@ -633,6 +688,10 @@ spec:
             "{}",
             failed[0].message
         );
+        // Nor does anything pass through to undeclared ports.
+        let l = listener_named(&t, VIRTUAL_INBOUND_LISTENER);
+        let default = l.default_filter_chain.as_ref().expect("default chain");
+        assert_eq!(default.name, "refused|InboundPassthroughCluster");
         assert_envoy_invariants(&t);
     }
 }

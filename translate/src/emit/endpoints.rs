@@ -9,9 +9,9 @@ use envoy_types::pb::envoy::config::endpoint::v3::{
 use pilotfish_model::{Endpoint, Health, Resolution};
 
 use crate::emit::context::Context;
+use crate::emit::envoy::mesh_tls;
 use crate::emit::policy::locality;
 use crate::emit::service_clusters;
-use crate::emit::envoy::mesh_tls;
 use crate::protobuf;
 
 /// Load assignments for every EDS cluster (services with static

@@ -4,6 +4,6 @@
 pub(crate) mod chain_match;
 pub(crate) mod filters;
 pub(crate) mod mesh_tls;
-pub(crate) mod rbac;
 pub(crate) mod observability;
+pub(crate) mod rbac;
 pub(crate) mod sds;

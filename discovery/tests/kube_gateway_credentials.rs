@@ -13,14 +13,12 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
 use support::http::control_get;
 use support::kube_apiserver::KubeApiServer;
-use support::kube_mesh::{apply, install_crds};
+use support::kube_mesh::{apply, install_crds, serve_config_from};
 use support::process::Process;
-use support::{PROPAGATION, STARTUP, free_loopback_address, wait_until};
+use support::{PROPAGATION, wait_until};
 
 const NAMESPACE: &str = "istio-system";
 
@@ -44,21 +42,8 @@ struct Pilotfish {
 
 impl Pilotfish {
     fn start(server: &KubeApiServer) -> Pilotfish {
-        let http = free_loopback_address();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pilotfish"));
-        cmd.args(["serve", "--config-source", "kubernetes", "--kubeconfig"])
-            .arg(server.kubeconfig())
-            .args(["--xds-address", &free_loopback_address()])
-            .args(["--http-address", &http, "--debounce-ms", "50"])
-            .env("RUST_LOG", "debug,kube=info,hyper=info,tower=info,h2=info");
-        let mut process = Process::spawn("pilotfish", cmd, &server.path().join("pilotfish.log"));
-        wait_until("pilotfish /ready", STARTUP, || {
-            process.assert_running();
-            match control_get(&http, "/ready")? {
-                (200, _) => Ok(()),
-                (status, body) => Err(format!("/ready answered {status}: {body}")),
-            }
-        });
+        let (process, http) =
+            serve_config_from(server, "debug,kube=info,hyper=info,tower=info,h2=info");
         Pilotfish { process, http }
     }
 

@@ -10,14 +10,12 @@
 
 mod support;
 
-use std::process::Command;
-
 use serde_json::Value;
 use support::http::control_get;
 use support::kube_apiserver::KubeApiServer;
-use support::kube_mesh::{apply, install_crds};
+use support::kube_mesh::{apply, install_crds, serve_config_from};
 use support::process::Process;
-use support::{PROPAGATION, STARTUP, free_loopback_address, repo_path, wait_until};
+use support::{PROPAGATION, repo_path, wait_until};
 
 const BAD_PORTS_FIELD: &str = "spec.rules[0].to[0].operation.ports[0]";
 
@@ -30,22 +28,7 @@ fn deny_policy(port: &str) -> String {
 }
 
 fn start_pilotfish(server: &KubeApiServer) -> (Process, String) {
-    let http = free_loopback_address();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pilotfish"));
-    cmd.args(["serve", "--config-source", "kubernetes", "--kubeconfig"])
-        .arg(server.kubeconfig())
-        .args(["--xds-address", &free_loopback_address()])
-        .args(["--http-address", &http, "--debounce-ms", "50"])
-        .env("RUST_LOG", "info");
-    let mut process = Process::spawn("pilotfish", cmd, &server.path().join("pilotfish.log"));
-    wait_until("pilotfish /ready", STARTUP, || {
-        process.assert_running();
-        match control_get(&http, "/ready")? {
-            (200, _) => Ok(()),
-            (status, body) => Err(format!("/ready answered {status}: {body}")),
-        }
-    });
-    (process, http)
+    serve_config_from(server, "info")
 }
 
 fn get_json(http: &str, path: &str) -> Value {

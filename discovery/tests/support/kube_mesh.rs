@@ -599,3 +599,29 @@ impl KubePod {
         self.dir.path().join("config")
     }
 }
+
+/// `pilotfish serve` with its config from `server` only (no registry, no
+/// netns), logging at `rust_log`, once `/ready`: the process and its HTTP
+/// address on loopback.
+pub fn serve_config_from(
+    server: &KubeApiServer,
+    rust_log: &str,
+) -> (super::process::Process, String) {
+    let http = super::free_loopback_address();
+    let mut cmd = std::process::Command::new(pilotfish::binary());
+    cmd.args(["serve", "--config-source", "kubernetes", "--kubeconfig"])
+        .arg(server.kubeconfig())
+        .args(["--xds-address", &super::free_loopback_address()])
+        .args(["--http-address", &http, "--debounce-ms", "50"])
+        .env("RUST_LOG", rust_log);
+    let mut process =
+        super::process::Process::spawn("pilotfish", cmd, &server.path().join("pilotfish.log"));
+    wait_until("pilotfish /ready", super::STARTUP, || {
+        process.assert_running();
+        match super::http::control_get(&http, "/ready")? {
+            (200, _) => Ok(()),
+            (status, body) => Err(format!("/ready answered {status}: {body}")),
+        }
+    });
+    (process, http)
+}

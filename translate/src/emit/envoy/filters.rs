@@ -59,10 +59,19 @@ pub fn inline_http_connection_manager(
     routes: RouteConfiguration,
     authorization: Vec<HttpFilter>,
 ) -> Filter {
+    let hcm = inline_connection_manager_config(stat_prefix, routes, authorization);
+    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
+}
+
+fn inline_connection_manager_config(
+    stat_prefix: &str,
+    routes: RouteConfiguration,
+    authorization: Vec<HttpFilter>,
+) -> HttpConnectionManager {
     let mut hcm =
         connection_manager_config(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes));
     hcm.http_filters.splice(0..0, authorization);
-    network_filter(names::HTTP_CONNECTION_MANAGER, protobuf::any(hcm))
+    hcm
 }
 
 /// The receiving side of mesh mTLS: the caller's SPIFFE id (and subject)
@@ -72,9 +81,7 @@ pub fn inline_mtls_http_connection_manager(
     routes: RouteConfiguration,
     authorization: Vec<HttpFilter>,
 ) -> Filter {
-    let mut hcm =
-        connection_manager_config(stat_prefix.to_string(), RouteSpecifier::RouteConfig(routes));
-    hcm.http_filters.splice(0..0, authorization);
+    let mut hcm = inline_connection_manager_config(stat_prefix, routes, authorization);
     hcm.forward_client_cert_details = ForwardClientCertDetails::AppendForward as i32;
     hcm.set_current_client_cert_details = Some(SetCurrentClientCertDetails {
         subject: Some(protobuf::bool_value(true)),

@@ -151,17 +151,7 @@ fn istio_samples_are_accepted_at_every_version_and_read_back_as_v1() {
 
         let mut seen = 0;
         for (kind, plural) in SERVED {
-            let out = server
-                .kubectl(&[
-                    "get",
-                    &format!("{plural}.v1.networking.istio.io"),
-                    "-n",
-                    &namespace,
-                    "-o",
-                    "json",
-                ])
-                .expect_success(&format!("get {plural} as v1"));
-            let list: Value = serde_json::from_str(&out.stdout).expect("kubectl JSON");
+            let list = list_as_v1(&server, plural, "networking.istio.io", &namespace);
             for item in list["items"].as_array().expect("items") {
                 let name = item["metadata"]["name"].as_str().unwrap().to_string();
                 assert_eq!(
@@ -295,17 +285,7 @@ fn security_samples_are_accepted_at_v1beta1_and_v1_and_read_back_unchanged() {
             .kubectl_stdin(&["apply", "--validate=strict", "-f", "-"], &stream)
             .expect_success(&format!("apply security samples at {version}"));
         for (kind, plural) in SECURITY {
-            let out = server
-                .kubectl(&[
-                    "get",
-                    &format!("{plural}.v1.security.istio.io"),
-                    "-n",
-                    &namespace,
-                    "-o",
-                    "json",
-                ])
-                .expect_success(&format!("get {plural} as v1"));
-            let list: Value = serde_json::from_str(&out.stdout).expect("kubectl JSON");
+            let list = list_as_v1(&server, plural, "security.istio.io", &namespace);
             let items = list["items"].as_array().expect("items");
             let written: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
             assert_eq!(items.len(), written.len(), "{kind} at {version}");
@@ -324,4 +304,19 @@ fn security_samples_are_accepted_at_v1beta1_and_v1_and_read_back_unchanged() {
             }
         }
     }
+}
+
+/// `kubectl get <plural>.v1.<group> -n <namespace> -o json`.
+fn list_as_v1(server: &KubeApiServer, plural: &str, group: &str, namespace: &str) -> Value {
+    let out = server
+        .kubectl(&[
+            "get",
+            &format!("{plural}.v1.{group}"),
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ])
+        .expect_success(&format!("get {plural} as v1"));
+    serde_json::from_str(&out.stdout).expect("kubectl JSON")
 }

@@ -662,6 +662,39 @@ fn authorization_policy_allows_only_the_named_principal() {
 }
 
 #[test]
+fn authorization_policy_allows_by_source_namespace() {
+    let mesh = start("mtls-authz-namespace", &[]);
+    one_request_per_connection(&mesh);
+    let client = mesh.pod(CLIENT);
+    let other = mesh.pod(OTHER_CLIENT);
+    let legacy = mesh.pod(PLAIN_CLIENT);
+    apply_policy(
+        &mesh,
+        "authz.yaml",
+        &authorization_policy(
+            "reviews-from-default",
+            "ALLOW",
+            "  - from:\n    - source:\n        namespaces: [\"default\"]\n",
+        ),
+        "reviews to refuse callers without a mesh identity",
+        || match request(legacy, "GET", "/", &[])? {
+            403 => Ok(()),
+            s => Err(format!("legacy got {s}")),
+        },
+    );
+    // Both meshed clients are workloads of namespace default.
+    all_succeed("productpage, of namespace default", REQUESTS, || {
+        mtls_call(client, CLIENT_SA)
+    });
+    all_succeed("ratings, of namespace default", REQUESTS, || {
+        mtls_call(other, OTHER_SA)
+    });
+    // A namespace comes from the caller's certificate: none, no namespace.
+    all_get(legacy, ("GET", "/"), &[], 403, REQUESTS);
+    mesh.assert_no_rejected_updates();
+}
+
+#[test]
 fn authorization_policy_denies_a_path_and_a_method_and_allows_the_rest() {
     let mesh = start("mtls-authz-deny", &[]);
     one_request_per_connection(&mesh);

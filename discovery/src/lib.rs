@@ -30,4 +30,5 @@ pub mod serve;
 pub mod snapshot;
 pub mod sources;
 pub mod status;
+pub mod xds_server;
 pub mod xds_types;

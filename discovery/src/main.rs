@@ -26,6 +26,7 @@ use pilotfish_discovery::serve::{
     CaSource, DynamicRegistry, IdentityOptions, KubernetesConfigOptions, SecureXdsOptions,
     ServeOptions, serve,
 };
+use pilotfish_discovery::xds_server::{self, ConnectionAge};
 use pilotfish_discovery::xds_types::XdsProtocol;
 use pilotfish_registries::consul::ConsulConfig;
 use pilotfish_registries::kubernetes::KubernetesConfig;
@@ -186,6 +187,18 @@ struct ServeArgs {
     /// Seconds a client may take to complete its TLS handshake.
     #[arg(long, default_value_t = 10)]
     tls_handshake_timeout_seconds: u64,
+    /// How long an xDS connection lives (Istio's
+    /// --keepaliveMaxServerConnectionAge), ±10 % at random per connection:
+    /// then it is sent HTTP/2 GOAWAY and its ADS streams end after the
+    /// responses in flight, and Envoy reconnects, through the Service, to
+    /// any replica ("30m", "5s"; `off` or 0: connections live as long as
+    /// their proxies keep them).
+    #[arg(long, default_value = "30m", value_parser = xds_server::parse_optional_duration)]
+    max_connection_age: OptionalDuration,
+    /// How long a connection past its maximum age may stay open after its
+    /// GOAWAY before it is closed (`off`: as long as its streams last).
+    #[arg(long, default_value = "10s", value_parser = xds_server::parse_optional_duration)]
+    max_connection_age_grace: OptionalDuration,
     #[command(flatten)]
     security: SecurityArgs,
     /// Quiet time after a change before pushing.
@@ -277,6 +290,9 @@ impl LimitArgs {
 
 /// A listen address, or `None` for `off`.
 type OptionalAddress = Option<SocketAddr>;
+
+/// A duration, or `None` for `off` (no limit).
+type OptionalDuration = Option<Duration>;
 
 fn optional_address(text: &str) -> Result<OptionalAddress, String> {
     match text {
@@ -597,6 +613,10 @@ fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             max_per_peer: Some(args.max_connections_per_peer).filter(|n| *n > 0),
             max_total: args.max_connections.max(1),
             handshake_timeout: Duration::from_secs(args.tls_handshake_timeout_seconds.max(1)),
+        },
+        connection_age: ConnectionAge {
+            max: args.max_connection_age,
+            grace: args.max_connection_age_grace,
         },
         identity: IdentityOptions {
             trust_domain: args.security.trust_domain.clone(),

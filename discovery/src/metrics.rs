@@ -38,6 +38,10 @@ pub struct Metrics {
     /// Clusters and endpoints built for a clusters key (shared by its views).
     pub cluster_part_builds: Counter,
     pub stalled_streams: Counter,
+    /// xDS connections sent GOAWAY at their maximum age.
+    pub connections_aged_out: Counter,
+    /// Of those, connections still open after the grace, closed by force.
+    pub connections_closed_after_grace: Counter,
     /// ADS streams refused because not every source had loaded yet.
     pub unready_refusals: Counter,
     /// Config objects left out because a proxy rejected them.
@@ -72,6 +76,8 @@ impl Metrics {
             view_cache_evictions: Counter::default(),
             cluster_part_builds: Counter::default(),
             stalled_streams: Counter::default(),
+            connections_aged_out: Counter::default(),
+            connections_closed_after_grace: Counter::default(),
             unready_refusals: Counter::default(),
             config_quarantined: Gauge::default(),
             config_quarantines: Counter::default(),
@@ -140,6 +146,16 @@ impl Metrics {
             "xds_stalled_streams",
             "ADS streams closed because the proxy left responses unread past --stream-send-timeout",
             m.stalled_streams.clone(),
+        );
+        registry.register(
+            "xds_connections_aged_out",
+            "xDS connections sent GOAWAY at their maximum age (--max-connection-age), their ADS streams ended so proxies reconnect, maybe to another replica",
+            m.connections_aged_out.clone(),
+        );
+        registry.register(
+            "xds_connections_closed_after_grace",
+            "xDS connections past their maximum age still open after --max-connection-age-grace, closed by force",
+            m.connections_closed_after_grace.clone(),
         );
         registry.register(
             "xds_streams_refused_unready",

@@ -17,7 +17,7 @@ const DEFAULT_SECURE_GRPC_ADDR: &str = ":15012";
 const DEFAULT_MONITORING_ADDR: &str = ":15014";
 
 /// The flags `pilotfish discovery` knows, as pilot-discovery spelled them.
-pub const KNOWN_FLAGS: [&str; 10] = [
+pub const KNOWN_FLAGS: [&str; 12] = [
     "registries",
     "consulserverURL",
     "kubeconfig",
@@ -28,6 +28,8 @@ pub const KNOWN_FLAGS: [&str; 10] = [
     "secureGrpcAddr",
     "monitoringAddr",
     "domain",
+    "keepaliveMaxServerConnectionAge",
+    "keepaliveMaxServerConnectionAgeGrace",
 ];
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +156,13 @@ pub fn serve_args(args: &[String]) -> Result<Vec<String>, PilotFlagError> {
     if let Some(domain) = given.get("domain") {
         push("--domain-suffix", domain);
     }
+    // Go durations ("30m", "1h30m"), which `serve` reads as they are.
+    if let Some(age) = given.get("keepaliveMaxServerConnectionAge") {
+        push("--max-connection-age", age);
+    }
+    if let Some(grace) = given.get("keepaliveMaxServerConnectionAgeGrace") {
+        push("--max-connection-age-grace", grace);
+    }
     let address = |flag: &str, default: &str| listen_address(given.get(flag).unwrap_or(default));
     push("--http-address", &address("httpAddr", DEFAULT_HTTP_ADDR));
     push("--xds-address", &address("grpcAddr", DEFAULT_GRPC_ADDR));
@@ -279,6 +288,19 @@ mod tests {
     fn a_flag_given_twice_keeps_its_last_value() {
         let serve = translated(&["--domain", "a.local", "--domain=b.local"]);
         assert_eq!(values_of(&serve, "--domain-suffix"), ["b.local"]);
+    }
+
+    #[test]
+    fn the_maximum_connection_age_and_its_grace_pass_through_as_go_durations() {
+        let serve = translated(&[
+            "--keepaliveMaxServerConnectionAge",
+            "30m",
+            "-keepaliveMaxServerConnectionAgeGrace=10s",
+        ]);
+        assert_eq!(values_of(&serve, "--max-connection-age"), ["30m"]);
+        assert_eq!(values_of(&serve, "--max-connection-age-grace"), ["10s"]);
+        let absent = translated(&[]);
+        assert!(values_of(&absent, "--max-connection-age").is_empty());
     }
 
     #[test]

@@ -12,8 +12,8 @@ use pilotfish_registries::consul::ConsulConfig;
 use pilotfish_registries::kubernetes::{ApiServer, KubernetesConfig};
 use pilotfish_translate::MeshConfig;
 use tokio::sync::{mpsc, watch};
+use tonic::service::Routes;
 
-use crate::ads::limits::with_http2_limits;
 use crate::ads::{AdsServer, XdsContext, XdsLimits};
 use crate::debug::{self, DebugState, RegistryStatus};
 use crate::incoming::{self, IncomingLimits};
@@ -31,6 +31,7 @@ use crate::sources;
 use crate::sources::config_dir::ConfigDirs;
 use crate::sources::registry_files::RegistryFiles;
 use crate::sources::watch::watch_paths;
+use crate::xds_server::{self, ConnectionAge};
 
 pub struct ServeOptions {
     pub config_dirs: Vec<PathBuf>,
@@ -50,6 +51,10 @@ pub struct ServeOptions {
     pub shutdown_timeout: Duration,
     /// Limits on what any client can make the xDS listeners hold.
     pub incoming: IncomingLimits,
+    /// How long an xDS connection lives before it is sent GOAWAY, so that
+    /// proxies spread over replicas (Istio's
+    /// `--keepaliveMaxServerConnectionAge`).
+    pub connection_age: ConnectionAge,
     /// Who the mesh's workloads are: SPIFFE trust domain and token review.
     pub identity: IdentityOptions,
     pub debounce: Duration,
@@ -300,12 +305,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             metrics.clone(),
             stop.clone(),
         );
-        let grpc = grpc_server()
-            .add_service(AdsServer::new(ctx.clone()).into_service())
-            .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned());
-        servers.push(named("plaintext xDS", async move {
-            grpc.await.map_err(anyhow::Error::from)
-        }));
+        let routes = Routes::new(AdsServer::new(ctx.clone()).into_service());
+        servers.push(named(
+            "plaintext xDS",
+            xds_server::serve(
+                connections,
+                routes,
+                opts.connection_age,
+                metrics.clone(),
+                stop.clone(),
+            ),
+        ));
         tracing::info!(%address, "serving plaintext xDS (config only, never secrets)");
     }
     if let (Some(secure), Some(ca)) = (&opts.secure_xds, &ca) {
@@ -339,13 +349,18 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             secure.workload_cert_ttl,
             secure.max_workload_cert_ttl,
         );
-        let grpc = grpc_server()
-            .add_service(AdsServer::new(ctx.clone()).into_service())
-            .add_service(certificates)
-            .serve_with_incoming_shutdown(connections, stop.clone().cancelled_owned());
-        servers.push(named("secure xDS", async move {
-            grpc.await.map_err(anyhow::Error::from)
-        }));
+        let routes =
+            Routes::new(AdsServer::new(ctx.clone()).into_service()).add_service(certificates);
+        servers.push(named(
+            "secure xDS",
+            xds_server::serve(
+                connections,
+                routes,
+                opts.connection_age,
+                metrics.clone(),
+                stop.clone(),
+            ),
+        ));
         tracing::info!(address = %secure.address, trust_domain = %opts.identity.trust_domain, "serving xDS and certificates over TLS");
     }
     tracing::info!(xds = ?opts.xds_address, secure_xds = ?opts.secure_xds.as_ref().map(|s| s.address), http = %opts.http_address, "pilotfish serving");
@@ -388,11 +403,6 @@ fn named(
             .await
             .with_context(|| format!("{what} server failed"))
     })
-}
-
-/// The gRPC server settings shared by both xDS ports.
-fn grpc_server() -> tonic::transport::Server {
-    with_http2_limits(tonic::transport::Server::builder())
 }
 
 /// A listener's bind failure, naming the address and the flag that set it

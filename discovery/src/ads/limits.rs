@@ -72,6 +72,17 @@ pub fn with_http2_limits<L>(server: Server<L>) -> Server<L> {
         .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
 }
 
+/// The same settings on the HTTP/2 connections `pilotfish serve`'s xDS
+/// ports serve themselves (see [`crate::xds_server`]); the builder needs a
+/// timer for the keepalive.
+pub fn http2_settings<E>(builder: &mut hyper::server::conn::http2::Builder<E>) {
+    builder
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+        .max_header_list_size(MAX_HEADER_LIST_BYTES);
+}
+
 #[cfg(test)]
 mod tests {
     use envoy_types::pb::envoy::config::core::v3::Node;

@@ -38,6 +38,7 @@ use crate::quarantine::QuarantineSink;
 use crate::readiness::Readiness;
 use crate::security::{Authenticator, PeerInfo, WorkloadCertificates};
 use crate::status::SyncStatus;
+use crate::xds_server::ConnectionAged;
 use encoded::EncodedResponse;
 pub use limits::XdsLimits;
 
@@ -168,10 +169,16 @@ impl XdsContext {
                 "the secure xDS port needs a client certificate from the mesh CA or a ServiceAccount token (authorization: Bearer)",
             ));
         }
+        let connection_aged = request
+            .extensions()
+            .get::<ConnectionAged>()
+            .map(|aged| aged.0.clone())
+            .unwrap_or_default();
         Ok(Caller {
             remote,
             secure,
             identity,
+            connection_aged,
         })
     }
 

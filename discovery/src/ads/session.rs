@@ -10,6 +10,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::request_stream::RequestStream;
@@ -40,6 +41,9 @@ pub struct Caller {
     /// Verified by client certificate or token; `None` for an anonymous
     /// (plaintext) caller.
     pub identity: Option<WorkloadIdentity>,
+    /// Cancelled when the stream's connection reached its maximum age
+    /// (`--max-connection-age`) and was sent GOAWAY.
+    pub connection_aged: CancellationToken,
 }
 
 /// What an anonymous caller gets instead of secrets.
@@ -434,6 +438,7 @@ pub async fn serve<P: Protocol>(mut protocol: P, mut requests: RequestStream<P::
     let mut generations = protocol.session().ctx.generations.clone();
     generations.mark_unchanged();
     let shutdown = protocol.session().ctx.shutdown.clone();
+    let aged = protocol.session().caller.connection_aged.clone();
     loop {
         let renewed = protocol.session().workload_renewal();
         tokio::select! {
@@ -442,6 +447,17 @@ pub async fn serve<P: Protocol>(mut protocol: P, mut requests: RequestStream<P::
                 // keeping the configuration it has meanwhile.
                 let session = protocol.session();
                 let _ = session.tx.try_send(Err(Status::unavailable("pilotfish is shutting down; reconnect")));
+                break;
+            }
+            _ = aged.cancelled() => {
+                // The connection was sent GOAWAY at its maximum age: the
+                // stream ends after the responses queued on it, never inside
+                // one, and Envoy, keeping its configuration, reconnects on a
+                // new connection (through the Service, to any replica).
+                let session = protocol.session();
+                tracing::debug!(connection = session.id, node = session.node_id(), "connection reached its maximum age; ending the stream");
+                let status = Status::unavailable("the connection reached its maximum age (--max-connection-age); reconnect");
+                let _ = tokio::time::timeout(session.ctx.limits.stream_send_timeout, session.tx.send(Err(status))).await;
                 break;
             }
             message = requests.message() => match message {

@@ -25,6 +25,9 @@ pub struct RegistryLabel {
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub pushes: Family<TypeLabel, Counter>,
+    /// Resources in xDS responses, and their encoded bytes, by type.
+    pub resources_sent: Family<TypeLabel, Counter>,
+    pub resource_bytes_sent: Family<TypeLabel, Counter>,
     pub nacks: Family<TypeLabel, Counter>,
     pub connected_proxies: Gauge,
     pub config_errors: Gauge,
@@ -65,6 +68,8 @@ impl Metrics {
         let m = Metrics {
             registry: Mutex::new(Registry::default()),
             pushes: Family::default(),
+            resources_sent: Family::default(),
+            resource_bytes_sent: Family::default(),
             nacks: Family::default(),
             connected_proxies: Gauge::default(),
             config_errors: Gauge::default(),
@@ -91,6 +96,16 @@ impl Metrics {
             "xds_pushes",
             "xDS responses sent, by type",
             m.pushes.clone(),
+        );
+        registry.register(
+            "xds_resources_sent",
+            "Resources carried by xDS responses, by type (a proxy reconnecting over delta xDS with the versions it holds is sent none that are unchanged)",
+            m.resources_sent.clone(),
+        );
+        registry.register(
+            "xds_resource_bytes_sent",
+            "Encoded bytes of the resources carried by xDS responses, by type",
+            m.resource_bytes_sent.clone(),
         );
         registry.register(
             "xds_nacks",

@@ -124,6 +124,7 @@ impl DeltaConnection {
         );
         // The snapshot's own encoded entries: shared, not copied per stream.
         let entries = delta.updated.parts(&resources);
+        let updated = delta.updated.len();
         let response = EncodedResponse::delta(
             delta.system_version,
             ty.type_url(),
@@ -131,6 +132,8 @@ impl DeltaConnection {
             delta.removed,
             entries,
         );
+        self.session
+            .count_sent(ty, updated, response.resource_bytes());
         self.session.send(response).await
     }
 }

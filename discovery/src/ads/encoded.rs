@@ -59,6 +59,11 @@ impl EncodedResponse {
         Self::assemble(header.encode_to_vec(), entries)
     }
 
+    /// Bytes of the resource entries (all but the header).
+    pub fn resource_bytes(&self) -> usize {
+        self.parts.iter().skip(1).map(Bytes::len).sum()
+    }
+
     /// The parts to send, in order: the header, then the entries.
     pub fn into_parts(self) -> Vec<Bytes> {
         self.parts

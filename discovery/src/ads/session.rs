@@ -359,6 +359,20 @@ impl<R> Session<R> {
         });
     }
 
+    /// Counts the resources a response of `ty` carries and their bytes.
+    pub fn count_sent(&self, ty: XdsType, resources: usize, bytes: usize) {
+        let label = type_label(ty.short());
+        let metrics = &self.ctx.metrics;
+        metrics
+            .resources_sent
+            .get_or_create(&label)
+            .inc_by(resources as u64);
+        metrics
+            .resource_bytes_sent
+            .get_or_create(&label)
+            .inc_by(bytes as u64);
+    }
+
     /// Records the resources of a type the proxy holds after it changed its
     /// subscription (an unsubscribe is not answered, so no push records it).
     pub fn record_names(&self, ty: XdsType, names: ResourceNames) {

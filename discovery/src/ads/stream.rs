@@ -159,6 +159,8 @@ impl Connection {
                 .extend(updated.into_iter().filter(|n| subscribed.contains(n)));
         }
         self.session.record_push(ty, &version, &nonce, held);
+        self.session
+            .count_sent(ty, to_send.names().len(), response.resource_bytes());
         self.session.send(response).await
     }
 }

@@ -2,8 +2,11 @@
 //! server-side validation and admission (dry run), a real apply is
 //! idempotent, the ServiceAccount's RBAC is exactly the least privilege
 //! Pilotfish needs, and the sidecar template merges into a workload as
-//! documented. Also: deploy/kubernetes/crds.yaml is the generated
-//! crds/manifests/all.yaml.
+//! documented. The scale-out objects fit the Deployment: the autoscaler
+//! scales it on CPU, the disruption budget and the spread constraints count
+//! its pods (the API server's own selectors and eviction say so), and the
+//! grace period outlasts the preStop sleep plus pilotfish's shutdown bound.
+//! Also: deploy/kubernetes/crds.yaml is the generated crds/manifests/all.yaml.
 //!
 //! Needs scripts/install-kube-apiserver.sh (run by scripts/setup.sh); no root.
 //! (The image these manifests name, deploy/docker/Dockerfile, cannot be built
@@ -26,6 +29,31 @@ fn deploy_dir() -> String {
     repo_path("deploy/kubernetes").display().to_string()
 }
 
+/// Every CRD Established. kubectl's wait, on a CRD it lists before the
+/// server has given it any condition, fails with ".status.conditions
+/// accessor error" instead of waiting (seen on a loaded machine right after
+/// the CRDs were created): it is asked again then.
+fn wait_crds_established(server: &KubeApiServer) {
+    let started = std::time::Instant::now();
+    loop {
+        let out = server.kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd",
+            "--all",
+        ]);
+        if out.success()
+            || !out.stderr.contains(".status.conditions accessor error")
+            || started.elapsed() > std::time::Duration::from_secs(60)
+        {
+            out.expect_success("CRDs Established");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The CRDs, then the namespace, for real: a server-side dry run persists
 /// nothing, so objects in a namespace created by the same dry run would be
 /// refused (NotFound), and custom resources need their CRDs.
@@ -37,15 +65,7 @@ fn prepare(server: &KubeApiServer) {
             repo_path("crds/manifests/all.yaml").to_str().unwrap(),
         ])
         .expect_success("apply CRDs");
-    server
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])
-        .expect_success("CRDs Established");
+    wait_crds_established(server);
     server
         .kubectl(&[
             "apply",
@@ -58,7 +78,7 @@ fn prepare(server: &KubeApiServer) {
 }
 
 /// Every object deploy/kubernetes/ should create, as kubectl names them.
-const OBJECTS: [&str; 19] = [
+const OBJECTS: [&str; 21] = [
     "namespace/pilotfish-system",
     "serviceaccount/pilotfish",
     "clusterrole.rbac.authorization.k8s.io/pilotfish",
@@ -78,7 +98,12 @@ const OBJECTS: [&str; 19] = [
     "customresourcedefinition.apiextensions.k8s.io/serviceentries.networking.istio.io",
     "customresourcedefinition.apiextensions.k8s.io/peerauthentications.security.istio.io",
     "customresourcedefinition.apiextensions.k8s.io/authorizationpolicies.security.istio.io",
+    HPA,
+    PDB,
 ];
+
+const HPA: &str = "horizontalpodautoscaler.autoscaling/pilotfish";
+const PDB: &str = "poddisruptionbudget.policy/pilotfish";
 
 #[test]
 fn deploy_crds_yaml_is_the_generated_all_yaml() {
@@ -123,6 +148,175 @@ fn deploy_manifests_pass_server_dry_run() {
     server
         .kubectl(&["get", "deployment/pilotfish", "-n", NAMESPACE])
         .expect_failure("a dry run must not create the Deployment");
+
+    // The objects as the server would store them (defaults filled in).
+    let stored = server
+        .kubectl(&[
+            "apply",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            &deploy_dir(),
+        ])
+        .expect_success("server dry run of deploy/kubernetes/, as JSON");
+    let stored: Value = serde_json::from_str(&stored.stdout).unwrap();
+    let find = |kind: &str, name: &str| {
+        stored["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in the dry run"))
+            .clone()
+    };
+    check_scale_out(
+        &find("Deployment", "pilotfish"),
+        &find("HorizontalPodAutoscaler", "pilotfish"),
+        &find("PodDisruptionBudget", "pilotfish"),
+        &find("Deployment", "pilotfish-ingressgateway"),
+    );
+}
+
+/// Whether a LabelSelector (matchLabels and matchExpressions, ANDed)
+/// selects a pod with `labels`.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let label = |key: &str| labels.get(key).and_then(Value::as_str);
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .is_none_or(|m| m.iter().all(|(k, v)| label(k) == v.as_str()));
+    let by_expressions = selector["matchExpressions"].as_array().is_none_or(|e| {
+        e.iter().all(|e| {
+            let key = e["key"].as_str().unwrap();
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            match e["operator"].as_str().unwrap() {
+                "In" => label(key).is_some_and(|v| values.contains(&v)),
+                "NotIn" => !label(key).is_some_and(|v| values.contains(&v)),
+                "Exists" => label(key).is_some(),
+                "DoesNotExist" => label(key).is_none(),
+                other => panic!("selector operator {other}"),
+            }
+        })
+    });
+    by_labels && by_expressions
+}
+
+/// The scale-out objects (autoscaling.yaml, deployment.yaml), as the server
+/// stores them, fit the Deployment; `other` is a Deployment whose pods they
+/// must not count.
+fn check_scale_out(deployment: &Value, hpa: &Value, pdb: &Value, other: &Value) {
+    let namespace = &deployment["metadata"]["namespace"];
+    let template = &deployment["spec"]["template"];
+    let labels = &template["metadata"]["labels"];
+    let other_labels = &other["spec"]["template"]["metadata"]["labels"];
+
+    // The autoscaler scales this Deployment, 1 to 5 replicas at 80 % CPU
+    // (istiod's chart), and the CPU it measures is requested by every
+    // container (utilization is relative to the request).
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["metadata"]["namespace"], *namespace);
+    assert_eq!(
+        hpa["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment["metadata"]["name"]})
+    );
+    assert_eq!(hpa["spec"]["minReplicas"], 1);
+    assert_eq!(hpa["spec"]["maxReplicas"], 5);
+    assert_eq!(
+        hpa["spec"]["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 80}}}])
+    );
+    for container in template["spec"]["containers"].as_array().unwrap() {
+        assert!(
+            container["resources"]["requests"]["cpu"].is_string()
+                && container["resources"]["limits"]["memory"].is_string(),
+            "container {} needs a CPU request (and a memory limit)",
+            container["name"]
+        );
+    }
+    // The replica count is the autoscaler's: the manifest leaves it out, so
+    // a `kubectl apply` does not reset it (the server defaults it to 1).
+    assert!(
+        deploy_documents("deployment.yaml")[0]["spec"]
+            .get("replicas")
+            .is_none(),
+        "deployment.yaml sets spec.replicas, which the autoscaler owns"
+    );
+    assert_eq!(deployment["spec"]["replicas"], 1);
+
+    // The disruption budget keeps one of these pods, and counts no others.
+    assert_eq!(pdb["apiVersion"], "policy/v1");
+    assert_eq!(pdb["metadata"]["namespace"], *namespace);
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    let budget = &pdb["spec"]["selector"];
+    assert!(
+        selects(budget, labels) && selects(&deployment["spec"]["selector"], labels),
+        "the budget does not select the Deployment's pods: {budget} vs {labels}"
+    );
+    assert!(
+        !selects(budget, other_labels),
+        "the budget also counts {other_labels}"
+    );
+
+    // Spread over nodes and zones, never refusing to schedule, counting
+    // only these pods.
+    let spread = template["spec"]["topologySpreadConstraints"]
+        .as_array()
+        .expect("topologySpreadConstraints");
+    let keys: Vec<&str> = spread
+        .iter()
+        .map(|c| c["topologyKey"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    );
+    for constraint in spread {
+        assert_eq!(constraint["whenUnsatisfiable"], "ScheduleAnyway");
+        assert!(
+            selects(&constraint["labelSelector"], labels)
+                && !selects(&constraint["labelSelector"], other_labels),
+            "{constraint}"
+        );
+    }
+
+    // Deletion: the preStop sleep, then SIGTERM and at most
+    // --shutdown-timeout-seconds until pilotfish exits; the grace period
+    // (which counts the hook's time too) must outlast both, or the kubelet
+    // kills pilotfish before its proxies were told to go.
+    let container = &template["spec"]["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let shutdown: u64 = args
+        .windows(2)
+        .find(|w| w[0] == "--shutdown-timeout-seconds")
+        .map(|w| w[1].parse().unwrap())
+        .expect("--shutdown-timeout-seconds");
+    let pre_stop = container["lifecycle"]["preStop"]["sleep"]["seconds"]
+        .as_u64()
+        .expect("a preStop sleep");
+    let grace = template["spec"]["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        grace > pre_stop + shutdown,
+        "terminationGracePeriodSeconds {grace} <= preStop {pre_stop} s + shutdown {shutdown} s"
+    );
+    // Only synced replicas receive proxies, and connections age out so that
+    // proxies spread over replicas added later.
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert!(
+        args.windows(2)
+            .any(|w| w[0] == "--max-connection-age" && w[1] != "off" && w[1] != "0"),
+        "{args:?}"
+    );
 }
 
 /// `kubectl auth can-i` as the ServiceAccount itself (a real token, so RBAC
@@ -153,10 +347,36 @@ fn deploy_manifests_apply_and_grant_only_reads() {
             first.stdout
         );
     }
+    let resource_version = |object: &str| {
+        server
+            .kubectl(&[
+                "get",
+                object,
+                "-n",
+                NAMESPACE,
+                "-o",
+                "jsonpath={.metadata.resourceVersion}",
+            ])
+            .expect_success(&format!("get {object}"))
+            .stdout
+    };
+    let budget_version = resource_version(PDB);
     let again = server
         .kubectl(&["apply", "-f", &deploy_dir()])
         .expect_success("apply deploy/kubernetes/ again");
     for object in OBJECTS {
+        if object == PDB {
+            // kubectl's client-side apply always sends a budget's selector
+            // (its patch strategy is "replace") and so reports
+            // "configured"; the server stored nothing new.
+            assert_eq!(
+                resource_version(PDB),
+                budget_version,
+                "second apply changed {object}:\n{}",
+                again.stdout
+            );
+            continue;
+        }
         assert!(
             again.stdout.contains(&format!("{object} unchanged")),
             "second apply changed {object}:\n{}",
@@ -175,7 +395,8 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         })
         .to_string()
     };
-    // The control plane and the ingress gateway run unprivileged.
+    // The control plane and the ingress gateway run unprivileged. (Created
+    // for real: the scale-out checks below select them.)
     for (deployment, pod) in [
         ("pilotfish", "pilotfish-0"),
         ("pilotfish-ingressgateway", "ingressgateway-0"),
@@ -187,11 +408,97 @@ fn deploy_manifests_apply_and_grant_only_reads() {
         let found: Value = serde_json::from_str(&found.stdout).unwrap();
         server
             .kubectl_stdin(
-                &["create", "--dry-run=server", "-f", "-"],
+                &["create", "-f", "-"],
                 &pod_from(&found["spec"]["template"], pod),
             )
             .expect_success(&format!("{deployment} pod under enforce=restricted"));
     }
+
+    // The autoscaler finds the Deployment's pods through the selector of
+    // its scale subresource, the disruption budget through its own: as the
+    // server evaluates them, both select the control plane's pod and not
+    // the gateway's. (No controllers run here: the pods were made from the
+    // templates above.)
+    let selected = |selector: &str| {
+        server
+            .kubectl(&["get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "name"])
+            .expect_success(&format!("pods selected by {selector}"))
+            .stdout
+            .trim()
+            .to_string()
+    };
+    let scale = server
+        .kubectl(&[
+            "get",
+            "--raw",
+            &format!("/apis/apps/v1/namespaces/{NAMESPACE}/deployments/pilotfish/scale"),
+        ])
+        .expect_success("the Deployment's scale subresource");
+    let scale: Value = serde_json::from_str(&scale.stdout).unwrap();
+    assert_eq!(
+        selected(scale["status"]["selector"].as_str().unwrap()),
+        "pod/pilotfish-0"
+    );
+    let budget = server
+        .kubectl(&["get", PDB, "-n", NAMESPACE, "-o", "json"])
+        .expect_success("get the budget");
+    let budget: Value = serde_json::from_str(&budget.stdout).unwrap();
+    assert!(budget["spec"]["selector"].get("matchExpressions").is_none());
+    let budget_selector: Vec<String> = budget["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+        .collect();
+    assert_eq!(selected(&budget_selector.join(",")), "pod/pilotfish-0");
+    // What `kubectl drain` meets, through the eviction API (dry run): the
+    // only ready pilotfish pod is kept (one replica: the budget allows no
+    // disruption, which is also where its status stays without the
+    // disruption controller), the gateway's ready pod is not covered, and a
+    // pilotfish pod that is not ready may go (unhealthyPodEvictionPolicy
+    // AlwaysAllow: it protects nothing).
+    let set_ready = |pod: &str, ready: bool| {
+        let ready = if ready { "True" } else { "False" };
+        let status = json!({"status": {"phase": "Running",
+            "conditions": [{"type": "Ready", "status": ready}]}});
+        server
+            .kubectl(&[
+                "patch",
+                "pod",
+                pod,
+                "-n",
+                NAMESPACE,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                &status.to_string(),
+            ])
+            .expect_success(&format!("status of {pod}"));
+    };
+    let evict = |pod: &str| {
+        let eviction = json!({
+            "apiVersion": "policy/v1", "kind": "Eviction",
+            "metadata": {"name": pod, "namespace": NAMESPACE},
+            "deleteOptions": {"dryRun": ["All"]},
+        });
+        server.kubectl_stdin(
+            &[
+                "create",
+                "--raw",
+                &format!("/api/v1/namespaces/{NAMESPACE}/pods/{pod}/eviction"),
+                "-f",
+                "-",
+            ],
+            &eviction.to_string(),
+        )
+    };
+    set_ready("pilotfish-0", true);
+    set_ready("ingressgateway-0", true);
+    let kept = evict("pilotfish-0").expect_failure("evicting the only ready pilotfish pod");
+    assert!(kept.stderr.contains("disruption budget"), "{}", kept.stderr);
+    evict("ingressgateway-0").expect_success("evicting the gateway's pod");
+    set_ready("pilotfish-0", false);
+    evict("pilotfish-0").expect_success("evicting a pilotfish pod that is not ready");
     let sidecar = server
         .kubectl(&[
             "get",
@@ -469,15 +776,7 @@ fn deployment_command_line_syncs_with_its_own_rbac() {
     server
         .kubectl(&["apply", "-f", &deploy_dir()])
         .expect_success("apply deploy/kubernetes/");
-    server
-        .kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ])
-        .expect_success("CRDs Established");
+    wait_crds_established(&server);
     // Something of every watched kind, so each list returns items.
     let objects = r#"
 apiVersion: v1

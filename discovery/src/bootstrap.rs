@@ -18,7 +18,10 @@ pub struct BootstrapOptions {
     pub domain_suffix: String,
     /// Overrides the node id built from the fields above.
     pub node_id: Option<String>,
-    pub xds_address: String,
+    /// Pilotfish's xDS addresses, `HOST:PORT`: one (a Service), or each
+    /// replica's; Envoy's `xds-grpc` cluster lists them all and reconnects
+    /// to another when one goes.
+    pub xds_addresses: Vec<String>,
     pub admin_port: u16,
     pub interception_mode: String,
     pub labels: BTreeMap<String, String>,
@@ -103,18 +106,24 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
             opts.interception_mode.clone(),
         ));
     }
-    let (host, port) = opts
-        .xds_address
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
-        .filter(|(h, _)| !h.is_empty())
-        .ok_or_else(|| BootstrapError::XdsAddress(opts.xds_address.clone()))?;
-    // An IP needs no resolver; a name (a Kubernetes Service) is re-resolved.
-    let discovery_type = if host.parse::<IpAddr>().is_ok() {
-        "STATIC"
-    } else {
-        "STRICT_DNS"
-    };
+    if opts.xds_addresses.is_empty() {
+        return Err(BootstrapError::XdsAddress(String::new()));
+    }
+    let mut xds_endpoints = Vec::new();
+    let mut names = false;
+    for address in &opts.xds_addresses {
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_matches(['[', ']']), p.parse::<u16>().ok()?)))
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| BootstrapError::XdsAddress(address.clone()))?;
+        names |= host.parse::<IpAddr>().is_err();
+        xds_endpoints.push(json!({"endpoint": {"address": {
+            "socket_address": {"address": host, "port_value": port},
+        }}}));
+    }
+    // IPs need no resolver; a name (a Kubernetes Service) is re-resolved.
+    let discovery_type = if names { "STRICT_DNS" } else { "STATIC" };
     let locality = match opts.locality.as_deref().map(str::trim) {
         None | Some("") => None,
         Some(text) => Some(parse_locality(text)?),
@@ -165,9 +174,7 @@ pub fn bootstrap(opts: &BootstrapOptions) -> Result<Value, BootstrapError> {
                 "connect_timeout": "1s",
                 "load_assignment": {
                     "cluster_name": "xds-grpc",
-                    "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {
-                        "socket_address": {"address": host, "port_value": port},
-                    }}}]}],
+                    "endpoints": [{"lb_endpoints": xds_endpoints}],
                 },
                 "typed_extension_protocol_options": {
                     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -331,7 +338,7 @@ mod tests {
             namespace: "default".into(),
             domain_suffix: "cluster.local".into(),
             node_id: None,
-            xds_address: "pilotfish.istio-system.svc:15010".into(),
+            xds_addresses: vec!["pilotfish.istio-system.svc:15010".into()],
             admin_port: 15000,
             interception_mode: "redirect".into(),
             labels: BTreeMap::from([("app".into(), "reviews".into())]),
@@ -497,10 +504,49 @@ mod tests {
     }
 
     #[test]
+    fn every_xds_address_is_an_endpoint_of_the_xds_cluster() {
+        let mut o = options();
+        o.xds_addresses = vec!["10.0.0.1:15010".into(), "10.0.0.2:15020".into()];
+        let out = bootstrap(&o).expect("bootstrap");
+        let cluster = &out["static_resources"]["clusters"][0];
+        assert_eq!(cluster["name"], "xds-grpc");
+        assert_eq!(cluster["type"], "STATIC", "IPs need no resolver");
+        let endpoints: Vec<(String, u64)> =
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                .as_array()
+                .expect("endpoints")
+                .iter()
+                .map(|e| {
+                    let socket = &e["endpoint"]["address"]["socket_address"];
+                    (
+                        socket["address"].as_str().unwrap_or_default().to_string(),
+                        socket["port_value"].as_u64().unwrap_or_default(),
+                    )
+                })
+                .collect();
+        assert_eq!(
+            endpoints,
+            [
+                ("10.0.0.1".to_string(), 15010),
+                ("10.0.0.2".to_string(), 15020)
+            ]
+        );
+        o.xds_addresses
+            .push("pilotfish.istio-system.svc:15010".into());
+        assert_eq!(
+            bootstrap(&o).expect("bootstrap")["static_resources"]["clusters"][0]["type"],
+            "STRICT_DNS",
+            "a name is resolved"
+        );
+    }
+
+    #[test]
     fn bad_options_are_rejected() {
         let mut o = options();
-        o.xds_address = "nohost".into();
+        o.xds_addresses = vec!["nohost".into()];
         assert!(matches!(bootstrap(&o), Err(BootstrapError::XdsAddress(_))));
+        o.xds_addresses = vec!["10.0.0.1:15010".into(), "nohost".into()];
+        assert!(matches!(bootstrap(&o), Err(BootstrapError::XdsAddress(a)) if a == "nohost"));
         let mut o = options();
         o.proxy_type = "gateway".into();
         assert!(matches!(bootstrap(&o), Err(BootstrapError::ProxyType(_))));

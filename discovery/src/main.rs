@@ -432,9 +432,11 @@ impl ConsulArgs {
 
 #[derive(clap::Args)]
 struct BootstrapArgs {
-    /// Pilotfish's xDS address, HOST:PORT.
-    #[arg(long)]
-    xds_address: String,
+    /// Pilotfish's xDS address, HOST:PORT; repeatable (each replica's):
+    /// Envoy's xDS cluster lists them all and reconnects to another when
+    /// one goes.
+    #[arg(long = "xds-address", required = true)]
+    xds_addresses: Vec<String>,
     #[arg(long, default_value = "sidecar")]
     proxy_type: String,
     #[arg(long, default_value = "127.0.0.1")]
@@ -723,7 +725,7 @@ fn run_bootstrap(args: BootstrapArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         domain_suffix: args.domain_suffix,
         node_id: args.node_id,
-        xds_address: args.xds_address,
+        xds_addresses: args.xds_addresses,
         admin_port: args.admin_port,
         interception_mode: args.interception_mode,
         labels,

@@ -45,7 +45,15 @@ pub struct PodBuilder {
     /// Names the pod's resolver answers (a test DNS server in the
     /// namespace): what Envoy resolves DNS ServiceEntries through.
     resolver: Option<Vec<(String, std::net::Ipv4Addr)>>,
+    /// Envoy's bootstrap also lists [`SECOND_REPLICA_XDS`].
+    second_replica: bool,
 }
+
+/// The second replica's xDS address (plaintext, or the secure port when
+/// the pod's Envoys use it) and HTTP address, beside the first's.
+pub const SECOND_REPLICA_XDS: &str = "127.0.0.1:15020";
+pub const SECOND_REPLICA_SECURE_XDS: &str = "127.0.0.1:15022";
+pub const SECOND_REPLICA_HTTP: &str = "127.0.0.1:15024";
 
 impl PodBuilder {
     /// The registry file's contents; a backend is started for every endpoint.
@@ -96,6 +104,14 @@ impl PodBuilder {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         );
+        self
+    }
+
+    /// The pod's Envoy lists a second replica's xDS address after the
+    /// first (see [`Pod::start_second_replica`]): its `xds-grpc` cluster
+    /// has both.
+    pub fn second_replica(mut self) -> Self {
+        self.second_replica = true;
         self
     }
 
@@ -205,6 +221,13 @@ impl PodBuilder {
             (pilotfish::XDS_ADDRESS, Vec::new())
         };
         bootstrap_args.extend(self.bootstrap_args.iter().cloned());
+        if self.second_replica {
+            let second = match secure {
+                true => SECOND_REPLICA_SECURE_XDS,
+                false => SECOND_REPLICA_XDS,
+            };
+            bootstrap_args.extend(["--xds-address".to_string(), second.to_string()]);
+        }
         let mut envoy = match &self.gateway_labels {
             None => {
                 let mode = if self.without_interception {
@@ -395,6 +418,39 @@ impl Pod {
                 .join(format!("pilotfish-{}.log", self.starts)),
             &self.pilotfish_args,
         );
+    }
+
+    /// Starts a second `pilotfish serve` on the pod's config directory and
+    /// registry file (and CA, on the secure port), on
+    /// [`SECOND_REPLICA_XDS`] (or [`SECOND_REPLICA_SECURE_XDS`]) and
+    /// [`SECOND_REPLICA_HTTP`], with `extra_args`; waits until it is ready.
+    pub fn start_second_replica(&self, extra_args: &[String], log_name: &str) -> Pilotfish {
+        let mut args: Vec<String> = vec![
+            "--config-dir".into(),
+            self.config_dir.display().to_string(),
+            "--registry-file".into(),
+            self.registry_file.display().to_string(),
+            "--xds-address".into(),
+            SECOND_REPLICA_XDS.into(),
+            "--debounce-ms".into(),
+            "100".into(),
+        ];
+        match self.secure {
+            true => args.extend([
+                "--ca-dir".into(),
+                secure_xds::ca_dir(self.dir.path()).display().to_string(),
+                "--secure-xds-address".into(),
+                SECOND_REPLICA_SECURE_XDS.into(),
+            ]),
+            false => args.extend(["--secure-xds-address".into(), "off".into()]),
+        }
+        args.extend(extra_args.iter().cloned());
+        Pilotfish::serve(
+            self.ns.clone(),
+            &args,
+            SECOND_REPLICA_HTTP,
+            &self.dir.path().join(log_name),
+        )
     }
 
     /// The pod's test directory (pilotfish's CA lives there on the secure port).

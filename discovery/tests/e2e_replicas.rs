@@ -1,0 +1,219 @@
+//! Two replicas, one mesh: two `pilotfish serve` processes on the same
+//! config directory and registry file (and mesh CA on the secure port), and
+//! a sidecar whose bootstrap lists both (`pilotfish bootstrap
+//! --xds-address A --xds-address B`), both replicas with
+//! `--max-connection-age 2s`.
+//!
+//! - Each replica holds the sidecar in turn within three ages (each one's
+//!   `/debug/syncz`), and both serve it the same config, byte for byte
+//!   (`/debug/config_dump?proxy=`; only the per-process generation counter
+//!   and, on the secure port, the workload certificate each replica issues
+//!   itself are left out of the comparison).
+//! - One replica killed with SIGKILL while requests flow through the
+//!   sidecar: it reconnects to the other, no request fails; the killed one,
+//!   restarted, holds it again within three ages.
+//!
+//! One Envoy: the pod's namespace has one sidecar's interception, and the
+//! behaviour shown is per proxy.
+//!
+//! Needs root (network namespaces, iptables, uid 1337 for Envoy).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::bookinfo::{self, REVIEWS_VS_FILE};
+use support::pilotfish::Pilotfish;
+use support::pod::Pod;
+use support::traffic::ms;
+use support::{PROPAGATION, Tally, wait_until};
+
+const AGE: &str = "2s";
+/// Three ages at their longest (+10 %), with Envoy's retry backoff after
+/// each (up to 0.5 s) and slack for a loaded 2-core machine.
+const THREE_AGES: Duration = Duration::from_millis(3 * (2200 + 500) + 3000);
+
+fn age_args() -> Vec<String> {
+    vec!["--max-connection-age".into(), AGE.into()]
+}
+
+fn holds(pilotfish: &Pilotfish, node: &str) -> bool {
+    pilotfish.syncz()["proxies"]
+        .as_array()
+        .is_some_and(|proxies| proxies.iter().any(|p| p["identity"]["node_id"] == node))
+}
+
+/// What `pilotfish` serves `node`, without what is per process: the
+/// generation counter, and the workload certificate (`default`) it issued.
+fn served(pilotfish: &Pilotfish, node: &str) -> Option<Value> {
+    let (200, body) = pilotfish
+        .get(&format!("/debug/config_dump?proxy={node}"))
+        .ok()?
+    else {
+        return None;
+    };
+    let mut dump: Value = serde_json::from_str(&body).ok()?;
+    dump.as_object_mut()?.remove("mesh_version");
+    if let Some(secrets) = dump["types"]["sds"]["resources"].as_array_mut() {
+        secrets.retain(|s| s["name"] != "default");
+    }
+    Some(dump)
+}
+
+/// Resources `pilotfish` has sent, all types but secrets (the workload
+/// certificate each replica issues itself).
+fn config_resources_sent(pilotfish: &Pilotfish) -> u64 {
+    pilotfish
+        .metrics()
+        .lines()
+        .filter(|line| line.starts_with("pilotfish_xds_resources_sent_total{"))
+        .filter(|line| !line.contains("type=\"sds\""))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Whether the suite runs the sidecar on delta xDS (the bootstrap's default).
+fn delta() -> bool {
+    std::env::var("PILOTFISH_TEST_XDS_PROTOCOL").map_or(true, |p| p != "sotw")
+}
+
+/// One request through the sidecar, its outcome counted.
+fn send(pod: &Pod, tally: &mut Tally) {
+    let outcome = match pod.try_send(&bookinfo::reviews()) {
+        Ok(response) => response.outcome(),
+        Err(e) => format!("error {}", e.kind()),
+    };
+    tally.add(outcome);
+}
+
+#[test]
+fn two_replicas_serve_the_same_config_share_the_proxy_and_take_over_from_a_killed_one() {
+    let mut pod = bookinfo::pod("replicas")
+        .second_replica()
+        .config(REVIEWS_VS_FILE, &bookinfo::reviews_weighted(&[("v1", 100)]))
+        .pilotfish_arg("--max-connection-age")
+        .pilotfish_arg(AGE)
+        .start();
+    let second = pod.start_second_replica(&age_args(), "pilotfish-b.log");
+    bookinfo::wait_served(&pod);
+    let node = pod.envoy.node_id().to_string();
+    let mut tally = Tally::default();
+
+    // Each replica holds the sidecar in turn; each one's dump is taken
+    // while it does.
+    let (mut first_dump, mut second_dump) = (None, None);
+    wait_until(&format!("each replica to hold {node}"), THREE_AGES, || {
+        send(&pod, &mut tally);
+        if first_dump.is_none() {
+            first_dump = served(&pod.pilotfish, &node);
+        }
+        if second_dump.is_none() {
+            second_dump = served(&second, &node);
+        }
+        match (&first_dump, &second_dump) {
+            (Some(_), Some(_)) => Ok(()),
+            _ => Err(format!(
+                "first holds: {}, second holds: {}",
+                first_dump.is_some(),
+                second_dump.is_some()
+            )),
+        }
+    });
+    let (first_dump, second_dump) = (
+        first_dump.unwrap_or_default(),
+        second_dump.unwrap_or_default(),
+    );
+    let resources = |dump: &Value| -> usize {
+        dump["types"]
+            .as_object()
+            .map(|types| {
+                types
+                    .values()
+                    .map(|t| t["resources"].as_array().map_or(0, Vec::len))
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    assert!(resources(&first_dump) > 0, "an empty dump: {first_dump}");
+    assert!(
+        first_dump == second_dump,
+        "the replicas serve {node} different config:\nfirst:  {first_dump}\nsecond: {second_dump}"
+    );
+    println!(
+        "both replicas held {node} and served it the same {} resources",
+        resources(&first_dump)
+    );
+
+    // SIGKILL the first replica once it holds the sidecar.
+    wait_until(
+        &format!("the first replica to hold {node}"),
+        THREE_AGES,
+        || {
+            send(&pod, &mut tally);
+            holds(&pod.pilotfish, &node)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+    let sent_before = config_resources_sent(&second);
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    unsafe {
+        libc::kill(pod.pilotfish.pid() as libc::pid_t, libc::SIGKILL);
+    }
+    let killed = Instant::now();
+    wait_until(
+        &format!("{node} to reconnect to the second replica"),
+        PROPAGATION * 2,
+        || {
+            send(&pod, &mut tally);
+            holds(&second, &node)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+    let took_over = killed.elapsed();
+    second.wait_synced_without_nack(&node);
+    let sent_on_move = config_resources_sent(&second) - sent_before;
+    println!(
+        "the move to the second replica cost {sent_on_move} config resources (delta: {})",
+        delta()
+    );
+    if delta() {
+        assert_eq!(
+            sent_on_move, 0,
+            "a delta proxy moved to a replica with the same input is sent nothing"
+        );
+    }
+    for _ in 0..20 {
+        send(&pod, &mut tally);
+    }
+
+    // The killed replica restarted gets the sidecar back.
+    pod.restart_pilotfish();
+    let restarted = Instant::now();
+    wait_until(
+        &format!("the restarted replica to hold {node}"),
+        THREE_AGES,
+        || {
+            send(&pod, &mut tally);
+            holds(&pod.pilotfish, &node)
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    );
+    let back = restarted.elapsed();
+    println!(
+        "SIGKILL: the second replica held {node} after {}; the restarted one again after {}; {} requests",
+        ms(took_over),
+        ms(back),
+        tally.total()
+    );
+    tally.assert_all("reviews v1", "while replicas aged out, died and came back");
+    assert_eq!(
+        served(&pod.pilotfish, &node).as_ref(),
+        Some(&second_dump),
+        "the restarted replica serves the same config"
+    );
+    pod.envoy.assert_no_rejected_updates();
+}

@@ -219,7 +219,7 @@ async fn delta_config_change_sends_only_the_changed_resource() {
 }
 
 #[tokio::test]
-async fn delta_removed_service_arrives_in_removed_resources() {
+async fn delta_removed_service_arrives_in_removed_resources_clusters_after_the_rest() {
     let mut h = start_with(TWO_SERVICES).await;
     let mut c = DeltaClient::connect(h.addr).await;
     let cds = c.subscribe(XdsType::Cluster, &[]).await;
@@ -233,6 +233,13 @@ async fn delta_removed_service_arrives_in_removed_resources() {
         .next()
         .unwrap_or_default();
     h.set_registry(reviews_only);
+    // Its endpoints go first; the cluster last, once the routes and
+    // listeners that named it have changed (make before break).
+    let eds_update = c.next().await;
+    assert_eq!(eds_update.type_url, XdsType::Endpoint.type_url());
+    assert_eq!(eds_update.removed_resources, [RATINGS]);
+    assert!(eds_update.resources.is_empty());
+    c.ack(&eds_update).await;
     let cds_update = c.next().await;
     assert_eq!(cds_update.type_url, XdsType::Cluster.type_url());
     assert!(
@@ -245,11 +252,6 @@ async fn delta_removed_service_arrives_in_removed_resources() {
         "the unchanged reviews cluster is not resent"
     );
     c.ack(&cds_update).await;
-    // Its endpoints go too (the proxy had subscribed to them).
-    let eds_update = c.next().await;
-    assert_eq!(eds_update.type_url, XdsType::Endpoint.type_url());
-    assert_eq!(eds_update.removed_resources, [RATINGS]);
-    assert!(eds_update.resources.is_empty());
     let status = &h.ctx.status.list()[0].types[&XdsType::Cluster];
     assert!(!status.resource_names.to_vec().iter().any(|n| n == RATINGS));
 }

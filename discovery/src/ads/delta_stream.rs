@@ -13,6 +13,7 @@ use super::delta::{DeltaState, SubscriptionChange, Updated};
 use super::encoded::EncodedResponse;
 use super::rejection::{SentNames, SentResponse};
 use super::session::{Caller, Protocol, Session};
+use crate::snapshot::TypeResources;
 use crate::xds_types::{XdsProtocol, XdsType};
 
 /// Unanswered responses kept per type; a proxy answers each in order, so
@@ -81,16 +82,38 @@ impl DeltaConnection {
     /// Sends `ty`'s delta; an empty one only when `always` (the first
     /// request of a type, whose initial fetch waits for an answer).
     async fn push(&mut self, ty: XdsType, always: bool) -> Result<(), Status> {
+        self.push_deferring(ty, always, false).await.map(drop)
+    }
+
+    /// As [`DeltaConnection::push`]; with `defer_removals`, the removed
+    /// names are left out of the response and returned, to be sent once
+    /// the routes and listeners that referred to them are updated (make
+    /// before break: a route still naming a removed cluster answers 503).
+    async fn push_deferring(
+        &mut self,
+        ty: XdsType,
+        always: bool,
+        defer_removals: bool,
+    ) -> Result<Option<DeferredRemovals>, Status> {
         let Some(snapshot) = self.session.snapshot().await else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(stream) = self.types.get_mut(&ty) else {
-            return Ok(());
+            return Ok(None);
         };
         let resources = self.session.resources(&snapshot, ty);
-        let delta = stream.state.diff(&resources);
+        let mut delta = stream.state.diff(&resources);
         if delta.is_empty() && !always {
-            return Ok(());
+            return Ok(None);
+        }
+        let deferred = (defer_removals && !delta.removed.is_empty()).then(|| DeferredRemovals {
+            ty,
+            version: delta.system_version.clone(),
+            resources: resources.clone(),
+            removed: std::mem::take(&mut delta.removed),
+        });
+        if deferred.is_some() && delta.updated.is_empty() && !always {
+            return Ok(deferred);
         }
         let nonce = self.session.next_nonce();
         let names = || match &delta.updated {
@@ -134,8 +157,51 @@ impl DeltaConnection {
         );
         self.session
             .count_sent(ty, updated, response.resource_bytes());
+        self.session.send(response).await?;
+        Ok(deferred)
+    }
+
+    /// Sends removals held back by [`DeltaConnection::push_deferring`].
+    async fn send_removals(&mut self, deferred: DeferredRemovals) -> Result<(), Status> {
+        let DeferredRemovals {
+            ty,
+            version,
+            resources,
+            removed,
+        } = deferred;
+        let Some(stream) = self.types.get_mut(&ty) else {
+            return Ok(());
+        };
+        let nonce = self.session.next_nonce();
+        stream.in_flight.push_back(InFlight {
+            nonce: nonce.clone(),
+            version: version.clone(),
+            sent: SentResponse::of(ty, self.session.generation.version, &resources, || {
+                SentNames::Listed(Vec::new())
+            }),
+        });
+        if stream.in_flight.len() > MAX_IN_FLIGHT {
+            stream.in_flight.pop_front();
+        }
+        self.session
+            .record_push(ty, &version, &nonce, stream.state.held());
+        tracing::debug!(
+            connection = self.session.id,
+            r#type = ty.short(),
+            removed = removed.len(),
+            "delta removals after routes"
+        );
+        let response = EncodedResponse::delta(version, ty.type_url(), nonce, removed, Vec::new());
         self.session.send(response).await
     }
+}
+
+/// Removed names of one type, sent after the types that referred to them.
+struct DeferredRemovals {
+    ty: XdsType,
+    version: String,
+    resources: Arc<TypeResources>,
+    removed: Vec<String>,
 }
 
 impl Protocol for DeltaConnection {
@@ -187,9 +253,18 @@ impl Protocol for DeltaConnection {
     /// Pushes each subscribed type's delta in push order, so new clusters
     /// precede their endpoints and listeners their routes.
     async fn push_changed(&mut self) -> Result<(), Status> {
+        // Clusters before endpoints, listeners before routes; removed
+        // clusters only after the routes that named them have changed.
+        let mut deferred = None;
         for ty in XdsType::ALL {
-            self.push(ty, false).await?;
+            let removals = self
+                .push_deferring(ty, false, ty == XdsType::Cluster)
+                .await?;
+            deferred = deferred.or(removals);
         }
-        Ok(())
+        match deferred {
+            Some(removals) => self.send_removals(removals).await,
+            None => Ok(()),
+        }
     }
 }

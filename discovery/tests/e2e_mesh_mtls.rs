@@ -631,67 +631,54 @@ spec:
 
 #[test]
 fn authorization_policy_allows_only_the_named_principal() {
-    let mesh = start("mtls-authz-principal", &[]);
-    one_request_per_connection(&mesh);
-    let client = mesh.pod(CLIENT);
-    let other = mesh.pod(OTHER_CLIENT);
-    let legacy = mesh.pod(PLAIN_CLIENT);
-    apply_policy(
-        &mesh,
-        "authz.yaml",
-        &authorization_policy(
-            "reviews-from-productpage",
-            "ALLOW",
-            &format!(
-                "  - from:\n    - source:\n        principals: [\"cluster.local/ns/default/sa/{CLIENT_SA}\"]\n"
-            ),
-        ),
-        "reviews to refuse ratings",
-        || match request(other, "GET", "/", &[])? {
-            403 => Ok(()),
-            s => Err(format!("ratings got {s}")),
-        },
-    );
+    let source = format!("principals: [\"cluster.local/ns/default/sa/{CLIENT_SA}\"]");
+    let mesh = with_allow_policy("mtls-authz-principal", &source, OTHER_CLIENT);
     all_succeed("productpage, the allowed principal", REQUESTS, || {
-        mtls_call(client, CLIENT_SA)
+        mtls_call(mesh.pod(CLIENT), CLIENT_SA)
     });
-    all_get(other, ("GET", "/"), &[], 403, REQUESTS);
+    all_get(mesh.pod(OTHER_CLIENT), ("GET", "/"), &[], 403, REQUESTS);
     // No certificate, no principal.
-    all_get(legacy, ("GET", "/"), &[], 403, REQUESTS);
+    all_get(mesh.pod(PLAIN_CLIENT), ("GET", "/"), &[], 403, REQUESTS);
     mesh.assert_no_rejected_updates();
 }
 
 #[test]
 fn authorization_policy_allows_by_source_namespace() {
-    let mesh = start("mtls-authz-namespace", &[]);
+    let source = "namespaces: [\"default\"]";
+    let mesh = with_allow_policy("mtls-authz-namespace", source, PLAIN_CLIENT);
+    // Both meshed clients are workloads of namespace default.
+    all_succeed("productpage, of namespace default", REQUESTS, || {
+        mtls_call(mesh.pod(CLIENT), CLIENT_SA)
+    });
+    all_succeed("ratings, of namespace default", REQUESTS, || {
+        mtls_call(mesh.pod(OTHER_CLIENT), OTHER_SA)
+    });
+    // A namespace comes from the caller's certificate: none, no namespace.
+    all_get(mesh.pod(PLAIN_CLIENT), ("GET", "/"), &[], 403, REQUESTS);
+    mesh.assert_no_rejected_updates();
+}
+
+/// A mesh whose reviews workload allows only callers matching `source` (a
+/// line under `source:`), in force once `refused` is answered 403.
+fn with_allow_policy(test: &str, source: &str, refused: &str) -> Mesh {
+    let mesh = start(test, &[]);
     one_request_per_connection(&mesh);
-    let client = mesh.pod(CLIENT);
-    let other = mesh.pod(OTHER_CLIENT);
-    let legacy = mesh.pod(PLAIN_CLIENT);
+    let refused_pod = mesh.pod(refused);
     apply_policy(
         &mesh,
         "authz.yaml",
         &authorization_policy(
-            "reviews-from-default",
+            "reviews-allow",
             "ALLOW",
-            "  - from:\n    - source:\n        namespaces: [\"default\"]\n",
+            &format!("  - from:\n    - source:\n        {source}\n"),
         ),
-        "reviews to refuse callers without a mesh identity",
-        || match request(legacy, "GET", "/", &[])? {
+        &format!("reviews to refuse {refused}"),
+        || match request(refused_pod, "GET", "/", &[])? {
             403 => Ok(()),
-            s => Err(format!("legacy got {s}")),
+            s => Err(format!("{refused} got {s}")),
         },
     );
-    // Both meshed clients are workloads of namespace default.
-    all_succeed("productpage, of namespace default", REQUESTS, || {
-        mtls_call(client, CLIENT_SA)
-    });
-    all_succeed("ratings, of namespace default", REQUESTS, || {
-        mtls_call(other, OTHER_SA)
-    });
-    // A namespace comes from the caller's certificate: none, no namespace.
-    all_get(legacy, ("GET", "/"), &[], 403, REQUESTS);
-    mesh.assert_no_rejected_updates();
+    mesh
 }
 
 #[test]

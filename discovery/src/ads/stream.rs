@@ -82,6 +82,32 @@ impl Connection {
         }
     }
 
+    /// Clusters before endpoints, listeners before routes; but when the
+    /// clusters only lost members, they go last, after the listeners and
+    /// routes that named them (make before break: a route still naming a
+    /// cluster Envoy no longer has answers 503). A state-of-the-world CDS
+    /// response cannot keep a cluster and add another, so a change that
+    /// does both keeps the usual order.
+    async fn push_order(&mut self) -> Vec<XdsType> {
+        let removals_only = match self.session.snapshot().await {
+            Some(snapshot) => {
+                let current = self.session.resources(&snapshot, XdsType::Cluster);
+                self.subscriptions
+                    .get(&XdsType::Cluster)
+                    .and_then(|sub| sub.sent.as_ref())
+                    .map(|sent| current.changed_since(sent))
+                    .is_some_and(|c| c.changed.is_empty() && !c.removed.is_empty())
+            }
+            None => false,
+        };
+        let mut order = XdsType::ALL.to_vec();
+        if removals_only {
+            order.retain(|ty| *ty != XdsType::Cluster);
+            order.push(XdsType::Cluster);
+        }
+        order
+    }
+
     async fn push(&mut self, ty: XdsType, force: bool) -> Result<(), Status> {
         let Some(snapshot) = self.session.snapshot().await else {
             return Ok(());
@@ -238,7 +264,7 @@ impl Protocol for Connection {
 
     /// Pushes every subscribed type whose content changed, in push order.
     async fn push_changed(&mut self) -> Result<(), Status> {
-        for ty in XdsType::ALL {
+        for ty in self.push_order().await {
             if self.subscriptions.contains_key(&ty) {
                 self.push(ty, false).await?;
             }

@@ -109,9 +109,15 @@ async fn ready(State(state): State<DebugState>) -> Response {
         let d = r.describe();
         let name = d["registry"].as_str().unwrap_or("registry");
         body.push_str(&format!(
-            "{name}: connected={} synced={}\n",
+            "{name}: connected={} synced={}",
             d["connected"], d["synced"]
         ));
+        // The cause, for a source that has not synced or is disconnected.
+        let failing = d["connected"] == false || d["synced"] == false;
+        if let (true, Some(error)) = (failing, d["last_error"].as_str()) {
+            body.push_str(&format!(" last_error={error:?}"));
+        }
+        body.push('\n');
     }
     match state.readiness.unready_reason() {
         None => (StatusCode::OK, format!("ready\n{body}")).into_response(),

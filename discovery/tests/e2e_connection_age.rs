@@ -37,16 +37,6 @@ fn connection_of(pod: &Pod, node: &str) -> Option<u64> {
         .and_then(|proxy| proxy["connection_id"].as_u64())
 }
 
-/// `pilotfish_<name>` from `/metrics` (0 when absent).
-fn metric(pod: &Pod, name: &str) -> f64 {
-    pod.pilotfish
-        .metrics()
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("pilotfish_{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn an_envoy_whose_xds_connection_ages_out_reconnects_each_time_and_no_request_fails() {
     let pod = bookinfo::pod("connection-age")
@@ -99,13 +89,14 @@ fn an_envoy_whose_xds_connection_ages_out_reconnects_each_time_and_no_request_fa
         moves.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
     );
     tally.assert_all("reviews v1", "while the xDS connection aged out");
-    let aged = metric(&pod, "xds_connections_aged_out_total");
+    let aged = pod.pilotfish.metric("xds_connections_aged_out_total");
     assert!(
         aged >= RECONNECTIONS as f64,
         "pilotfish_xds_connections_aged_out_total = {aged}"
     );
     assert_eq!(
-        metric(&pod, "xds_connections_closed_after_grace_total"),
+        pod.pilotfish
+            .metric("xds_connections_closed_after_grace_total"),
         0.0,
         "an aged connection had to be cut off: Envoy did not leave on GOAWAY"
     );

@@ -20,65 +20,15 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde_json::Value;
 use support::bookinfo::{self, REVIEWS_VS_FILE};
-use support::pilotfish::Pilotfish;
 use support::pod::Pod;
+use support::replicas::{
+    AGE, THREE_AGES, age_args, config_resources_sent, delta, holds, kill, resources, served,
+};
 use support::traffic::ms;
 use support::{PROPAGATION, Tally, wait_until};
-
-const AGE: &str = "2s";
-/// Three ages at their longest (+10 %), with Envoy's retry backoff after
-/// each (up to 0.5 s) and slack for a loaded 2-core machine.
-const THREE_AGES: Duration = Duration::from_millis(3 * (2200 + 500) + 3000);
-
-fn age_args() -> Vec<String> {
-    vec!["--max-connection-age".into(), AGE.into()]
-}
-
-fn holds(pilotfish: &Pilotfish, node: &str) -> bool {
-    pilotfish.syncz()["proxies"]
-        .as_array()
-        .is_some_and(|proxies| proxies.iter().any(|p| p["identity"]["node_id"] == node))
-}
-
-/// What `pilotfish` serves `node`, without what is per process: the
-/// generation counter, and the workload certificate (`default`) it issued.
-fn served(pilotfish: &Pilotfish, node: &str) -> Option<Value> {
-    let (200, body) = pilotfish
-        .get(&format!("/debug/config_dump?proxy={node}"))
-        .ok()?
-    else {
-        return None;
-    };
-    let mut dump: Value = serde_json::from_str(&body).ok()?;
-    dump.as_object_mut()?.remove("mesh_version");
-    // The proxy's own workload certificate and root are per stream, shown
-    // only by the replica it is connected to: not config to compare.
-    if let Some(secrets) = dump["types"]["sds"]["resources"].as_array_mut() {
-        secrets.retain(|s| s["name"] != "default" && s["name"] != "ROOTCA");
-    }
-    Some(dump)
-}
-
-/// Resources `pilotfish` has sent, all types but secrets (the workload
-/// certificate each replica issues itself).
-fn config_resources_sent(pilotfish: &Pilotfish) -> u64 {
-    pilotfish
-        .metrics()
-        .lines()
-        .filter(|line| line.starts_with("pilotfish_xds_resources_sent_total{"))
-        .filter(|line| !line.contains("type=\"sds\""))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// Whether the suite runs the sidecar on delta xDS (the bootstrap's default).
-fn delta() -> bool {
-    std::env::var("PILOTFISH_TEST_XDS_PROTOCOL").map_or(true, |p| p != "sotw")
-}
 
 /// One request through the sidecar, its outcome counted.
 fn send(pod: &Pod, tally: &mut Tally) {
@@ -126,17 +76,6 @@ fn two_replicas_serve_the_same_config_share_the_proxy_and_take_over_from_a_kille
         first_dump.unwrap_or_default(),
         second_dump.unwrap_or_default(),
     );
-    let resources = |dump: &Value| -> usize {
-        dump["types"]
-            .as_object()
-            .map(|types| {
-                types
-                    .values()
-                    .map(|t| t["resources"].as_array().map_or(0, Vec::len))
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
     assert!(resources(&first_dump) > 0, "an empty dump: {first_dump}");
     assert!(
         first_dump == second_dump,
@@ -159,10 +98,7 @@ fn two_replicas_serve_the_same_config_share_the_proxy_and_take_over_from_a_kille
         },
     );
     let sent_before = config_resources_sent(&second);
-    // SAFETY: kill(2) on our own child's pid has no memory effects.
-    unsafe {
-        libc::kill(pod.pilotfish.pid() as libc::pid_t, libc::SIGKILL);
-    }
+    kill(&pod.pilotfish);
     let killed = Instant::now();
     wait_until(
         &format!("{node} to reconnect to the second replica"),

@@ -18,65 +18,12 @@ mod support;
 use std::path::Path;
 use std::sync::Arc;
 
-use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use futures::StreamExt;
-use pilotfish_discovery::xds_types::XdsType;
+use support::ads_client;
 use support::bookinfo::{self, MISSPELT_REGISTRY_FIELD};
 use support::netns::Netns;
 use support::pilotfish::{self, Pilotfish, Refusal};
 use support::testdir::TestDir;
 use support::{PROPAGATION, Request, STARTUP, wait_until};
-
-/// Opens a state-of-the-world ADS stream to `address` from inside `ns` and
-/// asks for every cluster: the number of clusters in the first response,
-/// or the status the stream was refused with.
-fn clusters_from_raw_client(ns: &Netns, address: &str) -> Result<usize, tonic::Status> {
-    ns.run(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        runtime.block_on(async {
-            let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
-                .expect("uri")
-                .connect()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
-            let request = DiscoveryRequest {
-                node: Some(Node {
-                    id: "sidecar~127.0.0.251~raw.default~default.svc.cluster.local".into(),
-                    ..Default::default()
-                }),
-                type_url: XdsType::Cluster.type_url(),
-                ..Default::default()
-            };
-            // The stream stays open after the request, as a proxy's does.
-            let requests = futures::stream::iter([request]).chain(futures::stream::pending());
-            let mut responses = AggregatedDiscoveryServiceClient::new(channel)
-                .stream_aggregated_resources(requests)
-                .await?
-                .into_inner();
-            match tokio::time::timeout(STARTUP, responses.message()).await {
-                Ok(Ok(Some(response))) => Ok(response.resources.len()),
-                Ok(Ok(None)) => Err(tonic::Status::unknown("stream ended without a response")),
-                Ok(Err(status)) => Err(status),
-                Err(_) => Err(tonic::Status::deadline_exceeded("no response")),
-            }
-        })
-    })
-}
-
-/// `pilotfish_<name>` from `/metrics` (0 when absent).
-fn metric(pilotfish: &Pilotfish, name: &str) -> f64 {
-    pilotfish
-        .metrics()
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("pilotfish_{name} ")))
-        .and_then(|value| value.trim().parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[test]
 fn a_registry_file_that_fails_to_parse_at_start_keeps_pilotfish_unready_until_it_parses() {
@@ -95,7 +42,7 @@ fn a_registry_file_that_fails_to_parse_at_start_keeps_pilotfish_unready_until_it
     );
     assert!(body.contains(MISSPELT_REGISTRY_FIELD), "/ready: {body}");
 
-    let refused = clusters_from_raw_client(pod.ns(), pilotfish::XDS_ADDRESS)
+    let refused = ads_client::clusters_from_raw_client(pod.ns(), pilotfish::XDS_ADDRESS)
         .expect_err("an unready pilotfish must not serve a mesh");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     assert!(
@@ -108,7 +55,7 @@ fn a_registry_file_that_fails_to_parse_at_start_keeps_pilotfish_unready_until_it
     // configuration from pilotfish.
     let refusals = wait_until("Envoy's ADS stream to be refused", STARTUP, || {
         pod.envoy.assert_running();
-        match metric(&pod.pilotfish, "xds_streams_refused_unready_total") {
+        match pod.pilotfish.metric("xds_streams_refused_unready_total") {
             n if n >= 2.0 => Ok(n),
             n => Err(format!("{n} streams refused")),
         }
@@ -134,7 +81,7 @@ fn a_registry_file_that_fails_to_parse_at_start_keeps_pilotfish_unready_until_it
             (status, body) => Err(format!("/ready answered {status}: {body}")),
         }
     });
-    let clusters = clusters_from_raw_client(pod.ns(), pilotfish::XDS_ADDRESS)
+    let clusters = ads_client::clusters_from_raw_client(pod.ns(), pilotfish::XDS_ADDRESS)
         .expect("a ready pilotfish serves the mesh");
     assert!(clusters >= 4, "only {clusters} clusters served");
     pod.envoy.wait_live();

@@ -253,9 +253,6 @@ pub fn gateway_bootstrap(
     extra_args: &[String],
 ) -> String {
     let mut cmd = Command::new(super::pilotfish::binary());
-    // Health and Prometheus ports beside the admin port, as 15021 and 15090
-    // are beside 15000, so that a sidecar can share the namespace.
-    let ports = [admin_port, admin_port + 21, admin_port + 90].map(|p| p.to_string());
     cmd.args([
         "bootstrap",
         "--xds-address",
@@ -264,8 +261,8 @@ pub fn gateway_bootstrap(
         "router",
     ])
     .args(["--ip", POD_IP, "--name", name, "--namespace", "default"])
-    .args(["--admin-port", &ports[0], "--interception-mode", "NONE"])
-    .args(["--health-port", &ports[1], "--stats-port", &ports[2]]);
+    .args(["--interception-mode", "NONE"])
+    .args(local_ports(admin_port));
     for (key, value) in labels {
         cmd.args(["--label", &format!("{key}={value}")]);
     }
@@ -294,12 +291,35 @@ pub fn pilotfish_bootstrap(name: &str, xds_address: &str, extra_args: &[String])
     sidecar_bootstrap(name, xds_address, "REDIRECT", extra_args)
 }
 
+/// Envoy's own ports: admin, and health and Prometheus beside it as 15021
+/// and 15090 are beside 15000, so that several Envoys can share a namespace.
+fn local_ports(admin_port: u16) -> Vec<String> {
+    let ports = [admin_port, admin_port + 21, admin_port + 90].map(|p| p.to_string());
+    ["--admin-port", "--health-port", "--stats-port"]
+        .into_iter()
+        .zip(ports)
+        .flat_map(|(flag, port)| [flag.to_string(), port])
+        .collect()
+}
+
 /// [`pilotfish_bootstrap`] with another `--interception-mode` (`NONE`:
 /// the sidecar's listeners bind real sockets).
 pub fn sidecar_bootstrap(
     name: &str,
     xds_address: &str,
     interception_mode: &str,
+    extra_args: &[String],
+) -> String {
+    sidecar_bootstrap_on(name, xds_address, interception_mode, 15000, extra_args)
+}
+
+/// [`sidecar_bootstrap`] with Envoy's admin on `admin_port` (health and
+/// Prometheus beside it): more sidecars in one namespace.
+pub fn sidecar_bootstrap_on(
+    name: &str,
+    xds_address: &str,
+    interception_mode: &str,
+    admin_port: u16,
     extra_args: &[String],
 ) -> String {
     let mut cmd = Command::new(super::pilotfish::binary());
@@ -317,11 +337,10 @@ pub fn sidecar_bootstrap(
         name,
         "--namespace",
         "default",
-        "--admin-port",
-        "15000",
         "--interception-mode",
         interception_mode,
-    ]);
+    ])
+    .args(local_ports(admin_port));
     add_args(&mut cmd, extra_args);
     run_checked(&mut cmd)
 }

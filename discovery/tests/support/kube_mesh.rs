@@ -36,11 +36,12 @@ use serde_json::Value;
 
 use super::backend::{Backend, Backends};
 use super::consul::Consul;
-use super::envoy::Envoy;
+use super::envoy::{Envoy, pilotfish_bootstrap, sidecar_bootstrap_on};
 use super::http::{Request, Response};
 use super::kube_apiserver::KubeApiServer;
 use super::netns::Netns;
 use super::pilotfish::{self, Pilotfish};
+use super::pod::{SECOND_REPLICA_HTTP, SECOND_REPLICA_XDS, second_replica_args};
 use super::process::write_world_readable;
 use super::testdir::TestDir;
 use super::tls::{Identity, TestCa};
@@ -70,6 +71,15 @@ pub const BOOKINFO: [ServiceSpec; 4] = [
     ),
     ("ratings", "10.96.0.40", &[("v1", "10.244.0.40")]),
 ];
+
+/// Bootstrap arguments listing the second replica's xDS address after the
+/// first's, when there is one.
+fn replica_bootstrap_args(second_replica: bool) -> Vec<String> {
+    match second_replica {
+        true => vec!["--xds-address".into(), SECOND_REPLICA_XDS.into()],
+        false => Vec::new(),
+    }
+}
 
 pub fn fqdn(service: &str) -> String {
     format!("{service}.default.svc.cluster.local")
@@ -332,6 +342,12 @@ pub struct KubePod {
     /// A Consul server on 127.0.0.1:8500 in the pod, when asked for.
     pub consul: Option<Consul>,
     _forwarder: Forwarder,
+    config_dir: PathBuf,
+    registry_file: PathBuf,
+    /// pilotfish's arguments but the config directory and registry file.
+    pilotfish_args: Vec<String>,
+    /// How many pilotfish processes this pod has started.
+    starts: usize,
     dir: TestDir,
     ns: Arc<Netns>,
 }
@@ -349,6 +365,9 @@ pub struct KubePodOptions<'a> {
     /// Serve the secure xDS port with a mesh CA in the test directory and
     /// ServiceAccount tokens checked by TokenReview.
     pub secure_xds: bool,
+    /// The sidecar's bootstrap also lists [`SECOND_REPLICA_XDS`] (see
+    /// [`KubePod::spawn_second_replica`]).
+    pub second_replica: bool,
 }
 
 impl<'a> KubePodOptions<'a> {
@@ -373,6 +392,7 @@ impl<'a> KubePodOptions<'a> {
             extra_ips: Vec::new(),
             consul: false,
             secure_xds: false,
+            second_replica: false,
         }
     }
 }
@@ -432,16 +452,96 @@ impl KubePod {
             &dir.path().join("pilotfish.log"),
             &args,
         );
-        let envoy = Envoy::start(ns.clone(), dir.path(), opts.name, pilotfish::XDS_ADDRESS);
+        let envoy = Envoy::start_with_bootstrap(
+            ns.clone(),
+            dir.path(),
+            &pilotfish_bootstrap(
+                opts.name,
+                pilotfish::XDS_ADDRESS,
+                &replica_bootstrap_args(opts.second_replica),
+            ),
+        );
         KubePod {
             envoy,
             pilotfish,
             backends,
             consul,
             _forwarder: forwarder,
+            config_dir,
+            registry_file,
+            pilotfish_args: args,
+            starts: 1,
             dir,
             ns,
         }
+    }
+
+    /// Starts a second `pilotfish serve` on the same API server, config
+    /// directory and registry file, on [`SECOND_REPLICA_XDS`] and
+    /// [`SECOND_REPLICA_HTTP`] (plaintext only), with `extra_args`; returns
+    /// once its HTTP port answers, ready or not.
+    pub fn spawn_second_replica(&self, extra_args: &[String], log_name: &str) -> Pilotfish {
+        let mut args = second_replica_args(&self.config_dir, &self.registry_file, None);
+        args.extend(self.pilotfish_args.iter().cloned());
+        args.extend(extra_args.iter().cloned());
+        Pilotfish::spawn(
+            self.ns.clone(),
+            &args,
+            SECOND_REPLICA_HTTP,
+            &self.dir.path().join(log_name),
+        )
+    }
+
+    /// Starts the first replica again with the same arguments (the previous
+    /// one must have exited: it held the ports) and waits until it is ready.
+    pub fn restart_pilotfish(&mut self) {
+        self.starts += 1;
+        self.pilotfish = Pilotfish::start(
+            self.ns.clone(),
+            &self.config_dir,
+            &self.registry_file,
+            &self
+                .dir
+                .path()
+                .join(format!("pilotfish-{}.log", self.starts)),
+            &self.pilotfish_args,
+        );
+    }
+
+    /// `n` more sidecars in the pod, `<prefix>-1`…`<prefix>-n`, with their admin
+    /// ports from `admin_port` up (health and Prometheus beside them, see
+    /// [`sidecar_bootstrap_on`]), each in its own directory, listing the
+    /// second replica when the pod's sidecar does; waits until all are
+    /// LIVE. They share the pod's capture: Envoy binds its listeners with
+    /// SO_REUSEPORT, so the kernel spreads captured connections over every
+    /// sidecar of the namespace.
+    pub fn start_sidecars(
+        &self,
+        prefix: &str,
+        n: u16,
+        admin_port: u16,
+        second_replica: bool,
+    ) -> Vec<Envoy> {
+        // Spawned from this thread (Envoy's parent-death signal follows
+        // it), then awaited together.
+        let mut envoys: Vec<Envoy> = (1..=n)
+            .map(|i| {
+                let dir = self.dir.path().join(format!("sidecar-{i}"));
+                std::fs::create_dir_all(&dir).expect("create sidecar dir");
+                let bootstrap = sidecar_bootstrap_on(
+                    &format!("{prefix}-{i}"),
+                    pilotfish::XDS_ADDRESS,
+                    "REDIRECT",
+                    admin_port + i - 1,
+                    &replica_bootstrap_args(second_replica),
+                );
+                Envoy::spawn_with_bootstrap(self.ns.clone(), &dir, &bootstrap)
+            })
+            .collect();
+        for envoy in &mut envoys {
+            envoy.wait_live();
+        }
+        envoys
     }
 
     pub fn ns(&self) -> &Netns {

@@ -8,6 +8,7 @@
 //! traffic (xDS, admin, pilotfish HTTP) on 127.0.0.1, which is not captured.
 #![allow(dead_code, unused_imports)]
 
+pub mod ads_client;
 pub mod app;
 pub mod backend;
 pub mod behaviours;
@@ -27,6 +28,7 @@ pub mod pilotfish;
 pub mod pod;
 pub mod process;
 pub mod registry;
+pub mod replicas;
 pub mod secure_xds;
 pub mod tcp;
 pub mod testdir;

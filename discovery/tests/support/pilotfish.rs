@@ -260,6 +260,16 @@ impl Pilotfish {
         }
     }
 
+    /// `pilotfish_<name>` (a metric without labels) from `/metrics`, 0 when
+    /// absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("pilotfish_{name} ")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn log(&self) -> String {
         self.process.log()
     }

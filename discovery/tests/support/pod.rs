@@ -274,6 +274,37 @@ impl PodBuilder {
     }
 }
 
+/// `pilotfish serve` arguments of a second replica on `config_dir` and
+/// `registry_file`, on [`SECOND_REPLICA_XDS`] (and, with the mesh CA in
+/// `ca_dir`, [`SECOND_REPLICA_SECURE_XDS`]); the caller adds the HTTP port
+/// ([`SECOND_REPLICA_HTTP`]) and anything else.
+pub fn second_replica_args(
+    config_dir: &Path,
+    registry_file: &Path,
+    ca_dir: Option<PathBuf>,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--config-dir".into(),
+        config_dir.display().to_string(),
+        "--registry-file".into(),
+        registry_file.display().to_string(),
+        "--xds-address".into(),
+        SECOND_REPLICA_XDS.into(),
+        "--debounce-ms".into(),
+        "100".into(),
+    ];
+    match ca_dir {
+        Some(ca_dir) => args.extend([
+            "--ca-dir".into(),
+            ca_dir.display().to_string(),
+            "--secure-xds-address".into(),
+            SECOND_REPLICA_SECURE_XDS.into(),
+        ]),
+        None => args.extend(["--secure-xds-address".into(), "off".into()]),
+    }
+    args
+}
+
 /// Where a pod's test resolver listens.
 pub const TEST_RESOLVER: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 0, 54);
 
@@ -425,25 +456,8 @@ impl Pod {
     /// [`SECOND_REPLICA_XDS`] (or [`SECOND_REPLICA_SECURE_XDS`]) and
     /// [`SECOND_REPLICA_HTTP`], with `extra_args`; waits until it is ready.
     pub fn start_second_replica(&self, extra_args: &[String], log_name: &str) -> Pilotfish {
-        let mut args: Vec<String> = vec![
-            "--config-dir".into(),
-            self.config_dir.display().to_string(),
-            "--registry-file".into(),
-            self.registry_file.display().to_string(),
-            "--xds-address".into(),
-            SECOND_REPLICA_XDS.into(),
-            "--debounce-ms".into(),
-            "100".into(),
-        ];
-        match self.secure {
-            true => args.extend([
-                "--ca-dir".into(),
-                secure_xds::ca_dir(self.dir.path()).display().to_string(),
-                "--secure-xds-address".into(),
-                SECOND_REPLICA_SECURE_XDS.into(),
-            ]),
-            false => args.extend(["--secure-xds-address".into(), "off".into()]),
-        }
+        let ca_dir = self.secure.then(|| secure_xds::ca_dir(self.dir.path()));
+        let mut args = second_replica_args(&self.config_dir, &self.registry_file, ca_dir);
         args.extend(extra_args.iter().cloned());
         Pilotfish::serve(
             self.ns.clone(),

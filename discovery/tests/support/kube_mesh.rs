@@ -40,7 +40,7 @@ use super::envoy::{Envoy, pilotfish_bootstrap, sidecar_bootstrap_on};
 use super::http::{Request, Response};
 use super::kube_apiserver::KubeApiServer;
 use super::netns::Netns;
-use super::pilotfish::{self, Pilotfish};
+use super::pilotfish::{self, Launch, Pilotfish};
 use super::pod::{SECOND_REPLICA_HTTP, SECOND_REPLICA_XDS, second_replica_args};
 use super::process::write_world_readable;
 use super::testdir::TestDir;
@@ -342,12 +342,7 @@ pub struct KubePod {
     /// A Consul server on 127.0.0.1:8500 in the pod, when asked for.
     pub consul: Option<Consul>,
     _forwarder: Forwarder,
-    config_dir: PathBuf,
-    registry_file: PathBuf,
-    /// pilotfish's arguments but the config directory and registry file.
-    pilotfish_args: Vec<String>,
-    /// How many pilotfish processes this pod has started.
-    starts: usize,
+    launch: Launch,
     dir: TestDir,
     ns: Arc<Netns>,
 }
@@ -467,10 +462,7 @@ impl KubePod {
             backends,
             consul,
             _forwarder: forwarder,
-            config_dir,
-            registry_file,
-            pilotfish_args: args,
-            starts: 1,
+            launch: Launch::new(config_dir, registry_file, args),
             dir,
             ns,
         }
@@ -481,8 +473,9 @@ impl KubePod {
     /// [`SECOND_REPLICA_HTTP`] (plaintext only), with `extra_args`; returns
     /// once its HTTP port answers, ready or not.
     pub fn spawn_second_replica(&self, extra_args: &[String], log_name: &str) -> Pilotfish {
-        let mut args = second_replica_args(&self.config_dir, &self.registry_file, None);
-        args.extend(self.pilotfish_args.iter().cloned());
+        let mut args =
+            second_replica_args(&self.launch.config_dir, &self.launch.registry_file, None);
+        args.extend(self.launch.args.iter().cloned());
         args.extend(extra_args.iter().cloned());
         Pilotfish::spawn(
             self.ns.clone(),
@@ -495,17 +488,7 @@ impl KubePod {
     /// Starts the first replica again with the same arguments (the previous
     /// one must have exited: it held the ports) and waits until it is ready.
     pub fn restart_pilotfish(&mut self) {
-        self.starts += 1;
-        self.pilotfish = Pilotfish::start(
-            self.ns.clone(),
-            &self.config_dir,
-            &self.registry_file,
-            &self
-                .dir
-                .path()
-                .join(format!("pilotfish-{}.log", self.starts)),
-            &self.pilotfish_args,
-        );
+        self.pilotfish = self.launch.restart(self.ns.clone(), self.dir.path());
     }
 
     /// `n` more sidecars in the pod, `<prefix>-1`…`<prefix>-n`, with their admin

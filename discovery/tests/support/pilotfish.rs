@@ -1,6 +1,6 @@
 //! The pilotfish binary under test, running inside the pod's namespace.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -15,6 +15,43 @@ pub const HTTP_ADDRESS: &str = "127.0.0.1:15014";
 
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_pilotfish")
+}
+
+/// What a pod started its pilotfish with, kept to start a replacement (a
+/// restarted replica) on the same sources with the same arguments.
+pub struct Launch {
+    pub config_dir: PathBuf,
+    pub registry_file: PathBuf,
+    /// The arguments beside the config directory and registry file.
+    pub args: Vec<String>,
+    /// How many pilotfish processes have been started.
+    starts: usize,
+}
+
+impl Launch {
+    /// The launch of a pod's first pilotfish.
+    pub fn new(config_dir: PathBuf, registry_file: PathBuf, args: Vec<String>) -> Launch {
+        Launch {
+            config_dir,
+            registry_file,
+            args,
+            starts: 1,
+        }
+    }
+
+    /// Starts pilotfish again, logging to `dir/pilotfish-<n>.log` (the
+    /// previous one must have exited: it held the ports); waits until it is
+    /// ready.
+    pub fn restart(&mut self, ns: Arc<Netns>, dir: &Path) -> Pilotfish {
+        self.starts += 1;
+        Pilotfish::start(
+            ns,
+            &self.config_dir,
+            &self.registry_file,
+            &dir.join(format!("pilotfish-{}.log", self.starts)),
+            &self.args,
+        )
+    }
 }
 
 pub struct Pilotfish {

@@ -11,7 +11,7 @@ use super::backend::{Backend, Backends};
 use super::envoy::{Envoy, gateway_bootstrap, sidecar_bootstrap};
 use super::http::{Request, Response};
 use super::netns::Netns;
-use super::pilotfish::{self, Pilotfish};
+use super::pilotfish::{self, Launch, Pilotfish};
 use super::process::write_world_readable;
 use super::secure_xds;
 use super::testdir::TestDir;
@@ -262,10 +262,7 @@ impl PodBuilder {
             envoy,
             pilotfish,
             backends,
-            config_dir,
-            registry_file,
-            pilotfish_args,
-            starts: 1,
+            launch: Launch::new(config_dir, registry_file, pilotfish_args),
             secure,
             _dns_server: dns_server,
             dir,
@@ -314,11 +311,7 @@ pub struct Pod {
     pub envoy: Envoy,
     pub pilotfish: Pilotfish,
     pub backends: Backends,
-    config_dir: PathBuf,
-    registry_file: PathBuf,
-    pilotfish_args: Vec<String>,
-    /// How many pilotfish processes this pod has started.
-    starts: usize,
+    launch: Launch,
     /// Envoys of this pod use the secure xDS port.
     secure: bool,
     _dns_server: Option<super::dns::DnsServer>,
@@ -401,7 +394,7 @@ impl Pod {
 
     /// Rewrites a config file in place (truncate and write), as an editor might.
     pub fn write_config(&self, file_name: &str, yaml: &str) {
-        write_world_readable(&self.config_dir.join(file_name), yaml);
+        write_world_readable(&self.launch.config_dir.join(file_name), yaml);
     }
 
     /// Replaces a config file atomically (write elsewhere, then rename), as
@@ -409,12 +402,12 @@ impl Pod {
     pub fn replace_config(&self, file_name: &str, yaml: &str) {
         let staged = self.dir.path().join(format!("{file_name}.staged"));
         write_world_readable(&staged, yaml);
-        std::fs::rename(&staged, self.config_dir.join(file_name))
+        std::fs::rename(&staged, self.launch.config_dir.join(file_name))
             .expect("rename staged config file");
     }
 
     pub fn remove_config(&self, file_name: &str) {
-        std::fs::remove_file(self.config_dir.join(file_name)).expect("remove config file");
+        std::fs::remove_file(self.launch.config_dir.join(file_name)).expect("remove config file");
     }
 
     /// Starts a gateway Envoy (proxy type `router`, workload `labels`) in
@@ -438,17 +431,7 @@ impl Pod {
     /// Starts pilotfish again with the same arguments (the previous one
     /// must have exited: it held the ports), as a replacement replica.
     pub fn restart_pilotfish(&mut self) {
-        self.starts += 1;
-        self.pilotfish = Pilotfish::start(
-            self.ns.clone(),
-            &self.config_dir,
-            &self.registry_file,
-            &self
-                .dir
-                .path()
-                .join(format!("pilotfish-{}.log", self.starts)),
-            &self.pilotfish_args,
-        );
+        self.pilotfish = self.launch.restart(self.ns.clone(), self.dir.path());
     }
 
     /// Starts a second `pilotfish serve` on the pod's config directory and
@@ -457,7 +440,8 @@ impl Pod {
     /// [`SECOND_REPLICA_HTTP`], with `extra_args`; waits until it is ready.
     pub fn start_second_replica(&self, extra_args: &[String], log_name: &str) -> Pilotfish {
         let ca_dir = self.secure.then(|| secure_xds::ca_dir(self.dir.path()));
-        let mut args = second_replica_args(&self.config_dir, &self.registry_file, ca_dir);
+        let mut args =
+            second_replica_args(&self.launch.config_dir, &self.launch.registry_file, ca_dir);
         args.extend(extra_args.iter().cloned());
         Pilotfish::serve(
             self.ns.clone(),
@@ -490,7 +474,7 @@ impl Pod {
 
     /// Rewrites the registry file in place.
     pub fn write_registry(&self, yaml: &str) {
-        write_world_readable(&self.registry_file, yaml);
+        write_world_readable(&self.launch.registry_file, yaml);
     }
 }
 

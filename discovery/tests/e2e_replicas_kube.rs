@@ -6,7 +6,9 @@
 //!
 //! - Twenty sidecars: once the second replica starts, both hold some
 //!   within three ages, and every sidecar is served byte-identical config
-//!   by both (each replica's `/debug/config_dump?proxy=`). One replica
+//!   by both (each replica's `/debug/config_dump?proxy=`), so all twenty
+//!   hold the same resources at the same versions (Envoy's own config
+//!   dumps). One replica
 //!   SIGKILLed while requests flow: every sidecar moves to the other, no
 //!   request fails, the config is unchanged (and, on delta, the move sends
 //!   no config resource); the killed one, restarted, receives sidecars
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::ads_client::clusters_from_raw_client;
+use support::config_dump::dynamic_config;
 use support::kube_apiserver::KubeApiServer;
 use support::kube_mesh::{
     KubePod, KubePodOptions, PORT, apply, apply_bookinfo_config, bookinfo_workloads, fqdn,
@@ -179,6 +182,23 @@ fn two_replicas_on_the_api_server_share_twenty_sidecars_serve_them_identical_con
         assert!(
             first == second,
             "the replicas serve {node} different config:\nfirst:  {first}\nsecond: {second}"
+        );
+    }
+    // And Envoy's side: every sidecar, whichever replica it last synced
+    // from, holds the same resources at the same versions.
+    let reference = dynamic_config(&pod.envoy.config_dump());
+    let count = |kind: &str| reference[kind].as_array().map_or(0, Vec::len);
+    assert!(
+        count("clusters") > 0 && count("listeners") > 0 && count("routes") > 0,
+        "{reference}"
+    );
+    for envoy in &sidecars {
+        let held = dynamic_config(&envoy.config_dump());
+        assert!(
+            held == reference,
+            "{} holds other config than {}:\n{held}\n{reference}",
+            envoy.node_id(),
+            pod.envoy.node_id()
         );
     }
     println!(

@@ -48,6 +48,32 @@ pub fn active_clusters(dump: &Value) -> Vec<&str> {
     )
 }
 
+/// What the control plane gave this Envoy: its dynamic listeners, clusters
+/// and route configurations, each with its version, in Envoy's order,
+/// without the times Envoy applied them. Equal for two Envoys exactly
+/// when both hold the same resources at the same versions.
+pub fn dynamic_config(dump: &Value) -> Value {
+    let mut config = serde_json::json!({
+        "listeners": section(dump, "ListenersConfigDump").and_then(|s| s.get("dynamic_listeners")),
+        "clusters": section(dump, "ClustersConfigDump").and_then(|s| s.get("dynamic_active_clusters")),
+        "warming_clusters": section(dump, "ClustersConfigDump").and_then(|s| s.get("dynamic_warming_clusters")),
+        "routes": section(dump, "RoutesConfigDump").and_then(|s| s.get("dynamic_route_configs")),
+    });
+    remove_key(&mut config, "last_updated");
+    config
+}
+
+fn remove_key(value: &mut Value, key: &str) {
+    match value {
+        Value::Object(map) => {
+            map.remove(key);
+            map.values_mut().for_each(|v| remove_key(v, key));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| remove_key(v, key)),
+        _ => {}
+    }
+}
+
 /// A dynamic route configuration by name (`"9080"`).
 pub fn route_config<'a>(dump: &'a Value, name: &str) -> Option<&'a Value> {
     section(dump, "RoutesConfigDump")?

@@ -85,47 +85,123 @@ pub struct ChangeFigures {
     pub responses: [u64; 4],
 }
 
-/// A restart of the server under the synced proxies (`--restart`).
+/// How the proxies that lost their server synced again, whatever took it
+/// away (`--restart`, `--kill-replica`).
 #[derive(Debug, Serialize)]
-pub struct RestartFigures {
-    /// Proxies synced before the restart.
+pub struct ResyncFigures {
+    /// Proxies synced on the server that went.
     pub expected: usize,
-    /// Of those, synced again on the new process.
+    /// Of those, synced again.
     pub resynced: usize,
-    /// From SIGTERM to the new process ready.
-    pub ready_s: f64,
-    /// From SIGTERM to the last proxy resynced.
+    /// From the signal to the last proxy resynced (or the round timeout).
     pub wall_s: f64,
     /// Per proxy, from losing its stream to being synced again.
     pub resync_ms: Spread,
     pub reconnects: u64,
-    /// CPU of the new process while the proxies resynced.
+    /// Connects that failed while the proxies reconnected.
+    pub reconnect_errors: u64,
+    /// CPU of the server(s) the proxies resynced on, meanwhile.
+    pub server_cpu_s: f64,
+    /// What each resynced proxy received from losing its stream until
+    /// synced again.
+    pub bytes_per_proxy: Spread,
+    /// Responses and resources of each type (CDS, EDS, LDS, RDS) over the
+    /// resynced proxies.
+    pub responses: [u64; 4],
+    pub resources: [u64; 4],
+}
+
+/// A restart of the server under the synced proxies (`--restart`).
+#[derive(Debug, Serialize)]
+pub struct RestartFigures {
+    #[serde(flatten)]
+    pub resync: ResyncFigures,
+    /// From SIGTERM to the new process ready.
+    pub ready_s: f64,
+}
+
+/// A replica killed under its synced proxies, which move to the others
+/// (`--kill-replica`).
+#[derive(Debug, Serialize)]
+pub struct FailoverFigures {
+    /// Index of the killed replica (its figures are in `other_replicas`).
+    pub killed_replica: usize,
+    #[serde(flatten)]
+    pub resync: ResyncFigures,
+    /// The surviving replicas' RSS just before the kill, and its peak
+    /// until the proxies resynced (the largest replica's, with several).
+    pub survivor_rss_before_mib: f64,
+    pub survivor_rss_peak_mib: f64,
+}
+
+/// What the driver measured while proxies resynced.
+pub struct ResyncMeasure {
+    pub expected: usize,
+    pub wall_s: f64,
     pub server_cpu_s: f64,
 }
 
 /// What the driver measured around the restart.
 pub struct RestartMeasure {
-    pub expected: usize,
+    pub resync: ResyncMeasure,
     pub ready_s: f64,
-    pub wall_s: f64,
-    pub server_cpu_s: f64,
 }
 
-pub fn restart_figures(records: &[StreamRecord], measure: RestartMeasure) -> RestartFigures {
-    let times: Vec<f64> = records
+/// What the driver measured around the killed replica.
+pub struct FailoverMeasure {
+    pub resync: ResyncMeasure,
+    pub killed_replica: usize,
+    pub survivor_rss_before_kib: u64,
+    pub survivor_rss_peak_kib: u64,
+}
+
+fn resync_figures(records: &[StreamRecord], measure: ResyncMeasure) -> ResyncFigures {
+    let resynced: Vec<&StreamRecord> = records.iter().filter(|r| r.resync_time.is_some()).collect();
+    let times = resynced
         .iter()
         .filter_map(|r| r.resync_time)
         .map(|t| t.as_secs_f64() * 1000.0)
         .collect();
-    RestartFigures {
+    let traffic = || resynced.iter().map(|r| &r.resync);
+    ResyncFigures {
         expected: measure.expected,
-        resynced: times.len(),
-        ready_s: measure.ready_s,
+        resynced: resynced.len(),
         wall_s: measure.wall_s,
         resync_ms: Spread::of(times),
         reconnects: records.iter().map(|r| u64::from(r.reconnects)).sum(),
+        reconnect_errors: records.iter().map(|r| u64::from(r.reconnect_errors)).sum(),
         server_cpu_s: measure.server_cpu_s,
+        bytes_per_proxy: Spread::of(traffic().map(|t| t.bytes as f64).collect()),
+        responses: sum_per_type(traffic().map(|t| &t.responses)),
+        resources: sum_per_type(traffic().map(|t| &t.resources)),
     }
+}
+
+pub fn restart_figures(records: &[StreamRecord], measure: RestartMeasure) -> RestartFigures {
+    RestartFigures {
+        resync: resync_figures(records, measure.resync),
+        ready_s: measure.ready_s,
+    }
+}
+
+pub fn failover_figures(records: &[StreamRecord], measure: FailoverMeasure) -> FailoverFigures {
+    FailoverFigures {
+        killed_replica: measure.killed_replica,
+        resync: resync_figures(records, measure.resync),
+        survivor_rss_before_mib: mib(measure.survivor_rss_before_kib),
+        survivor_rss_peak_mib: mib(measure.survivor_rss_peak_kib),
+    }
+}
+
+/// Streams whose first sync was on each replica.
+pub fn proxies_per_replica(records: &[StreamRecord], replicas: usize) -> Vec<usize> {
+    let mut counts = vec![0; replicas];
+    for replica in records.iter().filter_map(|r| r.first_replica) {
+        if let Some(count) = counts.get_mut(replica) {
+            *count += 1;
+        }
+    }
+    counts
 }
 
 #[derive(Debug, Serialize)]
@@ -137,10 +213,16 @@ pub struct Report {
     pub endpoints: usize,
     pub virtual_services: usize,
     pub destination_rules: usize,
+    /// The server, or replica 0 with `--replicas`.
     pub server: ServerFigures,
+    /// Replicas 1.. with `--replicas` (a killed one read until its end).
+    pub other_replicas: Vec<ServerFigures>,
+    /// Streams whose first sync was on each replica.
+    pub proxies_per_replica: Vec<usize>,
     pub initial_sync: SyncFigures,
     pub changes: Vec<ChangeFigures>,
     pub restart: Option<RestartFigures>,
+    pub failover: Option<FailoverFigures>,
     pub connect_errors: u64,
     pub stream_errors: u64,
     pub loadgen_cpu_s: f64,
@@ -158,13 +240,17 @@ pub struct RoundMeasure {
     pub server_cpu_s: f64,
 }
 
-fn sum_responses<'a>(traffic: impl Iterator<Item = &'a Traffic>) -> [u64; 4] {
-    traffic.fold([0; 4], |mut sum, t| {
-        for (s, n) in sum.iter_mut().zip(t.responses) {
-            *s += u64::from(n);
+fn sum_per_type<'a>(counts: impl Iterator<Item = &'a [u32; 4]>) -> [u64; 4] {
+    counts.fold([0; 4], |mut sum, counts| {
+        for (s, n) in sum.iter_mut().zip(counts) {
+            *s += u64::from(*n);
         }
         sum
     })
+}
+
+fn sum_responses<'a>(traffic: impl Iterator<Item = &'a Traffic>) -> [u64; 4] {
+    sum_per_type(traffic.map(|t| &t.responses))
 }
 
 pub fn sync_figures(records: &[StreamRecord], wall_s: f64, server_cpu_s: f64) -> SyncFigures {
@@ -250,6 +336,41 @@ fn responses(counts: [u64; 4], proxies: usize) -> String {
         .join(", ")
 }
 
+/// A table of one resync (a restart or a failover): `ready` is when the
+/// server the proxies reconnect to was ready.
+fn resync_table(out: &mut String, event: &str, ready: &str, r: &ResyncFigures) {
+    let _ = writeln!(
+        out,
+        "\n| event | resynced | server ready | all resynced | resync p50 / p99 / max | reconnects / errors | server CPU | bytes/proxy p50 / max | resources per proxy |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|");
+    let row = [
+        event.to_string(),
+        format!("{} / {}", r.resynced, r.expected),
+        ready.to_string(),
+        format!("{:.2} s", r.wall_s),
+        format!("{} ms", r.resync_ms.format(|v| format!("{v:.0}"))),
+        format!("{} / {}", r.reconnects, r.reconnect_errors),
+        format!("{:.2} s", r.server_cpu_s),
+        r.bytes_per_proxy.format_bytes(),
+        per_type_or_none(r.resources, r.resynced),
+    ];
+    let _ = writeln!(out, "| {} |", row.join(" | "));
+    let _ = writeln!(
+        out,
+        "\nResync responses per proxy: {}",
+        per_type_or_none(r.responses, r.resynced)
+    );
+}
+
+/// As [`responses`], "0" when every count is zero.
+fn per_type_or_none(counts: [u64; 4], proxies: usize) -> String {
+    match counts.iter().all(|&n| n == 0) {
+        true => "0".to_string(),
+        false => responses(counts, proxies),
+    }
+}
+
 impl Report {
     /// Markdown tables: the run, the initial sync, and every change round.
     pub fn to_markdown(&self) -> String {
@@ -282,6 +403,29 @@ impl Report {
             format!("{:.2} s", self.loadgen_cpu_s),
         ];
         let _ = writeln!(out, "| {} |", row.join(" | "));
+        for (index, r) in self.other_replicas.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "\nReplica {} (pid {}) RSS idle / peak / after: {:.0} / {:.0} / {:.0} MiB",
+                index + 1,
+                r.pid,
+                r.rss_idle_mib,
+                r.rss_peak_mib,
+                r.rss_after_disconnect_mib
+            );
+        }
+        if self.proxies_per_replica.len() > 1 {
+            let counts: Vec<String> = self
+                .proxies_per_replica
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
+            let _ = writeln!(
+                out,
+                "\nProxies per replica at the initial sync: {}",
+                counts.join(" / ")
+            );
+        }
         let _ = writeln!(
             out,
             "\nInitial sync responses per proxy: {}\n",
@@ -312,21 +456,16 @@ impl Report {
             let _ = writeln!(out, "| {} |", row.join(" | "));
         }
         if let Some(r) = &self.restart {
+            let ready = format!("{:.2} s", r.ready_s);
+            resync_table(&mut out, "SIGTERM, start again", &ready, &r.resync);
+        }
+        if let Some(f) = &self.failover {
+            let event = format!("SIGKILL replica {}", f.killed_replica);
+            resync_table(&mut out, &event, "–", &f.resync);
             let _ = writeln!(
                 out,
-                "\n| restart | resynced | server ready | all resynced | resync p50 / p99 / max | reconnects | server CPU |"
-            );
-            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
-            let _ = writeln!(
-                out,
-                "| SIGTERM, start again | {} / {} | {:.2} s | {:.2} s | {} ms | {} | {:.2} s |",
-                r.resynced,
-                r.expected,
-                r.ready_s,
-                r.wall_s,
-                r.resync_ms.format(|v| format!("{v:.0}")),
-                r.reconnects,
-                r.server_cpu_s
+                "\nSurviving replica RSS before the kill / peak until resynced: {:.0} / {:.0} MiB",
+                f.survivor_rss_before_mib, f.survivor_rss_peak_mib
             );
         }
         out

@@ -36,7 +36,7 @@ pub enum ServerError {
     NotReady(Duration, PathBuf),
     #[error("pid {0} is not a running process")]
     NoSuchPid(u32),
-    #[error("only a server the load generator started can be restarted (--pilotfish)")]
+    #[error("only a server the load generator started can be restarted or killed (--pilotfish)")]
     NotOurs,
 }
 
@@ -140,6 +140,17 @@ impl Server {
     pub async fn input_problems(&self) -> Option<Result<Vec<String>, ServerError>> {
         let http = self.http?;
         Some(fetch_problems(http).await)
+    }
+
+    /// Kills a server we started with SIGKILL, as a crash or an OOM kill
+    /// would: no GOAWAY, its connections simply end. Waits until it is gone.
+    pub async fn kill(&mut self) -> Result<(), ServerError> {
+        let Some(mut child) = self.child.take() else {
+            return Err(ServerError::NotOurs);
+        };
+        child.kill().await?;
+        tracing::info!(pid = self.pid, "pilotfish killed");
+        Ok(())
     }
 
     /// Stops a server we started: SIGTERM, then SIGKILL after a grace period.

@@ -46,9 +46,23 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// The stream's first request: every cluster.
-    pub fn start(&self) -> Step {
-        wildcard(XdsType::Cluster)
+    /// The requests that open a stream. A proxy's first stream asks for
+    /// every cluster and follows from there; a later one (a reconnect)
+    /// repeats at once every subscription the proxy holds, as Envoy does,
+    /// and the proxy is synced again once each is answered on it.
+    pub fn open(&mut self) -> Vec<Step> {
+        self.acked = [false; 4];
+        let mut steps = vec![wildcard(XdsType::Cluster)];
+        if !self.endpoints.is_empty() {
+            steps.push(subscription(XdsType::Endpoint, &self.endpoints));
+        }
+        if self.listeners_requested {
+            steps.push(wildcard(XdsType::Listener));
+        }
+        if !self.routes.is_empty() {
+            steps.push(subscription(XdsType::Route, &self.routes));
+        }
+        steps
     }
 
     /// The resource names currently subscribed for `ty` (empty: wildcard).
@@ -107,6 +121,17 @@ fn wildcard(ty: XdsType) -> Step {
         ty,
         names: Vec::new(),
         added: Vec::new(),
+        removed: Vec::new(),
+    }
+}
+
+/// Every name of a subscription, as a new stream requests it.
+fn subscription(ty: XdsType, names: &BTreeSet<String>) -> Step {
+    let names: Vec<String> = names.iter().cloned().collect();
+    Step::Subscribe {
+        ty,
+        added: names.clone(),
+        names,
         removed: Vec::new(),
     }
 }
@@ -186,6 +211,48 @@ mod tests {
         );
         f.on_response(XdsType::Route, Update::Replace(&Vec::new()));
         assert!(f.synced());
+    }
+
+    #[test]
+    fn a_new_stream_repeats_every_subscription_and_syncs_again() {
+        let mut f = Follower::default();
+        assert_eq!(f.open(), vec![wildcard(XdsType::Cluster)]);
+        let clusters = refs(&[("a", &["a"])]);
+        f.on_response(XdsType::Cluster, Update::Replace(&clusters));
+        f.on_response(XdsType::Endpoint, Update::Replace(&Vec::new()));
+        let listeners = refs(&[("0.0.0.0_8080", &["8080"])]);
+        f.on_response(XdsType::Listener, Update::Replace(&listeners));
+        f.on_response(XdsType::Route, Update::Replace(&Vec::new()));
+        assert!(f.synced());
+
+        let steps = f.open();
+        assert!(!f.synced(), "a new stream must be answered again");
+        let types: Vec<XdsType> = steps
+            .iter()
+            .map(|s| match s {
+                Step::Ack(ty) | Step::Subscribe { ty, .. } => *ty,
+            })
+            .collect();
+        assert_eq!(types, XdsType::ALL);
+        assert!(
+            matches!(&steps[3], Step::Subscribe { added, .. } if added == &["8080"]),
+            "{steps:?}"
+        );
+        // A delta server with the same input answers each with nothing:
+        // the proxy keeps what it holds and asks for nothing more.
+        let nothing = Vec::new();
+        for ty in XdsType::ALL {
+            let steps = f.on_response(
+                ty,
+                Update::Merge {
+                    changed: &nothing,
+                    removed: &[],
+                },
+            );
+            assert_eq!(steps, vec![Step::Ack(ty)]);
+        }
+        assert!(f.synced());
+        assert_eq!(f.names(XdsType::Endpoint), vec!["a".to_string()]);
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::inspect::{Inspector, XdsType, content_key};
 use follow::{Follower, Step, Update};
-use record::Recorder;
 pub use record::{ActiveChange, ChangeWatch, Progress, StreamRecord};
+use record::{Recorder, ResponseSize};
 
 /// Envoy's default HTTP/2 windows for its gRPC clients (256 MiB), so large
 /// state-of-the-world responses are not throttled by flow control.
@@ -37,7 +37,7 @@ const REQUEST_QUEUE: usize = 16;
 /// `RECONNECT_JITTER_MS` spread over the proxies.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 const RECONNECT_JITTER_MS: u64 = 400;
-/// Reconnects per proxy in one run (a run restarts its server once).
+/// Reconnects per proxy in one run (a run restarts or kills a server once).
 const MAX_RECONNECTS: u32 = 5;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -60,7 +60,8 @@ impl Protocol {
 
 /// What every client shares.
 pub struct Shared {
-    pub target: SocketAddr,
+    /// The replicas' ADS addresses, as Envoy's xds-grpc cluster lists them.
+    pub targets: Vec<SocketAddr>,
     pub protocol: Protocol,
     pub views: usize,
     pub rounds: usize,
@@ -70,12 +71,22 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
     /// No stream outlives this.
     pub deadline: Instant,
-    /// Reopen a stream the server ends (`--restart`).
+    /// Reopen a stream the server ends (`--restart`, `--kill-replica`).
     pub reconnect: bool,
 }
 
 /// Runs proxy `index` until told to stop, the deadline, or a stream error.
 pub async fn run(index: usize, shared: Arc<Shared>) -> StreamRecord {
+    match shared.protocol {
+        Protocol::Sotw => proxy::<variants::Sotw>(index, &shared).await,
+        Protocol::Delta => proxy::<variants::Delta>(index, &shared).await,
+    }
+}
+
+/// One proxy's streams. What it holds (the follower's subscriptions, the
+/// variant's versions) outlives a stream, as Envoy keeps its config when
+/// its control plane goes away.
+async fn proxy<V: Variant>(index: usize, shared: &Shared) -> StreamRecord {
     let mut recorder = Recorder::new(
         shared.rounds,
         shared.progress.clone(),
@@ -83,38 +94,44 @@ pub async fn run(index: usize, shared: Arc<Shared>) -> StreamRecord {
     );
     recorder.start();
     let node = crate::node::sidecar_node(index, shared.views);
-    let mut lost_at = None;
+    let mut variant = V::new(shared.reconnect);
+    let mut follower = Follower::default();
+    // First connections alternate over the replicas, as a load balancer
+    // spreads them.
+    let mut replica = index % shared.targets.len().max(1);
     loop {
-        let outcome = match shared.protocol {
-            Protocol::Sotw => {
-                let variant = variants::Sotw::default();
-                drive(variant, node.clone(), &shared, &mut recorder, lost_at).await
-            }
-            Protocol::Delta => {
-                let variant = variants::Delta::default();
-                drive(variant, node.clone(), &shared, &mut recorder, lost_at).await
-            }
-        };
-        let Err(error) = outcome else { break };
+        let node = node.clone();
+        let outcome = drive(
+            &mut variant,
+            &mut follower,
+            node,
+            shared,
+            &mut recorder,
+            &mut replica,
+        );
+        let Err(error) = outcome.await else { break };
         // As Envoy does, a synced proxy whose stream the server ended opens
-        // a new one after a jittered pause.
+        // a new one after a jittered pause, on the next host of its list.
         let reconnect = shared.reconnect
             && recorder.record.sync_time.is_some()
             && error.ended_by_server
             && recorder.record.reconnects < MAX_RECONNECTS;
         if reconnect {
-            lost_at.get_or_insert_with(std::time::Instant::now);
-            recorder.record.reconnects += 1;
+            recorder.lost();
+            replica = next_replica(replica, shared);
             let jitter = Duration::from_millis(RECONNECT_JITTER_MS * (index as u64 % 16) / 16);
             tokio::time::sleep(RECONNECT_PAUSE + jitter).await;
             continue;
         }
         tracing::debug!(proxy = index, error = %error.message, "stream ended");
-        recorder.record.error = Some(error.message);
-        shared.progress.note_ended();
+        recorder.ended(error.message);
         break;
     }
     recorder.record
+}
+
+fn next_replica(replica: usize, shared: &Shared) -> usize {
+    (replica + 1) % shared.targets.len().max(1)
 }
 
 /// How a stream ended against our will.
@@ -162,7 +179,14 @@ pub trait Variant: Send {
     type Request: Send + 'static;
     type Response: Send + 'static;
 
+    /// A proxy's variant; `reconnects` when it may open more than one
+    /// stream (and so must remember what it holds).
+    fn new(reconnects: bool) -> Self;
+
     fn request(&mut self, step: &Step, follower: &Follower, node: Option<Node>) -> Self::Request;
+
+    /// A new stream opens: forget the previous stream's nonces.
+    fn new_stream(&mut self);
 
     /// Reads a response (and remembers its nonce and version for the ACK).
     fn read<'a>(&mut self, response: &'a Self::Response) -> Option<Received<'a>>;
@@ -173,21 +197,35 @@ pub trait Variant: Send {
     ) -> impl Future<Output = Result<Streaming<Self::Response>, tonic::Status>> + Send;
 }
 
-/// Connects with a few retries (as Envoy would retry), counting failures.
-async fn connect(target: SocketAddr, recorder: &mut Recorder) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{target}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(WINDOW_BYTES)
-        .initial_connection_window_size(WINDOW_BYTES);
+/// Connects with a few retries (as Envoy would retry), counting failures;
+/// a failed attempt tries the next replica, as Envoy's cluster picks
+/// another host. `replica` ends as the one connected to.
+async fn connect(
+    shared: &Shared,
+    replica: &mut usize,
+    recorder: &mut Recorder,
+) -> Result<Channel, String> {
     let mut last_error = String::new();
     for attempt in 1..=CONNECT_ATTEMPTS {
+        let target = shared
+            .targets
+            .get(*replica)
+            .ok_or("no replica to connect to")?;
+        let endpoint = Endpoint::from_shared(format!("http://{target}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(WINDOW_BYTES)
+            .initial_connection_window_size(WINDOW_BYTES);
         match endpoint.connect().await {
-            Ok(channel) => return Ok(channel),
+            Ok(channel) => {
+                recorder.connected_to(*replica);
+                return Ok(channel);
+            }
             Err(error) => {
-                recorder.record.connect_errors += 1;
+                recorder.connect_failed();
                 last_error = format!("connect: {error}");
+                *replica = next_replica(*replica, shared);
                 tokio::time::sleep(Duration::from_millis(200) * attempt).await;
             }
         }
@@ -198,21 +236,25 @@ async fn connect(target: SocketAddr, recorder: &mut Recorder) -> Result<Channel,
 /// The stream's life: connect, subscribe as Envoy does, ACK everything,
 /// record, until stopped (`Ok`) or failed (`Err`).
 async fn drive<V: Variant>(
-    mut variant: V,
+    variant: &mut V,
+    follower: &mut Follower,
     node: Node,
     shared: &Shared,
     recorder: &mut Recorder,
-    lost_at: Option<std::time::Instant>,
+    replica: &mut usize,
 ) -> Result<(), StreamEnd> {
-    let channel = connect(shared.target, recorder).await?;
-    let mut follower = Follower::default();
+    let channel = connect(shared, replica, recorder).await?;
+    variant.new_stream();
     let (requests, queue) = mpsc::channel(REQUEST_QUEUE);
     // Envoy sets the node on the first request of a stream only.
-    let first = variant.request(&follower.start(), &follower, Some(node));
-    requests
-        .send(first)
-        .await
-        .map_err(|_| "request queue closed")?;
+    let mut node = Some(node);
+    for step in follower.open() {
+        let request = variant.request(&step, follower, node.take());
+        requests
+            .send(request)
+            .await
+            .map_err(|_| "request queue closed")?;
+    }
     let mut responses = V::open(channel, ReceiverStream::new(queue))
         .await
         .map_err(|status| by_server(format!("open stream: {status}")))?;
@@ -232,7 +274,12 @@ async fn drive<V: Variant>(
         };
         let inspector = &shared.inspector;
         let (key, ty) = (received.key, received.ty);
-        recorder.received(ty, received.bytes, |probe| {
+        let size = ResponseSize {
+            ty,
+            bytes: received.bytes,
+            resources: received.resources.len(),
+        };
+        recorder.received(size, |probe| {
             inspector.shows(key, probe, received.resources.iter().copied())
         });
         let references = inspector.references(key, ty, received.resources.iter().copied());
@@ -244,13 +291,13 @@ async fn drive<V: Variant>(
             },
         };
         for step in follower.on_response(ty, update) {
-            let request = variant.request(&step, &follower, None);
+            let request = variant.request(&step, follower, None);
             requests
                 .send(request)
                 .await
                 .map_err(|_| "request queue closed")?;
         }
-        recorder.check_synced(follower.synced(), lost_at);
+        recorder.check_synced(follower.synced());
     }
 }
 

@@ -1,7 +1,10 @@
 //! The two ADS variants' message shapes. State of the world: a request names
 //! the whole subscription and ACKs with the response's version and nonce.
-//! Delta: a request subscribes and unsubscribes names, and ACKs with the
-//! nonce alone.
+//! Delta: a request subscribes and unsubscribes names, ACKs with the nonce
+//! alone, and the first request of a type on a new stream tells what the
+//! proxy holds (`initial_resource_versions`).
+
+use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes};
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -28,6 +31,12 @@ struct LastSeen {
 }
 
 impl LastSeen {
+    /// A new stream: nonces are per stream; the versions are what the
+    /// proxy accepted, which Envoy's SotW requests keep.
+    fn forget_nonces(&mut self) {
+        self.nonce = Default::default();
+    }
+
     fn note(&mut self, ty: XdsType, nonce: &str, version: &str) {
         self.nonce[ty.index()] = nonce.to_string();
         self.version[ty.index()] = version.to_string();
@@ -40,7 +49,6 @@ fn step_type(step: &Step) -> XdsType {
     }
 }
 
-#[derive(Default)]
 pub struct Sotw {
     last: LastSeen,
     /// Each type's subscribed names, encoded once per subscription: every
@@ -111,6 +119,17 @@ impl Variant for Sotw {
     type Request = SotwRequest;
     type Response = DiscoveryResponse;
 
+    fn new(_: bool) -> Self {
+        Sotw {
+            last: LastSeen::default(),
+            names: Default::default(),
+        }
+    }
+
+    fn new_stream(&mut self) {
+        self.last.forget_nonces();
+    }
+
     /// An ACK and a subscription change are the same request: the current
     /// names with the last version and nonce of the type.
     fn request(&mut self, step: &Step, _: &Follower, node: Option<Node>) -> SotwRequest {
@@ -165,27 +184,57 @@ impl Variant for Sotw {
     }
 }
 
-#[derive(Default)]
 pub struct Delta {
     last: LastSeen,
+    /// Per type, name → version of what the proxy holds; kept only for
+    /// a proxy that reopens streams (it costs the generator's CPU).
+    held: Option<[HashMap<String, String>; 4]>,
+    /// Types not requested yet on this stream.
+    unrequested: [bool; 4],
 }
 
 impl Variant for Delta {
     type Request = DeltaDiscoveryRequest;
     type Response = DeltaDiscoveryResponse;
 
+    fn new(reconnects: bool) -> Self {
+        Delta {
+            last: LastSeen::default(),
+            held: reconnects.then(Default::default),
+            unrequested: [true; 4],
+        }
+    }
+
+    fn new_stream(&mut self) {
+        self.last.forget_nonces();
+        self.unrequested = [true; 4];
+    }
+
     fn request(&mut self, step: &Step, _: &Follower, node: Option<Node>) -> DeltaDiscoveryRequest {
         let ty = step_type(step);
+        let held = self.held.as_mut().map(|held| &mut held[ty.index()]);
         let mut request = DeltaDiscoveryRequest {
             node,
             type_url: ty.type_url(),
             ..Default::default()
         };
+        // As Envoy does on a new stream: the server then sends only what
+        // differs from what the proxy holds (nothing, on the same input).
+        if std::mem::take(&mut self.unrequested[ty.index()])
+            && let Some(held) = &held
+        {
+            request.initial_resource_versions = (*held).clone();
+        }
         match step {
             Step::Ack(_) => request.response_nonce = self.last.nonce[ty.index()].clone(),
             Step::Subscribe { added, removed, .. } => {
                 request.resource_names_subscribe = added.clone();
                 request.resource_names_unsubscribe = removed.clone();
+                if let Some(held) = held {
+                    for name in removed {
+                        held.remove(name);
+                    }
+                }
             }
         }
         request
@@ -195,6 +244,14 @@ impl Variant for Delta {
         let ty = XdsType::from_type_url(&response.type_url)?;
         self.last
             .note(ty, &response.nonce, &response.system_version_info);
+        if let Some(held) = self.held.as_mut().map(|held| &mut held[ty.index()]) {
+            for resource in &response.resources {
+                held.insert(resource.name.clone(), resource.version.clone());
+            }
+            for name in &response.removed_resources {
+                held.remove(name);
+            }
+        }
         let key = content_key(
             &response.type_url,
             &response.system_version_info,
@@ -237,7 +294,7 @@ mod tests {
 
     #[test]
     fn an_ack_carries_the_subscribed_names_encoded_once() {
-        let mut sotw = Sotw::default();
+        let mut sotw = Sotw::new(false);
         let follower = Follower::default();
         let names = vec!["a".to_string(), "b".to_string()];
         let subscribe = Step::Subscribe {
@@ -253,5 +310,51 @@ mod tests {
         let decoded = DiscoveryRequest::decode(encoded.as_slice()).expect("a DiscoveryRequest");
         assert_eq!(decoded.resource_names, names);
         assert_eq!(decoded.type_url, XdsType::Endpoint.type_url());
+    }
+
+    #[test]
+    fn a_new_delta_stream_tells_the_versions_the_proxy_holds() {
+        use envoy_types::pb::envoy::service::discovery::v3::Resource;
+        let follower = Follower::default();
+        let mut delta = Delta::new(true);
+        let cds = Step::Subscribe {
+            ty: XdsType::Cluster,
+            names: Vec::new(),
+            added: Vec::new(),
+            removed: Vec::new(),
+        };
+        let first = delta.request(&cds, &follower, None);
+        assert!(first.initial_resource_versions.is_empty());
+        let resource = |name: &str, version: &str| Resource {
+            name: name.into(),
+            version: version.into(),
+            ..Default::default()
+        };
+        let response = DeltaDiscoveryResponse {
+            type_url: XdsType::Cluster.type_url(),
+            nonce: "1".into(),
+            resources: vec![resource("a", "v1"), resource("b", "v1")],
+            ..Default::default()
+        };
+        delta.read(&response);
+        let removal = DeltaDiscoveryResponse {
+            type_url: XdsType::Cluster.type_url(),
+            nonce: "2".into(),
+            removed_resources: vec!["b".into()],
+            ..Default::default()
+        };
+        delta.read(&removal);
+        let ack = delta.request(&Step::Ack(XdsType::Cluster), &follower, None);
+        assert!(
+            ack.initial_resource_versions.is_empty(),
+            "only a stream's first request"
+        );
+        assert_eq!(ack.response_nonce, "2");
+
+        delta.new_stream();
+        let again = delta.request(&cds, &follower, None);
+        let expected: HashMap<String, String> = [("a".to_string(), "v1".to_string())].into();
+        assert_eq!(again.initial_resource_versions, expected);
+        assert!(again.response_nonce.is_empty());
     }
 }

@@ -2,7 +2,7 @@
 //! proxy subscribed to, what it holds, and the diff of that against a
 //! snapshot. Pure (no I/O), so the protocol rules are tested here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::resource::Resource;
@@ -75,12 +75,14 @@ impl Delta {
     }
 }
 
-/// One request's subscription fields.
-#[derive(Clone, Copy, Debug, Default)]
+/// One request's subscription fields. The initial versions are taken, not
+/// borrowed: a reconnecting proxy lists everything it holds (thousands of
+/// names), and they become the stream's record of it without a copy.
+#[derive(Debug, Default)]
 pub struct SubscriptionChange<'a> {
     pub subscribe: &'a [String],
     pub unsubscribe: &'a [String],
-    pub initial_versions: Option<&'a HashMap<String, String>>,
+    pub initial_versions: Option<HashMap<String, String>>,
 }
 
 /// What a proxy holds of one type.
@@ -88,7 +90,7 @@ pub struct SubscriptionChange<'a> {
 enum Known {
     /// Name by name: its initial versions, or what remains after it
     /// unsubscribed.
-    Listed(BTreeMap<String, String>),
+    Listed(HashMap<String, String>),
     /// Exactly what `names` selected of `resources` (all for `None`) when
     /// last sent: the snapshot's own set, not a copy per stream.
     Sent {
@@ -111,19 +113,26 @@ impl Known {
         }
     }
 
-    fn names(&self) -> Vec<String> {
+    /// The names held for which `keep` says yes, copied (only those).
+    fn names_where(&self, keep: impl Fn(&String) -> bool) -> Vec<String> {
         match self {
-            Known::Listed(map) => map.keys().cloned().collect(),
+            Known::Listed(map) => map.keys().filter(|n| keep(n)).cloned().collect(),
             Known::Sent { resources, names } => resources
                 .select(names.as_deref())
                 .into_iter()
-                .map(|(name, _)| name.clone())
+                .map(|(name, _)| name)
+                .filter(|n| keep(n))
+                .cloned()
                 .collect(),
         }
     }
 
+    fn contains(&self, name: &str) -> bool {
+        self.version(name).is_some()
+    }
+
     /// Name by name, for the rare edits (unsubscribes) of what is held.
-    fn listed(&mut self) -> &mut BTreeMap<String, String> {
+    fn listed(&mut self) -> &mut HashMap<String, String> {
         if let Known::Sent { resources, names } = self {
             let map = resources
                 .select(names.as_deref())
@@ -171,7 +180,7 @@ impl DeltaState {
             started: false,
             wildcard: false,
             names: NameSet::default(),
-            known: Known::Listed(BTreeMap::new()),
+            known: Known::Listed(HashMap::new()),
             forced: BTreeSet::new(),
             fresh: false,
         }
@@ -183,7 +192,9 @@ impl DeltaState {
 
     /// Names of the resources the proxy holds, once it applied what was sent.
     pub fn known_names(&self) -> Vec<String> {
-        self.known.names()
+        let mut names = self.known.names_where(|_| true);
+        names.sort();
+        names
     }
 
     /// What the proxy holds, for the sync status: shared, not copied.
@@ -209,13 +220,17 @@ impl DeltaState {
         let first = !self.started;
         self.started = true;
         self.unfresh();
-        let initially_empty = change.initial_versions.is_none_or(HashMap::is_empty);
         if first {
-            self.fresh = initially_empty;
-            if let Some(initial) = change.initial_versions {
-                self.known
-                    .listed()
-                    .extend(initial.iter().map(|(n, v)| (n.clone(), v.clone())));
+            // A new stream's state holds nothing but what the proxy says
+            // it has.
+            let initial = change.initial_versions.unwrap_or_default();
+            self.fresh = initial.is_empty();
+            let known = self.known.listed();
+            if known.is_empty() {
+                // The decoded map itself, not a rehash of it.
+                *known = initial;
+            } else {
+                known.extend(initial);
             }
             // Legacy wildcard: a first request naming nothing means `*`.
             if self.ty.is_wildcard() && change.subscribe.is_empty() && change.unsubscribe.is_empty()
@@ -223,11 +238,8 @@ impl DeltaState {
                 self.wildcard = true;
             }
         }
-        let told = |name: &String| {
-            change
-                .initial_versions
-                .is_some_and(|initial| initial.contains_key(name))
-        };
+        // On the first request what is known is what the proxy just told.
+        let told = |known: &Known, name: &String| known.contains(name);
         for name in change.subscribe {
             if self.is_wildcard_name(name) {
                 self.wildcard = true;
@@ -236,7 +248,7 @@ impl DeltaState {
             Arc::make_mut(&mut self.names).insert(name.clone());
             // Resent even if unchanged, unless the proxy just said which
             // version it holds (a reconnect). A fresh proxy is sent all.
-            if first && (self.fresh || told(name)) {
+            if first && (self.fresh || told(&self.known, name)) {
                 continue;
             }
             self.forced.insert(name.clone());
@@ -318,12 +330,13 @@ impl DeltaState {
         let exists = |name: &String| {
             resources.resources.contains_key(name) && (self.wildcard || self.names.contains(name))
         };
+        // Only the names that went are copied: a reconnect lists
+        // thousands that are all still there.
         let removed: Vec<String> = self
             .known
-            .names()
+            .names_where(|n| !exists(n))
             .into_iter()
-            .chain(self.forced.iter().cloned())
-            .filter(|n| !exists(n))
+            .chain(self.forced.iter().filter(|n| !exists(n)).cloned())
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
@@ -581,7 +594,7 @@ mod tests {
         versions.insert("gone".into(), "old".into());
         let mut cds = DeltaState::new(XdsType::Cluster);
         cds.apply(SubscriptionChange {
-            initial_versions: Some(&versions),
+            initial_versions: Some(versions.clone()),
             ..Default::default()
         });
         let delta = cds.diff(&all);
@@ -594,7 +607,7 @@ mod tests {
         let wanted = names(&["a", "b"]);
         eds.apply(SubscriptionChange {
             subscribe: &wanted,
-            initial_versions: Some(&versions),
+            initial_versions: Some(versions.clone()),
             ..Default::default()
         });
         let delta = eds.diff(&all);

@@ -212,7 +212,7 @@ impl Protocol for DeltaConnection {
         &mut self.session
     }
 
-    async fn on_request(&mut self, request: DeltaRequest) -> Result<(), Status> {
+    async fn on_request(&mut self, mut request: DeltaRequest) -> Result<(), Status> {
         self.session.register(request.node.as_ref())?;
         let Some(ty) = XdsType::from_type_url(&request.type_url) else {
             tracing::debug!(connection = self.session.id, type_url = %request.type_url, "ignoring request for a type Pilotfish does not serve");
@@ -232,7 +232,7 @@ impl Protocol for DeltaConnection {
         let first = stream.state.apply(SubscriptionChange {
             subscribe: &request.resource_names_subscribe,
             unsubscribe: &request.resource_names_unsubscribe,
-            initial_versions: Some(&request.initial_resource_versions),
+            initial_versions: Some(std::mem::take(&mut request.initial_resource_versions)),
         });
         if !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty()

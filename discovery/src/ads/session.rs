@@ -450,7 +450,11 @@ pub trait Protocol: Send {
 /// they come, and a push per new mesh generation.
 pub async fn serve<P: Protocol>(mut protocol: P, mut requests: RequestStream<P::Request>) {
     let mut generations = protocol.session().ctx.generations.clone();
-    generations.mark_unchanged();
+    // The newest generation, marked seen. The session took the one current
+    // when the stream was accepted; one published since (before this task
+    // ran) must not be marked seen without being taken, or the proxy would
+    // wait for the next change to get it.
+    protocol.session().generation = generations.borrow_and_update().clone();
     let shutdown = protocol.session().ctx.shutdown.clone();
     let aged = protocol.session().caller.connection_aged.clone();
     loop {
@@ -515,4 +519,72 @@ pub async fn serve<P: Protocol>(mut protocol: P, mut requests: RequestStream<P::
         }
     }
     protocol.session().close();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ads::stream::Connection;
+    use crate::metrics::Metrics;
+    use envoy_types::pb::envoy::config::core::v3::Node;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use futures::StreamExt;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+    use prost::Message;
+    use tokio::sync::watch;
+
+    const NODE: &str = "sidecar~10.0.0.1~a.default~default.svc.cluster.local";
+
+    fn generation(version: u64) -> Arc<MeshGeneration> {
+        Arc::new(MeshGeneration {
+            version,
+            ..Default::default()
+        })
+    }
+
+    /// A request body holding one framed LDS request, then staying open as
+    /// a proxy's does.
+    fn one_request() -> RequestStream<crate::ads::requests::SotwRequest> {
+        let request = DiscoveryRequest {
+            node: Some(Node {
+                id: NODE.into(),
+                ..Default::default()
+            }),
+            type_url: XdsType::Listener.type_url(),
+            ..Default::default()
+        };
+        let encoded = request.encode_to_vec();
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&encoded);
+        let frames = futures::stream::iter([Ok::<_, Status>(Frame::data(Bytes::from(framed)))])
+            .chain(futures::stream::pending());
+        RequestStream::new(StreamBody::new(frames), 1 << 20)
+    }
+
+    #[tokio::test]
+    async fn a_generation_published_between_accepting_a_stream_and_serving_it_is_served() {
+        let (publish, generations) = watch::channel(generation(1));
+        let ctx = Arc::new(XdsContext::new(Arc::new(Metrics::new()), generations));
+        let (tx, mut responses) = mpsc::channel(16);
+        let caller = Caller {
+            remote: None,
+            secure: false,
+            identity: None,
+            connection_aged: CancellationToken::new(),
+        };
+        // Accepted (the session takes generation 1), then generation 2 is
+        // published before the stream's task first runs.
+        let connection = Connection::new(ctx.clone(), 1, tx, caller);
+        publish.send(generation(2)).expect("a receiver is alive");
+        let task = tokio::spawn(serve(connection, one_request()));
+        assert!(responses.recv().await.is_some(), "an LDS response");
+        let status = ctx.status.find(NODE).expect("the proxy is listed");
+        assert_eq!(
+            status.mesh_version, 2,
+            "the stream serves the newest generation, not the one current when it was accepted"
+        );
+        task.abort();
+    }
 }

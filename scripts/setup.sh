@@ -77,3 +77,4 @@ say "$("$ENVOY_DEST" --version | grep -o 'version: .*')"
 "$(dirname "$0")/install-consul.sh"  # Consul 1.8 for the Consul registry tests
 "$(dirname "$0")/install-kube-apiserver.sh"  # kube-apiserver, kubectl (built from source, cached) and etcd for the Kubernetes tests
 "$(dirname "$0")/install-jaeger.sh"  # Jaeger, the trace collector of the docker-compose stack (built from source, cached)
+"$(dirname "$0")/install-docker.sh"  # dockerd, docker-compose and debootstrap for the docker-compose stack's test (its own private dockerd)

@@ -68,28 +68,7 @@ fi
 
 # --- host packages -------------------------------------------------------------
 install_packages() {
-    local missing=()
-    command -v dockerd >/dev/null || missing+=(docker.io)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    [[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "    installed: dockerd, docker-compose, debootstrap"
-        return
-    fi
-    # docker.io's postinst would start a system dockerd with default flags,
-    # which rewrite the host's iptables: forbid service starts meanwhile.
-    local guard=
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        guard=/usr/sbin/policy-rc.d
-        printf '#!/bin/sh\nexit 101\n' >"$guard"
-        chmod 0755 "$guard"
-    fi
-    local status=0
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || status=$?
-    [[ -z $guard ]] || rm -f "$guard"
-    ((status == 0)) || exit "$status"
-    echo "    installed ${missing[*]}"
+    "$REPO/scripts/install-docker.sh" | sed 's/^/    /'
 }
 
 # --- the pilotfish binary -------------------------------------------------------

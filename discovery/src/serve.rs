@@ -295,6 +295,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             .await?,
         );
     }
+    // Both xDS ports: connections aged out and ended the same way.
+    let serve_xds = |connections, routes| {
+        xds_server::serve(
+            connections,
+            routes,
+            opts.connection_age,
+            metrics.clone(),
+            stop.clone(),
+        )
+    };
     if let Some(address) = opts.xds_address {
         let listener =
             incoming::bind(address).with_context(|| cannot_listen(address, "--xds-address"))?;
@@ -306,16 +316,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             stop.clone(),
         );
         let routes = Routes::new(AdsServer::new(ctx.clone()).into_service());
-        servers.push(named(
-            "plaintext xDS",
-            xds_server::serve(
-                connections,
-                routes,
-                opts.connection_age,
-                metrics.clone(),
-                stop.clone(),
-            ),
-        ));
+        servers.push(named("plaintext xDS", serve_xds(connections, routes)));
         tracing::info!(%address, "serving plaintext xDS (config only, never secrets)");
     }
     if let (Some(secure), Some(ca)) = (&opts.secure_xds, &ca) {
@@ -351,16 +352,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         );
         let routes =
             Routes::new(AdsServer::new(ctx.clone()).into_service()).add_service(certificates);
-        servers.push(named(
-            "secure xDS",
-            xds_server::serve(
-                connections,
-                routes,
-                opts.connection_age,
-                metrics.clone(),
-                stop.clone(),
-            ),
-        ));
+        servers.push(named("secure xDS", serve_xds(connections, routes)));
         tracing::info!(address = %secure.address, trust_domain = %opts.identity.trust_domain, "serving xDS and certificates over TLS");
     }
     tracing::info!(xds = ?opts.xds_address, secure_xds = ?opts.secure_xds.as_ref().map(|s| s.address), http = %opts.http_address, "pilotfish serving");

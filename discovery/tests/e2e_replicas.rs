@@ -20,9 +20,10 @@
 
 mod support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use support::bookinfo::{self, REVIEWS_VS_FILE};
+use support::pilotfish::Pilotfish;
 use support::pod::Pod;
 use support::replicas::{
     AGE, THREE_AGES, age_args, config_resources_sent, delta, holds, kill, resources, served,
@@ -37,6 +38,23 @@ fn send(pod: &Pod, tally: &mut Tally) {
         Err(e) => format!("error {}", e.kind()),
     };
     tally.add(outcome);
+}
+
+/// Waits until `replica` (called `which`) holds `node`, sending requests
+/// meanwhile.
+fn wait_held(
+    pod: &Pod,
+    tally: &mut Tally,
+    (which, replica): (&str, &Pilotfish),
+    node: &str,
+    timeout: Duration,
+) {
+    wait_until(&format!("{which} to hold {node}"), timeout, || {
+        send(pod, tally);
+        holds(replica, node)
+            .then_some(())
+            .ok_or_else(|| "not yet".to_string())
+    });
 }
 
 #[test]
@@ -87,29 +105,13 @@ fn two_replicas_serve_the_same_config_share_the_proxy_and_take_over_from_a_kille
     );
 
     // SIGKILL the first replica once it holds the sidecar.
-    wait_until(
-        &format!("the first replica to hold {node}"),
-        THREE_AGES,
-        || {
-            send(&pod, &mut tally);
-            holds(&pod.pilotfish, &node)
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        },
-    );
+    let first = ("the first replica", &pod.pilotfish);
+    wait_held(&pod, &mut tally, first, &node, THREE_AGES);
     let sent_before = config_resources_sent(&second);
     kill(&pod.pilotfish);
     let killed = Instant::now();
-    wait_until(
-        &format!("{node} to reconnect to the second replica"),
-        PROPAGATION * 2,
-        || {
-            send(&pod, &mut tally);
-            holds(&second, &node)
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        },
-    );
+    let second_replica = ("the second replica", &second);
+    wait_held(&pod, &mut tally, second_replica, &node, PROPAGATION * 2);
     let took_over = killed.elapsed();
     second.wait_synced_without_nack(&node);
     let sent_on_move = config_resources_sent(&second) - sent_before;
@@ -130,16 +132,8 @@ fn two_replicas_serve_the_same_config_share_the_proxy_and_take_over_from_a_kille
     // The killed replica restarted gets the sidecar back.
     pod.restart_pilotfish();
     let restarted = Instant::now();
-    wait_until(
-        &format!("the restarted replica to hold {node}"),
-        THREE_AGES,
-        || {
-            send(&pod, &mut tally);
-            holds(&pod.pilotfish, &node)
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        },
-    );
+    let restarted_replica = ("the restarted replica", &pod.pilotfish);
+    wait_held(&pod, &mut tally, restarted_replica, &node, THREE_AGES);
     let back = restarted.elapsed();
     println!(
         "SIGKILL: the second replica held {node} after {}; the restarted one again after {}; {} requests",

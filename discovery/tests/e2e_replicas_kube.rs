@@ -99,6 +99,18 @@ fn assert_all_answered(tallies: &BTreeMap<&'static str, Tally>, what: &str) -> u
     tallies.values().map(Tally::total).sum()
 }
 
+/// Waits until the pod's first replica (called `which`) holds some
+/// sidecars, sending requests meanwhile.
+fn wait_holding_some(pod: &KubePod, tallies: &mut BTreeMap<&'static str, Tally>, which: &str) {
+    wait_until(&format!("{which} to hold sidecars"), THREE_AGES, || {
+        send_round(pod, tallies);
+        match held(&pod.pilotfish).len() {
+            0 => Err("none".to_string()),
+            n => Ok(n),
+        }
+    });
+}
+
 /// Bookinfo with its routing in the API server and [`RATINGS_FOR_JASON`]
 /// in the config directory, a pod watching both with one replica
 /// (`--max-connection-age 2s`) whose sidecar lists both replicas.
@@ -209,13 +221,7 @@ fn two_replicas_on_the_api_server_share_twenty_sidecars_serve_them_identical_con
     );
 
     // SIGKILL the first replica while it holds sidecars: all move.
-    wait_until("the first replica to hold sidecars", THREE_AGES, || {
-        send_round(&pod, &mut tallies);
-        match held(&pod.pilotfish).len() {
-            0 => Err("none".to_string()),
-            n => Ok(n),
-        }
-    });
+    wait_holding_some(&pod, &mut tallies, "the first replica");
     let sent_before = config_resources_sent(&second);
     kill(&pod.pilotfish);
     let killed = Instant::now();
@@ -265,13 +271,7 @@ fn two_replicas_on_the_api_server_share_twenty_sidecars_serve_them_identical_con
     // The killed replica, restarted, receives sidecars again.
     pod.restart_pilotfish();
     let restarted = Instant::now();
-    wait_until("the restarted replica to hold sidecars", THREE_AGES, || {
-        send_round(&pod, &mut tallies);
-        match held(&pod.pilotfish).len() {
-            0 => Err("none".to_string()),
-            n => Ok(n),
-        }
-    });
+    wait_holding_some(&pod, &mut tallies, "the restarted replica");
     println!(
         "the restarted replica held sidecars after {}",
         ms(restarted.elapsed())
